@@ -1,0 +1,106 @@
+//! Types shared by the eBPF programs (`ctxleak-ebpf`) and the daemon (`ctxleak-daemon`).
+//!
+//! Everything here is `#[repr(C)]` plain data: the kernel side writes it into maps and the
+//! ring buffer, the user side reads the same bytes. Keep fields 8-byte aligned with explicit
+//! padding so both sides agree without relying on the compiler's layout choices.
+#![no_std]
+
+/// Offsets into the target's `runtime.g`, read from the binary's DWARF at attach time.
+///
+/// They moved between Go versions (see `shared/go-runtime.md`), so they are never compiled
+/// into the eBPF programs: the daemon hands them over through [`TARGETS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoOffsets {
+    pub g_goid: u32,
+    pub g_parent_goid: u32,
+    pub g_gopc: u32,
+    pub g_startpc: u32,
+}
+
+/// Per-process configuration, keyed by tgid in [`TARGETS_MAP`]. A probe that fires in a
+/// process without an entry does nothing: this is what scopes shared probes to the targets
+/// ctxleak was asked to watch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TargetConfig {
+    pub offsets: GoOffsets,
+}
+
+/// What a [`GoroutineEvent`] reports.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `runtime.newproc1` returned a new goroutine (it is already runnable).
+    Created = 1,
+    /// A goroutine entered `runtime.goexit1`: its function returned or it called `Goexit`.
+    Exited = 2,
+}
+
+impl EventKind {
+    pub fn from_u32(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Created),
+            2 => Some(Self::Exited),
+            _ => None,
+        }
+    }
+}
+
+/// One goroutine lifecycle event, streamed through [`EVENTS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoroutineEvent {
+    /// An [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// The target process (tgid).
+    pub pid: u32,
+    /// `bpf_ktime_get_ns()` when the probe fired; orders events against memory snapshots.
+    pub ktime_ns: u64,
+    pub goid: u64,
+    /// Zero for [`EventKind::Exited`].
+    pub parent_goid: u64,
+    /// PC of the `go` statement; zero for [`EventKind::Exited`].
+    pub gopc: u64,
+    /// Entry PC of the goroutine's function; zero for [`EventKind::Exited`].
+    pub startpc: u64,
+}
+
+impl GoroutineEvent {
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+/// Index into [`COUNTERS_MAP`], a per-CPU array of `u64`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Events that did not fit in the ring buffer: the daemon must resynchronise from memory.
+    EventsLost = 0,
+    /// Probe hits where reading the target's memory failed (the event was not sent).
+    ReadErrors = 1,
+}
+
+pub const COUNTER_SLOTS: u32 = 2;
+
+pub const TARGETS_MAP: &str = "TARGETS";
+pub const EVENTS_MAP: &str = "EVENTS";
+pub const COUNTERS_MAP: &str = "COUNTERS";
+
+/// Program names, as the daemon looks them up in the loaded object.
+pub const PROG_GOROUTINE_CREATED: &str = "goroutine_created";
+pub const PROG_GOROUTINE_EXITED: &str = "goroutine_exited";
+
+/// Ring buffer size in bytes (a power of two, a multiple of the page size). 4 MiB holds
+/// about 70 000 events: a burst of that many goroutine starts without a reader.
+pub const EVENTS_RING_BYTES: u32 = 4 << 20;
+
+/// How many processes one daemon can watch at once.
+pub const MAX_TARGETS: u32 = 1024;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)] with only integer fields and no padding holes.
+    unsafe impl aya::Pod for super::GoOffsets {}
+    unsafe impl aya::Pod for super::TargetConfig {}
+    unsafe impl aya::Pod for super::GoroutineEvent {}
+}

@@ -1,0 +1,226 @@
+//! `ctxleak attach --pid N`: watch one Go process until it exits or ctxleak is interrupted.
+//!
+//! Order matters for exactness: probes are attached first, then the live set is seeded from
+//! the target's memory; events that raced with the snapshot are reconciled by the tracker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ctxleak_common::Counter;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::census;
+use crate::goexe::GoBinary;
+use crate::metrics::{self, Metrics, TargetMetrics};
+use crate::probes::{self, EventStream, Probes};
+use crate::procmem::{self, ProcessMemory};
+use crate::target::{self, ProcessHandle, TargetError, TargetExe};
+use crate::tracker::{GoroutineKind, GoroutineTracker, kind_of_function};
+
+pub struct AttachOptions {
+    pub pid: u32,
+    pub listen: SocketAddr,
+    /// Print a one-line summary every second.
+    pub summary: bool,
+}
+
+/// Why the session ended (both are normal ends).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    Interrupted,
+    TargetExited,
+}
+
+pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
+    let pid = options.pid;
+    let process = ProcessHandle::open(pid)?;
+    target::check_privileges(pid)?;
+    let exe = TargetExe::open(pid).map_err(|error| process.explain(error))?;
+    let memory = ProcessMemory::open(pid).map_err(|error| {
+        process.explain(match error.io_error().map(std::io::Error::kind) {
+            Some(std::io::ErrorKind::PermissionDenied) => TargetError::Privileges {
+                action: format!("read the memory of PID {pid}"),
+            },
+            _ => TargetError::Io { pid, source: std::io::Error::other(error.to_string()) },
+        })
+    })?;
+    let binary = &exe.binary;
+    let bias = if binary.is_pie {
+        let first = binary.first_segment_address().unwrap_or(0);
+        procmem::load_bias(pid, &exe.path, first)
+            .map_err(|error| process.explain(TargetError::Io { pid, source: std::io::Error::other(error.to_string()) }))?
+    } else {
+        0
+    };
+
+    let (mut probes, mut events) = Probes::load().map_err(|error| {
+        if error.is_permission_denied() {
+            anyhow::Error::new(TargetError::Privileges { action: "load eBPF programs".into() })
+        } else {
+            anyhow::Error::new(error)
+        }
+    })?;
+    probes.watch(pid, &exe.link, binary).map_err(|error| {
+        if process.has_exited() {
+            anyhow::Error::new(TargetError::ExitedDuringAttach { pid })
+        } else {
+            anyhow::Error::new(error)
+        }
+    })?;
+
+    let metrics = Arc::new(Metrics::default());
+    let target_metrics = metrics.add_target(pid, &exe.path.display().to_string(), &binary.version.raw);
+    let listener = metrics::bind(options.listen).await?;
+    let listen = listener.local_addr().unwrap_or(options.listen);
+    tokio::spawn(metrics::serve(listener, metrics.clone()));
+
+    let session = Session {
+        process: &process,
+        memory: &memory,
+        binary,
+        bias,
+        allgs: binary.allgs.wrapping_add(bias),
+        probes: &probes,
+        metrics: &metrics,
+        target_metrics,
+        tracker: GoroutineTracker::default(),
+        lost_seen: 0,
+        read_errors_seen: 0,
+    };
+    eprintln!(
+        "ctxleak: attached to PID {pid} ({}, {}, {} probes); metrics at http://{listen}/metrics",
+        exe.path.display(),
+        binary.version,
+        binary.probes.goroutine_created.len() + 1
+    );
+    let ending = session.run(&mut events, options.summary).await?;
+    drop(probes); // Detaches every uprobe.
+    match ending {
+        Ending::Interrupted => eprintln!("ctxleak: detached from PID {pid}; it keeps running"),
+        Ending::TargetExited => eprintln!("ctxleak: PID {pid} exited; detached"),
+    }
+    Ok(ending)
+}
+
+struct Session<'a> {
+    process: &'a ProcessHandle,
+    memory: &'a ProcessMemory,
+    binary: &'a GoBinary,
+    bias: u64,
+    allgs: u64,
+    probes: &'a Probes,
+    metrics: &'a Metrics,
+    target_metrics: TargetMetrics,
+    tracker: GoroutineTracker,
+    lost_seen: u64,
+    read_errors_seen: u64,
+}
+
+impl Session<'_> {
+    async fn run(mut self, events: &mut EventStream, summary: bool) -> anyhow::Result<Ending> {
+        if let Err(error) = self.resync() {
+            if self.process.has_exited() {
+                return Err(TargetError::ExitedDuringAttach { pid: self.process.pid() }.into());
+            }
+            return Err(error);
+        }
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = (self.tracker.created, self.tracker.exited);
+        loop {
+            tokio::select! {
+                ready = events.readable_mut() => {
+                    let mut guard = ready.context("cannot poll the event ring buffer")?;
+                    self.drain(guard.get_inner_mut());
+                    guard.clear_ready();
+                }
+                _ = tick.tick() => {
+                    self.check_kernel_counters();
+                    if summary {
+                        self.print_summary(last);
+                        last = (self.tracker.created, self.tracker.exited);
+                    }
+                }
+                _ = self.process.exited() => return Ok(Ending::TargetExited),
+                _ = interrupt.recv() => return Ok(Ending::Interrupted),
+                _ = terminate.recv() => return Ok(Ending::Interrupted),
+            }
+        }
+    }
+
+    fn classify(binary: &GoBinary, bias: u64, startpc: u64) -> GoroutineKind {
+        let function = binary.symbols.function_at(startpc.wrapping_sub(bias));
+        kind_of_function(function.map(|symbol| symbol.name.as_str()))
+    }
+
+    fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
+        let (binary, bias, pid) = (self.binary, self.bias, self.process.pid());
+        let (before_created, before_exited) = (self.tracker.created, self.tracker.exited);
+        while let Some(item) = ring.next() {
+            let Some(event) = probes::decode_event(&item) else { continue };
+            if event.pid == pid {
+                self.tracker.apply(&event, |startpc| Self::classify(binary, bias, startpc));
+            }
+        }
+        self.target_metrics.created.inc_by(self.tracker.created - before_created);
+        self.target_metrics.exited.inc_by(self.tracker.exited - before_exited);
+        self.target_metrics.set_counts(self.tracker.counts());
+    }
+
+    /// Rebuilds the live set from `runtime.allgs`.
+    fn resync(&mut self) -> anyhow::Result<()> {
+        let ktime = monotonic_ns();
+        let census = census::take(self.memory, &self.binary.g_layout, self.allgs)
+            .with_context(|| format!("cannot read the goroutines of PID {}", self.process.pid()))?;
+        if census.unreadable > 0 {
+            tracing::debug!(unreadable = census.unreadable, "some g structs could not be read");
+        }
+        let (binary, bias) = (self.binary, self.bias);
+        self.tracker.reset(ktime, &census.goroutines, |startpc| Self::classify(binary, bias, startpc));
+        self.target_metrics.set_counts(self.tracker.counts());
+        Ok(())
+    }
+
+    /// Lost events mean the live set is no longer exact: count them and read it afresh.
+    fn check_kernel_counters(&mut self) {
+        let read_errors = self.probes.counter(Counter::ReadErrors);
+        self.metrics.probe_read_errors.inc_by(read_errors.saturating_sub(self.read_errors_seen));
+        self.read_errors_seen = self.read_errors_seen.max(read_errors);
+        let lost = self.probes.counter(Counter::EventsLost);
+        if lost > self.lost_seen {
+            self.metrics.events_lost.inc_by(lost - self.lost_seen);
+            tracing::warn!(lost = lost - self.lost_seen, "probe events lost (ring buffer full); resynchronising from memory");
+            self.lost_seen = lost;
+            self.target_metrics.resyncs.inc();
+            if let Err(error) = self.resync() {
+                tracing::warn!("resync failed: {error:#}");
+            }
+        }
+    }
+
+    fn print_summary(&self, (created_before, exited_before): (u64, u64)) {
+        let counts = self.tracker.counts();
+        println!(
+            "ctxleak: PID {} {}: {} goroutines ({} system) | +{} created -{} exited /s | {} events lost",
+            self.process.pid(),
+            self.binary.version,
+            counts.user,
+            counts.system,
+            self.tracker.created - created_before,
+            self.tracker.exited - exited_before,
+            self.lost_seen,
+        );
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
+}

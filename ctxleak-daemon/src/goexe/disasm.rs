@@ -1,0 +1,95 @@
+//! Finds probe addresses inside Go runtime functions by decoding their machine code.
+//!
+//! Offsets inside functions differ between Go releases and builds, so they are found at attach
+//! time, never hard-coded.
+
+use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpKind, Register};
+
+/// Addresses of the instructions that follow each direct `CALL target` in `code` (which
+/// starts at address `ip`). Right after `CALL runtime.newproc1`, RAX holds the new g.
+pub fn after_calls_to(code: &[u8], ip: u64, target: u64) -> Vec<u64> {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    let mut found = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instruction);
+        if instruction.flow_control() == FlowControl::Call
+            && instruction.op0_kind() == OpKind::NearBranch64
+            && instruction.near_branch_target() == target
+        {
+            found.push(instruction.next_ip());
+        }
+    }
+    found
+}
+
+/// The address to probe for "this function was entered": the first instruction after Go's
+/// stack-bound check (`CMPQ SP, 16(R14)` or, for large frames, `LEAQ -N(SP), R12; CMPQ R12,
+/// 16(R14)`, then `JBE morestack`), or the entry itself for functions without one (nosplit).
+///
+/// Probing there instead of at the entry costs the target about a quarter (the kernel emulates
+/// the `PUSHQ BP` found there instead of single-stepping the `CMP`), and it cannot fire twice
+/// for one call, since a stack growth restarts the function at its entry, before this point.
+pub fn after_stack_check(code: &[u8], ip: u64) -> u64 {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    let mut saw_stack_compare = false;
+    // The check is always within the first three instructions.
+    for _ in 0..4 {
+        if !decoder.can_decode() {
+            break;
+        }
+        decoder.decode_out(&mut instruction);
+        if is_stack_bound_compare(&instruction) {
+            saw_stack_compare = true;
+        } else if saw_stack_compare && instruction.flow_control() == FlowControl::ConditionalBranch {
+            return instruction.next_ip();
+        }
+    }
+    ip
+}
+
+/// `CMP reg, [R14 + 0x10]` (or `CMP [R14+0x10], reg`): R14 is g and 0x10 is `g.stackguard0`.
+fn is_stack_bound_compare(instruction: &Instruction) -> bool {
+    matches!(instruction.code(), Code::Cmp_r64_rm64 | Code::Cmp_rm64_r64)
+        && (0..2).any(|operand| instruction.op_kind(operand) == OpKind::Memory)
+        && instruction.memory_base() == Register::R14
+        && instruction.memory_displacement64() == 0x10
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // From runtime.goexit1 of a Go 1.27 binary:
+    //   cmp 0x10(%r14),%rsp ; jbe +0x88 ; push %rbp ; mov %rsp,%rbp
+    const GOEXIT1: &[u8] = &[
+        0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x88, 0x00, 0x00, 0x00, 0x55, 0x48, 0x89, 0xe5,
+    ];
+
+    #[test]
+    fn skips_the_stack_check() {
+        assert_eq!(after_stack_check(GOEXIT1, 0x44fce0), 0x44fcea);
+    }
+
+    #[test]
+    fn nosplit_functions_are_probed_at_entry() {
+        // push %rbp ; mov %rsp,%rbp ; ret
+        assert_eq!(after_stack_check(&[0x55, 0x48, 0x89, 0xe5, 0xc3], 0x1000), 0x1000);
+    }
+
+    #[test]
+    fn finds_the_instruction_after_each_call() {
+        // call rel32 to 0x2000 ; mov %rax,%rbx ; call rel32 to 0x3000 ; nop
+        let ip = 0x1000u64;
+        let rel = |from_next: u64, to: u64| ((to as i64 - from_next as i64) as i32).to_le_bytes();
+        let mut code = vec![0xe8];
+        code.extend_from_slice(&rel(ip + 5, 0x2000));
+        code.extend_from_slice(&[0x48, 0x89, 0xc3, 0xe8]);
+        code.extend_from_slice(&rel(ip + 13, 0x3000));
+        code.push(0x90);
+        assert_eq!(after_calls_to(&code, ip, 0x2000), vec![ip + 5]);
+        assert_eq!(after_calls_to(&code, ip, 0x3000), vec![ip + 13]);
+        assert!(after_calls_to(&code, ip, 0x4000).is_empty());
+    }
+}

@@ -1,0 +1,157 @@
+//! Struct layouts of the Go runtime, read from the binary's DWARF.
+//!
+//! Offsets in `runtime.g` moved between Go releases (see `shared/go-runtime.md`), so they are
+//! read from each binary rather than compiled in.
+
+use std::borrow::Cow;
+
+use ctxleak_common::GoOffsets;
+use gimli::{AttributeValue, EndianSlice, RunTimeEndian};
+use object::{Object as _, ObjectSection as _};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("the binary has no DWARF debug info")]
+    NoDwarf,
+    #[error("cannot read DWARF: {0}")]
+    Dwarf(#[from] gimli::Error),
+    #[error("cannot decompress DWARF section {section}: {source}")]
+    Section { section: &'static str, source: object::Error },
+    #[error("DWARF has no struct {0}")]
+    MissingStruct(&'static str),
+    #[error("DWARF struct {strukt} has no member {member}")]
+    MissingMember { strukt: &'static str, member: &'static str },
+}
+
+/// Where the fields ctxleak reads live in `runtime.g`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GLayout {
+    pub size: u64,
+    pub atomicstatus: u64,
+    pub goid: u64,
+    pub parent_goid: u64,
+    pub gopc: u64,
+    pub startpc: u64,
+}
+
+impl GLayout {
+    /// The offsets the eBPF programs need.
+    pub fn probe_offsets(&self) -> GoOffsets {
+        // Every field sits within sizeof(runtime.g), a few hundred bytes: the casts are exact.
+        GoOffsets {
+            g_goid: self.goid as u32,
+            g_parent_goid: self.parent_goid as u32,
+            g_gopc: self.gopc as u32,
+            g_startpc: self.startpc as u32,
+        }
+    }
+
+    /// Bytes to read from a g to see every field above.
+    pub fn read_len(&self) -> u64 {
+        [self.atomicstatus + 4, self.goid, self.parent_goid, self.gopc, self.startpc]
+            .into_iter()
+            .map(|end| end + 8)
+            .max()
+            .unwrap_or(self.size)
+            .min(self.size.max(8))
+    }
+}
+
+pub fn has_dwarf(file: &object::File<'_>) -> bool {
+    file.section_by_name(".debug_info").is_some() || file.section_by_name(".zdebug_info").is_some()
+}
+
+pub fn read_g_layout(file: &object::File<'_>) -> Result<GLayout, LayoutError> {
+    if !has_dwarf(file) {
+        return Err(LayoutError::NoDwarf);
+    }
+    let sections = gimli::DwarfSections::load(|id| load_section(file, id.name()))?;
+    let endian = if file.is_little_endian() { RunTimeEndian::Little } else { RunTimeEndian::Big };
+    let dwarf = sections.borrow(|section| EndianSlice::new(section, endian));
+    let members = struct_members(&dwarf, "runtime.g")?.ok_or(LayoutError::MissingStruct("runtime.g"))?;
+    let member = |name: &'static str| {
+        members
+            .fields
+            .iter()
+            .find(|(field, _)| field == name)
+            .map(|&(_, offset)| offset)
+            .ok_or(LayoutError::MissingMember { strukt: "runtime.g", member: name })
+    };
+    Ok(GLayout {
+        size: members.size,
+        atomicstatus: member("atomicstatus")?,
+        goid: member("goid")?,
+        parent_goid: member("parentGoid")?,
+        gopc: member("gopc")?,
+        startpc: member("startpc")?,
+    })
+}
+
+fn load_section<'data>(
+    file: &object::File<'data>,
+    name: &'static str,
+) -> Result<Cow<'data, [u8]>, LayoutError> {
+    match file.section_by_name(name) {
+        Some(section) => section
+            .uncompressed_data()
+            .map_err(|source| LayoutError::Section { section: name, source }),
+        None => Ok(Cow::Borrowed(&[])),
+    }
+}
+
+struct StructMembers {
+    size: u64,
+    fields: Vec<(String, u64)>,
+}
+
+type Reader<'a> = EndianSlice<'a, RunTimeEndian>;
+
+/// Finds the first `DW_TAG_structure_type` named `name` and returns its size and members.
+fn struct_members(
+    dwarf: &gimli::Dwarf<Reader<'_>>,
+    name: &str,
+) -> Result<Option<StructMembers>, LayoutError> {
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let mut entries = unit.entries();
+        let mut found: Option<(isize, StructMembers)> = None;
+        while let Some(entry) = entries.next_dfs()? {
+            if let Some((depth, members)) = found.as_mut() {
+                if entry.depth() <= *depth {
+                    break;
+                }
+                if entry.depth() == *depth + 1 && entry.tag() == gimli::DW_TAG_member {
+                    let field = entry
+                        .attr_value(gimli::DW_AT_name)
+                        .map(|value| dwarf.attr_string(&unit, value))
+                        .transpose()?;
+                    let offset = entry
+                        .attr_value(gimli::DW_AT_data_member_location)
+                        .and_then(|value| value.udata_value());
+                    if let (Some(field), Some(offset)) = (field, offset) {
+                        members.fields.push((field.to_string_lossy().into_owned(), offset));
+                    }
+                }
+                continue;
+            }
+            if entry.tag() != gimli::DW_TAG_structure_type {
+                continue;
+            }
+            let Some(value) = entry.attr_value(gimli::DW_AT_name) else { continue };
+            if dwarf.attr_string(&unit, value)?.slice() != name.as_bytes() {
+                continue;
+            }
+            let size = match entry.attr_value(gimli::DW_AT_byte_size) {
+                Some(AttributeValue::Udata(size)) => size,
+                Some(value) => value.udata_value().unwrap_or(0),
+                None => 0,
+            };
+            found = Some((entry.depth(), StructMembers { size, fields: Vec::new() }));
+        }
+        if let Some((_, members)) = found {
+            return Ok(Some(members));
+        }
+    }
+    Ok(None)
+}

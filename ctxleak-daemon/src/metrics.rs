@@ -1,0 +1,183 @@
+//! ctxleak's Prometheus metrics (OpenMetrics text) and the HTTP endpoint that serves them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::tracker::{Counts, GoroutineKind};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GoroutineLabels {
+    pid: u32,
+    /// "user" or "system".
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    pid: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetInfoLabels {
+    pid: u32,
+    exe: String,
+    go_version: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    goroutines: Family<GoroutineLabels, Gauge>,
+    created: Family<TargetLabels, Counter>,
+    exited: Family<TargetLabels, Counter>,
+    resyncs: Family<TargetLabels, Counter>,
+    target_info: Family<TargetInfoLabels, Gauge>,
+    pub events_lost: Counter,
+    pub probe_read_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ctxleak");
+        let metrics = Self {
+            goroutines: Family::default(),
+            created: Family::default(),
+            exited: Family::default(),
+            resyncs: Family::default(),
+            target_info: Family::default(),
+            events_lost: Counter::default(),
+            probe_read_errors: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "goroutines",
+            "Live goroutines of a watched process; kind=user is what runtime.NumGoroutine() counts, kind=system the runtime's own",
+            metrics.goroutines.clone(),
+        );
+        registry.register("goroutines_created", "Goroutines created since ctxleak attached", metrics.created.clone());
+        registry.register("goroutines_exited", "Goroutines exited since ctxleak attached", metrics.exited.clone());
+        registry.register(
+            "events_lost",
+            "Probe events dropped because the ring buffer was full (each loss triggers a resync from the target's memory)",
+            metrics.events_lost.clone(),
+        );
+        registry.register(
+            "probe_read_errors",
+            "Probe hits whose read of the target's memory failed (no event was sent)",
+            metrics.probe_read_errors.clone(),
+        );
+        registry.register(
+            "resyncs",
+            "Times the live goroutine set was rebuilt from the target's memory after lost events",
+            metrics.resyncs.clone(),
+        );
+        registry.register(
+            "target_info",
+            "A watched process (always 1): its executable and Go version",
+            metrics.target_info.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+}
+
+/// The metrics of one watched process.
+pub struct TargetMetrics {
+    user: Gauge,
+    system: Gauge,
+    pub created: Counter,
+    pub exited: Counter,
+    pub resyncs: Counter,
+}
+
+impl TargetMetrics {
+    pub fn set_counts(&self, counts: Counts) {
+        self.user.set(i64::try_from(counts.user).unwrap_or(i64::MAX));
+        self.system.set(i64::try_from(counts.system).unwrap_or(i64::MAX));
+    }
+}
+
+impl Metrics {
+    pub fn add_target(&self, pid: u32, exe: &str, go_version: &str) -> TargetMetrics {
+        self.target_info
+            .get_or_create(&TargetInfoLabels { pid, exe: exe.to_owned(), go_version: go_version.to_owned() })
+            .set(1);
+        let target = TargetLabels { pid };
+        let gauge = |kind: GoroutineKind| {
+            let kind = match kind {
+                GoroutineKind::User => "user",
+                GoroutineKind::System => "system",
+            };
+            self.goroutines.get_or_create(&GoroutineLabels { pid, kind }).clone()
+        };
+        TargetMetrics {
+            user: gauge(GoroutineKind::User),
+            system: gauge(GoroutineKind::System),
+            created: self.created.get_or_create(&target).clone(),
+            exited: self.exited.get_or_create(&target).clone(),
+            resyncs: self.resyncs.get_or_create(&target).clone(),
+        }
+    }
+
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves `/metrics` on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/", get(|| async { "ctxleak: metrics are at /metrics\n" }))
+        .with_state(metrics);
+    axum::serve(listener, app).await
+}
+
+async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    match metrics.encode() {
+        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response(),
+    }
+}
+
+/// The address in `--web.listen-address`: what `bind` failed on, said in one line.
+pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.map_err(|err| {
+        anyhow::anyhow!(
+            "cannot listen on {address} for metrics: {err}; pick another address with --web.listen-address"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_per_target_series() {
+        let metrics = Metrics::default();
+        let target = metrics.add_target(42, "/srv/app", "go1.25.5");
+        target.set_counts(Counts { user: 7, system: 3 });
+        target.created.inc_by(9);
+        let text = metrics.encode().unwrap();
+        assert!(text.contains(r#"ctxleak_goroutines{pid="42",kind="user"} 7"#), "{text}");
+        assert!(text.contains(r#"ctxleak_goroutines{pid="42",kind="system"} 3"#), "{text}");
+        assert!(text.contains(r#"ctxleak_goroutines_created_total{pid="42"} 9"#), "{text}");
+        assert!(text.contains(r#"ctxleak_target_info{pid="42",exe="/srv/app",go_version="go1.25.5"} 1"#), "{text}");
+        assert!(text.contains("ctxleak_events_lost_total 0"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

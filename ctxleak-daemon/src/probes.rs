@@ -1,0 +1,151 @@
+//! Loads ctxleak's eBPF programs (embedded in the binary at build time) and attaches them to
+//! a target process.
+
+use std::os::fd::AsRawFd as _;
+use std::path::Path;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::UProbe;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
+use aya::Ebpf;
+use ctxleak_common::{
+    COUNTERS_MAP, Counter, EVENTS_MAP, GoroutineEvent, PROG_GOROUTINE_CREATED, PROG_GOROUTINE_EXITED,
+    TARGETS_MAP, TargetConfig,
+};
+use tokio::io::unix::AsyncFd;
+
+use crate::goexe::GoBinary;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot load the eBPF programs: {0}")]
+    Load(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the eBPF object has no {0}: the ctxleak binary is broken, rebuild it")]
+    Missing(&'static str),
+    #[error("{address:#x} in {path} is outside its loadable segments")]
+    BadAddress { path: String, address: u64 },
+    #[error("cannot attach a uprobe at file offset {offset:#x} of {path}: {source}")]
+    Attach { path: String, offset: u64, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("cannot register PID {pid} with the eBPF programs: {source}")]
+    Register { pid: u32, source: aya::maps::MapError },
+}
+
+impl ProbeError {
+    /// Whether the kernel refused for lack of privileges (EPERM/EACCES anywhere in the chain).
+    pub fn is_permission_denied(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = source {
+            if let Some(io) = error.downcast_ref::<std::io::Error>()
+                && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+            {
+                return true;
+            }
+            source = error.source();
+        }
+        false
+    }
+}
+
+fn load_error(error: impl std::error::Error + Send + Sync + 'static) -> ProbeError {
+    ProbeError::Load(Box::new(error))
+}
+
+pub struct Probes {
+    ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+/// Probe events, readable from async code.
+pub type EventStream = AsyncFd<RingBuf<MapData>>;
+
+impl Probes {
+    /// Loads the programs into the kernel. Must run inside a tokio runtime: the eBPF log
+    /// is drained by a task (if the logger were dropped, its map would close and the programs
+    /// would fail to load).
+    pub fn load() -> Result<(Self, EventStream), ProbeError> {
+        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ctxleak")))
+            .map_err(load_error)?;
+        match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => {
+                let mut logger = crate::readable::watch_readable(logger)
+                    .map_err(load_error)?;
+                tokio::spawn(async move {
+                    while let Ok(mut guard) = logger.readable_mut().await {
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                });
+            }
+            Err(error) => tracing::debug!("no eBPF logger: {error}"),
+        }
+        let events = ebpf.take_map(EVENTS_MAP).ok_or(ProbeError::Missing(EVENTS_MAP))?;
+        let events = RingBuf::try_from(events).map_err(load_error)?;
+        let events = crate::readable::watch_readable(events).map_err(load_error)?;
+        let counters = ebpf.take_map(COUNTERS_MAP).ok_or(ProbeError::Missing(COUNTERS_MAP))?;
+        let counters = PerCpuArray::try_from(counters).map_err(load_error)?;
+        for name in [PROG_GOROUTINE_CREATED, PROG_GOROUTINE_EXITED] {
+            uprobe(&mut ebpf, name)?.load().map_err(load_error)?;
+        }
+        tracing::debug!(events_fd = events.get_ref().as_raw_fd(), "eBPF programs loaded");
+        Ok((Self { ebpf, counters }, events))
+    }
+
+    /// Registers `pid` and attaches the probes to its executable, reached as `exe` (use
+    /// `/proc/PID/exe`: it works across mount namespaces). Probes fire only in that process.
+    pub fn watch(&mut self, pid: u32, exe: &Path, binary: &GoBinary) -> Result<(), ProbeError> {
+        let config = TargetConfig { offsets: binary.g_layout.probe_offsets() };
+        let mut targets: BpfHashMap<&mut MapData, u32, TargetConfig> = self
+            .ebpf
+            .map_mut(TARGETS_MAP)
+            .ok_or(ProbeError::Missing(TARGETS_MAP))?
+            .try_into()
+            .map_err(|source| ProbeError::Register { pid, source })?;
+        targets.insert(pid, config, 0).map_err(|source| ProbeError::Register { pid, source })?;
+
+        let scope = std::num::NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        let points = binary
+            .probes
+            .goroutine_created
+            .iter()
+            .map(|&address| (PROG_GOROUTINE_CREATED, address))
+            .chain([(PROG_GOROUTINE_EXITED, binary.probes.goroutine_exited)]);
+        for (program, address) in points {
+            let offset = binary.file_offset(address).ok_or_else(|| ProbeError::BadAddress {
+                path: binary.path.display().to_string(),
+                address,
+            })?;
+            uprobe(&mut self.ebpf, program)?
+                .attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
+                .map_err(|source| ProbeError::Attach {
+                    path: binary.path.display().to_string(),
+                    offset,
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// A kernel-side counter, summed over CPUs.
+    pub fn counter(&self, counter: Counter) -> u64 {
+        self.counters
+            .get(&(counter as u32), 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, ProbeError> {
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::Missing(name))?
+        .try_into()
+        .map_err(|_| ProbeError::Missing(name))
+}
+
+/// Decodes one ring-buffer record; `None` if it is too short (never sent by our programs).
+pub fn decode_event(bytes: &[u8]) -> Option<GoroutineEvent> {
+    (bytes.len() >= GoroutineEvent::SIZE).then(|| {
+        // SAFETY: GoroutineEvent is plain #[repr(C)] integers and the slice is long enough;
+        // read_unaligned copes with any alignment.
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<GoroutineEvent>()) }
+    })
+}

@@ -1,0 +1,175 @@
+//! The live goroutine set of one target, kept from probe events and memory snapshots.
+//!
+//! Events and snapshots race: a goroutine can be created after the probes are attached but
+//! before the snapshot is read, or exit in between. Each snapshot is stamped with the
+//! monotonic clock (the one `bpf_ktime_get_ns` reads) just before `allgs` is read; a creation
+//! event older than the snapshot is already reflected in it (the goroutine is in it if still
+//! alive) and is not applied again, while exits are always applied. An exit applied shortly
+//! before a later snapshot can still see its g as running (the g turns dead a moment after
+//! `goexit1`), so recent exits are remembered and kept out of snapshots: goids are never
+//! reused. This makes the count exact whatever the interleaving, and a resnapshot after lost
+//! events restores exactness.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use ctxleak_common::{EventKind, GoroutineEvent};
+
+use crate::census::GoroutineRecord;
+
+/// User goroutines are what `runtime.NumGoroutine()` counts; system goroutines are the
+/// runtime's own (GC workers, the finalizer goroutine, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GoroutineKind {
+    User,
+    System,
+}
+
+/// Whether a goroutine whose function is `name` is a runtime system goroutine, by the rule of
+/// the runtime's own `isSystemGoroutine(gp, false)`: its start function is in package runtime,
+/// except `runtime.main` (the main goroutine), `runtime.corostart` (coroutines, user code) and
+/// `runtime.handleAsyncEvent` (wasm). An unknown function is a user goroutine, as there.
+pub fn kind_of_function(name: Option<&str>) -> GoroutineKind {
+    match name {
+        Some("runtime.main" | "runtime.corostart" | "runtime.handleAsyncEvent") | None => {
+            GoroutineKind::User
+        }
+        Some(name) if name.starts_with("runtime.") => GoroutineKind::System,
+        Some(_) => GoroutineKind::User,
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub user: u64,
+    pub system: u64,
+}
+
+/// How long an exit is remembered: far longer than a g takes to turn dead after `goexit1`.
+const RECENT_EXIT_NS: u64 = 2_000_000_000;
+
+#[derive(Debug, Default)]
+pub struct GoroutineTracker {
+    live: HashMap<u64, GoroutineKind>,
+    counts: Counts,
+    /// Monotonic time of the last snapshot.
+    snapshot_ktime: u64,
+    /// (ktime, goid) of exits within [`RECENT_EXIT_NS`] of the newest one.
+    recent_exits: VecDeque<(u64, u64)>,
+    pub created: u64,
+    pub exited: u64,
+}
+
+impl GoroutineTracker {
+    /// Replaces the live set with a snapshot read after `ktime_ns`.
+    pub fn reset(&mut self, ktime_ns: u64, goroutines: &[GoroutineRecord], classify: impl Fn(u64) -> GoroutineKind) {
+        self.live.clear();
+        self.counts = Counts::default();
+        self.snapshot_ktime = ktime_ns;
+        let exited: HashSet<u64> = self.recent_exits.iter().map(|&(_, goid)| goid).collect();
+        for record in goroutines.iter().filter(|record| !exited.contains(&record.goid)) {
+            self.insert(record.goid, classify(record.startpc));
+        }
+    }
+
+    pub fn apply(&mut self, event: &GoroutineEvent, classify: impl Fn(u64) -> GoroutineKind) {
+        match EventKind::from_u32(event.kind) {
+            Some(EventKind::Created) => {
+                self.created += 1;
+                if event.ktime_ns >= self.snapshot_ktime {
+                    self.insert(event.goid, classify(event.startpc));
+                }
+            }
+            Some(EventKind::Exited) => {
+                self.exited += 1;
+                if let Some(kind) = self.live.remove(&event.goid) {
+                    *self.count_mut(kind) -= 1;
+                }
+                let horizon = event.ktime_ns.saturating_sub(RECENT_EXIT_NS);
+                while self.recent_exits.front().is_some_and(|&(ktime, _)| ktime < horizon) {
+                    self.recent_exits.pop_front();
+                }
+                self.recent_exits.push_back((event.ktime_ns, event.goid));
+            }
+            None => {}
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    fn insert(&mut self, goid: u64, kind: GoroutineKind) {
+        if self.live.insert(goid, kind).is_none() {
+            *self.count_mut(kind) += 1;
+        }
+    }
+
+    fn count_mut(&mut self, kind: GoroutineKind) -> &mut u64 {
+        match kind {
+            GoroutineKind::User => &mut self.counts.user,
+            GoroutineKind::System => &mut self.counts.system,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind, goid: u64, ktime_ns: u64, startpc: u64) -> GoroutineEvent {
+        GoroutineEvent { kind: kind as u32, pid: 1, ktime_ns, goid, startpc, ..Default::default() }
+    }
+
+    fn record(goid: u64, startpc: u64) -> GoroutineRecord {
+        GoroutineRecord { goid, status: 4, parent_goid: 0, gopc: 0, startpc }
+    }
+
+    /// startpc 1 is a system goroutine, anything else a user one.
+    fn classify(startpc: u64) -> GoroutineKind {
+        if startpc == 1 { GoroutineKind::System } else { GoroutineKind::User }
+    }
+
+    #[test]
+    fn classifies_like_the_runtime() {
+        assert_eq!(kind_of_function(Some("runtime.main")), GoroutineKind::User);
+        assert_eq!(kind_of_function(Some("runtime.bgsweep")), GoroutineKind::System);
+        assert_eq!(kind_of_function(Some("runtime.gcenable.gowrap1")), GoroutineKind::System);
+        assert_eq!(kind_of_function(Some("runtime/trace.Start.func1")), GoroutineKind::User);
+        assert_eq!(kind_of_function(Some("main.main.gowrap1")), GoroutineKind::User);
+        assert_eq!(kind_of_function(None), GoroutineKind::User);
+    }
+
+    #[test]
+    fn snapshot_and_events_agree_whatever_the_interleaving() {
+        let mut tracker = GoroutineTracker::default();
+        // Snapshot at t=100 holds g1 (main), g2 (system), g5 (created at t=90, event pending).
+        tracker.reset(100, &[record(1, 9), record(2, 1), record(5, 9)], classify);
+        assert_eq!(tracker.counts(), Counts { user: 2, system: 1 });
+        // Pending events from before the snapshot: g5 created (already counted), g6 created and
+        // exited (not in the snapshot).
+        tracker.apply(&event(EventKind::Created, 5, 90, 9), classify);
+        tracker.apply(&event(EventKind::Created, 6, 95, 9), classify);
+        tracker.apply(&event(EventKind::Exited, 6, 97, 0), classify);
+        assert_eq!(tracker.counts(), Counts { user: 2, system: 1 });
+        // g5 exits just before the snapshot read but after the clock: still removed.
+        tracker.apply(&event(EventKind::Exited, 5, 99, 0), classify);
+        // Later events apply normally.
+        tracker.apply(&event(EventKind::Created, 7, 101, 9), classify);
+        tracker.apply(&event(EventKind::Created, 8, 102, 1), classify);
+        assert_eq!(tracker.counts(), Counts { user: 2, system: 2 });
+        tracker.apply(&event(EventKind::Exited, 1, 103, 0), classify);
+        tracker.apply(&event(EventKind::Exited, 999, 104, 0), classify);
+        assert_eq!(tracker.counts(), Counts { user: 1, system: 2 });
+        assert_eq!((tracker.created, tracker.exited), (4, 4));
+    }
+
+    #[test]
+    fn a_resnapshot_does_not_revive_a_goroutine_that_just_exited() {
+        let mut tracker = GoroutineTracker::default();
+        tracker.reset(100, &[record(1, 9), record(3, 9)], classify);
+        tracker.apply(&event(EventKind::Exited, 3, 200, 0), classify);
+        // The next snapshot still sees g3's g as running: it must stay gone.
+        tracker.reset(210, &[record(1, 9), record(3, 9)], classify);
+        assert_eq!(tracker.counts(), Counts { user: 1, system: 0 });
+    }
+}
