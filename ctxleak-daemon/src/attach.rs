@@ -24,6 +24,8 @@ pub struct AttachOptions {
     pub listen: SocketAddr,
     /// Print a one-line summary every second.
     pub summary: bool,
+    /// Size of the probe event ring buffer in bytes.
+    pub ring_bytes: u32,
 }
 
 /// Why the session ended (both are normal ends).
@@ -37,6 +39,8 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
     let pid = options.pid;
     let process = ProcessHandle::open(pid)?;
     target::check_privileges(pid)?;
+    // Bound before anything touches the target, so a busy address fails without attaching.
+    let listener = metrics::bind(options.listen).await?;
     let exe = TargetExe::open(pid).map_err(|error| process.explain(error))?;
     let memory = ProcessMemory::open(pid).map_err(|error| {
         process.explain(match error.io_error().map(std::io::Error::kind) {
@@ -55,7 +59,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
         0
     };
 
-    let (mut probes, mut events) = Probes::load().map_err(|error| {
+    let (mut probes, mut events) = Probes::load(options.ring_bytes).map_err(|error| {
         if error.is_permission_denied() {
             anyhow::Error::new(TargetError::Privileges { action: "load eBPF programs".into() })
         } else {
@@ -72,7 +76,6 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
 
     let metrics = Arc::new(Metrics::default());
     let target_metrics = metrics.add_target(pid, &exe.path.display().to_string(), &binary.version.raw);
-    let listener = metrics::bind(options.listen).await?;
     let listen = listener.local_addr().unwrap_or(options.listen);
     tokio::spawn(metrics::serve(listener, metrics.clone()));
 

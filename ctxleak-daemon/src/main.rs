@@ -40,7 +40,21 @@ enum Command {
         /// Do not print the one-line summary every second.
         #[arg(long)]
         quiet: bool,
+        /// Size of the probe event ring buffer in bytes: a power of two, at least 4096. Events
+        /// that do not fit are counted (ctxleak_events_lost_total) and the goroutine set is
+        /// re-read from the target's memory, so counts stay exact; a larger buffer means fewer
+        /// re-reads under bursts of goroutine creation.
+        #[arg(long, default_value_t = ctxleak_common::EVENTS_RING_BYTES, value_parser = parse_ring_bytes)]
+        ring_buffer_size: u32,
     },
+}
+
+fn parse_ring_bytes(text: &str) -> Result<u32, String> {
+    let bytes: u32 = text.parse().map_err(|e| format!("{e}"))?;
+    if bytes < 4096 || !bytes.is_power_of_two() {
+        return Err(format!("{bytes} is not a power of two of at least 4096"));
+    }
+    Ok(bytes)
 }
 
 fn main() -> ExitCode {
@@ -61,8 +75,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Attach { pid, listen, quiet } => {
-                attach::run(attach::AttachOptions { pid, listen, summary: !quiet }).await.map(|_| ())
+            Command::Attach { pid, listen, quiet, ring_buffer_size } => {
+                let options = attach::AttachOptions { pid, listen, summary: !quiet, ring_bytes: ring_buffer_size };
+                attach::run(options).await.map(|_| ())
             }
         }
     });

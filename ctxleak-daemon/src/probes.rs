@@ -7,7 +7,7 @@ use std::path::Path;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
-use aya::Ebpf;
+use aya::{Ebpf, EbpfLoader};
 use ctxleak_common::{
     COUNTERS_MAP, Counter, EVENTS_MAP, GoroutineEvent, PROG_GOROUTINE_CREATED, PROG_GOROUTINE_EXITED,
     TARGETS_MAP, TargetConfig,
@@ -62,8 +62,13 @@ impl Probes {
     /// Loads the programs into the kernel. Must run inside a tokio runtime: the eBPF log
     /// is drained by a task (if the logger were dropped, its map would close and the programs
     /// would fail to load).
-    pub fn load() -> Result<(Self, EventStream), ProbeError> {
-        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ctxleak")))
+    ///
+    /// `ring_bytes` sizes the event ring buffer (a power of two, at least a page): events that
+    /// do not fit are counted as lost and the live set is resynchronised from memory.
+    pub fn load(ring_bytes: u32) -> Result<(Self, EventStream), ProbeError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(EVENTS_MAP, ring_bytes)
+            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ctxleak")))
             .map_err(load_error)?;
         match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => {

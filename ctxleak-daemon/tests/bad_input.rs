@@ -1,0 +1,190 @@
+//! Bad input gets one line naming the cause and the fix, and harms nothing.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{Ctxleak, Phases, ctxleak, fixture, newest_go, wait_timeout};
+
+/// Runs `ctxleak attach --pid <pid>` to completion (it must not hang).
+fn attach(pid: u32) -> Output {
+    attach_with(ctxleak(), pid)
+}
+
+fn attach_with(mut command: Command, pid: u32) -> Output {
+    let mut child = command
+        .args(["attach", "--quiet", "--web.listen-address", "127.0.0.1:0", "--pid", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start ctxleak");
+    if wait_timeout(&mut child, Duration::from_secs(60)).is_none() {
+        let _ = child.kill();
+        panic!("ctxleak did not exit for PID {pid}");
+    }
+    child.wait_with_output().expect("ctxleak's output")
+}
+
+/// The single line ctxleak printed on stderr, after checking it failed with exactly one line.
+fn one_line_error(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "expected a failure, got {:?}: {stderr}", output.status);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got {lines:?}");
+    assert!(lines[0].starts_with("ctxleak: error: "), "{}", lines[0]);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    lines[0].to_owned()
+}
+
+/// A process that runs until dropped.
+struct Running(std::process::Child);
+
+impl Running {
+    fn start(program: &Path, args: &[&str]) -> Self {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        // Give it time to exec, so /proc/PID/exe is the new program.
+        std::thread::sleep(Duration::from_millis(200));
+        Self(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.0.try_wait().ok().flatten().is_none()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn no_such_pid() {
+    // A PID that just existed and is now gone (reaped), so it names no process.
+    let mut child = Command::new("true").spawn().expect("true");
+    let pid = child.id();
+    child.wait().expect("wait");
+    let line = one_line_error(&attach(pid));
+    assert_eq!(line, format!("ctxleak: error: no process with PID {pid}: check the PID (ps -e)"));
+}
+
+#[test]
+fn a_process_that_is_not_go() {
+    let mut sleep = Running::start(Path::new("sleep"), &["60"]);
+    let line = one_line_error(&attach(sleep.pid()));
+    assert!(line.contains(&format!("PID {}: ", sleep.pid())), "{line}");
+    assert!(line.contains("is not a Go program (it has no .go.buildinfo section)"), "{line}");
+    assert!(line.contains("give the PID of a Go process"), "{line}");
+    assert!(sleep.is_running());
+}
+
+#[test]
+fn go_older_than_1_21() {
+    // No Go < 1.21 toolchain is installable here, so take a Go 1.21 fixture and stamp an older
+    // version into its .go.buildinfo (same length); the program itself still runs.
+    let original = std::fs::read(fixture("1.21.13", "phases")).expect("fixture");
+    let magic = b"\xff Go buildinf:";
+    let header = original.windows(magic.len()).position(|w| w == magic).expect(".go.buildinfo");
+    let at = header
+        + original[header..]
+            .windows(9)
+            .position(|window| window == b"go1.21.13")
+            .expect("the version string in .go.buildinfo");
+    let mut patched = original.clone();
+    patched[at..at + 9].copy_from_slice(b"go1.20.14");
+    let dir = std::env::temp_dir().join(format!("ctxleak-old-go-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let binary = dir.join("phases-go1.20");
+    std::fs::write(&binary, &patched).expect("write");
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+
+    let mut target = Running::start(&binary, &[]);
+    let line = one_line_error(&attach(target.pid()));
+    assert!(line.contains("was built with go1.20.14, and ctxleak needs Go 1.21 or newer"), "{line}");
+    assert!(line.contains("rebuild it with a newer Go toolchain"), "{line}");
+    assert!(target.is_running());
+    drop(target);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_binary_without_dwarf() {
+    for variant in ["phases-nodwarf", "phases-stripped"] {
+        let mut target = Running::start(&fixture(&newest_go(), variant), &[]);
+        let line = one_line_error(&attach(target.pid()));
+        assert!(line.contains("has no DWARF debug info"), "{variant}: {line}");
+        assert!(line.contains("stripped binaries are not supported yet (issue #4)"), "{variant}: {line}");
+        assert!(line.contains("rebuild it without -s/-w"), "{variant}: {line}");
+        assert!(target.is_running());
+    }
+}
+
+#[test]
+fn missing_privileges() {
+    let mut target = Running::start(&fixture(&newest_go(), "phases"), &[]);
+    // Root without the capabilities ctxleak needs: drop them from the bounding set, so even
+    // uid 0 does not get them back at exec.
+    let mut command = Command::new("setpriv");
+    command.args(["--bounding-set=-bpf,-perfmon,-sys_admin,-sys_ptrace", "--inh-caps=-all", "--"]);
+    command.arg(env!("CARGO_BIN_EXE_ctxleak"));
+    let line = one_line_error(&attach_with(command, target.pid()));
+    assert!(line.contains("lacks the privileges to load eBPF programs and read the memory of PID"), "{line}");
+    assert!(line.contains("run it as root (sudo), or with the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE"), "{line}");
+    assert!(target.is_running());
+}
+
+#[test]
+fn a_target_that_exits_during_attach() {
+    // The fixture exits as soon as it reads EOF on stdin; ctxleak starts right after, so the
+    // exit lands somewhere in its attach sequence (or just after it). Every outcome must be
+    // one of the two clean ones, never a raw OS error or a hang.
+    let version = newest_go();
+    for delay_ms in [0u64, 1, 3, 10, 30] {
+        let mut phases = Phases::start(&fixture(&version, "phases"));
+        let pid = phases.pid();
+        phases.checkpoint();
+        let mut command = ctxleak();
+        command.args(["attach", "--quiet", "--web.listen-address", "127.0.0.1:0", "--pid", &pid.to_string()]);
+        let ctxleak = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("ctxleak");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        assert!(phases.finish().success());
+        let output = ctxleak.wait_with_output().expect("ctxleak output");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let last = stderr.lines().last().unwrap_or_default().to_owned();
+        let clean_exit = output.status.success() && last == format!("ctxleak: PID {pid} exited; detached");
+        let clean_error = output.status.code() == Some(1)
+            && stderr.lines().count() == 1
+            && last == format!("ctxleak: error: PID {pid} exited while ctxleak was attaching: nothing to watch");
+        assert!(clean_exit || clean_error, "delay {delay_ms} ms: {:?}: {stderr}", output.status);
+    }
+}
+
+#[test]
+fn a_busy_metrics_address() {
+    let mut target = Running::start(&fixture(&newest_go(), "phases"), &[]);
+    let first = Ctxleak::attach(target.pid());
+    let address = first.metrics_url.clone();
+    let mut command = ctxleak();
+    let output = command
+        .args(["attach", "--quiet", "--web.listen-address", &address, "--pid", &target.pid().to_string()])
+        .output()
+        .expect("ctxleak");
+    let line = one_line_error(&output);
+    assert!(line.contains(&format!("cannot listen on {address} for metrics")), "{line}");
+    assert!(line.contains("pick another address with --web.listen-address"), "{line}");
+    drop(first);
+    assert!(target.is_running());
+}

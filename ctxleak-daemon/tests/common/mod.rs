@@ -1,0 +1,252 @@
+//! Shared by the integration tests: Go fixtures built by `cargo xtask fixtures`, the
+//! `ctxleak` binary under test, and scraping its metrics.
+//!
+//! These tests attach real uprobes to real Go processes: they need root (CI runs as root).
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// Where `cargo xtask fixtures` put the Go programs: `<dir>/go<version>/<name>`.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CTXLEAK_FIXTURES").expect(
+        "CTXLEAK_FIXTURES is not set: run the tests with `cargo xtask test`, which builds the Go fixtures",
+    ))
+}
+
+/// Every Go version the fixtures were built with (all of them must be present).
+pub fn go_versions() -> Vec<String> {
+    let list = std::env::var("CTXLEAK_GO_VERSIONS")
+        .expect("CTXLEAK_GO_VERSIONS is not set: run the tests with `cargo xtask test`");
+    list.split(',').filter(|v| !v.is_empty()).map(str::to_owned).collect()
+}
+
+pub fn fixture(version: &str, name: &str) -> PathBuf {
+    let path = fixtures_dir().join(format!("go{version}")).join(name);
+    assert!(path.is_file(), "missing fixture {}: run `cargo xtask fixtures`", path.display());
+    path
+}
+
+pub fn newest_go() -> String {
+    go_versions().last().cloned().expect("CTXLEAK_GO_VERSIONS is empty")
+}
+
+/// Lines a child wrote, readable with a timeout.
+pub struct Lines {
+    rx: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn new(stream: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { rx, seen: Vec::new() }
+    }
+
+    /// The next line, or None at EOF or after `timeout`.
+    pub fn next(&mut self, timeout: Duration) -> Option<String> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                Some(line)
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Waits for a line containing `needle`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let line = self.next(left)?;
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    /// Everything still to come until EOF (or `timeout`).
+    pub fn rest(&mut self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.next(left) {
+                Some(line) => lines.push(line),
+                None => break,
+            }
+        }
+        lines
+    }
+}
+
+/// The `phases` fixture: prints `checkpoint <name> goroutines <n>` and waits for a line on
+/// stdin before each next phase.
+pub struct Phases {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines,
+}
+
+impl Phases {
+    pub fn start(binary: &std::path::Path) -> Self {
+        let mut child = Command::new(binary)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let stdin = child.stdin.take();
+        let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
+        Self { child, stdin, stdout }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next checkpoint's name and the runtime's own `NumGoroutine()` there.
+    pub fn checkpoint(&mut self) -> (String, u64) {
+        let line = self.stdout.next(Duration::from_secs(60)).expect("the fixture printed no checkpoint");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            ["checkpoint", name, "goroutines", n] => {
+                (name.to_string(), n.parse().unwrap_or_else(|_| panic!("bad count in {line:?}")))
+            }
+            _ => panic!("unexpected fixture output {line:?}"),
+        }
+    }
+
+    /// Lets the fixture go on to its next phase.
+    pub fn advance(&mut self) {
+        let stdin = self.stdin.as_mut().expect("stdin already closed");
+        stdin.write_all(b"\n").and_then(|()| stdin.flush()).expect("the fixture's stdin is closed");
+    }
+
+    /// Closes stdin: the fixture exits at its next checkpoint.
+    pub fn finish(&mut self) -> ExitStatus {
+        self.stdin.take();
+        wait_timeout(&mut self.child, Duration::from_secs(30)).expect("the fixture did not exit")
+    }
+}
+
+impl Drop for Phases {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn ctxleak() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ctxleak"))
+}
+
+/// A running `ctxleak attach`.
+pub struct Ctxleak {
+    pub child: Child,
+    pub stderr: Lines,
+    pub metrics_url: String,
+}
+
+impl Ctxleak {
+    /// Attaches to `pid` with metrics on a free loopback port and waits until it is attached.
+    pub fn attach(pid: u32) -> Self {
+        Self::attach_with(pid, &[])
+    }
+
+    pub fn attach_with(pid: u32, extra: &[&str]) -> Self {
+        let mut child = ctxleak()
+            .args(["attach", "--quiet", "--web.listen-address", "127.0.0.1:0", "--pid", &pid.to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start ctxleak");
+        let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
+        let Some(line) = stderr.wait_for("metrics at http://", Duration::from_secs(60)) else {
+            let _ = child.kill();
+            panic!("ctxleak did not attach to PID {pid}: {:?}", stderr.seen);
+        };
+        let metrics_url = line
+            .split("metrics at http://")
+            .nth(1)
+            .map(|rest| rest.trim().trim_end_matches("/metrics").to_owned())
+            .expect("address in the attach line");
+        Self { child, stderr, metrics_url }
+    }
+
+    pub fn scrape(&self) -> String {
+        http_get(&self.metrics_url, "/metrics")
+    }
+
+    /// Sends a signal to ctxleak.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with a child's PID.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+}
+
+impl Drop for Ctxleak {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http_get(address: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// The value of the sample whose name and labels are exactly `series`, e.g.
+/// `ctxleak_goroutines{pid="42",kind="user"}`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Polls until `series` equals `want`; returns how long that took, or the last value seen.
+pub fn wait_for_sample(ctxleak: &Ctxleak, series: &str, want: f64, timeout: Duration) -> Result<Duration, Option<f64>> {
+    let start = Instant::now();
+    loop {
+        let value = sample(&ctxleak.scrape(), series);
+        if value == Some(want) {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            return Err(value);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,139 @@
+//! ctxleak's user-goroutine gauge equals the target's own `runtime.NumGoroutine()` at every
+//! quiescent checkpoint, for every supported Go version, including goroutines that existed
+//! before ctxleak attached; detaching (SIGINT) and the target exiting are both clean.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Ctxleak, Phases, fixture, go_versions, sample, wait_for_sample, wait_timeout};
+
+/// Generous: the value is normally right within milliseconds of a checkpoint; this only
+/// bounds how long a wrong value is waited on before the test fails.
+const SETTLE: Duration = Duration::from_secs(15);
+
+struct Outcome {
+    version: String,
+    lost: f64,
+    resyncs: f64,
+    checkpoints: Vec<String>,
+    failures: Vec<String>,
+}
+
+fn check_version(version: &str, ctxleak_args: &[&str]) -> Outcome {
+    let mut outcome = Outcome { version: version.to_owned(), lost: 0.0, resyncs: 0.0, checkpoints: Vec::new(), failures: Vec::new() };
+    let mut phases = Phases::start(&fixture(version, "phases"));
+    let pid = phases.pid();
+    let user = format!(r#"ctxleak_goroutines{{pid="{pid}",kind="user"}}"#);
+    let system = format!(r#"ctxleak_goroutines{{pid="{pid}",kind="system"}}"#);
+
+    // "start", then "pre-attach": 300 goroutines exist before ctxleak does.
+    phases.checkpoint();
+    phases.advance();
+    let (name, before_attach) = phases.checkpoint();
+    assert_eq!(name, "pre-attach");
+    let ctxleak = Ctxleak::attach_with(pid, ctxleak_args);
+
+    let check = |name: &str, want: u64, outcome: &mut Outcome| {
+        match wait_for_sample(&ctxleak, &user, want as f64, SETTLE) {
+            Ok(took) => {
+                // Still equal a moment later: the gauge settled, it did not pass through.
+                std::thread::sleep(Duration::from_millis(200));
+                let again = sample(&ctxleak.scrape(), &user);
+                if again != Some(want as f64) {
+                    outcome.failures.push(format!("{name}: runtime says {want}, ctxleak said {want} then {again:?}"));
+                }
+                outcome.checkpoints.push(format!("{name}={want} ({} ms)", took.as_millis()));
+            }
+            Err(last) => outcome.failures.push(format!(
+                "{name}: runtime.NumGoroutine() = {want}, ctxleak's gauge = {last:?} after {SETTLE:?}"
+            )),
+        }
+    };
+
+    check("pre-attach", before_attach, &mut outcome);
+    let metrics = ctxleak.scrape();
+    if sample(&metrics, &system).unwrap_or(0.0) < 1.0 {
+        outcome.failures.push(format!("no system goroutines reported: {metrics}"));
+    }
+    loop {
+        phases.advance();
+        let (name, want) = phases.checkpoint();
+        check(&name, want, &mut outcome);
+        if name == "final" {
+            break;
+        }
+    }
+    let metrics = ctxleak.scrape();
+    let lost = sample(&metrics, "ctxleak_events_lost_total").unwrap_or(-1.0);
+    let resyncs = sample(&metrics, &format!(r#"ctxleak_resyncs_total{{pid="{pid}"}}"#)).unwrap_or(-1.0);
+    outcome.checkpoints.push(format!("events lost: {lost}, resyncs: {resyncs}"));
+    outcome.lost = lost;
+    outcome.resyncs = resyncs;
+
+    // Ctrl-C detaches cleanly and leaves the target running unharmed.
+    ctxleak.signal(libc::SIGINT);
+    let mut ctxleak = ctxleak;
+    match wait_timeout(&mut ctxleak.child, Duration::from_secs(10)) {
+        Some(status) if status.success() => {}
+        other => outcome.failures.push(format!("ctxleak did not exit cleanly on SIGINT: {other:?}")),
+    }
+    if ctxleak.stderr.wait_for("detached from PID", Duration::from_secs(5)).is_none() {
+        outcome.failures.push(format!("no detach message: {:?}", ctxleak.stderr.seen));
+    }
+    // The target still works after the probes are gone: one more phase, then a clean exit.
+    if phases.child.try_wait().ok().flatten().is_some() {
+        outcome.failures.push("the target died when ctxleak detached".into());
+    } else {
+        let status = phases.finish();
+        if !status.success() {
+            outcome.failures.push(format!("the target exited with {status} after ctxleak detached"));
+        }
+    }
+    outcome
+}
+
+#[test]
+fn user_goroutines_match_runtime_numgoroutine_on_every_go_version() {
+    let versions = go_versions();
+    assert!(versions.len() >= 7, "expected Go 1.21 through 1.27, got {versions:?}");
+    let outcomes: Vec<Outcome> = versions.iter().map(|version| check_version(version, &[])).collect();
+    report(&outcomes);
+}
+
+fn report(outcomes: &[Outcome]) {
+    let mut failed = false;
+    for outcome in outcomes {
+        eprintln!("go{}: {}", outcome.version, outcome.checkpoints.join(", "));
+        for failure in &outcome.failures {
+            failed = true;
+            eprintln!("go{}: FAILED {failure}", outcome.version);
+        }
+    }
+    assert!(!failed, "ctxleak disagreed with the Go runtime (see above)");
+}
+
+/// With a one-page ring buffer the churn phase (20 000 goroutines in bursts) overflows it:
+/// the losses must be counted, and the live set re-read from memory so the counts stay exact.
+#[test]
+fn lost_events_are_counted_and_counts_stay_exact() {
+    let outcome = check_version(&common::newest_go(), &["--ring-buffer-size", "4096"]);
+    report(std::slice::from_ref(&outcome));
+    assert!(outcome.lost > 0.0, "a 4 KiB ring buffer lost no events under churn: the test proves nothing");
+    assert!(outcome.resyncs > 0.0, "events were lost but the live set was never re-read");
+}
+
+#[test]
+fn a_target_that_exits_is_noticed_and_ctxleak_exits_cleanly() {
+    let version = common::newest_go();
+    let mut phases = Phases::start(&fixture(&version, "phases"));
+    phases.checkpoint();
+    let mut ctxleak = Ctxleak::attach(phases.pid());
+    let pid = phases.pid();
+    // Closing stdin makes the fixture exit.
+    assert!(phases.finish().success());
+    let status = wait_timeout(&mut ctxleak.child, Duration::from_secs(10)).expect("ctxleak kept running");
+    assert!(status.success(), "ctxleak exited with {status}");
+    let line = ctxleak.stderr.wait_for("exited", Duration::from_secs(5));
+    assert_eq!(line.as_deref(), Some(format!("ctxleak: PID {pid} exited; detached").as_str()));
+}
