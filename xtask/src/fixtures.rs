@@ -1,0 +1,108 @@
+//! `cargo xtask fixtures`: build the Go programs under fixtures/go/cmd/ with
+//! each Go version, into target/fixtures/go<version>/<name>.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::{go, process, setup, workspace::Workspace};
+
+/// A build of one program; the newest Go version also gets the variants, for
+/// the tests of binaries that lack DWARF or symbols.
+struct Variant {
+    suffix: &'static str,
+    ldflags: Option<&'static str>,
+}
+
+const PLAIN: Variant = Variant {
+    suffix: "",
+    ldflags: None,
+};
+const VARIANTS: &[Variant] = &[
+    // DWARF removed, symbol table kept.
+    Variant {
+        suffix: "-nodwarf",
+        ldflags: Some("-w"),
+    },
+    // Neither DWARF nor symbols.
+    Variant {
+        suffix: "-stripped",
+        ldflags: Some("-s -w"),
+    },
+];
+
+/// The subcommand: setup, then every program with the versions asked for
+/// (all when none are).
+pub fn run(ws: &Workspace, versions: &[String]) -> Result<()> {
+    setup::run(ws, false)?;
+    let versions: Vec<&str> = if versions.is_empty() {
+        go::GO_VERSIONS.to_vec()
+    } else {
+        versions.iter().map(String::as_str).collect()
+    };
+    build(ws, &versions, &programs(ws)?, true)
+}
+
+/// The fixture programs: every folder under fixtures/go/cmd/ with Go files.
+pub fn programs(ws: &Workspace) -> Result<Vec<String>> {
+    let cmd = ws.fixtures_module().join("cmd");
+    let mut names = Vec::new();
+    for entry in fs::read_dir(&cmd).with_context(|| format!("could not list {}", cmd.display()))? {
+        let path = entry
+            .with_context(|| format!("could not list {}", cmd.display()))?
+            .path();
+        if has_go_files(&path)
+            && let Some(name) = path.file_name().and_then(|n| n.to_str())
+        {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn has_go_files(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .any(|e| e.path().extension().is_some_and(|ext| ext == "go"))
+    })
+}
+
+/// Builds `programs` with each of `versions`; `variants` adds the -nodwarf
+/// and -stripped builds when the newest version is among them. Go's build
+/// cache makes a rebuild of unchanged sources cheap, so this always asks go.
+pub fn build(ws: &Workspace, versions: &[&str], programs: &[String], variants: bool) -> Result<()> {
+    for &version in versions {
+        let mut built = Vec::new();
+        for name in programs {
+            build_one(ws, version, name, &PLAIN)?;
+            built.push(name.clone());
+            if variants && version == go::NEWEST {
+                for variant in VARIANTS {
+                    build_one(ws, version, name, variant)?;
+                    built.push(format!("{name}{}", variant.suffix));
+                }
+            }
+        }
+        let dir = ws.fixtures_out().join(format!("go{version}"));
+        let shown = dir.strip_prefix(ws.root()).unwrap_or(&dir);
+        println!("fixtures: {}/{{{}}}", shown.display(), built.join(","));
+    }
+    Ok(())
+}
+
+fn build_one(ws: &Workspace, version: &str, name: &str, variant: &Variant) -> Result<()> {
+    let out = ws.fixture(version, &format!("{name}{}", variant.suffix));
+    let mut cmd = go::command(ws, version);
+    cmd.current_dir(ws.fixtures_module()).arg("build");
+    if let Some(ldflags) = variant.ldflags {
+        cmd.arg(format!("-ldflags={ldflags}"));
+    }
+    cmd.arg("-o").arg(&out).arg(format!("./cmd/{name}"));
+    // go prints its compile errors on stderr, which the terminal shows.
+    process::run(&mut cmd).with_context(|| {
+        format!("could not build fixture {name} with Go {version}: fix the errors above, or run `cargo xtask setup` if the toolchain is broken")
+    })
+}

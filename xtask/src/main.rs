@@ -1,0 +1,81 @@
+//! `cargo xtask`: the project's developer commands (the README starts with them).
+
+mod fixtures;
+mod go;
+mod process;
+mod run;
+mod setup;
+mod signals;
+mod test;
+mod workspace;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::workspace::Workspace;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "ctxleak's developer commands"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what builds and tests need: nightly's rust-src, bpf-linker and the Go toolchains.
+    Setup,
+    /// Build the Go programs under fixtures/go/cmd/ into target/fixtures/go<VERSION>/.
+    Fixtures {
+        /// Build with this Go version only (repeatable); default: every supported version.
+        #[arg(long = "go", value_name = "VERSION", value_parser = go::version_parser())]
+        go: Vec<String>,
+    },
+    /// Set up, build the fixtures, then run `cargo test ARGS...` (as root, for the BPF tests).
+    Test {
+        /// Passed to `cargo test` as they are, e.g. `-p ctxleak-daemon -- --nocapture`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build ctxleak and attach it to a process: the leaking demo unless --pid is given.
+    Run {
+        /// Attach to this running Go program instead of starting the demo.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Build and run the demo with this Go version.
+        #[arg(long = "go", value_name = "VERSION", value_parser = go::version_parser(),
+              default_value = go::NEWEST, conflicts_with = "pid")]
+        go: String,
+        /// Extra arguments for `ctxleak attach`, after `--`.
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ws = Workspace::locate();
+    let outcome = match cli.command {
+        Command::Setup => setup::run(&ws, true).map(|()| ExitCode::SUCCESS),
+        Command::Fixtures { go } => fixtures::run(&ws, &go).map(|()| ExitCode::SUCCESS),
+        Command::Test { mut args } => {
+            // clap takes a leading `--` as its own separator, but cargo test
+            // needs it (`cargo xtask test -- --nocapture`): put it back.
+            if std::env::args_os().nth(2).is_some_and(|arg| arg == "--") {
+                args.insert(0, "--".to_string());
+            }
+            test::run(&ws, &args)
+        }
+        Command::Run { pid, go, extra } => run::run(&ws, pid, &go, &extra),
+    };
+    outcome.unwrap_or_else(|err| {
+        // `{:#}` keeps anyhow's context chain on one line: "what failed: why".
+        eprintln!("error: {err:#}");
+        ExitCode::FAILURE
+    })
+}

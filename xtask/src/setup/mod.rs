@@ -1,0 +1,45 @@
+//! `cargo xtask setup`: install whatever the build and the tests need and is
+//! missing. New machines and CI start bare, so this is the only install step;
+//! on a ready machine it only checks, in well under a second.
+
+mod bpf_linker;
+mod go_toolchains;
+mod nightly;
+
+use std::fmt::Display;
+
+use anyhow::Result;
+
+use crate::workspace::Workspace;
+
+/// Prints one line per step. Quiet mode (other subcommands run setup first)
+/// keeps only the lines about work actually done.
+pub struct Report {
+    verbose: bool,
+}
+
+impl Report {
+    pub fn found(&self, what: impl Display) {
+        if self.verbose {
+            println!("ok: {what}");
+        }
+    }
+
+    /// Said before a slow install, so a long silence has an explanation.
+    pub fn installing(&self, what: impl Display) {
+        println!("installing: {what}");
+    }
+
+    pub fn installed(&self, what: impl Display) {
+        println!("installed: {what}");
+    }
+}
+
+pub fn run(ws: &Workspace, verbose: bool) -> Result<()> {
+    let report = Report { verbose };
+    let nightly = nightly::check(&report)?;
+    nightly::ensure_rust_src(&report)?;
+    bpf_linker::ensure(ws, &nightly, &report)?;
+    go_toolchains::ensure(ws, &report)?;
+    Ok(())
+}

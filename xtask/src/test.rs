@@ -1,0 +1,30 @@
+//! `cargo xtask test`: the README's test command, and CI's.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use crate::{fixtures, go, process, setup, workspace::Workspace};
+
+pub fn run(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
+    setup::run(ws, false)?;
+    fixtures::build(ws, go::GO_VERSIONS, &fixtures::programs(ws)?, true)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "warning: not running as root: the tests that load BPF programs will fail (run `sudo -E cargo xtask test`)"
+        );
+    }
+    // Not --workspace: the default members leave out the eBPF crate, which
+    // only builds for the BPF target.
+    let mut cmd = process::cargo();
+    cmd.current_dir(ws.root())
+        .arg("test")
+        .args(args)
+        .env("CTXLEAK_FIXTURES", ws.fixtures_out())
+        .env("CTXLEAK_GO_VERSIONS", go::GO_VERSIONS.join(","));
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{}`", process::show(&cmd)))?;
+    Ok(process::exit_code(status))
+}
