@@ -123,11 +123,12 @@ impl Demo {
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        if let Err(err) = self.stop() {
-            eprintln!(
+        match self.stop() {
+            Ok(()) => eprintln!("xtask: stopped the demo (pid {})", self.pid()),
+            Err(err) => eprintln!(
                 "warning: could not stop the demo (pid {}): {err}: kill it by hand",
                 self.pid()
-            );
+            ),
         }
     }
 }

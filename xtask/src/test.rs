@@ -20,6 +20,8 @@ pub fn run(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
     let mut cmd = process::cargo();
     cmd.current_dir(ws.root())
         .arg("test")
+        // Report every failing test binary, not only the first.
+        .arg("--no-fail-fast")
         .args(args)
         .env("CTXLEAK_FIXTURES", ws.fixtures_out())
         .env("CTXLEAK_GO_VERSIONS", go::GO_VERSIONS.join(","));

@@ -135,9 +135,15 @@ impl Phases {
         stdin.write_all(b"\n").and_then(|()| stdin.flush()).expect("the fixture's stdin is closed");
     }
 
-    /// Closes stdin: the fixture exits at its next checkpoint.
-    pub fn finish(&mut self) -> ExitStatus {
+    /// Closes stdin: the fixture exits at its next checkpoint (and stays a zombie until
+    /// waited for).
+    pub fn close_stdin(&mut self) {
         self.stdin.take();
+    }
+
+    /// Closes stdin and waits for the fixture to exit.
+    pub fn finish(&mut self) -> ExitStatus {
+        self.close_stdin();
         wait_timeout(&mut self.child, Duration::from_secs(30)).expect("the fixture did not exit")
     }
 }
