@@ -67,7 +67,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
         }
     })?;
     probes.watch(pid, &exe.link, binary).map_err(|error| {
-        if process.has_exited() {
+        if matches!(process.explain(TargetError::NoSuchProcess { pid }), TargetError::ExitedDuringAttach { .. }) {
             anyhow::Error::new(TargetError::ExitedDuringAttach { pid })
         } else {
             anyhow::Error::new(error)
@@ -124,8 +124,9 @@ struct Session<'a> {
 impl Session<'_> {
     async fn run(mut self, events: &mut EventStream, summary: bool) -> anyhow::Result<Ending> {
         if let Err(error) = self.resync() {
-            if self.process.has_exited() {
-                return Err(TargetError::ExitedDuringAttach { pid: self.process.pid() }.into());
+            let pid = self.process.pid();
+            if let exited @ TargetError::ExitedDuringAttach { .. } = self.process.explain(TargetError::NoSuchProcess { pid }) {
+                return Err(exited.into());
             }
             return Err(error);
         }

@@ -1,14 +1,10 @@
 //! ctxleak: finds goroutine and context leaks in running Go programs, live, with eBPF.
+//! This is the command line; the work is done in the `ctxleak_daemon` library.
 
-mod attach;
-mod census;
-mod goexe;
-mod metrics;
-mod probes;
-mod procmem;
-mod readable;
-mod target;
-mod tracker;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use ctxleak_daemon::{attach, inspect};
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -47,6 +43,39 @@ enum Command {
         #[arg(long, default_value_t = ctxleak_common::EVENTS_RING_BYTES, value_parser = parse_ring_bytes)]
         ring_buffer_size: u32,
     },
+    /// Show what ctxleak reads from a Go binary (version, struct layouts, probe addresses)
+    /// without attaching to anything.
+    Inspect {
+        /// The executable to read.
+        #[arg(required_unless_present = "pid", conflicts_with = "pid")]
+        path: Option<PathBuf>,
+        /// Read the executable of this running process instead.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn run_inspect(path: Option<PathBuf>, pid: Option<u32>, json: bool) -> anyhow::Result<()> {
+    let (path, display) = match (path, pid) {
+        (Some(path), _) => (path.clone(), path),
+        (None, Some(pid)) => {
+            let link = PathBuf::from(format!("/proc/{pid}/exe"));
+            let display = std::fs::read_link(&link)
+                .map_err(|error| anyhow::anyhow!("cannot read the executable of PID {pid}: {error}"))?;
+            (link, display)
+        }
+        (None, None) => anyhow::bail!("give a path or --pid"),
+    };
+    let inspection = inspect::inspect(&path, &display)?;
+    let text = if json { serde_json::to_string_pretty(&inspection)? } else { inspection.to_string() };
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        // A reader that stopped early (`| head`) is not an error.
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
 }
 
 fn parse_ring_bytes(text: &str) -> Result<u32, String> {
@@ -79,6 +108,7 @@ fn main() -> ExitCode {
                 let options = attach::AttachOptions { pid, listen, summary: !quiet, ring_bytes: ring_buffer_size };
                 attach::run(options).await.map(|_| ())
             }
+            Command::Inspect { path, pid, json } => run_inspect(path, pid, json),
         }
     });
     match result {

@@ -12,6 +12,8 @@ use crate::goexe::{GoBinary, GoBinaryError};
 pub enum TargetError {
     #[error("no process with PID {pid}: check the PID (ps -e)")]
     NoSuchProcess { pid: u32 },
+    #[error("PID {pid} has no executable file (a kernel thread?): give the PID of a Go process")]
+    NoExecutable { pid: u32 },
     #[error("PID {pid} exited while ctxleak was attaching: nothing to watch")]
     ExitedDuringAttach { pid: u32 },
     #[error(
@@ -83,9 +85,15 @@ impl ProcessHandle {
 
     /// Whether the process has exited, without waiting.
     pub fn has_exited(&self) -> bool {
+        self.exits_within(0)
+    }
+
+    /// Whether the process exits within `timeout_ms`. A pidfd turns readable only once every
+    /// thread is gone, a little after the process loses its executable and memory.
+    fn exits_within(&self, timeout_ms: i32) -> bool {
         let mut poll = libc::pollfd { fd: self.fd.get_ref().as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd, zero timeout.
-        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut poll, 1, timeout_ms) };
         ready > 0 && poll.revents & libc::POLLIN != 0
     }
 
@@ -95,9 +103,18 @@ impl ProcessHandle {
         let _ = self.fd.readable().await;
     }
 
-    /// Replaces an error met while attaching with "it exited" when that is what happened.
+    /// Replaces an error met while attaching with "it exited" when that is what happened:
+    /// the process existed when its pidfd was opened, so an error that a vanished process
+    /// explains is checked against its exit (waiting a moment for its last threads).
     pub fn explain(&self, error: TargetError) -> TargetError {
-        if self.has_exited() { TargetError::ExitedDuringAttach { pid: self.pid } } else { error }
+        if self.exits_within(250) {
+            return TargetError::ExitedDuringAttach { pid: self.pid };
+        }
+        match error {
+            // Still there, yet no /proc/PID/exe: a process without an executable.
+            TargetError::NoSuchProcess { pid } => TargetError::NoExecutable { pid },
+            error => error,
+        }
     }
 }
 

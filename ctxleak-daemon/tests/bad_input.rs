@@ -82,6 +82,18 @@ fn no_such_pid() {
 }
 
 #[test]
+fn a_kernel_thread() {
+    // kthreadd is PID 2 in the initial PID namespace; elsewhere PID 2 may be anything.
+    let comm = std::fs::read_to_string("/proc/2/comm").unwrap_or_default();
+    if comm.trim() != "kthreadd" {
+        eprintln!("skipped: PID 2 is {comm:?}, not kthreadd");
+        return;
+    }
+    let line = one_line_error(&attach(2));
+    assert_eq!(line, "ctxleak: error: PID 2 has no executable file (a kernel thread?): give the PID of a Go process");
+}
+
+#[test]
 fn a_process_that_is_not_go() {
     let mut sleep = Running::start(Path::new("sleep"), &["60"]);
     let line = one_line_error(&attach(sleep.pid()));

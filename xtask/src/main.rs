@@ -2,6 +2,7 @@
 
 mod fixtures;
 mod go;
+mod offsets;
 mod process;
 mod run;
 mod setup;
@@ -36,6 +37,9 @@ enum Command {
         #[arg(long = "go", value_name = "VERSION", value_parser = go::version_parser())]
         go: Vec<String>,
     },
+    /// Regenerate ctxleak-daemon/data/go-offsets.json (struct layouts by Go version, for
+    /// binaries without DWARF) from DWARF of every supported toolchain's build.
+    Offsets,
     /// Set up, build the fixtures, then run `cargo test ARGS...` (as root, for the BPF tests).
     Test {
         /// Passed to `cargo test` as they are, e.g. `-p ctxleak-daemon -- --nocapture`.
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
     let ws = Workspace::locate();
     let outcome = match cli.command {
         Command::Setup => setup::run(&ws, true).map(|()| ExitCode::SUCCESS),
+        Command::Offsets => offsets::run(&ws).map(|()| ExitCode::SUCCESS),
         Command::Fixtures { go } => fixtures::run(&ws, &go).map(|()| ExitCode::SUCCESS),
         Command::Test { mut args } => {
             // clap takes a leading `--` as its own separator, but cargo test

@@ -23,8 +23,10 @@ pub enum LayoutError {
     MissingMember { strukt: &'static str, member: &'static str },
 }
 
-/// Where the fields ctxleak reads live in `runtime.g`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where the fields ctxleak reads live in `runtime.g`. Serialized (with these names) in the
+/// offset table for stripped binaries, `data/go-offsets.json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GLayout {
     pub size: u64,
     pub atomicstatus: u64,

@@ -4,6 +4,7 @@
 pub mod buildinfo;
 pub mod disasm;
 pub mod layout;
+pub mod offsets;
 pub mod symbols;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,16 @@ pub enum GoBinaryError {
     NoCreationSite { path: PathBuf },
 }
 
+/// Where a binary's struct layouts came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayoutSource {
+    /// The binary's own DWARF.
+    Dwarf,
+    /// The embedded offset table, by exact Go version (binaries without DWARF).
+    Table,
+}
+
 /// Link-time addresses where the probes go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeAddresses {
@@ -68,6 +79,7 @@ pub struct GoBinary {
     pub version: GoVersion,
     pub symbols: Symbols,
     pub g_layout: GLayout,
+    pub layout_source: LayoutSource,
     pub probes: ProbeAddresses,
     /// Link-time address of `runtime.allgs`, a `[]*runtime.g`.
     pub allgs: u64,
@@ -146,6 +158,7 @@ impl GoBinary {
             version,
             symbols,
             g_layout,
+            layout_source: LayoutSource::Dwarf,
             probes: ProbeAddresses { goroutine_created, goroutine_exited },
             allgs,
             is_pie: file.kind() == ObjectKind::Dynamic,
