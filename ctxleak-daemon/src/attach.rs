@@ -53,7 +53,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
     let binary = &exe.binary;
     let bias = if binary.is_pie {
         let first = binary.first_segment_address().unwrap_or(0);
-        procmem::load_bias(pid, &exe.path, first)
+        procmem::load_bias(pid, &exe.link, first)
             .map_err(|error| process.explain(TargetError::Io { pid, source: std::io::Error::other(error.to_string()) }))?
     } else {
         0

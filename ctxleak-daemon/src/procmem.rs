@@ -56,33 +56,44 @@ impl ProcessMemory {
     }
 }
 
-/// Runtime address minus link-time address for the executable mapped from `exe`: the start
-/// of its mapping at file offset 0 minus `first_segment_address` (page-aligned). Zero for
-/// non-PIE executables, which callers can skip asking for.
+/// Runtime address minus link-time address for the executable file `exe` (in practice
+/// `/proc/PID/exe`): the start of its mapping at file offset 0 minus `first_segment_address`
+/// (page-aligned). The mapping is found by device and inode, not by path, so it works when
+/// the target runs in another mount namespace (a container), where paths differ.
 pub fn load_bias(pid: u32, exe: &Path, first_segment_address: u64) -> Result<u64, MemoryError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let metadata = std::fs::metadata(exe).map_err(|source| MemoryError::Maps { pid, source })?;
+    let file = MappedFile { major: libc::major(metadata.dev()), minor: libc::minor(metadata.dev()), inode: metadata.ino() };
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .map_err(|source| MemoryError::Maps { pid, source })?;
-    let exe_str = exe.to_string_lossy();
-    let start = parse_maps_start(&maps, &exe_str)
-        .ok_or_else(|| MemoryError::NoMapping { pid, exe: exe_str.into_owned() })?;
+    let start = parse_maps_start(&maps, file)
+        .ok_or_else(|| MemoryError::NoMapping { pid, exe: exe.display().to_string() })?;
     Ok(start.wrapping_sub(first_segment_address & !0xfff))
 }
 
-/// The start address of the first mapping of `path` at file offset 0.
-fn parse_maps_start(maps: &str, path: &str) -> Option<u64> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MappedFile {
+    major: u32,
+    minor: u32,
+    inode: u64,
+}
+
+/// The start address of the first mapping of `file` at file offset 0.
+fn parse_maps_start(maps: &str, file: MappedFile) -> Option<u64> {
     maps.lines().find_map(|line| {
-        // "start-end perms offset dev inode   path"
+        // "start-end perms offset major:minor inode   path"
         let mut fields = line.split_whitespace();
         let range = fields.next()?;
         let _perms = fields.next()?;
-        let offset = fields.next()?;
-        let _dev = fields.next()?;
-        let _inode = fields.next()?;
-        let mapped = fields.collect::<Vec<_>>().join(" ");
-        if mapped != path || u64::from_str_radix(offset, 16).ok()? != 0 {
-            return None;
-        }
-        u64::from_str_radix(range.split('-').next()?, 16).ok()
+        let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+        let (major, minor) = fields.next()?.split_once(':')?;
+        let inode: u64 = fields.next()?.parse().ok()?;
+        let mapped = MappedFile {
+            major: u32::from_str_radix(major, 16).ok()?,
+            minor: u32::from_str_radix(minor, 16).ok()?,
+            inode,
+        };
+        (offset == 0 && mapped == file).then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())?
     })
 }
 
@@ -91,15 +102,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_executable_mapping() {
+    fn finds_the_executable_mapping_by_device_and_inode() {
         let maps = "\
 555555554000-555555556000 r--p 00000000 fd:01 123 /usr/bin/other
 7f0000000000-7f0000001000 r-xp 00001000 fd:01 456 /srv/my app
 7f0000001000-7f0000002000 r--p 00000000 fd:01 456 /srv/my app
+7f0000003000-7f0000004000 r--p 00000000 fd:02 456 /elsewhere
 7ffff7ff9000-7ffff7ffd000 r--p 00000000 00:00 0 [vvar]
 ";
-        assert_eq!(parse_maps_start(maps, "/srv/my app"), Some(0x7f0000001000));
-        assert_eq!(parse_maps_start(maps, "/usr/bin/other"), Some(0x555555554000));
-        assert_eq!(parse_maps_start(maps, "/nope"), None);
+        let file = |major, minor, inode| MappedFile { major, minor, inode };
+        assert_eq!(parse_maps_start(maps, file(0xfd, 1, 456)), Some(0x7f0000001000));
+        assert_eq!(parse_maps_start(maps, file(0xfd, 2, 456)), Some(0x7f0000003000));
+        assert_eq!(parse_maps_start(maps, file(0xfd, 1, 123)), Some(0x555555554000));
+        assert_eq!(parse_maps_start(maps, file(0xfd, 1, 999)), None);
     }
 }

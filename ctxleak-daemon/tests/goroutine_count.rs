@@ -13,6 +13,7 @@ use common::{Ctxleak, Phases, fixture, go_versions, sample, wait_for_sample, wai
 const SETTLE: Duration = Duration::from_secs(15);
 
 struct Outcome {
+    /// Go version and build, e.g. "1.25.5 phases-pie".
     version: String,
     lost: f64,
     resyncs: f64,
@@ -21,8 +22,16 @@ struct Outcome {
 }
 
 fn check_version(version: &str, ctxleak_args: &[&str]) -> Outcome {
-    let mut outcome = Outcome { version: version.to_owned(), lost: 0.0, resyncs: 0.0, checkpoints: Vec::new(), failures: Vec::new() };
-    let mut phases = Phases::start(&fixture(version, "phases"));
+    check_build(version, "phases", ctxleak_args)
+}
+
+fn check_build(version: &str, build: &str, ctxleak_args: &[&str]) -> Outcome {
+    check_command(&format!("{version} {build}"), std::process::Command::new(fixture(version, build)), ctxleak_args)
+}
+
+fn check_command(label: &str, command: std::process::Command, ctxleak_args: &[&str]) -> Outcome {
+    let mut outcome = Outcome { version: label.to_owned(), lost: 0.0, resyncs: 0.0, checkpoints: Vec::new(), failures: Vec::new() };
+    let mut phases = Phases::spawn(command);
     let pid = phases.pid();
     let user = format!(r#"ctxleak_goroutines{{pid="{pid}",kind="user"}}"#);
     let system = format!(r#"ctxleak_goroutines{{pid="{pid}",kind="system"}}"#);
@@ -101,6 +110,24 @@ fn user_goroutines_match_runtime_numgoroutine_on_every_go_version() {
     report(&outcomes);
 }
 
+/// The same on position-independent builds (a load bias to apply) for every version, and on
+/// cgo builds (dynamically linked, with the runtime's extra Ms for C callers).
+#[test]
+fn pie_and_cgo_builds_are_counted_exactly() {
+    let mut outcomes = Vec::new();
+    let mut cgo_builds = 0;
+    for version in go_versions() {
+        outcomes.push(check_build(&version, "phases-pie", &[]));
+        let cgo = common::fixtures_dir().join(format!("go{version}")).join("phases-cgo");
+        if cgo.is_file() {
+            cgo_builds += 1;
+            outcomes.push(check_build(&version, "phases-cgo", &[]));
+        }
+    }
+    assert!(cgo_builds >= 2, "expected cgo fixtures for at least two Go versions, found {cgo_builds}");
+    report(&outcomes);
+}
+
 fn report(outcomes: &[Outcome]) {
     let mut failed = false;
     for outcome in outcomes {
@@ -121,6 +148,29 @@ fn lost_events_are_counted_and_counts_stay_exact() {
     report(std::slice::from_ref(&outcome));
     assert!(outcome.lost > 0.0, "a 4 KiB ring buffer lost no events under churn: the test proves nothing");
     assert!(outcome.resyncs > 0.0, "events were lost but the live set was never re-read");
+}
+
+/// A target whose executable exists only in its own mount namespace, as in a container: the
+/// path it was started from does not exist for ctxleak, which must reach the file through
+/// /proc/PID/exe (and find its PIE mapping by inode, not by path).
+#[test]
+fn a_target_in_another_mount_namespace() {
+    let version = common::newest_go();
+    let binary = fixture(&version, "phases-pie");
+    let mountpoint = std::env::temp_dir().join(format!("ctxleak-mntns-{}", std::process::id()));
+    std::fs::create_dir_all(&mountpoint).expect("mount point");
+    let app = mountpoint.join("app");
+    let mut command = std::process::Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "sh", "-c"]).arg(format!(
+        "mount -t tmpfs ctxleak {dir} && cp {binary} {app} && exec {app}",
+        dir = mountpoint.display(),
+        binary = binary.display(),
+        app = app.display(),
+    ));
+    let outcome = check_command(&format!("{version} phases-pie in a mount namespace"), command, &[]);
+    assert!(!app.exists(), "the executable must be invisible outside the target's namespace");
+    let _ = std::fs::remove_dir(&mountpoint);
+    report(std::slice::from_ref(&outcome));
 }
 
 #[test]

@@ -8,29 +8,44 @@ use anyhow::{Context, Result};
 
 use crate::{go, process, setup, workspace::Workspace};
 
-/// A build of one program; the newest Go version also gets the variants, for
-/// the tests of binaries that lack DWARF or symbols.
+/// A build of one program. Plain builds are made for every program and Go version; the
+/// variants, of the `phases` program only, make the matrix of binaries the tests attach to.
 struct Variant {
     suffix: &'static str,
     ldflags: Option<&'static str>,
+    pie: bool,
+    cgo: bool,
+    /// Which Go versions get this variant.
+    versions: fn(&str) -> bool,
 }
 
-const PLAIN: Variant = Variant {
-    suffix: "",
-    ldflags: None,
-};
+const PLAIN: Variant = Variant { suffix: "", ldflags: None, pie: false, cgo: false, versions: every };
+
+/// The program the variants are built from.
+const MATRIX_PROGRAM: &str = "phases";
+
 const VARIANTS: &[Variant] = &[
     // DWARF removed, symbol table kept.
-    Variant {
-        suffix: "-nodwarf",
-        ldflags: Some("-w"),
-    },
-    // Neither DWARF nor symbols.
-    Variant {
-        suffix: "-stripped",
-        ldflags: Some("-s -w"),
-    },
+    Variant { suffix: "-nodwarf", ldflags: Some("-w"), pie: false, cgo: false, versions: newest },
+    // Neither DWARF nor symbols: what production images often ship.
+    Variant { suffix: "-stripped", ldflags: Some("-s -w"), pie: false, cgo: false, versions: every },
+    Variant { suffix: "-pie", ldflags: None, pie: true, cgo: false, versions: every },
+    Variant { suffix: "-pie-stripped", ldflags: Some("-s -w"), pie: true, cgo: false, versions: every },
+    // Links C (fixtures/go/cmd/phases/cgo.go): dynamically linked, with cgo's extra Ms.
+    Variant { suffix: "-cgo", ldflags: None, pie: false, cgo: true, versions: cgo_versions },
 ];
+
+fn every(_: &str) -> bool {
+    true
+}
+
+fn newest(version: &str) -> bool {
+    version == go::NEWEST
+}
+
+fn cgo_versions(version: &str) -> bool {
+    version == go::GO_VERSIONS[1] || version == go::NEWEST
+}
 
 /// The subcommand: setup, then every program with the versions asked for
 /// (all when none are).
@@ -70,17 +85,17 @@ fn has_go_files(dir: &Path) -> bool {
     })
 }
 
-/// Builds `programs` with each of `versions`; `variants` adds the -nodwarf
-/// and -stripped builds when the newest version is among them. Go's build
-/// cache makes a rebuild of unchanged sources cheap, so this always asks go.
+/// Builds `programs` with each of `versions`; `variants` adds the variant builds of
+/// [`MATRIX_PROGRAM`]. Go's build cache makes a rebuild of unchanged sources cheap, so this
+/// always asks go.
 pub fn build(ws: &Workspace, versions: &[&str], programs: &[String], variants: bool) -> Result<()> {
     for &version in versions {
         let mut built = Vec::new();
         for name in programs {
             build_one(ws, version, name, &PLAIN)?;
             built.push(name.clone());
-            if variants && version == go::NEWEST {
-                for variant in VARIANTS {
+            if variants && name == MATRIX_PROGRAM {
+                for variant in VARIANTS.iter().filter(|variant| (variant.versions)(version)) {
                     build_one(ws, version, name, variant)?;
                     built.push(format!("{name}{}", variant.suffix));
                 }
@@ -97,6 +112,12 @@ fn build_one(ws: &Workspace, version: &str, name: &str, variant: &Variant) -> Re
     let out = ws.fixture(version, &format!("{name}{}", variant.suffix));
     let mut cmd = go::command(ws, version);
     cmd.current_dir(ws.fixtures_module()).arg("build");
+    if variant.pie {
+        cmd.arg("-buildmode=pie");
+    }
+    if variant.cgo {
+        cmd.env("CGO_ENABLED", "1");
+    }
     if let Some(ldflags) = variant.ldflags {
         cmd.arg(format!("-ldflags={ldflags}"));
     }

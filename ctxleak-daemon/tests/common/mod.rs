@@ -102,12 +102,18 @@ pub struct Phases {
 
 impl Phases {
     pub fn start(binary: &std::path::Path) -> Self {
-        let mut child = Command::new(binary)
+        Self::spawn(Command::new(binary))
+    }
+
+    /// Starts the fixture through `command` (which must end up exec'ing it, keeping its PID).
+    pub fn spawn(mut command: Command) -> Self {
+        let binary = format!("{command:?}");
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
         let stdin = child.stdin.take();
         let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
         Self { child, stdin, stdout }
