@@ -5,6 +5,10 @@ use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
 fn main() -> anyhow::Result<()> {
+    // Without the `probes` feature nothing embeds the eBPF object.
+    if std::env::var_os("CARGO_FEATURE_PROBES").is_none() {
+        return Ok(());
+    }
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()

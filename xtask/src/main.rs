@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's developer commands (the README starts with them).
 
+mod bench;
 mod fixtures;
 mod go;
 mod offsets;
@@ -37,6 +38,11 @@ enum Command {
         #[arg(long = "go", value_name = "VERSION", value_parser = go::version_parser())]
         go: Vec<String>,
     },
+    /// Run the benchmarks (all, or the one named) and write target/bench/<name>.md and .json.
+    Bench {
+        /// One benchmark: parse.
+        name: Option<String>,
+    },
     /// Regenerate ctxleak-daemon/data/go-offsets.json (struct layouts by Go version, for
     /// binaries without DWARF) from DWARF of every supported toolchain's build.
     Offsets,
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
     let ws = Workspace::locate();
     let outcome = match cli.command {
         Command::Setup => setup::run(&ws, true).map(|()| ExitCode::SUCCESS),
+        Command::Bench { name } => bench::run(&ws, name.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Offsets => offsets::run(&ws).map(|()| ExitCode::SUCCESS),
         Command::Fixtures { go } => fixtures::run(&ws, &go).map(|()| ExitCode::SUCCESS),
         Command::Test { mut args } => {

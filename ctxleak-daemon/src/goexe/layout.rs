@@ -89,10 +89,19 @@ pub fn read_g_layout(file: &object::File<'_>) -> Result<GLayout, LayoutError> {
     })
 }
 
+/// Sections a walk over type DIEs reads. Go compresses DWARF, so decompressing only these
+/// (not the location and range tables; `.debug_line` is read for unit headers) saves
+/// attach time.
+const TYPE_WALK_SECTIONS: &[&str] =
+    &[".debug_info", ".debug_abbrev", ".debug_str", ".debug_str_offsets", ".debug_line", ".debug_line_str"];
+
 fn load_section<'data>(
     file: &object::File<'data>,
     name: &'static str,
 ) -> Result<Cow<'data, [u8]>, LayoutError> {
+    if !TYPE_WALK_SECTIONS.contains(&name) {
+        return Ok(Cow::Borrowed(&[]));
+    }
     match file.section_by_name(name) {
         Some(section) => section
             .uncompressed_data()
