@@ -32,7 +32,10 @@ fn time(mut work: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    let files: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with("--")).collect();
+    let files: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
     if files.is_empty() {
         eprintln!("usage: parse FILE...: run it through `cargo xtask bench parse`");
         std::process::exit(2);

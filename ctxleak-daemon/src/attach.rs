@@ -47,27 +47,39 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
             Some(std::io::ErrorKind::PermissionDenied) => TargetError::Privileges {
                 action: format!("read the memory of PID {pid}"),
             },
-            _ => TargetError::Io { pid, source: std::io::Error::other(error.to_string()) },
+            _ => TargetError::Io {
+                pid,
+                source: std::io::Error::other(error.to_string()),
+            },
         })
     })?;
     let binary = &exe.binary;
     let bias = if binary.is_pie {
         let first = binary.first_segment_address().unwrap_or(0);
-        procmem::load_bias(pid, &exe.link, first)
-            .map_err(|error| process.explain(TargetError::Io { pid, source: std::io::Error::other(error.to_string()) }))?
+        procmem::load_bias(pid, &exe.link, first).map_err(|error| {
+            process.explain(TargetError::Io {
+                pid,
+                source: std::io::Error::other(error.to_string()),
+            })
+        })?
     } else {
         0
     };
 
     let (mut probes, mut events) = Probes::load(options.ring_bytes).map_err(|error| {
         if error.is_permission_denied() {
-            anyhow::Error::new(TargetError::Privileges { action: "load eBPF programs".into() })
+            anyhow::Error::new(TargetError::Privileges {
+                action: "load eBPF programs".into(),
+            })
         } else {
             anyhow::Error::new(error)
         }
     })?;
     probes.watch(pid, &exe.link, binary).map_err(|error| {
-        if matches!(process.explain(TargetError::NoSuchProcess { pid }), TargetError::ExitedDuringAttach { .. }) {
+        if matches!(
+            process.explain(TargetError::NoSuchProcess { pid }),
+            TargetError::ExitedDuringAttach { .. }
+        ) {
             anyhow::Error::new(TargetError::ExitedDuringAttach { pid })
         } else {
             anyhow::Error::new(error)
@@ -75,7 +87,8 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
     })?;
 
     let metrics = Arc::new(Metrics::default());
-    let target_metrics = metrics.add_target(pid, &exe.path.display().to_string(), &binary.version.raw);
+    let target_metrics =
+        metrics.add_target(pid, &exe.path.display().to_string(), &binary.version.raw);
     let listen = listener.local_addr().unwrap_or(options.listen);
     tokio::spawn(metrics::serve(listener, metrics.clone()));
 
@@ -125,7 +138,9 @@ impl Session<'_> {
     async fn run(mut self, events: &mut EventStream, summary: bool) -> anyhow::Result<Ending> {
         if let Err(error) = self.resync() {
             let pid = self.process.pid();
-            if let exited @ TargetError::ExitedDuringAttach { .. } = self.process.explain(TargetError::NoSuchProcess { pid }) {
+            if let exited @ TargetError::ExitedDuringAttach { .. } =
+                self.process.explain(TargetError::NoSuchProcess { pid })
+            {
                 return Err(exited.into());
             }
             return Err(error);
@@ -157,21 +172,31 @@ impl Session<'_> {
     }
 
     fn classify(binary: &GoBinary, bias: u64, startpc: u64) -> GoroutineKind {
-        let function = binary.symbols.function_at(startpc.wrapping_sub(bias));
-        kind_of_function(function.map(|symbol| symbol.name.as_str()))
+        kind_of_function(
+            binary
+                .function_name_at(startpc.wrapping_sub(bias))
+                .as_deref(),
+        )
     }
 
     fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
         let (binary, bias, pid) = (self.binary, self.bias, self.process.pid());
         let (before_created, before_exited) = (self.tracker.created, self.tracker.exited);
         while let Some(item) = ring.next() {
-            let Some(event) = probes::decode_event(&item) else { continue };
+            let Some(event) = probes::decode_event(&item) else {
+                continue;
+            };
             if event.pid == pid {
-                self.tracker.apply(&event, |startpc| Self::classify(binary, bias, startpc));
+                self.tracker
+                    .apply(&event, |startpc| Self::classify(binary, bias, startpc));
             }
         }
-        self.target_metrics.created.inc_by(self.tracker.created - before_created);
-        self.target_metrics.exited.inc_by(self.tracker.exited - before_exited);
+        self.target_metrics
+            .created
+            .inc_by(self.tracker.created - before_created);
+        self.target_metrics
+            .exited
+            .inc_by(self.tracker.exited - before_exited);
         self.target_metrics.set_counts(self.tracker.counts());
     }
 
@@ -181,10 +206,15 @@ impl Session<'_> {
         let census = census::take(self.memory, &self.binary.g_layout, self.allgs)
             .with_context(|| format!("cannot read the goroutines of PID {}", self.process.pid()))?;
         if census.unreadable > 0 {
-            tracing::debug!(unreadable = census.unreadable, "some g structs could not be read");
+            tracing::debug!(
+                unreadable = census.unreadable,
+                "some g structs could not be read"
+            );
         }
         let (binary, bias) = (self.binary, self.bias);
-        self.tracker.reset(ktime, &census.goroutines, |startpc| Self::classify(binary, bias, startpc));
+        self.tracker.reset(ktime, &census.goroutines, |startpc| {
+            Self::classify(binary, bias, startpc)
+        });
         self.target_metrics.set_counts(self.tracker.counts());
         Ok(())
     }
@@ -192,12 +222,17 @@ impl Session<'_> {
     /// Lost events mean the live set is no longer exact: count them and read it afresh.
     fn check_kernel_counters(&mut self) {
         let read_errors = self.probes.counter(Counter::ReadErrors);
-        self.metrics.probe_read_errors.inc_by(read_errors.saturating_sub(self.read_errors_seen));
+        self.metrics
+            .probe_read_errors
+            .inc_by(read_errors.saturating_sub(self.read_errors_seen));
         self.read_errors_seen = self.read_errors_seen.max(read_errors);
         let lost = self.probes.counter(Counter::EventsLost);
         if lost > self.lost_seen {
             self.metrics.events_lost.inc_by(lost - self.lost_seen);
-            tracing::warn!(lost = lost - self.lost_seen, "probe events lost (ring buffer full); resynchronising from memory");
+            tracing::warn!(
+                lost = lost - self.lost_seen,
+                "probe events lost (ring buffer full); resynchronising from memory"
+            );
             self.lost_seen = lost;
             self.target_metrics.resyncs.inc();
             if let Err(error) = self.resync() {
@@ -223,7 +258,10 @@ impl Session<'_> {
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
 fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid timespec pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64

@@ -47,7 +47,10 @@ pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Cens
 
     let read_len = usize::try_from(layout.read_len()).unwrap_or(512);
     let mut g = vec![0u8; read_len];
-    let mut census = Census { goroutines: Vec::with_capacity(len), unreadable: 0 };
+    let mut census = Census {
+        goroutines: Vec::with_capacity(len),
+        unreadable: 0,
+    };
     for pointer in pointers.chunks_exact(8) {
         let address = u64::from_le_bytes(pointer.try_into().unwrap_or_default());
         if address == 0 {
@@ -67,11 +70,15 @@ pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Cens
 fn decode(g: &[u8], layout: &GLayout) -> Option<GoroutineRecord> {
     let u64_at = |offset: u64| {
         let start = usize::try_from(offset).ok()?;
-        Some(u64::from_le_bytes(g.get(start..start + 8)?.try_into().ok()?))
+        Some(u64::from_le_bytes(
+            g.get(start..start + 8)?.try_into().ok()?,
+        ))
     };
     let u32_at = |offset: u64| {
         let start = usize::try_from(offset).ok()?;
-        Some(u32::from_le_bytes(g.get(start..start + 4)?.try_into().ok()?))
+        Some(u32::from_le_bytes(
+            g.get(start..start + 4)?.try_into().ok()?,
+        ))
     };
     Some(GoroutineRecord {
         goid: u64_at(layout.goid)?,
@@ -98,7 +105,14 @@ mod tests {
 
     #[test]
     fn decodes_fields_at_their_offsets() {
-        let layout = GLayout { size: 64, atomicstatus: 8, goid: 16, parent_goid: 24, gopc: 32, startpc: 40 };
+        let layout = GLayout {
+            size: 64,
+            atomicstatus: 8,
+            goid: 16,
+            parent_goid: 24,
+            gopc: 32,
+            startpc: 40,
+        };
         let mut g = vec![0u8; layout.read_len() as usize];
         g[8..12].copy_from_slice(&4u32.to_le_bytes());
         g[16..24].copy_from_slice(&77u64.to_le_bytes());
@@ -108,7 +122,13 @@ mod tests {
         let record = decode(&g, &layout).unwrap();
         assert_eq!(
             record,
-            GoroutineRecord { goid: 77, status: 4, parent_goid: 1, gopc: 0x401000, startpc: 0x402000 }
+            GoroutineRecord {
+                goid: 77,
+                status: 4,
+                parent_goid: 1,
+                gopc: 0x401000,
+                startpc: 0x402000
+            }
         );
         assert!(decode(&g[..20], &layout).is_none());
     }

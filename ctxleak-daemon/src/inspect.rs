@@ -5,7 +5,62 @@
 use std::path::Path;
 
 use crate::goexe::offsets::ReleaseLayouts;
+use crate::goexe::symbolize::{self, Frame};
 use crate::goexe::{GoBinary, GoBinaryError, LayoutSource};
+
+/// A program counter and where it is in the source, innermost inlined frame first.
+#[derive(Debug, serde::Serialize)]
+pub struct Location {
+    pub pc: u64,
+    pub frames: Vec<SourceFrame>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct SourceFrame {
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+    pub inlined: bool,
+}
+
+impl From<Frame> for SourceFrame {
+    fn from(frame: Frame) -> Self {
+        Self {
+            function: frame.function,
+            file: frame.file,
+            line: frame.line,
+            inlined: frame.inlined,
+        }
+    }
+}
+
+fn locate(binary: &GoBinary, pc: u64) -> Location {
+    let frames = symbolize::symbolize(&binary.pclntab, pc).unwrap_or_default();
+    Location {
+        pc,
+        frames: frames.into_iter().map(SourceFrame::from).collect(),
+    }
+}
+
+impl std::fmt::Display for Location {
+    /// `0x4a1b2c main.worker (/src/app/main.go:42)`, inlined frames first, each named as
+    /// "inlined into" the next.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#x}", self.pc)?;
+        if self.frames.is_empty() {
+            return write!(f, " (not in any function)");
+        }
+        for (i, frame) in self.frames.iter().enumerate() {
+            let joint = if i == 0 { " " } else { " inlined into " };
+            write!(
+                f,
+                "{joint}{} ({}:{})",
+                frame.function, frame.file, frame.line
+            )?;
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, serde::Serialize)]
 pub struct Inspection {
@@ -17,11 +72,15 @@ pub struct Inspection {
     pub layouts: ReleaseLayouts,
     /// Link-time addresses.
     pub allgs: u64,
-    pub probe_goroutine_created: Vec<u64>,
-    pub probe_goroutine_exited: u64,
+    pub functions: usize,
+    pub probe_goroutine_created: Vec<Location>,
+    pub probe_goroutine_exited: Location,
+    /// The PCs asked for with --pc.
+    pub pcs: Vec<Location>,
 }
 
-pub fn inspect(path: &Path, display: &Path) -> Result<Inspection, GoBinaryError> {
+/// Reads the binary at `path`; `pcs` are link-time addresses to symbolize.
+pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, GoBinaryError> {
     let binary = GoBinary::open(path, display)?;
     Ok(Inspection {
         path: display.display().to_string(),
@@ -30,23 +89,45 @@ pub fn inspect(path: &Path, display: &Path) -> Result<Inspection, GoBinaryError>
         layout_source: binary.layout_source,
         layouts: ReleaseLayouts { g: binary.g_layout },
         allgs: binary.allgs,
-        probe_goroutine_created: binary.probes.goroutine_created.clone(),
-        probe_goroutine_exited: binary.probes.goroutine_exited,
+        functions: binary.pclntab.len(),
+        probe_goroutine_created: binary
+            .probes
+            .goroutine_created
+            .iter()
+            .map(|&pc| locate(&binary, pc))
+            .collect(),
+        probe_goroutine_exited: locate(&binary, binary.probes.goroutine_exited),
+        pcs: pcs.iter().map(|&pc| locate(&binary, pc)).collect(),
     })
 }
 
 impl std::fmt::Display for Inspection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let g = &self.layouts.g;
-        writeln!(f, "{}: {}{}", self.path, self.go_version, if self.pie { ", PIE" } else { "" })?;
+        writeln!(
+            f,
+            "{}: {}{}",
+            self.path,
+            self.go_version,
+            if self.pie { ", PIE" } else { "" }
+        )?;
         writeln!(
             f,
             "runtime.g ({:?}): size {}, atomicstatus +{}, goid +{}, parentGoid +{}, gopc +{}, startpc +{}",
             self.layout_source, g.size, g.atomicstatus, g.goid, g.parent_goid, g.gopc, g.startpc
         )?;
-        writeln!(f, "runtime.allgs at {:#x}", self.allgs)?;
-        let created: Vec<String> = self.probe_goroutine_created.iter().map(|a| format!("{a:#x}")).collect();
-        writeln!(f, "goroutine-created probes at {}", created.join(", "))?;
-        write!(f, "goroutine-exited probe at {:#x}", self.probe_goroutine_exited)
+        writeln!(
+            f,
+            "runtime.allgs at {:#x}; {} functions",
+            self.allgs, self.functions
+        )?;
+        for location in &self.probe_goroutine_created {
+            writeln!(f, "goroutine-created probe: {location}")?;
+        }
+        write!(f, "goroutine-exited probe: {}", self.probe_goroutine_exited)?;
+        for location in &self.pcs {
+            write!(f, "\n{location}")?;
+        }
+        Ok(())
     }
 }

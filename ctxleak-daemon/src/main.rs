@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand};
 const DEFAULT_LISTEN: &str = "127.0.0.1:9789";
 
 #[derive(Debug, Parser)]
-#[command(name = "ctxleak", version, about = "Find goroutine and context leaks in running Go programs")]
+#[command(
+    name = "ctxleak",
+    version,
+    about = "Find goroutine and context leaks in running Go programs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,30 +56,49 @@ enum Command {
         /// Read the executable of this running process instead.
         #[arg(long)]
         pid: Option<u32>,
+        /// Also show where these program counters are in the source, as `function (file:line)`
+        /// with inlined calls (link-time addresses, hex; works on stripped binaries).
+        #[arg(long = "pc", value_parser = parse_hex)]
+        pcs: Vec<u64>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
 }
 
-fn run_inspect(path: Option<PathBuf>, pid: Option<u32>, json: bool) -> anyhow::Result<()> {
+fn run_inspect(
+    path: Option<PathBuf>,
+    pid: Option<u32>,
+    pcs: &[u64],
+    json: bool,
+) -> anyhow::Result<()> {
     let (path, display) = match (path, pid) {
         (Some(path), _) => (path.clone(), path),
         (None, Some(pid)) => {
             let link = PathBuf::from(format!("/proc/{pid}/exe"));
-            let display = std::fs::read_link(&link)
-                .map_err(|error| anyhow::anyhow!("cannot read the executable of PID {pid}: {error}"))?;
+            let display = std::fs::read_link(&link).map_err(|error| {
+                anyhow::anyhow!("cannot read the executable of PID {pid}: {error}")
+            })?;
             (link, display)
         }
         (None, None) => anyhow::bail!("give a path or --pid"),
     };
-    let inspection = inspect::inspect(&path, &display)?;
-    let text = if json { serde_json::to_string_pretty(&inspection)? } else { inspection.to_string() };
+    let inspection = inspect::inspect(&path, &display, pcs)?;
+    let text = if json {
+        serde_json::to_string_pretty(&inspection)?
+    } else {
+        inspection.to_string()
+    };
     match writeln!(std::io::stdout().lock(), "{text}") {
         // A reader that stopped early (`| head`) is not an error.
         Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
         _ => Ok(()),
     }
+}
+
+fn parse_hex(text: &str) -> Result<u64, String> {
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    u64::from_str_radix(digits, 16).map_err(|e| format!("{text:?} is not a hex address: {e}"))
 }
 
 fn parse_ring_bytes(text: &str) -> Result<u32, String> {
@@ -95,7 +118,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ctxleak: error: cannot start the async runtime: {error}");
@@ -104,11 +131,26 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Attach { pid, listen, quiet, ring_buffer_size } => {
-                let options = attach::AttachOptions { pid, listen, summary: !quiet, ring_bytes: ring_buffer_size };
+            Command::Attach {
+                pid,
+                listen,
+                quiet,
+                ring_buffer_size,
+            } => {
+                let options = attach::AttachOptions {
+                    pid,
+                    listen,
+                    summary: !quiet,
+                    ring_bytes: ring_buffer_size,
+                };
                 attach::run(options).await.map(|_| ())
             }
-            Command::Inspect { path, pid, json } => run_inspect(path, pid, json),
+            Command::Inspect {
+                path,
+                pid,
+                pcs,
+                json,
+            } => run_inspect(path, pid, &pcs, json),
         }
     });
     match result {

@@ -64,8 +64,16 @@ impl Default for Metrics {
             "Live goroutines of a watched process; kind=user is what runtime.NumGoroutine() counts, kind=system the runtime's own",
             metrics.goroutines.clone(),
         );
-        registry.register("goroutines_created", "Goroutines created since ctxleak attached", metrics.created.clone());
-        registry.register("goroutines_exited", "Goroutines exited since ctxleak attached", metrics.exited.clone());
+        registry.register(
+            "goroutines_created",
+            "Goroutines created since ctxleak attached",
+            metrics.created.clone(),
+        );
+        registry.register(
+            "goroutines_exited",
+            "Goroutines exited since ctxleak attached",
+            metrics.exited.clone(),
+        );
         registry.register(
             "events_lost",
             "Probe events dropped because the ring buffer was full (each loss triggers a resync from the target's memory)",
@@ -86,7 +94,10 @@ impl Default for Metrics {
             "A watched process (always 1): its executable and Go version",
             metrics.target_info.clone(),
         );
-        Self { registry, ..metrics }
+        Self {
+            registry,
+            ..metrics
+        }
     }
 }
 
@@ -101,15 +112,21 @@ pub struct TargetMetrics {
 
 impl TargetMetrics {
     pub fn set_counts(&self, counts: Counts) {
-        self.user.set(i64::try_from(counts.user).unwrap_or(i64::MAX));
-        self.system.set(i64::try_from(counts.system).unwrap_or(i64::MAX));
+        self.user
+            .set(i64::try_from(counts.user).unwrap_or(i64::MAX));
+        self.system
+            .set(i64::try_from(counts.system).unwrap_or(i64::MAX));
     }
 }
 
 impl Metrics {
     pub fn add_target(&self, pid: u32, exe: &str, go_version: &str) -> TargetMetrics {
         self.target_info
-            .get_or_create(&TargetInfoLabels { pid, exe: exe.to_owned(), go_version: go_version.to_owned() })
+            .get_or_create(&TargetInfoLabels {
+                pid,
+                exe: exe.to_owned(),
+                go_version: go_version.to_owned(),
+            })
             .set(1);
         let target = TargetLabels { pid };
         let gauge = |kind: GoroutineKind| {
@@ -117,7 +134,9 @@ impl Metrics {
                 GoroutineKind::User => "user",
                 GoroutineKind::System => "system",
             };
-            self.goroutines.get_or_create(&GoroutineLabels { pid, kind }).clone()
+            self.goroutines
+                .get_or_create(&GoroutineLabels { pid, kind })
+                .clone()
         };
         TargetMetrics {
             user: gauge(GoroutineKind::User),
@@ -138,7 +157,10 @@ impl Metrics {
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Serves `/metrics` on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/", get(|| async { "ctxleak: metrics are at /metrics\n" }))
@@ -173,10 +195,24 @@ mod tests {
         target.set_counts(Counts { user: 7, system: 3 });
         target.created.inc_by(9);
         let text = metrics.encode().unwrap();
-        assert!(text.contains(r#"ctxleak_goroutines{pid="42",kind="user"} 7"#), "{text}");
-        assert!(text.contains(r#"ctxleak_goroutines{pid="42",kind="system"} 3"#), "{text}");
-        assert!(text.contains(r#"ctxleak_goroutines_created_total{pid="42"} 9"#), "{text}");
-        assert!(text.contains(r#"ctxleak_target_info{pid="42",exe="/srv/app",go_version="go1.25.5"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"ctxleak_goroutines{pid="42",kind="user"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ctxleak_goroutines{pid="42",kind="system"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"ctxleak_goroutines_created_total{pid="42"} 9"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"ctxleak_target_info{pid="42",exe="/srv/app",go_version="go1.25.5"} 1"#
+            ),
+            "{text}"
+        );
         assert!(text.contains("ctxleak_events_lost_total 0"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }

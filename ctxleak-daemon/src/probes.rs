@@ -9,8 +9,8 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use ctxleak_common::{
-    COUNTERS_MAP, Counter, EVENTS_MAP, GoroutineEvent, PROG_GOROUTINE_CREATED, PROG_GOROUTINE_EXITED,
-    TARGETS_MAP, TargetConfig,
+    COUNTERS_MAP, Counter, EVENTS_MAP, GoroutineEvent, PROG_GOROUTINE_CREATED,
+    PROG_GOROUTINE_EXITED, TARGETS_MAP, TargetConfig,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -25,9 +25,16 @@ pub enum ProbeError {
     #[error("{address:#x} in {path} is outside its loadable segments")]
     BadAddress { path: String, address: u64 },
     #[error("cannot attach a uprobe at file offset {offset:#x} of {path}: {source}")]
-    Attach { path: String, offset: u64, source: Box<dyn std::error::Error + Send + Sync> },
+    Attach {
+        path: String,
+        offset: u64,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot register PID {pid} with the eBPF programs: {source}")]
-    Register { pid: u32, source: aya::maps::MapError },
+    Register {
+        pid: u32,
+        source: aya::maps::MapError,
+    },
 }
 
 impl ProbeError {
@@ -68,12 +75,14 @@ impl Probes {
     pub fn load(ring_bytes: u32) -> Result<(Self, EventStream), ProbeError> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(EVENTS_MAP, ring_bytes)
-            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ctxleak")))
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/ctxleak"
+            )))
             .map_err(load_error)?;
         match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => {
-                let mut logger = crate::readable::watch_readable(logger)
-                    .map_err(load_error)?;
+                let mut logger = crate::readable::watch_readable(logger).map_err(load_error)?;
                 tokio::spawn(async move {
                     while let Ok(mut guard) = logger.readable_mut().await {
                         guard.get_inner_mut().flush();
@@ -83,31 +92,43 @@ impl Probes {
             }
             Err(error) => tracing::debug!("no eBPF logger: {error}"),
         }
-        let events = ebpf.take_map(EVENTS_MAP).ok_or(ProbeError::Missing(EVENTS_MAP))?;
+        let events = ebpf
+            .take_map(EVENTS_MAP)
+            .ok_or(ProbeError::Missing(EVENTS_MAP))?;
         let events = RingBuf::try_from(events).map_err(load_error)?;
         let events = crate::readable::watch_readable(events).map_err(load_error)?;
-        let counters = ebpf.take_map(COUNTERS_MAP).ok_or(ProbeError::Missing(COUNTERS_MAP))?;
+        let counters = ebpf
+            .take_map(COUNTERS_MAP)
+            .ok_or(ProbeError::Missing(COUNTERS_MAP))?;
         let counters = PerCpuArray::try_from(counters).map_err(load_error)?;
         for name in [PROG_GOROUTINE_CREATED, PROG_GOROUTINE_EXITED] {
             uprobe(&mut ebpf, name)?.load().map_err(load_error)?;
         }
-        tracing::debug!(events_fd = events.get_ref().as_raw_fd(), "eBPF programs loaded");
+        tracing::debug!(
+            events_fd = events.get_ref().as_raw_fd(),
+            "eBPF programs loaded"
+        );
         Ok((Self { ebpf, counters }, events))
     }
 
     /// Registers `pid` and attaches the probes to its executable, reached as `exe` (use
     /// `/proc/PID/exe`: it works across mount namespaces). Probes fire only in that process.
     pub fn watch(&mut self, pid: u32, exe: &Path, binary: &GoBinary) -> Result<(), ProbeError> {
-        let config = TargetConfig { offsets: binary.g_layout.probe_offsets() };
+        let config = TargetConfig {
+            offsets: binary.g_layout.probe_offsets(),
+        };
         let mut targets: BpfHashMap<&mut MapData, u32, TargetConfig> = self
             .ebpf
             .map_mut(TARGETS_MAP)
             .ok_or(ProbeError::Missing(TARGETS_MAP))?
             .try_into()
             .map_err(|source| ProbeError::Register { pid, source })?;
-        targets.insert(pid, config, 0).map_err(|source| ProbeError::Register { pid, source })?;
+        targets
+            .insert(pid, config, 0)
+            .map_err(|source| ProbeError::Register { pid, source })?;
 
-        let scope = std::num::NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        let scope = std::num::NonZeroU32::new(pid)
+            .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         let points = binary
             .probes
             .goroutine_created
@@ -115,10 +136,12 @@ impl Probes {
             .map(|&address| (PROG_GOROUTINE_CREATED, address))
             .chain([(PROG_GOROUTINE_EXITED, binary.probes.goroutine_exited)]);
         for (program, address) in points {
-            let offset = binary.file_offset(address).ok_or_else(|| ProbeError::BadAddress {
-                path: binary.path.display().to_string(),
-                address,
-            })?;
+            let offset = binary
+                .file_offset(address)
+                .ok_or_else(|| ProbeError::BadAddress {
+                    path: binary.path.display().to_string(),
+                    address,
+                })?;
             uprobe(&mut self.ebpf, program)?
                 .attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
                 .map_err(|source| ProbeError::Attach {

@@ -13,7 +13,12 @@ pub enum MemoryError {
     #[error("cannot open the memory of PID {pid}: {source}")]
     Open { pid: u32, source: io::Error },
     #[error("cannot read {len} bytes at {address:#x} in PID {pid}: {source}")]
-    Read { pid: u32, address: u64, len: usize, source: io::Error },
+    Read {
+        pid: u32,
+        address: u64,
+        len: usize,
+        source: io::Error,
+    },
     #[error("cannot read /proc/{pid}/maps: {source}")]
     Maps { pid: u32, source: io::Error },
     #[error("PID {pid} has no mapping of {exe} at file offset 0")]
@@ -23,7 +28,9 @@ pub enum MemoryError {
 impl MemoryError {
     pub fn io_error(&self) -> Option<&io::Error> {
         match self {
-            Self::Open { source, .. } | Self::Read { source, .. } | Self::Maps { source, .. } => Some(source),
+            Self::Open { source, .. } | Self::Read { source, .. } | Self::Maps { source, .. } => {
+                Some(source)
+            }
             Self::NoMapping { .. } => None,
         }
     }
@@ -36,17 +43,20 @@ pub struct ProcessMemory {
 
 impl ProcessMemory {
     pub fn open(pid: u32) -> Result<Self, MemoryError> {
-        let mem = File::open(format!("/proc/{pid}/mem")).map_err(|source| MemoryError::Open { pid, source })?;
+        let mem = File::open(format!("/proc/{pid}/mem"))
+            .map_err(|source| MemoryError::Open { pid, source })?;
         Ok(Self { pid, mem })
     }
 
     pub fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-        self.mem.read_exact_at(buf, address).map_err(|source| MemoryError::Read {
-            pid: self.pid,
-            address,
-            len: buf.len(),
-            source,
-        })
+        self.mem
+            .read_exact_at(buf, address)
+            .map_err(|source| MemoryError::Read {
+                pid: self.pid,
+                address,
+                len: buf.len(),
+                source,
+            })
     }
 
     pub fn read_u64(&self, address: u64) -> Result<u64, MemoryError> {
@@ -63,11 +73,17 @@ impl ProcessMemory {
 pub fn load_bias(pid: u32, exe: &Path, first_segment_address: u64) -> Result<u64, MemoryError> {
     use std::os::unix::fs::MetadataExt as _;
     let metadata = std::fs::metadata(exe).map_err(|source| MemoryError::Maps { pid, source })?;
-    let file = MappedFile { major: libc::major(metadata.dev()), minor: libc::minor(metadata.dev()), inode: metadata.ino() };
+    let file = MappedFile {
+        major: libc::major(metadata.dev()),
+        minor: libc::minor(metadata.dev()),
+        inode: metadata.ino(),
+    };
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .map_err(|source| MemoryError::Maps { pid, source })?;
-    let start = parse_maps_start(&maps, file)
-        .ok_or_else(|| MemoryError::NoMapping { pid, exe: exe.display().to_string() })?;
+    let start = parse_maps_start(&maps, file).ok_or_else(|| MemoryError::NoMapping {
+        pid,
+        exe: exe.display().to_string(),
+    })?;
     Ok(start.wrapping_sub(first_segment_address & !0xfff))
 }
 
@@ -93,7 +109,8 @@ fn parse_maps_start(maps: &str, file: MappedFile) -> Option<u64> {
             minor: u32::from_str_radix(minor, 16).ok()?,
             inode,
         };
-        (offset == 0 && mapped == file).then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())?
+        (offset == 0 && mapped == file)
+            .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())?
     })
 }
 
@@ -110,10 +127,23 @@ mod tests {
 7f0000003000-7f0000004000 r--p 00000000 fd:02 456 /elsewhere
 7ffff7ff9000-7ffff7ffd000 r--p 00000000 00:00 0 [vvar]
 ";
-        let file = |major, minor, inode| MappedFile { major, minor, inode };
-        assert_eq!(parse_maps_start(maps, file(0xfd, 1, 456)), Some(0x7f0000001000));
-        assert_eq!(parse_maps_start(maps, file(0xfd, 2, 456)), Some(0x7f0000003000));
-        assert_eq!(parse_maps_start(maps, file(0xfd, 1, 123)), Some(0x555555554000));
+        let file = |major, minor, inode| MappedFile {
+            major,
+            minor,
+            inode,
+        };
+        assert_eq!(
+            parse_maps_start(maps, file(0xfd, 1, 456)),
+            Some(0x7f0000001000)
+        );
+        assert_eq!(
+            parse_maps_start(maps, file(0xfd, 2, 456)),
+            Some(0x7f0000003000)
+        );
+        assert_eq!(
+            parse_maps_start(maps, file(0xfd, 1, 123)),
+            Some(0x555555554000)
+        );
         assert_eq!(parse_maps_start(maps, file(0xfd, 1, 999)), None);
     }
 }

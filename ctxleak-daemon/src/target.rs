@@ -91,7 +91,11 @@ impl ProcessHandle {
     /// Whether the process exits within `timeout_ms`. A pidfd turns readable only once every
     /// thread is gone, a little after the process loses its executable and memory.
     fn exits_within(&self, timeout_ms: i32) -> bool {
-        let mut poll = libc::pollfd { fd: self.fd.get_ref().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut poll = libc::pollfd {
+            fd: self.fd.get_ref().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         let ready = unsafe { libc::poll(&mut poll, 1, timeout_ms) };
         ready > 0 && poll.revents & libc::POLLIN != 0
@@ -138,7 +142,8 @@ impl TargetExe {
             },
             _ => TargetError::Io { pid, source },
         })?;
-        let binary = GoBinary::open(&link, &path).map_err(|source| TargetError::Binary { pid, source })?;
+        let binary =
+            GoBinary::open(&link, &path).map_err(|source| TargetError::Binary { pid, source })?;
         Ok(Self { link, path, binary })
     }
 }

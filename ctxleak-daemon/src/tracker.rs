@@ -61,12 +61,20 @@ pub struct GoroutineTracker {
 
 impl GoroutineTracker {
     /// Replaces the live set with a snapshot read after `ktime_ns`.
-    pub fn reset(&mut self, ktime_ns: u64, goroutines: &[GoroutineRecord], classify: impl Fn(u64) -> GoroutineKind) {
+    pub fn reset(
+        &mut self,
+        ktime_ns: u64,
+        goroutines: &[GoroutineRecord],
+        classify: impl Fn(u64) -> GoroutineKind,
+    ) {
         self.live.clear();
         self.counts = Counts::default();
         self.snapshot_ktime = ktime_ns;
         let exited: HashSet<u64> = self.recent_exits.iter().map(|&(_, goid)| goid).collect();
-        for record in goroutines.iter().filter(|record| !exited.contains(&record.goid)) {
+        for record in goroutines
+            .iter()
+            .filter(|record| !exited.contains(&record.goid))
+        {
             self.insert(record.goid, classify(record.startpc));
         }
     }
@@ -85,7 +93,11 @@ impl GoroutineTracker {
                     *self.count_mut(kind) -= 1;
                 }
                 let horizon = event.ktime_ns.saturating_sub(RECENT_EXIT_NS);
-                while self.recent_exits.front().is_some_and(|&(ktime, _)| ktime < horizon) {
+                while self
+                    .recent_exits
+                    .front()
+                    .is_some_and(|&(ktime, _)| ktime < horizon)
+                {
                     self.recent_exits.pop_front();
                 }
                 self.recent_exits.push_back((event.ktime_ns, event.goid));
@@ -117,25 +129,54 @@ mod tests {
     use super::*;
 
     fn event(kind: EventKind, goid: u64, ktime_ns: u64, startpc: u64) -> GoroutineEvent {
-        GoroutineEvent { kind: kind as u32, pid: 1, ktime_ns, goid, startpc, ..Default::default() }
+        GoroutineEvent {
+            kind: kind as u32,
+            pid: 1,
+            ktime_ns,
+            goid,
+            startpc,
+            ..Default::default()
+        }
     }
 
     fn record(goid: u64, startpc: u64) -> GoroutineRecord {
-        GoroutineRecord { goid, status: 4, parent_goid: 0, gopc: 0, startpc }
+        GoroutineRecord {
+            goid,
+            status: 4,
+            parent_goid: 0,
+            gopc: 0,
+            startpc,
+        }
     }
 
     /// startpc 1 is a system goroutine, anything else a user one.
     fn classify(startpc: u64) -> GoroutineKind {
-        if startpc == 1 { GoroutineKind::System } else { GoroutineKind::User }
+        if startpc == 1 {
+            GoroutineKind::System
+        } else {
+            GoroutineKind::User
+        }
     }
 
     #[test]
     fn classifies_like_the_runtime() {
         assert_eq!(kind_of_function(Some("runtime.main")), GoroutineKind::User);
-        assert_eq!(kind_of_function(Some("runtime.bgsweep")), GoroutineKind::System);
-        assert_eq!(kind_of_function(Some("runtime.gcenable.gowrap1")), GoroutineKind::System);
-        assert_eq!(kind_of_function(Some("runtime/trace.Start.func1")), GoroutineKind::User);
-        assert_eq!(kind_of_function(Some("main.main.gowrap1")), GoroutineKind::User);
+        assert_eq!(
+            kind_of_function(Some("runtime.bgsweep")),
+            GoroutineKind::System
+        );
+        assert_eq!(
+            kind_of_function(Some("runtime.gcenable.gowrap1")),
+            GoroutineKind::System
+        );
+        assert_eq!(
+            kind_of_function(Some("runtime/trace.Start.func1")),
+            GoroutineKind::User
+        );
+        assert_eq!(
+            kind_of_function(Some("main.main.gowrap1")),
+            GoroutineKind::User
+        );
         assert_eq!(kind_of_function(None), GoroutineKind::User);
     }
 

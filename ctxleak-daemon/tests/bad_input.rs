@@ -15,7 +15,14 @@ fn attach(pid: u32) -> Output {
 
 fn attach_with(mut command: Command, pid: u32) -> Output {
     let mut child = command
-        .args(["attach", "--quiet", "--web.listen-address", "127.0.0.1:0", "--pid", &pid.to_string()])
+        .args([
+            "attach",
+            "--quiet",
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--pid",
+            &pid.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -31,7 +38,12 @@ fn attach_with(mut command: Command, pid: u32) -> Output {
 /// The single line ctxleak printed on stderr, after checking it failed with exactly one line.
 fn one_line_error(output: &Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "expected a failure, got {:?}: {stderr}", output.status);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "expected a failure, got {:?}: {stderr}",
+        output.status
+    );
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "expected one line on stderr, got {lines:?}");
     assert!(lines[0].starts_with("ctxleak: error: "), "{}", lines[0]);
@@ -78,7 +90,10 @@ fn no_such_pid() {
     let pid = child.id();
     child.wait().expect("wait");
     let line = one_line_error(&attach(pid));
-    assert_eq!(line, format!("ctxleak: error: no process with PID {pid}: check the PID (ps -e)"));
+    assert_eq!(
+        line,
+        format!("ctxleak: error: no process with PID {pid}: check the PID (ps -e)")
+    );
 }
 
 #[test]
@@ -90,7 +105,10 @@ fn a_kernel_thread() {
         return;
     }
     let line = one_line_error(&attach(2));
-    assert_eq!(line, "ctxleak: error: PID 2 has no executable file (a kernel thread?): give the PID of a Go process");
+    assert_eq!(
+        line,
+        "ctxleak: error: PID 2 has no executable file (a kernel thread?): give the PID of a Go process"
+    );
 }
 
 #[test]
@@ -98,50 +116,113 @@ fn a_process_that_is_not_go() {
     let mut sleep = Running::start(Path::new("sleep"), &["60"]);
     let line = one_line_error(&attach(sleep.pid()));
     assert!(line.contains(&format!("PID {}: ", sleep.pid())), "{line}");
-    assert!(line.contains("is not a Go program (it has no .go.buildinfo section)"), "{line}");
+    assert!(
+        line.contains("is not a Go program (it has no .go.buildinfo section)"),
+        "{line}"
+    );
     assert!(line.contains("give the PID of a Go process"), "{line}");
     assert!(sleep.is_running());
+}
+
+/// A copy of a fixture whose `.go.buildinfo` says `to` instead of `from` (same length); the
+/// program itself runs unchanged. Removed when dropped.
+struct PatchedVersion {
+    dir: std::path::PathBuf,
+    binary: std::path::PathBuf,
+}
+
+impl PatchedVersion {
+    fn new(fixture_path: &Path, from: &str, to: &str) -> Self {
+        assert_eq!(from.len(), to.len());
+        let mut bytes = std::fs::read(fixture_path).expect("fixture");
+        let magic = b"\xff Go buildinf:";
+        let header = bytes
+            .windows(magic.len())
+            .position(|w| w == magic)
+            .expect(".go.buildinfo");
+        let at = header
+            + bytes[header..]
+                .windows(from.len())
+                .position(|window| window == from.as_bytes())
+                .expect("the version string in .go.buildinfo");
+        bytes[at..at + to.len()].copy_from_slice(to.as_bytes());
+        let dir = std::env::temp_dir().join(format!("ctxleak-{to}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let binary = dir.join("app");
+        std::fs::write(&binary, &bytes).expect("write");
+        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        Self { dir, binary }
+    }
+}
+
+impl Drop for PatchedVersion {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 #[test]
 fn go_older_than_1_21() {
     // No Go < 1.21 toolchain is installable here, so take a Go 1.21 fixture and stamp an older
-    // version into its .go.buildinfo (same length); the program itself still runs.
-    let original = std::fs::read(fixture("1.21.13", "phases")).expect("fixture");
-    let magic = b"\xff Go buildinf:";
-    let header = original.windows(magic.len()).position(|w| w == magic).expect(".go.buildinfo");
-    let at = header
-        + original[header..]
-            .windows(9)
-            .position(|window| window == b"go1.21.13")
-            .expect("the version string in .go.buildinfo");
-    let mut patched = original.clone();
-    patched[at..at + 9].copy_from_slice(b"go1.20.14");
-    let dir = std::env::temp_dir().join(format!("ctxleak-old-go-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let binary = dir.join("phases-go1.20");
-    std::fs::write(&binary, &patched).expect("write");
-    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-
-    let mut target = Running::start(&binary, &[]);
+    // version into its .go.buildinfo.
+    let patched = PatchedVersion::new(&fixture("1.21.13", "phases"), "go1.21.13", "go1.20.14");
+    let mut target = Running::start(&patched.binary, &[]);
     let line = one_line_error(&attach(target.pid()));
-    assert!(line.contains("was built with go1.20.14, and ctxleak needs Go 1.21 or newer"), "{line}");
-    assert!(line.contains("rebuild it with a newer Go toolchain"), "{line}");
+    assert!(
+        line.contains("was built with go1.20.14, and ctxleak needs Go 1.21 or newer"),
+        "{line}"
+    );
+    assert!(
+        line.contains("rebuild it with a newer Go toolchain"),
+        "{line}"
+    );
     assert!(target.is_running());
-    drop(target);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
-fn a_binary_without_dwarf() {
-    for variant in ["phases-nodwarf", "phases-stripped"] {
-        let mut target = Running::start(&fixture(&newest_go(), variant), &[]);
-        let line = one_line_error(&attach(target.pid()));
-        assert!(line.contains("has no DWARF debug info"), "{variant}: {line}");
-        assert!(line.contains("stripped binaries are not supported yet (issue #4)"), "{variant}: {line}");
-        assert!(line.contains("rebuild it without -s/-w"), "{variant}: {line}");
-        assert!(target.is_running());
-    }
+fn a_stripped_binary_of_a_go_version_the_offset_table_lacks() {
+    // Without DWARF the struct layouts come from the offset table, keyed by exact version:
+    // stamp a patch release the table does not have (same length) into a stripped build.
+    let version = newest_go();
+    let last = if version.ends_with('9') { '8' } else { '9' };
+    let unknown = format!("go{}{last}", &version[..version.len() - 1]);
+    let patched = PatchedVersion::new(
+        &fixture(&version, "phases-stripped"),
+        &format!("go{version}"),
+        &unknown,
+    );
+    let mut target = Running::start(&patched.binary, &[]);
+    let line = one_line_error(&attach(target.pid()));
+    assert!(
+        line.contains(&format!(
+            "has no DWARF (built with -ldflags=-w or stripped) and was built with {unknown}"
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("go{version})")),
+        "the known versions are listed: {line}"
+    );
+    assert!(line.contains("rebuild the target without -w, or add the version to GO_VERSIONS in xtask/src/go.rs and run `cargo xtask offsets`"), "{line}");
+    assert!(target.is_running());
+}
+
+/// A binary with symbols but without DWARF (-ldflags=-w) attaches like any other (the count on
+/// binaries without DWARF is checked at every checkpoint by goroutine_count's stripped matrix).
+#[test]
+fn a_binary_without_dwarf_attaches() {
+    let target = Running::start(&fixture(&newest_go(), "phases-nodwarf"), &[]);
+    let ctxleak = Ctxleak::attach(target.pid());
+    let series = format!(
+        r#"ctxleak_goroutines{{pid="{}",kind="user"}}"#,
+        target.pid()
+    );
+    let settled = common::wait_for_sample(&ctxleak, &series, 1.0, Duration::from_secs(15));
+    assert!(
+        settled.is_ok(),
+        "the fixture has one goroutine at its first checkpoint: {settled:?}"
+    );
 }
 
 #[test]
@@ -150,10 +231,17 @@ fn missing_privileges() {
     // Root without the capabilities ctxleak needs: drop them from the bounding set, so even
     // uid 0 does not get them back at exec.
     let mut command = Command::new("setpriv");
-    command.args(["--bounding-set=-bpf,-perfmon,-sys_admin,-sys_ptrace", "--inh-caps=-all", "--"]);
+    command.args([
+        "--bounding-set=-bpf,-perfmon,-sys_admin,-sys_ptrace",
+        "--inh-caps=-all",
+        "--",
+    ]);
     command.arg(env!("CARGO_BIN_EXE_ctxleak"));
     let line = one_line_error(&attach_with(command, target.pid()));
-    assert!(line.contains("lacks the privileges to load eBPF programs and read the memory of PID"), "{line}");
+    assert!(
+        line.contains("lacks the privileges to load eBPF programs and read the memory of PID"),
+        "{line}"
+    );
     assert!(line.contains("run it as root (sudo), or with the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE"), "{line}");
     assert!(target.is_running());
 }
@@ -171,20 +259,40 @@ fn a_target_that_exits_during_attach() {
         let pid = phases.pid();
         phases.checkpoint();
         let mut command = ctxleak();
-        command.args(["attach", "--quiet", "--web.listen-address", "127.0.0.1:0", "--pid", &pid.to_string()]);
-        let ctxleak = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("ctxleak");
+        command.args([
+            "attach",
+            "--quiet",
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--pid",
+            &pid.to_string(),
+        ]);
+        let ctxleak = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ctxleak");
         std::thread::sleep(Duration::from_millis(delay_ms));
         phases.close_stdin();
         let output = ctxleak.wait_with_output().expect("ctxleak output");
         assert!(phases.finish().success());
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         let last = stderr.lines().last().unwrap_or_default().to_owned();
-        let clean_exit = output.status.success() && last == format!("ctxleak: PID {pid} exited; detached");
+        let clean_exit =
+            output.status.success() && last == format!("ctxleak: PID {pid} exited; detached");
         let clean_error = output.status.code() == Some(1)
             && stderr.lines().count() == 1
-            && last == format!("ctxleak: error: PID {pid} exited while ctxleak was attaching: nothing to watch");
+            && last
+                == format!(
+                    "ctxleak: error: PID {pid} exited while ctxleak was attaching: nothing to watch"
+                );
         eprintln!("delay {delay_ms} ms: {last}");
-        assert!(clean_exit || clean_error, "delay {delay_ms} ms: {:?}: {stderr}", output.status);
+        assert!(
+            clean_exit || clean_error,
+            "delay {delay_ms} ms: {:?}: {stderr}",
+            output.status
+        );
     }
 }
 
@@ -195,12 +303,25 @@ fn a_busy_metrics_address() {
     let address = first.metrics_url.clone();
     let mut command = ctxleak();
     let output = command
-        .args(["attach", "--quiet", "--web.listen-address", &address, "--pid", &target.pid().to_string()])
+        .args([
+            "attach",
+            "--quiet",
+            "--web.listen-address",
+            &address,
+            "--pid",
+            &target.pid().to_string(),
+        ])
         .output()
         .expect("ctxleak");
     let line = one_line_error(&output);
-    assert!(line.contains(&format!("cannot listen on {address} for metrics")), "{line}");
-    assert!(line.contains("pick another address with --web.listen-address"), "{line}");
+    assert!(
+        line.contains(&format!("cannot listen on {address} for metrics")),
+        "{line}"
+    );
+    assert!(
+        line.contains("pick another address with --web.listen-address"),
+        "{line}"
+    );
     drop(first);
     assert!(target.is_running());
 }

@@ -26,11 +26,21 @@ fn check_version(version: &str, ctxleak_args: &[&str]) -> Outcome {
 }
 
 fn check_build(version: &str, build: &str, ctxleak_args: &[&str]) -> Outcome {
-    check_command(&format!("{version} {build}"), std::process::Command::new(fixture(version, build)), ctxleak_args)
+    check_command(
+        &format!("{version} {build}"),
+        std::process::Command::new(fixture(version, build)),
+        ctxleak_args,
+    )
 }
 
 fn check_command(label: &str, command: std::process::Command, ctxleak_args: &[&str]) -> Outcome {
-    let mut outcome = Outcome { version: label.to_owned(), lost: 0.0, resyncs: 0.0, checkpoints: Vec::new(), failures: Vec::new() };
+    let mut outcome = Outcome {
+        version: label.to_owned(),
+        lost: 0.0,
+        resyncs: 0.0,
+        checkpoints: Vec::new(),
+        failures: Vec::new(),
+    };
     let mut phases = Phases::spawn(command);
     let pid = phases.pid();
     let user = format!(r#"ctxleak_goroutines{{pid="{pid}",kind="user"}}"#);
@@ -63,7 +73,9 @@ fn check_command(label: &str, command: std::process::Command, ctxleak_args: &[&s
     check("pre-attach", before_attach, &mut outcome);
     let metrics = ctxleak.scrape();
     if sample(&metrics, &system).unwrap_or(0.0) < 1.0 {
-        outcome.failures.push(format!("no system goroutines reported: {metrics}"));
+        outcome
+            .failures
+            .push(format!("no system goroutines reported: {metrics}"));
     }
     loop {
         phases.advance();
@@ -75,8 +87,14 @@ fn check_command(label: &str, command: std::process::Command, ctxleak_args: &[&s
     }
     let metrics = ctxleak.scrape();
     let lost = sample(&metrics, "ctxleak_events_lost_total").unwrap_or(-1.0);
-    let resyncs = sample(&metrics, &format!(r#"ctxleak_resyncs_total{{pid="{pid}"}}"#)).unwrap_or(-1.0);
-    outcome.checkpoints.push(format!("events lost: {lost}, resyncs: {resyncs}"));
+    let resyncs = sample(
+        &metrics,
+        &format!(r#"ctxleak_resyncs_total{{pid="{pid}"}}"#),
+    )
+    .unwrap_or(-1.0);
+    outcome
+        .checkpoints
+        .push(format!("events lost: {lost}, resyncs: {resyncs}"));
     outcome.lost = lost;
     outcome.resyncs = resyncs;
 
@@ -85,18 +103,30 @@ fn check_command(label: &str, command: std::process::Command, ctxleak_args: &[&s
     let mut ctxleak = ctxleak;
     match wait_timeout(&mut ctxleak.child, Duration::from_secs(10)) {
         Some(status) if status.success() => {}
-        other => outcome.failures.push(format!("ctxleak did not exit cleanly on SIGINT: {other:?}")),
+        other => outcome
+            .failures
+            .push(format!("ctxleak did not exit cleanly on SIGINT: {other:?}")),
     }
-    if ctxleak.stderr.wait_for("detached from PID", Duration::from_secs(5)).is_none() {
-        outcome.failures.push(format!("no detach message: {:?}", ctxleak.stderr.seen));
+    if ctxleak
+        .stderr
+        .wait_for("detached from PID", Duration::from_secs(5))
+        .is_none()
+    {
+        outcome
+            .failures
+            .push(format!("no detach message: {:?}", ctxleak.stderr.seen));
     }
     // The target still works after the probes are gone: one more phase, then a clean exit.
     if phases.child.try_wait().ok().flatten().is_some() {
-        outcome.failures.push("the target died when ctxleak detached".into());
+        outcome
+            .failures
+            .push("the target died when ctxleak detached".into());
     } else {
         let status = phases.finish();
         if !status.success() {
-            outcome.failures.push(format!("the target exited with {status} after ctxleak detached"));
+            outcome.failures.push(format!(
+                "the target exited with {status} after ctxleak detached"
+            ));
         }
     }
     outcome
@@ -105,26 +135,41 @@ fn check_command(label: &str, command: std::process::Command, ctxleak_args: &[&s
 #[test]
 fn user_goroutines_match_runtime_numgoroutine_on_every_go_version() {
     let versions = go_versions();
-    assert!(versions.len() >= 7, "expected Go 1.21 through 1.27, got {versions:?}");
-    let outcomes: Vec<Outcome> = versions.iter().map(|version| check_version(version, &[])).collect();
+    assert!(
+        versions.len() >= 7,
+        "expected Go 1.21 through 1.27, got {versions:?}"
+    );
+    let outcomes: Vec<Outcome> = versions
+        .iter()
+        .map(|version| check_version(version, &[]))
+        .collect();
     report(&outcomes);
 }
 
-/// The same on position-independent builds (a load bias to apply) for every version, and on
-/// cgo builds (dynamically linked, with the runtime's extra Ms for C callers).
+/// The same on stripped builds (`-s -w`: no symbols, no DWARF; layouts from the offset
+/// table, functions from .gopclntab, runtime.allgs from runtime.forEachG's code) and
+/// position-independent builds (a load bias to apply), for every version, and on cgo builds
+/// (dynamically linked, with the runtime's extra Ms for C callers).
 #[test]
-fn pie_and_cgo_builds_are_counted_exactly() {
+fn stripped_pie_and_cgo_builds_are_counted_exactly() {
     let mut outcomes = Vec::new();
     let mut cgo_builds = 0;
     for version in go_versions() {
-        outcomes.push(check_build(&version, "phases-pie", &[]));
-        let cgo = common::fixtures_dir().join(format!("go{version}")).join("phases-cgo");
+        for build in ["phases-stripped", "phases-pie", "phases-pie-stripped"] {
+            outcomes.push(check_build(&version, build, &[]));
+        }
+        let cgo = common::fixtures_dir()
+            .join(format!("go{version}"))
+            .join("phases-cgo");
         if cgo.is_file() {
             cgo_builds += 1;
             outcomes.push(check_build(&version, "phases-cgo", &[]));
         }
     }
-    assert!(cgo_builds >= 2, "expected cgo fixtures for at least two Go versions, found {cgo_builds}");
+    assert!(
+        cgo_builds >= 2,
+        "expected cgo fixtures for at least two Go versions, found {cgo_builds}"
+    );
     report(&outcomes);
 }
 
@@ -146,8 +191,14 @@ fn report(outcomes: &[Outcome]) {
 fn lost_events_are_counted_and_counts_stay_exact() {
     let outcome = check_version(&common::newest_go(), &["--ring-buffer-size", "4096"]);
     report(std::slice::from_ref(&outcome));
-    assert!(outcome.lost > 0.0, "a 4 KiB ring buffer lost no events under churn: the test proves nothing");
-    assert!(outcome.resyncs > 0.0, "events were lost but the live set was never re-read");
+    assert!(
+        outcome.lost > 0.0,
+        "a 4 KiB ring buffer lost no events under churn: the test proves nothing"
+    );
+    assert!(
+        outcome.resyncs > 0.0,
+        "events were lost but the live set was never re-read"
+    );
 }
 
 /// A target whose executable exists only in its own mount namespace, as in a container: the
@@ -161,14 +212,23 @@ fn a_target_in_another_mount_namespace() {
     std::fs::create_dir_all(&mountpoint).expect("mount point");
     let app = mountpoint.join("app");
     let mut command = std::process::Command::new("unshare");
-    command.args(["--mount", "--propagation", "private", "sh", "-c"]).arg(format!(
-        "mount -t tmpfs ctxleak {dir} && cp {binary} {app} && exec {app}",
-        dir = mountpoint.display(),
-        binary = binary.display(),
-        app = app.display(),
-    ));
-    let outcome = check_command(&format!("{version} phases-pie in a mount namespace"), command, &[]);
-    assert!(!app.exists(), "the executable must be invisible outside the target's namespace");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs ctxleak {dir} && cp {binary} {app} && exec {app}",
+            dir = mountpoint.display(),
+            binary = binary.display(),
+            app = app.display(),
+        ));
+    let outcome = check_command(
+        &format!("{version} phases-pie in a mount namespace"),
+        command,
+        &[],
+    );
+    assert!(
+        !app.exists(),
+        "the executable must be invisible outside the target's namespace"
+    );
     let _ = std::fs::remove_dir(&mountpoint);
     report(std::slice::from_ref(&outcome));
 }
@@ -182,8 +242,12 @@ fn a_target_that_exits_is_noticed_and_ctxleak_exits_cleanly() {
     let pid = phases.pid();
     // Closing stdin makes the fixture exit.
     assert!(phases.finish().success());
-    let status = wait_timeout(&mut ctxleak.child, Duration::from_secs(10)).expect("ctxleak kept running");
+    let status =
+        wait_timeout(&mut ctxleak.child, Duration::from_secs(10)).expect("ctxleak kept running");
     assert!(status.success(), "ctxleak exited with {status}");
     let line = ctxleak.stderr.wait_for("exited", Duration::from_secs(5));
-    assert_eq!(line.as_deref(), Some(format!("ctxleak: PID {pid} exited; detached").as_str()));
+    assert_eq!(
+        line.as_deref(),
+        Some(format!("ctxleak: PID {pid} exited; detached").as_str())
+    );
 }

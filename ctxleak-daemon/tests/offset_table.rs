@@ -18,9 +18,15 @@ fn the_offset_table_equals_dwarf_for_every_toolchain() {
         let key = format!("go{version}");
         match table.get(&key) {
             Some(entry) if entry.g == binary.g_layout => {}
-            Some(entry) => mismatches.push(format!("{key}: table {:?}, DWARF {:?}", entry.g, binary.g_layout)),
+            Some(entry) => mismatches.push(format!(
+                "{key}: table {:?}, DWARF {:?}",
+                entry.g, binary.g_layout
+            )),
             None => mismatches.push(format!("{key}: missing from the table")),
         }
     }
-    assert!(mismatches.is_empty(), "run `cargo xtask offsets`: {mismatches:#?}");
+    assert!(
+        mismatches.is_empty(),
+        "run `cargo xtask offsets`: {mismatches:#?}"
+    );
 }

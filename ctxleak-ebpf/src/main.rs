@@ -16,8 +16,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use ctxleak_common::{
-    COUNTER_SLOTS, Counter, EVENTS_RING_BYTES, EventKind, GoOffsets, GoroutineEvent,
-    MAX_TARGETS, TargetConfig,
+    COUNTER_SLOTS, Counter, EVENTS_RING_BYTES, EventKind, GoOffsets, GoroutineEvent, MAX_TARGETS,
+    TargetConfig,
 };
 
 #[map]

@@ -34,7 +34,16 @@ fn parse(ws: &Workspace, out: &Path) -> Result<()> {
     let binaries = build_big(ws, out, version)?;
     let mut cmd = process::cargo();
     cmd.current_dir(ws.root())
-        .args(["bench", "--quiet", "--package", "ctxleak-daemon", "--no-default-features", "--bench", "parse", "--"])
+        .args([
+            "bench",
+            "--quiet",
+            "--package",
+            "ctxleak-daemon",
+            "--no-default-features",
+            "--bench",
+            "parse",
+            "--",
+        ])
         .args(&binaries);
     let shown = process::show(&cmd);
     let stdout = process::output(&mut cmd)?;
@@ -49,12 +58,21 @@ fn parse(ws: &Workspace, out: &Path) -> Result<()> {
     let mut md = String::new();
     writeln!(md, "# Attach-time parsing of Go binaries\n")?;
     writeln!(md, "Go {version}, kernel {}; `{shown}`\n", kernel.trim())?;
-    writeln!(md, "Median of 15 rounds; the baseline is reading the same file from the page cache.\n")?;
-    writeln!(md, "| binary | size | read (baseline) | parse | parse / read | outcome |")?;
+    writeln!(
+        md,
+        "Median of 15 rounds; the baseline is reading the same file from the page cache.\n"
+    )?;
+    writeln!(
+        md,
+        "| binary | size | read (baseline) | parse | parse / read | outcome |"
+    )?;
     writeln!(md, "|---|---|---|---|---|---|")?;
     for row in &rows {
         let file = row["file"].as_str().unwrap_or_default();
-        let name = Path::new(file).file_name().and_then(|n| n.to_str()).unwrap_or(file);
+        let name = Path::new(file)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(file);
         writeln!(
             md,
             "| {name} | {:.1} MB | {:.1} ms | {:.1} ms | {:.1}× | {} |",
@@ -66,7 +84,10 @@ fn parse(ws: &Workspace, out: &Path) -> Result<()> {
         )?;
     }
     let json = serde_json::json!({ "go": version, "kernel": kernel.trim(), "command": shown, "results": rows });
-    fs::write(out.join("parse.json"), serde_json::to_string_pretty(&json)? + "\n")?;
+    fs::write(
+        out.join("parse.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
     fs::write(out.join("parse.md"), &md)?;
     print!("{md}");
     println!("\nbench: wrote {}", out.join("parse.md").display());
@@ -78,9 +99,13 @@ fn parse(ws: &Workspace, out: &Path) -> Result<()> {
 fn build_big(ws: &Workspace, out: &Path, version: &str) -> Result<Vec<PathBuf>> {
     let module = out.join("big-src");
     fs::create_dir_all(&module)?;
-    fs::write(module.join("go.mod"), "module ctxleak.dev/bench/big\n\ngo 1.21\n")?;
+    fs::write(
+        module.join("go.mod"),
+        "module ctxleak.dev/bench/big\n\ngo 1.21\n",
+    )?;
     let main = ws.fixtures_module().join("bench/big/main.go");
-    fs::copy(&main, module.join("main.go")).with_context(|| format!("cannot copy {}", main.display()))?;
+    fs::copy(&main, module.join("main.go"))
+        .with_context(|| format!("cannot copy {}", main.display()))?;
     fs::write(module.join("generated.go"), generated_code(GENERATED_TYPES))?;
 
     let mut built = Vec::new();

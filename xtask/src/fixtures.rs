@@ -19,20 +19,56 @@ struct Variant {
     versions: fn(&str) -> bool,
 }
 
-const PLAIN: Variant = Variant { suffix: "", ldflags: None, pie: false, cgo: false, versions: every };
+const PLAIN: Variant = Variant {
+    suffix: "",
+    ldflags: None,
+    pie: false,
+    cgo: false,
+    versions: every,
+};
 
 /// The program the variants are built from.
 const MATRIX_PROGRAM: &str = "phases";
 
 const VARIANTS: &[Variant] = &[
     // DWARF removed, symbol table kept.
-    Variant { suffix: "-nodwarf", ldflags: Some("-w"), pie: false, cgo: false, versions: newest },
+    Variant {
+        suffix: "-nodwarf",
+        ldflags: Some("-w"),
+        pie: false,
+        cgo: false,
+        versions: newest,
+    },
     // Neither DWARF nor symbols: what production images often ship.
-    Variant { suffix: "-stripped", ldflags: Some("-s -w"), pie: false, cgo: false, versions: every },
-    Variant { suffix: "-pie", ldflags: None, pie: true, cgo: false, versions: every },
-    Variant { suffix: "-pie-stripped", ldflags: Some("-s -w"), pie: true, cgo: false, versions: every },
+    Variant {
+        suffix: "-stripped",
+        ldflags: Some("-s -w"),
+        pie: false,
+        cgo: false,
+        versions: every,
+    },
+    Variant {
+        suffix: "-pie",
+        ldflags: None,
+        pie: true,
+        cgo: false,
+        versions: every,
+    },
+    Variant {
+        suffix: "-pie-stripped",
+        ldflags: Some("-s -w"),
+        pie: true,
+        cgo: false,
+        versions: every,
+    },
     // Links C (fixtures/go/cmd/phases/cgo.go): dynamically linked, with cgo's extra Ms.
-    Variant { suffix: "-cgo", ldflags: None, pie: false, cgo: true, versions: cgo_versions },
+    Variant {
+        suffix: "-cgo",
+        ldflags: None,
+        pie: false,
+        cgo: true,
+        versions: cgo_versions,
+    },
 ];
 
 fn every(_: &str) -> bool {
@@ -95,7 +131,10 @@ pub fn build(ws: &Workspace, versions: &[&str], programs: &[String], variants: b
             build_one(ws, version, name, &PLAIN)?;
             built.push(name.clone());
             if variants && name == MATRIX_PROGRAM {
-                for variant in VARIANTS.iter().filter(|variant| (variant.versions)(version)) {
+                for variant in VARIANTS
+                    .iter()
+                    .filter(|variant| (variant.versions)(version))
+                {
                     build_one(ws, version, name, variant)?;
                     built.push(format!("{name}{}", variant.suffix));
                 }

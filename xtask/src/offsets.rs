@@ -17,19 +17,37 @@ use crate::{fixtures, go, process};
 pub fn run(ws: &Workspace) -> Result<()> {
     crate::setup::run(ws, false)?;
     fixtures::run(ws, &[])?;
-    process::run(process::cargo().current_dir(ws.root()).args(["build", "--quiet", "--package", "ctxleak-daemon"]))?;
+    process::run(process::cargo().current_dir(ws.root()).args([
+        "build",
+        "--quiet",
+        "--package",
+        "ctxleak-daemon",
+    ]))?;
     let ctxleak = ws.cargo_target().join("debug/ctxleak");
 
     let mut table = BTreeMap::new();
     for version in go::GO_VERSIONS {
         let binary = ws.fixture(version, "phases");
-        let json = process::output(std::process::Command::new(&ctxleak).arg("inspect").arg("--json").arg(&binary))?;
+        let json = process::output(
+            std::process::Command::new(&ctxleak)
+                .arg("inspect")
+                .arg("--json")
+                .arg(&binary),
+        )?;
         let inspection: Value = serde_json::from_str(&json)
             .with_context(|| format!("ctxleak inspect printed no JSON for {}", binary.display()))?;
         let source = inspection["layout_source"].as_str().unwrap_or_default();
-        anyhow::ensure!(source == "dwarf", "{} was not read from DWARF ({source})", binary.display());
+        anyhow::ensure!(
+            source == "dwarf",
+            "{} was not read from DWARF ({source})",
+            binary.display()
+        );
         let reported = inspection["go_version"].as_str().unwrap_or_default();
-        anyhow::ensure!(reported == format!("go{version}"), "{} reports {reported}", binary.display());
+        anyhow::ensure!(
+            reported == format!("go{version}"),
+            "{} reports {reported}",
+            binary.display()
+        );
         table.insert(reported.to_owned(), inspection["layouts"].clone());
         println!("offsets: go{version}: {}", inspection["layouts"]);
     }
@@ -40,7 +58,11 @@ pub fn run(ws: &Workspace) -> Result<()> {
     println!(
         "offsets: {} ({})",
         path.display(),
-        if before == text { "unchanged" } else { "updated: rebuild ctxleak to embed it" }
+        if before == text {
+            "unchanged"
+        } else {
+            "updated: rebuild ctxleak to embed it"
+        }
     );
     Ok(())
 }

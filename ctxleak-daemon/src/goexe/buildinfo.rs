@@ -34,21 +34,27 @@ impl GoVersion {
     pub fn parse(raw: &str) -> Self {
         let release = raw.strip_prefix("go").and_then(|rest| {
             // "1.22.10", "1.23rc1", "1.21.13 X:nocoverageredesign": keep the leading numbers.
-            let numeric: String =
-                rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+            let numeric: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
             let mut parts = numeric.split('.').map(|part| part.parse::<u32>().ok());
             let major = parts.next()??;
             let minor = parts.next()??;
             let patch = parts.next().flatten().unwrap_or(0);
             Some((major, minor, patch))
         });
-        Self { raw: raw.to_owned(), release }
+        Self {
+            raw: raw.to_owned(),
+            release,
+        }
     }
 
     /// Whether this release is at least `major.minor`. Development builds (`devel ...`) are
     /// assumed recent: their layouts come from DWARF anyway.
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
-        self.release.is_none_or(|(ma, mi, _)| (ma, mi) >= (major, minor))
+        self.release
+            .is_none_or(|(ma, mi, _)| (ma, mi) >= (major, minor))
     }
 }
 
@@ -61,11 +67,13 @@ impl fmt::Display for GoVersion {
 /// Reads the Go version from the contents of the `.go.buildinfo` section.
 pub fn parse_version(section: &[u8]) -> Result<GoVersion, BuildInfoError> {
     if section.len() < HEADER_LEN {
-        return Err(if section.starts_with(MAGIC) || MAGIC.starts_with(section) {
-            BuildInfoError::Truncated
-        } else {
-            BuildInfoError::BadMagic
-        });
+        return Err(
+            if section.starts_with(MAGIC) || MAGIC.starts_with(section) {
+                BuildInfoError::Truncated
+            } else {
+                BuildInfoError::BadMagic
+            },
+        );
     }
     if !section.starts_with(MAGIC) {
         return Err(BuildInfoError::BadMagic);
@@ -123,7 +131,10 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert_eq!(parse_version(b"hello"), Err(BuildInfoError::BadMagic));
-        assert_eq!(parse_version(&section("go1.17", 0)), Err(BuildInfoError::OldLayout));
+        assert_eq!(
+            parse_version(&section("go1.17", 0)),
+            Err(BuildInfoError::OldLayout)
+        );
         let mut cut = section("go1.25.5", 2);
         cut.truncate(HEADER_LEN + 4);
         assert_eq!(parse_version(&cut), Err(BuildInfoError::Truncated));
@@ -134,7 +145,10 @@ mod tests {
     fn parses_version_shapes() {
         assert_eq!(GoVersion::parse("go1.20").release, Some((1, 20, 0)));
         assert_eq!(GoVersion::parse("go1.23rc1").release, Some((1, 23, 0)));
-        assert_eq!(GoVersion::parse("go1.21.13 X:boringcrypto").release, Some((1, 21, 13)));
+        assert_eq!(
+            GoVersion::parse("go1.21.13 X:boringcrypto").release,
+            Some((1, 21, 13))
+        );
         let devel = GoVersion::parse("devel go1.28-abcdef");
         assert_eq!(devel.release, None);
         assert!(devel.at_least(1, 21));

@@ -42,11 +42,37 @@ pub fn after_stack_check(code: &[u8], ip: u64) -> u64 {
         decoder.decode_out(&mut instruction);
         if is_stack_bound_compare(&instruction) {
             saw_stack_compare = true;
-        } else if saw_stack_compare && instruction.flow_control() == FlowControl::ConditionalBranch {
+        } else if saw_stack_compare && instruction.flow_control() == FlowControl::ConditionalBranch
+        {
             return instruction.next_ip();
         }
     }
     ip
+}
+
+/// The address of a slice variable that `code` reads both words of: two RIP-relative 8-byte
+/// loads whose targets differ by 8 (the data pointer at +0, the length at +8). This is how
+/// `runtime.forEachG`, which ranges over `runtime.allgs`, gives away where `allgs` lives in a
+/// binary without symbols.
+pub fn slice_read_by(code: &[u8], ip: u64) -> Option<u64> {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    let mut targets = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instruction);
+        if matches!(
+            instruction.code(),
+            Code::Mov_r64_rm64 | Code::Cmp_r64_rm64 | Code::Cmp_rm64_r64
+        ) && instruction.is_ip_rel_memory_operand()
+        {
+            targets.push(instruction.ip_rel_memory_address());
+        }
+    }
+    targets
+        .iter()
+        .copied()
+        .filter(|&base| targets.contains(&(base + 8)))
+        .min()
 }
 
 /// `CMP reg, [R14 + 0x10]` (or `CMP [R14+0x10], reg`): R14 is g and 0x10 is `g.stackguard0`.
@@ -75,7 +101,24 @@ mod tests {
     #[test]
     fn nosplit_functions_are_probed_at_entry() {
         // push %rbp ; mov %rsp,%rbp ; ret
-        assert_eq!(after_stack_check(&[0x55, 0x48, 0x89, 0xe5, 0xc3], 0x1000), 0x1000);
+        assert_eq!(
+            after_stack_check(&[0x55, 0x48, 0x89, 0xe5, 0xc3], 0x1000),
+            0x1000
+        );
+    }
+
+    #[test]
+    fn finds_a_slice_from_its_two_loads() {
+        // mov rax, [rip+0x100] ; mov rcx, [rip+0xf9] (0x108 from the start) ; ret
+        let ip = 0x1000u64;
+        let code = [
+            0x48, 0x8b, 0x05, 0xf9, 0x00, 0x00, 0x00, // next ip 0x1007 -> 0x1100
+            0x48, 0x8b, 0x0d, 0xfa, 0x00, 0x00, 0x00, // next ip 0x100e -> 0x1108
+            0xc3,
+        ];
+        assert_eq!(slice_read_by(&code, ip), Some(0x1100));
+        // Only one of the two words: not a slice read.
+        assert_eq!(slice_read_by(&code[..7], ip), None);
     }
 
     #[test]

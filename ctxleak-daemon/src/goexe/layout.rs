@@ -16,11 +16,17 @@ pub enum LayoutError {
     #[error("cannot read DWARF: {0}")]
     Dwarf(#[from] gimli::Error),
     #[error("cannot decompress DWARF section {section}: {source}")]
-    Section { section: &'static str, source: object::Error },
+    Section {
+        section: &'static str,
+        source: object::Error,
+    },
     #[error("DWARF has no struct {0}")]
     MissingStruct(&'static str),
     #[error("DWARF struct {strukt} has no member {member}")]
-    MissingMember { strukt: &'static str, member: &'static str },
+    MissingMember {
+        strukt: &'static str,
+        member: &'static str,
+    },
 }
 
 /// Where the fields ctxleak reads live in `runtime.g`. Serialized (with these names) in the
@@ -50,12 +56,18 @@ impl GLayout {
 
     /// Bytes to read from a g to see every field above.
     pub fn read_len(&self) -> u64 {
-        [self.atomicstatus + 4, self.goid, self.parent_goid, self.gopc, self.startpc]
-            .into_iter()
-            .map(|end| end + 8)
-            .max()
-            .unwrap_or(self.size)
-            .min(self.size.max(8))
+        [
+            self.atomicstatus + 4,
+            self.goid,
+            self.parent_goid,
+            self.gopc,
+            self.startpc,
+        ]
+        .into_iter()
+        .map(|end| end + 8)
+        .max()
+        .unwrap_or(self.size)
+        .min(self.size.max(8))
     }
 }
 
@@ -68,16 +80,24 @@ pub fn read_g_layout(file: &object::File<'_>) -> Result<GLayout, LayoutError> {
         return Err(LayoutError::NoDwarf);
     }
     let sections = gimli::DwarfSections::load(|id| load_section(file, id.name()))?;
-    let endian = if file.is_little_endian() { RunTimeEndian::Little } else { RunTimeEndian::Big };
+    let endian = if file.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
     let dwarf = sections.borrow(|section| EndianSlice::new(section, endian));
-    let members = struct_members(&dwarf, "runtime.g")?.ok_or(LayoutError::MissingStruct("runtime.g"))?;
+    let members =
+        struct_members(&dwarf, "runtime.g")?.ok_or(LayoutError::MissingStruct("runtime.g"))?;
     let member = |name: &'static str| {
         members
             .fields
             .iter()
             .find(|(field, _)| field == name)
             .map(|&(_, offset)| offset)
-            .ok_or(LayoutError::MissingMember { strukt: "runtime.g", member: name })
+            .ok_or(LayoutError::MissingMember {
+                strukt: "runtime.g",
+                member: name,
+            })
     };
     Ok(GLayout {
         size: members.size,
@@ -92,8 +112,14 @@ pub fn read_g_layout(file: &object::File<'_>) -> Result<GLayout, LayoutError> {
 /// Sections a walk over type DIEs reads. Go compresses DWARF, so decompressing only these
 /// (not the location and range tables; `.debug_line` is read for unit headers) saves
 /// attach time.
-const TYPE_WALK_SECTIONS: &[&str] =
-    &[".debug_info", ".debug_abbrev", ".debug_str", ".debug_str_offsets", ".debug_line", ".debug_line_str"];
+const TYPE_WALK_SECTIONS: &[&str] = &[
+    ".debug_info",
+    ".debug_abbrev",
+    ".debug_str",
+    ".debug_str_offsets",
+    ".debug_line",
+    ".debug_line_str",
+];
 
 fn load_section<'data>(
     file: &object::File<'data>,
@@ -105,7 +131,10 @@ fn load_section<'data>(
     match file.section_by_name(name) {
         Some(section) => section
             .uncompressed_data()
-            .map_err(|source| LayoutError::Section { section: name, source }),
+            .map_err(|source| LayoutError::Section {
+                section: name,
+                source,
+            }),
         None => Ok(Cow::Borrowed(&[])),
     }
 }
@@ -141,7 +170,9 @@ fn struct_members(
                         .attr_value(gimli::DW_AT_data_member_location)
                         .and_then(|value| value.udata_value());
                     if let (Some(field), Some(offset)) = (field, offset) {
-                        members.fields.push((field.to_string_lossy().into_owned(), offset));
+                        members
+                            .fields
+                            .push((field.to_string_lossy().into_owned(), offset));
                     }
                 }
                 continue;
@@ -149,7 +180,9 @@ fn struct_members(
             if entry.tag() != gimli::DW_TAG_structure_type {
                 continue;
             }
-            let Some(value) = entry.attr_value(gimli::DW_AT_name) else { continue };
+            let Some(value) = entry.attr_value(gimli::DW_AT_name) else {
+                continue;
+            };
             if dwarf.attr_string(&unit, value)?.slice() != name.as_bytes() {
                 continue;
             }
@@ -158,7 +191,13 @@ fn struct_members(
                 Some(value) => value.udata_value().unwrap_or(0),
                 None => 0,
             };
-            found = Some((entry.depth(), StructMembers { size, fields: Vec::new() }));
+            found = Some((
+                entry.depth(),
+                StructMembers {
+                    size,
+                    fields: Vec::new(),
+                },
+            ));
         }
         if let Some((_, members)) = found {
             return Ok(Some(members));

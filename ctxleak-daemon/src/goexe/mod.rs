@@ -1,19 +1,22 @@
 //! Everything ctxleak needs to know about a Go executable, read from the file itself: Go
-//! version, symbols, the layout of `runtime.g`, and where to place the probes.
+//! version, functions and source lines (`.gopclntab`, present even in stripped binaries),
+//! the layout of `runtime.g` (DWARF, or the offset table for binaries without it), where
+//! `runtime.allgs` lives, and where to place the probes.
 
 pub mod buildinfo;
 pub mod disasm;
 pub mod layout;
 pub mod offsets;
-pub mod symbols;
+pub mod pclntab;
+pub mod symbolize;
 
 use std::path::{Path, PathBuf};
 
-use object::{Object as _, ObjectKind, ObjectSection as _, ObjectSegment as _};
+use object::{Object as _, ObjectKind, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
 
 pub use buildinfo::GoVersion;
 pub use layout::GLayout;
-pub use symbols::Symbols;
+pub use pclntab::Pclntab;
 
 /// The oldest Go release whose runtime ctxleak understands.
 pub const MIN_GO: (u32, u32) = (1, 21);
@@ -21,27 +24,52 @@ pub const MIN_GO: (u32, u32) = (1, 21);
 #[derive(Debug, thiserror::Error)]
 pub enum GoBinaryError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not an ELF executable: ctxleak watches Go programs on Linux")]
     NotElf { path: PathBuf },
-    #[error("{path} is not a Go program (it has no .go.buildinfo section): give the PID of a Go process")]
+    #[error(
+        "{path} is not a Go program (it has no .go.buildinfo section): give the PID of a Go process"
+    )]
     NotGo { path: PathBuf },
     #[error("cannot read the Go version of {path}: {source}")]
-    BuildInfo { path: PathBuf, source: buildinfo::BuildInfoError },
+    BuildInfo {
+        path: PathBuf,
+        source: buildinfo::BuildInfoError,
+    },
     #[error(
         "{path} was built with {version}, and ctxleak needs Go {}.{} or newer: rebuild it with a newer Go toolchain",
         MIN_GO.0, MIN_GO.1
     )]
     TooOld { path: PathBuf, version: GoVersion },
     #[error(
-        "{path} has no DWARF debug info (built with -ldflags='-s -w' or -w, or stripped): stripped \
-         binaries are not supported yet (issue #4); rebuild it without -s/-w"
+        "{path} has no DWARF (built with -ldflags=-w or stripped) and was built with {version}, which \
+         ctxleak's offset table does not know (it knows {known}): rebuild the target without -w, or add \
+         the version to GO_VERSIONS in xtask/src/go.rs and run `cargo xtask offsets`"
     )]
-    NoDwarf { path: PathBuf },
+    UnknownLayout {
+        path: PathBuf,
+        version: GoVersion,
+        known: String,
+    },
+    #[error("cannot read the function table (.gopclntab) of {path}: {source}")]
+    Pclntab {
+        path: PathBuf,
+        source: pclntab::PclntabError,
+    },
     #[error("cannot read the runtime's struct layouts from {path}: {source}")]
-    Layout { path: PathBuf, source: layout::LayoutError },
-    #[error("{path} has no symbol {symbol}, which ctxleak needs: is this Go runtime supported?")]
+    Layout {
+        path: PathBuf,
+        source: layout::LayoutError,
+    },
+    #[error("{path} has no function {symbol}, which ctxleak needs: is this Go runtime supported?")]
     MissingSymbol { path: PathBuf, symbol: &'static str },
+    #[error(
+        "cannot find runtime.allgs in {path}: neither its symbol nor runtime.forEachG's code gives it away"
+    )]
+    NoAllgs { path: PathBuf },
     #[error("cannot find where {path} calls runtime.newproc1: this Go runtime is not supported")]
     NoCreationSite { path: PathBuf },
 }
@@ -77,7 +105,8 @@ struct Segment {
 pub struct GoBinary {
     pub path: PathBuf,
     pub version: GoVersion,
-    pub symbols: Symbols,
+    /// Functions, files and lines; works without symbols or DWARF.
+    pub pclntab: Pclntab,
     pub g_layout: GLayout,
     pub layout_source: LayoutSource,
     pub probes: ProbeAddresses,
@@ -92,14 +121,17 @@ impl GoBinary {
     /// Reads and parses the executable at `path` (for a process, `/proc/PID/exe`, which also
     /// reaches binaries in other mount namespaces). `display` names it in errors.
     pub fn open(path: &Path, display: &Path) -> Result<Self, GoBinaryError> {
-        let data = std::fs::read(path)
-            .map_err(|source| GoBinaryError::Read { path: display.to_owned(), source })?;
+        let data = std::fs::read(path).map_err(|source| GoBinaryError::Read {
+            path: display.to_owned(),
+            source,
+        })?;
         Self::parse(&data, display)
     }
 
     pub fn parse(data: &[u8], path: &Path) -> Result<Self, GoBinaryError> {
         let path = path.to_owned();
-        let file = object::File::parse(data).map_err(|_| GoBinaryError::NotElf { path: path.clone() })?;
+        let file =
+            object::File::parse(data).map_err(|_| GoBinaryError::NotElf { path: path.clone() })?;
         if file.format() != object::BinaryFormat::Elf {
             return Err(GoBinaryError::NotElf { path });
         }
@@ -107,63 +139,120 @@ impl GoBinary {
             .section_by_name(".go.buildinfo")
             .and_then(|section| section.data().ok())
             .ok_or_else(|| GoBinaryError::NotGo { path: path.clone() })?;
-        let version = buildinfo::parse_version(buildinfo)
-            .map_err(|source| GoBinaryError::BuildInfo { path: path.clone(), source })?;
+        let version =
+            buildinfo::parse_version(buildinfo).map_err(|source| GoBinaryError::BuildInfo {
+                path: path.clone(),
+                source,
+            })?;
         if !version.at_least(MIN_GO.0, MIN_GO.1) {
             return Err(GoBinaryError::TooOld { path, version });
         }
-        let symbols = Symbols::from_object(&file);
-        if symbols.is_empty() || !layout::has_dwarf(&file) {
-            return Err(GoBinaryError::NoDwarf { path });
-        }
-        let g_layout = layout::read_g_layout(&file)
-            .map_err(|source| GoBinaryError::Layout { path: path.clone(), source })?;
-        let symbol = |name: &'static str| {
-            symbols
-                .get(name)
-                .cloned()
-                .ok_or_else(|| GoBinaryError::MissingSymbol { path: path.clone(), symbol: name })
+        let pclntab = Pclntab::from_object(&file).map_err(|source| GoBinaryError::Pclntab {
+            path: path.clone(),
+            source,
+        })?;
+        let (g_layout, layout_source) = if layout::has_dwarf(&file) {
+            let layout = layout::read_g_layout(&file).map_err(|source| GoBinaryError::Layout {
+                path: path.clone(),
+                source,
+            })?;
+            (layout, LayoutSource::Dwarf)
+        } else {
+            match offsets::lookup(&version.raw) {
+                Some(layouts) => (layouts.g, LayoutSource::Table),
+                None => {
+                    let known = offsets::known_versions().join(", ");
+                    return Err(GoBinaryError::UnknownLayout {
+                        path,
+                        version,
+                        known,
+                    });
+                }
+            }
         };
-        let allgs = symbol("runtime.allgs")?.address;
-        let newproc1 = symbol("runtime.newproc1")?;
-        let goexit1 = symbol("runtime.goexit1")?;
 
         let segments: Vec<Segment> = file
             .segments()
             .filter_map(|segment| {
                 let (file_offset, file_size) = segment.file_range();
-                (file_size > 0).then(|| Segment { address: segment.address(), file_offset, file_size })
+                (file_size > 0).then(|| Segment {
+                    address: segment.address(),
+                    file_offset,
+                    file_size,
+                })
             })
             .collect();
-        let code = |symbol: &symbols::Symbol| code_of(data, &segments, symbol.address, symbol.size);
+        let code = |function: &pclntab::Function<'_>| {
+            code_of(
+                data,
+                &segments,
+                function.entry,
+                function.end.saturating_sub(function.entry),
+            )
+        };
+        let function = |name: &'static str| {
+            pclntab
+                .function(name)
+                .ok_or_else(|| GoBinaryError::MissingSymbol {
+                    path: path.clone(),
+                    symbol: name,
+                })
+        };
+        let newproc1 = function("runtime.newproc1")?.entry;
+        let goexit1 = function("runtime.goexit1")?;
+
+        // runtime.allgs: its symbol when the binary has one, else the slice runtime.forEachG
+        // ranges over.
+        let allgs = match data_symbol(&file, "runtime.allgs") {
+            Some(address) => address,
+            None => code(&function("runtime.forEachG")?)
+                .and_then(|code| {
+                    disasm::slice_read_by(code, function("runtime.forEachG").ok()?.entry)
+                })
+                .ok_or_else(|| GoBinaryError::NoAllgs { path: path.clone() })?,
+        };
 
         // Goroutines are made by runtime.newproc1, called from `go` statements (through
         // runtime.newproc.func1) and from a few other runtime functions (coroutines, debug
         // calls, synctest); probe after every call to it from the runtime.
         let mut goroutine_created = Vec::new();
-        for function in symbols.functions_with_prefix("runtime.") {
-            if let Some(code) = code(function) {
-                goroutine_created.extend(disasm::after_calls_to(code, function.address, newproc1.address));
+        for function in pclntab
+            .functions()
+            .filter(|f| f.name.starts_with("runtime.") && !f.is_wrapper())
+        {
+            if let Some(code) = code(&function) {
+                goroutine_created.extend(disasm::after_calls_to(code, function.entry, newproc1));
             }
         }
         if goroutine_created.is_empty() {
             return Err(GoBinaryError::NoCreationSite { path });
         }
         let goroutine_exited = code(&goexit1)
-            .map(|code| disasm::after_stack_check(code, goexit1.address))
-            .ok_or_else(|| GoBinaryError::MissingSymbol { path: path.clone(), symbol: "runtime.goexit1" })?;
+            .map(|code| disasm::after_stack_check(code, goexit1.entry))
+            .ok_or_else(|| GoBinaryError::MissingSymbol {
+                path: path.clone(),
+                symbol: "runtime.goexit1",
+            })?;
 
         Ok(Self {
             path,
             version,
-            symbols,
+            pclntab,
             g_layout,
-            layout_source: LayoutSource::Dwarf,
-            probes: ProbeAddresses { goroutine_created, goroutine_exited },
+            layout_source,
+            probes: ProbeAddresses {
+                goroutine_created,
+                goroutine_exited,
+            },
             allgs,
             is_pie: file.kind() == ObjectKind::Dynamic,
             segments,
         })
+    }
+
+    /// The name of the function containing `pc` (a link-time address).
+    pub fn function_name_at(&self, pc: u64) -> Option<std::borrow::Cow<'_, str>> {
+        self.pclntab.function_at(pc).map(|function| function.name)
     }
 
     /// The file offset of a link-time address, as uprobes want it.
@@ -174,8 +263,18 @@ impl GoBinary {
     /// Link-time address of the first byte of the file's first loadable segment: the runtime
     /// address of the same byte minus this is the load bias.
     pub fn first_segment_address(&self) -> Option<u64> {
-        self.segments.iter().find(|s| s.file_offset == 0).map(|s| s.address)
+        self.segments
+            .iter()
+            .find(|s| s.file_offset == 0)
+            .map(|s| s.address)
     }
+}
+
+/// The address of a data symbol, from `.symtab` when the binary still has one.
+fn data_symbol(file: &object::File<'_>, name: &str) -> Option<u64> {
+    file.symbols()
+        .find(|symbol| symbol.name() == Ok(name))
+        .map(|symbol| symbol.address())
 }
 
 fn segment_offset(segments: &[Segment], address: u64) -> Option<u64> {

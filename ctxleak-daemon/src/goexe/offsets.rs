@@ -34,7 +34,9 @@ pub fn lookup(version: &str) -> Option<ReleaseLayouts> {
 
 /// The versions the table knows, oldest first by release number.
 pub fn known_versions() -> Vec<String> {
-    let mut versions: Vec<String> = embedded().map(|table| table.into_keys().collect()).unwrap_or_default();
+    let mut versions: Vec<String> = embedded()
+        .map(|table| table.into_keys().collect())
+        .unwrap_or_default();
     versions.sort_by_key(|v| super::GoVersion::parse(v).release);
     versions
 }

@@ -13,26 +13,37 @@ use std::time::{Duration, Instant};
 
 /// Where `cargo xtask fixtures` put the Go programs: `<dir>/go<version>/<name>`.
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(std::env::var_os("CTXLEAK_FIXTURES").expect(
-        "CTXLEAK_FIXTURES is not set: run the tests with `cargo xtask test`, which builds the Go fixtures",
-    ))
+    PathBuf::from(
+        std::env::var_os("CTXLEAK_FIXTURES")
+            .expect("CTXLEAK_FIXTURES is not set: run the tests with `cargo xtask test`, which builds the Go fixtures"),
+    )
 }
 
 /// Every Go version the fixtures were built with (all of them must be present).
 pub fn go_versions() -> Vec<String> {
     let list = std::env::var("CTXLEAK_GO_VERSIONS")
         .expect("CTXLEAK_GO_VERSIONS is not set: run the tests with `cargo xtask test`");
-    list.split(',').filter(|v| !v.is_empty()).map(str::to_owned).collect()
+    list.split(',')
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 pub fn fixture(version: &str, name: &str) -> PathBuf {
     let path = fixtures_dir().join(format!("go{version}")).join(name);
-    assert!(path.is_file(), "missing fixture {}: run `cargo xtask fixtures`", path.display());
+    assert!(
+        path.is_file(),
+        "missing fixture {}: run `cargo xtask fixtures`",
+        path.display()
+    );
     path
 }
 
 pub fn newest_go() -> String {
-    go_versions().last().cloned().expect("CTXLEAK_GO_VERSIONS is empty")
+    go_versions()
+        .last()
+        .cloned()
+        .expect("CTXLEAK_GO_VERSIONS is empty")
 }
 
 /// Lines a child wrote, readable with a timeout.
@@ -52,7 +63,10 @@ impl Lines {
                 }
             }
         });
-        Self { rx, seen: Vec::new() }
+        Self {
+            rx,
+            seen: Vec::new(),
+        }
     }
 
     /// The next line, or None at EOF or after `timeout`.
@@ -116,7 +130,11 @@ impl Phases {
             .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
         let stdin = child.stdin.take();
         let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
-        Self { child, stdin, stdout }
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -125,12 +143,17 @@ impl Phases {
 
     /// The next checkpoint's name and the runtime's own `NumGoroutine()` there.
     pub fn checkpoint(&mut self) -> (String, u64) {
-        let line = self.stdout.next(Duration::from_secs(60)).expect("the fixture printed no checkpoint");
+        let line = self
+            .stdout
+            .next(Duration::from_secs(60))
+            .expect("the fixture printed no checkpoint");
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
-            ["checkpoint", name, "goroutines", n] => {
-                (name.to_string(), n.parse().unwrap_or_else(|_| panic!("bad count in {line:?}")))
-            }
+            ["checkpoint", name, "goroutines", n] => (
+                name.to_string(),
+                n.parse()
+                    .unwrap_or_else(|_| panic!("bad count in {line:?}")),
+            ),
             _ => panic!("unexpected fixture output {line:?}"),
         }
     }
@@ -138,7 +161,10 @@ impl Phases {
     /// Lets the fixture go on to its next phase.
     pub fn advance(&mut self) {
         let stdin = self.stdin.as_mut().expect("stdin already closed");
-        stdin.write_all(b"\n").and_then(|()| stdin.flush()).expect("the fixture's stdin is closed");
+        stdin
+            .write_all(b"\n")
+            .and_then(|()| stdin.flush())
+            .expect("the fixture's stdin is closed");
     }
 
     /// Closes stdin: the fixture exits at its next checkpoint (and stays a zombie until
@@ -193,7 +219,14 @@ impl Ctxleak {
 
     pub fn attach_with(pid: u32, extra: &[&str]) -> Self {
         let mut child = ctxleak()
-            .args(["attach", "--quiet", "--web.listen-address", "127.0.0.1:0", "--pid", &pid.to_string()])
+            .args([
+                "attach",
+                "--quiet",
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--pid",
+                &pid.to_string(),
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -210,7 +243,11 @@ impl Ctxleak {
             .nth(1)
             .map(|rest| rest.trim().trim_end_matches("/metrics").to_owned())
             .expect("address in the attach line");
-        Self { child, stderr, metrics_url }
+        Self {
+            child,
+            stderr,
+            metrics_url,
+        }
     }
 
     pub fn scrape(&self) -> String {
@@ -232,24 +269,41 @@ impl Drop for Ctxleak {
 }
 
 pub fn http_get(address: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(address).unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut stream =
+        TcpStream::connect(address).unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
     body.to_owned()
 }
 
 /// The value of the sample whose name and labels are exactly `series`, e.g.
 /// `ctxleak_goroutines{pid="42",kind="user"}`.
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Polls until `series` equals `want`; returns how long that took, or the last value seen.
-pub fn wait_for_sample(ctxleak: &Ctxleak, series: &str, want: f64, timeout: Duration) -> Result<Duration, Option<f64>> {
+pub fn wait_for_sample(
+    ctxleak: &Ctxleak,
+    series: &str,
+    want: f64,
+    timeout: Duration,
+) -> Result<Duration, Option<f64>> {
     let start = Instant::now();
     loop {
         let value = sample(&ctxleak.scrape(), series);
