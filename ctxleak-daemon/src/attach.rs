@@ -2,6 +2,8 @@
 //!
 //! Order matters for exactness: probes are attached first, then the live set is seeded from
 //! the target's memory; events that raced with the snapshot are reconciled by the tracker.
+//! Every `census_interval` a census of all goroutines (states, stacks, creation sites) is
+//! read from memory, grouped, and served as metrics and JSON.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +13,12 @@ use anyhow::Context as _;
 use ctxleak_common::Counter;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::api::GroupsResponse;
 use crate::census;
 use crate::goexe::GoBinary;
-use crate::metrics::{self, Metrics, TargetMetrics};
+use crate::groups::{GoroutinesResponse, GroupTracker, SuspectRules, Symbolizer};
+use crate::http::{Latest, Shared};
+use crate::metrics::{self, TargetMetrics};
 use crate::probes::{self, EventStream, Probes};
 use crate::procmem::{self, ProcessMemory};
 use crate::target::{self, ProcessHandle, TargetError, TargetExe};
@@ -26,6 +31,9 @@ pub struct AttachOptions {
     pub summary: bool,
     /// Size of the probe event ring buffer in bytes.
     pub ring_bytes: u32,
+    /// How often the goroutine census runs.
+    pub census_interval: Duration,
+    pub suspect_rules: SuspectRules,
 }
 
 /// Why the session ended (both are normal ends).
@@ -86,11 +94,13 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
         }
     })?;
 
-    let metrics = Arc::new(Metrics::default());
-    let target_metrics =
-        metrics.add_target(pid, &exe.path.display().to_string(), &binary.version.raw);
+    let shared = Arc::new(Shared::default());
+    let exe_name = exe.path.display().to_string();
+    let target_metrics = shared
+        .metrics
+        .add_target(pid, &exe_name, &binary.version.raw);
     let listen = listener.local_addr().unwrap_or(options.listen);
-    tokio::spawn(metrics::serve(listener, metrics.clone()));
+    tokio::spawn(crate::http::serve(listener, shared.clone()));
 
     let session = Session {
         process: &process,
@@ -99,9 +109,12 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
         bias,
         allgs: binary.allgs.wrapping_add(bias),
         probes: &probes,
-        metrics: &metrics,
+        shared: &shared,
+        exe: exe_name,
         target_metrics,
         tracker: GoroutineTracker::default(),
+        symbolizer: Symbolizer::new(binary, bias),
+        groups: GroupTracker::new(options.suspect_rules),
         lost_seen: 0,
         read_errors_seen: 0,
     };
@@ -111,7 +124,9 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
         binary.version,
         binary.probes.goroutine_created.len() + 1
     );
-    let ending = session.run(&mut events, options.summary).await?;
+    let ending = session
+        .run(&mut events, options.summary, options.census_interval)
+        .await?;
     drop(probes); // Detaches every uprobe.
     match ending {
         Ending::Interrupted => eprintln!("ctxleak: detached from PID {pid}; it keeps running"),
@@ -127,15 +142,23 @@ struct Session<'a> {
     bias: u64,
     allgs: u64,
     probes: &'a Probes,
-    metrics: &'a Metrics,
+    shared: &'a Shared,
+    exe: String,
     target_metrics: TargetMetrics,
     tracker: GoroutineTracker,
+    symbolizer: Symbolizer<'a>,
+    groups: GroupTracker,
     lost_seen: u64,
     read_errors_seen: u64,
 }
 
 impl Session<'_> {
-    async fn run(mut self, events: &mut EventStream, summary: bool) -> anyhow::Result<Ending> {
+    async fn run(
+        mut self,
+        events: &mut EventStream,
+        summary: bool,
+        census_interval: Duration,
+    ) -> anyhow::Result<Ending> {
         if let Err(error) = self.resync() {
             let pid = self.process.pid();
             if let exited @ TargetError::ExitedDuringAttach { .. } =
@@ -149,6 +172,8 @@ impl Session<'_> {
         let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut census_tick = tokio::time::interval(census_interval);
+        census_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = (self.tracker.created, self.tracker.exited);
         loop {
             tokio::select! {
@@ -162,6 +187,11 @@ impl Session<'_> {
                     if summary {
                         self.print_summary(last);
                         last = (self.tracker.created, self.tracker.exited);
+                    }
+                }
+                _ = census_tick.tick() => {
+                    if let Err(error) = self.census() {
+                        tracing::warn!("census failed: {error:#}");
                     }
                 }
                 _ = self.process.exited() => return Ok(Ending::TargetExited),
@@ -219,16 +249,63 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Reads every goroutine from memory, symbolizes and groups them, and publishes the result.
+    fn census(&mut self) -> anyhow::Result<()> {
+        let pid = self.process.pid();
+        let started = std::time::Instant::now();
+        let census = census::take(self.memory, &self.binary.g_layout, self.allgs)
+            .with_context(|| format!("cannot read the goroutines of PID {pid}"))?;
+        let views = crate::groups::symbolize_census(&census, self.memory, &mut self.symbolizer);
+        let groups = self.groups.update(started, &views);
+        self.shared.metrics.set_census(pid, &groups);
+        let taken_at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let user = views.iter().filter(|g| !g.system).count() as u64;
+        let profile = crate::pprof::goroutine_profile(
+            &crate::groups::profile_samples(&views),
+            i64::try_from(taken_at_unix_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+            None,
+        );
+        self.shared.publish(Latest {
+            profile,
+            groups: GroupsResponse {
+                pid,
+                exe: self.exe.clone(),
+                go_version: self.binary.version.raw.clone(),
+                taken_at_unix_ms,
+                goroutines_user: user,
+                goroutines_system: views.len() as u64 - user,
+                groups,
+            },
+            goroutines: GoroutinesResponse {
+                pid,
+                taken_at_unix_ms,
+                goroutines: views,
+            },
+        });
+        tracing::debug!(
+            goroutines = census.goroutines.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "census"
+        );
+        Ok(())
+    }
+
     /// Lost events mean the live set is no longer exact: count them and read it afresh.
     fn check_kernel_counters(&mut self) {
         let read_errors = self.probes.counter(Counter::ReadErrors);
-        self.metrics
+        self.shared
+            .metrics
             .probe_read_errors
             .inc_by(read_errors.saturating_sub(self.read_errors_seen));
         self.read_errors_seen = self.read_errors_seen.max(read_errors);
         let lost = self.probes.counter(Counter::EventsLost);
         if lost > self.lost_seen {
-            self.metrics.events_lost.inc_by(lost - self.lost_seen);
+            self.shared
+                .metrics
+                .events_lost
+                .inc_by(lost - self.lost_seen);
             tracing::warn!(
                 lost = lost - self.lost_seen,
                 "probe events lost (ring buffer full); resynchronising from memory"

@@ -73,6 +73,7 @@ pub struct Inspection {
     /// Link-time addresses.
     pub allgs: u64,
     pub functions: usize,
+    pub wait_reasons: Vec<String>,
     pub probe_goroutine_created: Vec<Location>,
     pub probe_goroutine_exited: Location,
     /// The PCs asked for with --pc.
@@ -90,6 +91,7 @@ pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, G
         layouts: ReleaseLayouts { g: binary.g_layout },
         allgs: binary.allgs,
         functions: binary.pclntab.len(),
+        wait_reasons: binary.wait_reasons.clone(),
         probe_goroutine_created: binary
             .probes
             .goroutine_created

@@ -1,12 +1,17 @@
 //! ctxleak's daemon: reads Go binaries and processes from outside, drives the eBPF probes,
 //! tracks goroutines and serves metrics. The `ctxleak` binary is a thin command line on top.
 
+pub mod api;
 #[cfg(feature = "probes")]
 pub mod attach;
 pub mod census;
 pub mod goexe;
+pub mod groups;
+#[cfg(feature = "probes")]
+pub mod http;
 pub mod inspect;
 pub mod metrics;
+pub mod pprof;
 #[cfg(feature = "probes")]
 pub mod probes;
 pub mod procmem;
@@ -14,4 +19,5 @@ pub mod procmem;
 pub mod readable;
 #[cfg(feature = "probes")]
 pub mod target;
+pub mod top;
 pub mod tracker;

@@ -46,6 +46,19 @@ enum Command {
         /// re-reads under bursts of goroutine creation.
         #[arg(long, default_value_t = ctxleak_common::EVENTS_RING_BYTES, value_parser = parse_ring_bytes)]
         ring_buffer_size: u32,
+        /// How often to read every goroutine's state, stack and creation site from memory
+        /// (costs the target nothing; costs ctxleak CPU in proportion to the goroutines).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        census_interval: std::time::Duration,
+        /// A leak suspect grew over this window...
+        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+        suspect_window_short: std::time::Duration,
+        /// ...and over this one (growth since attach while ctxleak has watched for less)...
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        suspect_window_long: std::time::Duration,
+        /// ...and its oldest goroutine has been blocked at the same place at least this long.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        suspect_min_age: std::time::Duration,
     },
     /// Show what ctxleak reads from a Go binary (version, struct layouts, probe addresses)
     /// without attaching to anything.
@@ -63,6 +76,17 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Live terminal view of a running `ctxleak attach`: goroutine groups and leak suspects,
+    /// refreshed every interval. Keys: ↑/↓ or j/k select, Enter details (stack and creation
+    /// site), s cycles the sort (rank, count, growth, age), q/Esc/Ctrl-C quit.
+    Top {
+        /// Where `ctxleak attach` serves its metrics and API (its --web.listen-address).
+        #[arg(long, default_value = "http://127.0.0.1:9789")]
+        url: String,
+        /// How often to refresh: 1s, 500ms, 2m (at least 100ms).
+        #[arg(long, default_value = "1s", value_parser = ctxleak_daemon::top::parse_interval)]
+        interval: std::time::Duration,
     },
 }
 
@@ -136,12 +160,22 @@ fn main() -> ExitCode {
                 listen,
                 quiet,
                 ring_buffer_size,
+                census_interval,
+                suspect_window_short,
+                suspect_window_long,
+                suspect_min_age,
             } => {
                 let options = attach::AttachOptions {
                     pid,
                     listen,
                     summary: !quiet,
                     ring_bytes: ring_buffer_size,
+                    census_interval,
+                    suspect_rules: ctxleak_daemon::groups::SuspectRules {
+                        window_short: suspect_window_short,
+                        window_long: suspect_window_long,
+                        min_age: suspect_min_age,
+                    },
                 };
                 attach::run(options).await.map(|_| ())
             }
@@ -151,6 +185,9 @@ fn main() -> ExitCode {
                 pcs,
                 json,
             } => run_inspect(path, pid, &pcs, json),
+            Command::Top { url, interval } => {
+                ctxleak_daemon::top::run(ctxleak_daemon::top::TopOptions { url, interval })
+            }
         }
     });
     match result {

@@ -1,13 +1,7 @@
 //! ctxleak's Prometheus metrics (OpenMetrics text) and the HTTP endpoint that serves them.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,6 +23,26 @@ struct TargetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    pid: u32,
+    state: String,
+    wait_reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SuspectLabels {
+    pid: u32,
+    rank: u32,
+    created_by: String,
+    blocked_at: String,
+    wait_reason: String,
+}
+
+/// At most this many suspect groups get their own series: enough for an alert and a
+/// dashboard table, bounded whatever the target does.
+pub const MAX_SUSPECT_SERIES: usize = 10;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetInfoLabels {
     pid: u32,
     exe: String,
@@ -42,6 +56,9 @@ pub struct Metrics {
     exited: Family<TargetLabels, Counter>,
     resyncs: Family<TargetLabels, Counter>,
     target_info: Family<TargetInfoLabels, Gauge>,
+    by_state: Family<StateLabels, Gauge>,
+    suspects: Family<SuspectLabels, Gauge>,
+    suspect_count: Family<TargetLabels, Gauge>,
     pub events_lost: Counter,
     pub probe_read_errors: Counter,
 }
@@ -55,6 +72,9 @@ impl Default for Metrics {
             exited: Family::default(),
             resyncs: Family::default(),
             target_info: Family::default(),
+            by_state: Family::default(),
+            suspects: Family::default(),
+            suspect_count: Family::default(),
             events_lost: Counter::default(),
             probe_read_errors: Counter::default(),
             registry: Registry::default(),
@@ -88,6 +108,21 @@ impl Default for Metrics {
             "resyncs",
             "Times the live goroutine set was rebuilt from the target's memory after lost events",
             metrics.resyncs.clone(),
+        );
+        registry.register(
+            "goroutines_by_state",
+            "User goroutines at the last census by state and, when waiting, the runtime's wait reason",
+            metrics.by_state.clone(),
+        );
+        registry.register(
+            "leak_suspect_goroutines",
+            "Goroutines in a leak-suspect group (growing over both windows, oldest member blocked longer than the threshold), by rank and site; the top groups only",
+            metrics.suspects.clone(),
+        );
+        registry.register(
+            "leak_suspect_groups",
+            "Number of leak-suspect groups at the last census",
+            metrics.suspect_count.clone(),
         );
         registry.register(
             "target_info",
@@ -147,31 +182,47 @@ impl Metrics {
         }
     }
 
+    /// Replaces the census-derived series of `pid` with those of `groups` (user goroutines).
+    pub fn set_census(&self, pid: u32, groups: &[crate::api::Group]) {
+        // Series of states and suspects that went away must disappear, so start afresh. Other
+        // targets' series go too; with one target per process that is none.
+        self.by_state.clear();
+        self.suspects.clear();
+        for group in groups {
+            let labels = StateLabels {
+                pid,
+                state: group.state.clone(),
+                wait_reason: group.wait_reason.clone(),
+            };
+            self.by_state
+                .get_or_create(&labels)
+                .inc_by(i64::try_from(group.count).unwrap_or(i64::MAX));
+        }
+        let location = |l: &Option<crate::api::SourceLocation>| {
+            l.as_ref().map(ToString::to_string).unwrap_or_default()
+        };
+        let suspects: Vec<_> = groups.iter().filter(|g| g.suspect).collect();
+        for group in suspects.iter().take(MAX_SUSPECT_SERIES) {
+            let labels = SuspectLabels {
+                pid,
+                rank: group.rank,
+                created_by: location(&group.created_by),
+                blocked_at: location(&group.blocked_at),
+                wait_reason: group.wait_reason.clone(),
+            };
+            self.suspects
+                .get_or_create(&labels)
+                .set(i64::try_from(group.count).unwrap_or(i64::MAX));
+        }
+        self.suspect_count
+            .get_or_create(&TargetLabels { pid })
+            .set(i64::try_from(suspects.len()).unwrap_or(i64::MAX));
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
-    }
-}
-
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Serves `/metrics` on `listener` until the process ends.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/", get(|| async { "ctxleak: metrics are at /metrics\n" }))
-        .with_state(metrics);
-    axum::serve(listener, app).await
-}
-
-async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    match metrics.encode() {
-        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response(),
     }
 }
 

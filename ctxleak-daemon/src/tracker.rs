@@ -143,9 +143,8 @@ mod tests {
         GoroutineRecord {
             goid,
             status: 4,
-            parent_goid: 0,
-            gopc: 0,
             startpc,
+            ..GoroutineRecord::default()
         }
     }
 

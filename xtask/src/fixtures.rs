@@ -17,6 +17,8 @@ struct Variant {
     cgo: bool,
     /// Which Go versions get this variant.
     versions: fn(&str) -> bool,
+    /// Which programs get it.
+    programs: &'static [&'static str],
 }
 
 const PLAIN: Variant = Variant {
@@ -25,10 +27,12 @@ const PLAIN: Variant = Variant {
     pie: false,
     cgo: false,
     versions: every,
+    programs: &[],
 };
 
-/// The program the variants are built from.
-const MATRIX_PROGRAM: &str = "phases";
+/// The goroutine-count matrix program and the census program.
+const PHASES: &[&str] = &["phases"];
+const PHASES_AND_PARKED: &[&str] = &["phases", "parked"];
 
 const VARIANTS: &[Variant] = &[
     // DWARF removed, symbol table kept.
@@ -38,6 +42,7 @@ const VARIANTS: &[Variant] = &[
         pie: false,
         cgo: false,
         versions: newest,
+        programs: PHASES,
     },
     // Neither DWARF nor symbols: what production images often ship.
     Variant {
@@ -46,6 +51,7 @@ const VARIANTS: &[Variant] = &[
         pie: false,
         cgo: false,
         versions: every,
+        programs: PHASES_AND_PARKED,
     },
     Variant {
         suffix: "-pie",
@@ -53,6 +59,7 @@ const VARIANTS: &[Variant] = &[
         pie: true,
         cgo: false,
         versions: every,
+        programs: PHASES,
     },
     Variant {
         suffix: "-pie-stripped",
@@ -60,6 +67,7 @@ const VARIANTS: &[Variant] = &[
         pie: true,
         cgo: false,
         versions: every,
+        programs: PHASES,
     },
     // Links C (fixtures/go/cmd/phases/cgo.go): dynamically linked, with cgo's extra Ms.
     Variant {
@@ -68,6 +76,7 @@ const VARIANTS: &[Variant] = &[
         pie: false,
         cgo: true,
         versions: cgo_versions,
+        programs: PHASES,
     },
 ];
 
@@ -122,7 +131,7 @@ fn has_go_files(dir: &Path) -> bool {
 }
 
 /// Builds `programs` with each of `versions`; `variants` adds the variant builds of
-/// [`MATRIX_PROGRAM`]. Go's build cache makes a rebuild of unchanged sources cheap, so this
+/// the programs each variant lists. Go's build cache makes a rebuild of unchanged sources cheap, so this
 /// always asks go.
 pub fn build(ws: &Workspace, versions: &[&str], programs: &[String], variants: bool) -> Result<()> {
     for &version in versions {
@@ -130,11 +139,10 @@ pub fn build(ws: &Workspace, versions: &[&str], programs: &[String], variants: b
         for name in programs {
             build_one(ws, version, name, &PLAIN)?;
             built.push(name.clone());
-            if variants && name == MATRIX_PROGRAM {
-                for variant in VARIANTS
-                    .iter()
-                    .filter(|variant| (variant.versions)(version))
-                {
+            if variants {
+                let wanted =
+                    |v: &&Variant| (v.versions)(version) && v.programs.contains(&name.as_str());
+                for variant in VARIANTS.iter().filter(wanted) {
                     build_one(ws, version, name, variant)?;
                     built.push(format!("{name}{}", variant.suffix));
                 }

@@ -75,6 +75,25 @@ pub fn slice_read_by(code: &[u8], ip: u64) -> Option<u64> {
         .min()
 }
 
+/// What a bounds-checked table lookup like `runtime.waitReason.String` gives away: the bound
+/// it compares its index against (`CMP AL, imm8`), and every RIP-relative `LEA` target (one of
+/// them is the table).
+pub fn table_lookup(code: &[u8], ip: u64) -> (Option<u8>, Vec<u64>) {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    let mut bound = None;
+    let mut leas = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instruction);
+        if instruction.code() == Code::Cmp_AL_imm8 && bound.is_none() {
+            bound = Some(instruction.immediate8());
+        } else if instruction.code() == Code::Lea_r64_m && instruction.is_ip_rel_memory_operand() {
+            leas.push(instruction.ip_rel_memory_address());
+        }
+    }
+    (bound, leas)
+}
+
 /// `CMP reg, [R14 + 0x10]` (or `CMP [R14+0x10], reg`): R14 is g and 0x10 is `g.stackguard0`.
 fn is_stack_bound_compare(instruction: &Instruction) -> bool {
     matches!(instruction.code(), Code::Cmp_r64_rm64 | Code::Cmp_rm64_r64)
@@ -119,6 +138,22 @@ mod tests {
         assert_eq!(slice_read_by(&code, ip), Some(0x1100));
         // Only one of the two words: not a slice read.
         assert_eq!(slice_read_by(&code[..7], ip), None);
+    }
+
+    #[test]
+    fn reads_a_table_lookup() {
+        // runtime.waitReason.String from Go 1.27: cmp $0x2f,%al ; jb ; lea (rip) ; mov ; ret ;
+        // movzbl ; shl ; lea (rip)
+        let ip = 0x4588e0u64;
+        let code = [
+            0x3c, 0x2f, 0x72, 0x0d, 0x48, 0x8d, 0x05, 0x8c, 0x9e, 0x04, 0x00, 0xbb, 0x13, 0x00,
+            0x00, 0x00, 0xc3, 0x0f, 0xb6, 0xc8, 0x48, 0xc1, 0xe1, 0x04, 0x48, 0x8d, 0x15, 0x21,
+            0x3a, 0x12, 0x00,
+        ];
+        assert_eq!(
+            table_lookup(&code, ip),
+            (Some(0x2f), vec![0x4a2777, 0x57c320])
+        );
     }
 
     #[test]

@@ -40,6 +40,15 @@ pub struct GLayout {
     pub parent_goid: u64,
     pub gopc: u64,
     pub startpc: u64,
+    /// `g.stack.hi`: the top of the goroutine's stack.
+    pub stack_hi: u64,
+    /// `g.sched.sp`, `.pc`, `.bp`: where a goroutine that is not running resumes; the start
+    /// of its stack walk. (`gobuf.bp` moved from +48 to +40 in Go 1.25.)
+    pub sched_sp: u64,
+    pub sched_pc: u64,
+    pub sched_bp: u64,
+    /// `g.waitreason`, a `runtime.waitReason` (u8): an index into `runtime.waitReasonStrings`.
+    pub waitreason: u64,
 }
 
 impl GLayout {
@@ -62,6 +71,11 @@ impl GLayout {
             self.parent_goid,
             self.gopc,
             self.startpc,
+            self.stack_hi,
+            self.sched_sp,
+            self.sched_pc,
+            self.sched_bp,
+            self.waitreason,
         ]
         .into_iter()
         .map(|end| end + 8)
@@ -86,26 +100,39 @@ pub fn read_g_layout(file: &object::File<'_>) -> Result<GLayout, LayoutError> {
         RunTimeEndian::Big
     };
     let dwarf = sections.borrow(|section| EndianSlice::new(section, endian));
-    let members =
-        struct_members(&dwarf, "runtime.g")?.ok_or(LayoutError::MissingStruct("runtime.g"))?;
-    let member = |name: &'static str| {
-        members
+    let structs = struct_members(&dwarf, &["runtime.g", "runtime.gobuf", "runtime.stack"])?;
+    let member = |strukt: &'static str, name: &'static str| {
+        structs
+            .iter()
+            .find(|(found, _)| *found == strukt)
+            .ok_or(LayoutError::MissingStruct(strukt))?
+            .1
             .fields
             .iter()
             .find(|(field, _)| field == name)
             .map(|&(_, offset)| offset)
             .ok_or(LayoutError::MissingMember {
-                strukt: "runtime.g",
+                strukt,
                 member: name,
             })
     };
+    let g = |name| member("runtime.g", name);
+    let sched = g("sched")?;
     Ok(GLayout {
-        size: members.size,
-        atomicstatus: member("atomicstatus")?,
-        goid: member("goid")?,
-        parent_goid: member("parentGoid")?,
-        gopc: member("gopc")?,
-        startpc: member("startpc")?,
+        size: structs
+            .iter()
+            .find(|(name, _)| *name == "runtime.g")
+            .map_or(0, |(_, members)| members.size),
+        atomicstatus: g("atomicstatus")?,
+        goid: g("goid")?,
+        parent_goid: g("parentGoid")?,
+        gopc: g("gopc")?,
+        startpc: g("startpc")?,
+        stack_hi: g("stack")? + member("runtime.stack", "hi")?,
+        sched_sp: sched + member("runtime.gobuf", "sp")?,
+        sched_pc: sched + member("runtime.gobuf", "pc")?,
+        sched_bp: sched + member("runtime.gobuf", "bp")?,
+        waitreason: g("waitreason")?,
     })
 }
 
@@ -146,36 +173,44 @@ struct StructMembers {
 
 type Reader<'a> = EndianSlice<'a, RunTimeEndian>;
 
-/// Finds the first `DW_TAG_structure_type` named `name` and returns its size and members.
+/// Finds the first `DW_TAG_structure_type` with each of `names` and returns its size and
+/// members, stopping as soon as all are found.
 fn struct_members(
     dwarf: &gimli::Dwarf<Reader<'_>>,
-    name: &str,
-) -> Result<Option<StructMembers>, LayoutError> {
+    names: &[&'static str],
+) -> Result<Vec<(&'static str, StructMembers)>, LayoutError> {
+    let mut found: Vec<(&'static str, StructMembers)> = Vec::new();
     let mut units = dwarf.units();
     while let Some(header) = units.next()? {
         let unit = dwarf.unit(header)?;
         let mut entries = unit.entries();
-        let mut found: Option<(isize, StructMembers)> = None;
+        // The struct whose members are being collected, with its depth.
+        let mut current: Option<(isize, &'static str, StructMembers)> = None;
         while let Some(entry) = entries.next_dfs()? {
-            if let Some((depth, members)) = found.as_mut() {
-                if entry.depth() <= *depth {
-                    break;
+            if let Some((depth, _, members)) = current.as_mut() {
+                if entry.depth() > *depth {
+                    if entry.depth() == *depth + 1 && entry.tag() == gimli::DW_TAG_member {
+                        let field = entry
+                            .attr_value(gimli::DW_AT_name)
+                            .map(|value| dwarf.attr_string(&unit, value))
+                            .transpose()?;
+                        let offset = entry
+                            .attr_value(gimli::DW_AT_data_member_location)
+                            .and_then(|value| value.udata_value());
+                        if let (Some(field), Some(offset)) = (field, offset) {
+                            members
+                                .fields
+                                .push((field.to_string_lossy().into_owned(), offset));
+                        }
+                    }
+                    continue;
                 }
-                if entry.depth() == *depth + 1 && entry.tag() == gimli::DW_TAG_member {
-                    let field = entry
-                        .attr_value(gimli::DW_AT_name)
-                        .map(|value| dwarf.attr_string(&unit, value))
-                        .transpose()?;
-                    let offset = entry
-                        .attr_value(gimli::DW_AT_data_member_location)
-                        .and_then(|value| value.udata_value());
-                    if let (Some(field), Some(offset)) = (field, offset) {
-                        members
-                            .fields
-                            .push((field.to_string_lossy().into_owned(), offset));
+                if let Some((_, name, members)) = current.take() {
+                    found.push((name, members));
+                    if found.len() == names.len() {
+                        return Ok(found);
                     }
                 }
-                continue;
             }
             if entry.tag() != gimli::DW_TAG_structure_type {
                 continue;
@@ -183,25 +218,32 @@ fn struct_members(
             let Some(value) = entry.attr_value(gimli::DW_AT_name) else {
                 continue;
             };
-            if dwarf.attr_string(&unit, value)?.slice() != name.as_bytes() {
+            let struct_name = dwarf.attr_string(&unit, value)?;
+            let Some(&name) = names.iter().find(|name| {
+                struct_name.slice() == name.as_bytes() && !found.iter().any(|(f, _)| f == *name)
+            }) else {
                 continue;
-            }
+            };
             let size = match entry.attr_value(gimli::DW_AT_byte_size) {
                 Some(AttributeValue::Udata(size)) => size,
                 Some(value) => value.udata_value().unwrap_or(0),
                 None => 0,
             };
-            found = Some((
+            current = Some((
                 entry.depth(),
+                name,
                 StructMembers {
                     size,
                     fields: Vec::new(),
                 },
             ));
         }
-        if let Some((_, members)) = found {
-            return Ok(Some(members));
+        if let Some((_, name, members)) = current.take() {
+            found.push((name, members));
+            if found.len() == names.len() {
+                return Ok(found);
+            }
         }
     }
-    Ok(None)
+    Ok(found)
 }

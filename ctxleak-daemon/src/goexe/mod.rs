@@ -112,6 +112,9 @@ pub struct GoBinary {
     pub probes: ProbeAddresses,
     /// Link-time address of `runtime.allgs`, a `[]*runtime.g`.
     pub allgs: u64,
+    /// `runtime.waitReasonStrings`, indexed by `g.waitreason` (the enum moved between
+    /// releases, so the strings come from each binary). Empty if they cannot be found.
+    pub wait_reasons: Vec<String>,
     /// Position-independent: runtime addresses are link-time addresses plus a load bias.
     pub is_pie: bool,
     segments: Vec<Segment>,
@@ -212,6 +215,9 @@ impl GoBinary {
                 .ok_or_else(|| GoBinaryError::NoAllgs { path: path.clone() })?,
         };
 
+        let wait_reasons =
+            wait_reason_strings(&file, data, &segments, &pclntab).unwrap_or_default();
+
         // Goroutines are made by runtime.newproc1, called from `go` statements (through
         // runtime.newproc.func1) and from a few other runtime functions (coroutines, debug
         // calls, synctest); probe after every call to it from the runtime.
@@ -245,6 +251,7 @@ impl GoBinary {
                 goroutine_exited,
             },
             allgs,
+            wait_reasons,
             is_pie: file.kind() == ObjectKind::Dynamic,
             segments,
         })
@@ -268,6 +275,62 @@ impl GoBinary {
             .find(|s| s.file_offset == 0)
             .map(|s| s.address)
     }
+}
+
+/// `runtime.waitReasonStrings`, a `[N]string` in initialised data, read from the file: from
+/// its symbol when there is one, else from `runtime.waitReason.String`, which bounds-checks
+/// the index against N and loads the array's address (the candidate whose N entries all read
+/// as short printable strings).
+fn wait_reason_strings(
+    file: &object::File<'_>,
+    data: &[u8],
+    segments: &[Segment],
+    pclntab: &Pclntab,
+) -> Option<Vec<String>> {
+    let read_table = |address: u64, count: u64| -> Option<Vec<String>> {
+        (0..count)
+            .map(|i| {
+                let entry = address.checked_add(i.checked_mul(16)?)?;
+                let pointer = read_u64(data, segments, entry)?;
+                let len = read_u64(data, segments, entry + 8)?;
+                if len > 64 {
+                    return None;
+                }
+                if len == 0 {
+                    return Some(String::new());
+                }
+                let bytes = code_of(data, segments, pointer, len)?;
+                let text = std::str::from_utf8(bytes).ok()?;
+                text.chars()
+                    .all(|c| c.is_ascii_graphic() || c == ' ')
+                    .then(|| text.to_owned())
+            })
+            .collect()
+    };
+    if let Some(symbol) = file
+        .symbols()
+        .find(|symbol| symbol.name() == Ok("runtime.waitReasonStrings"))
+    {
+        return read_table(symbol.address(), symbol.size() / 16);
+    }
+    let function = pclntab.function("runtime.waitReason.String")?;
+    let code = code_of(
+        data,
+        segments,
+        function.entry,
+        function.end.saturating_sub(function.entry),
+    )?;
+    let (bound, candidates) = disasm::table_lookup(code, function.entry);
+    let count = u64::from(bound?);
+    candidates
+        .into_iter()
+        .find_map(|address| read_table(address, count))
+}
+
+fn read_u64(data: &[u8], segments: &[Segment], address: u64) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        code_of(data, segments, address, 8)?.try_into().ok()?,
+    ))
 }
 
 /// The address of a data symbol, from `.symtab` when the binary still has one.

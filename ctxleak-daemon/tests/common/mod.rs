@@ -268,6 +268,55 @@ impl Drop for Ctxleak {
     }
 }
 
+/// The `go` command of one installed toolchain (`cargo xtask setup` puts them under target/).
+pub fn go_command(version: &str) -> std::process::Command {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut command =
+        std::process::Command::new(root.join(format!("target/tools/go/{version}/go/bin/go")));
+    command
+        .env("GOTOOLCHAIN", "local")
+        .env("GOENV", "off")
+        .env_remove("GOROOT");
+    command
+}
+
+/// The body of `GET path` as bytes (for binary responses).
+pub fn http_get_bytes(address: &str, path: &str) -> Vec<u8> {
+    let mut stream =
+        TcpStream::connect(address).unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("response");
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    assert!(response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200"));
+    response[end + 4..].to_vec()
+}
+
+/// The status code and body of `GET path`.
+pub fn http_get_status(address: &str, path: &str) -> (u16, String) {
+    let mut stream =
+        TcpStream::connect(address).unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
 pub fn http_get(address: &str, path: &str) -> String {
     let mut stream =
         TcpStream::connect(address).unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
