@@ -25,6 +25,18 @@ pub struct GoOffsets {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TargetConfig {
     pub offsets: GoOffsets,
+    /// Non-zero: `goroutine_parked` records park times and `goroutine_exited` forgets them.
+    pub park_times: u32,
+    pub _pad: u32,
+}
+
+/// Key of [`PARKS_MAP`]: one goroutine of one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GoroutineKey {
+    pub pid: u32,
+    pub _pad: u32,
+    pub goid: u64,
 }
 
 /// What a [`GoroutineEvent`] reports.
@@ -85,10 +97,18 @@ pub const COUNTER_SLOTS: u32 = 2;
 pub const TARGETS_MAP: &str = "TARGETS";
 pub const EVENTS_MAP: &str = "EVENTS";
 pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Last park time (`bpf_ktime_get_ns`) per goroutine, when park timing is on.
+pub const PARKS_MAP: &str = "PARKS";
+/// Goroutines whose park time is kept at once; the least recently parked are evicted.
+pub const MAX_PARKS: u32 = 1 << 18;
 
 /// Program names, as the daemon looks them up in the loaded object.
 pub const PROG_GOROUTINE_CREATED: &str = "goroutine_created";
 pub const PROG_GOROUTINE_EXITED: &str = "goroutine_exited";
+pub const PROG_GOROUTINE_PARKED: &str = "goroutine_parked";
+/// Does nothing: attached at the same addresses as the real programs, it measures the floor,
+/// the kernel's cost of the traps alone.
+pub const PROG_FLOOR: &str = "floor";
 
 /// Ring buffer size in bytes (a power of two, a multiple of the page size). 4 MiB holds
 /// about 70 000 events: a burst of that many goroutine starts without a reader.
@@ -103,4 +123,5 @@ mod pod {
     unsafe impl aya::Pod for super::GoOffsets {}
     unsafe impl aya::Pod for super::TargetConfig {}
     unsafe impl aya::Pod for super::GoroutineEvent {}
+    unsafe impl aya::Pod for super::GoroutineKey {}
 }

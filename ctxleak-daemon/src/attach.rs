@@ -19,7 +19,7 @@ use crate::goexe::GoBinary;
 use crate::groups::{GoroutinesResponse, GroupTracker, SuspectRules, Symbolizer};
 use crate::http::{Latest, Shared};
 use crate::metrics::{self, TargetMetrics};
-use crate::probes::{self, EventStream, Probes};
+use crate::probes::{self, EventStream, ProbeMode, Probes};
 use crate::procmem::{self, ProcessMemory};
 use crate::target::{self, ProcessHandle, TargetError, TargetExe};
 use crate::tracker::{GoroutineKind, GoroutineTracker, kind_of_function};
@@ -33,6 +33,7 @@ pub struct AttachOptions {
     pub ring_bytes: u32,
     /// How often the goroutine census runs.
     pub census_interval: Duration,
+    pub probe_mode: ProbeMode,
     pub suspect_rules: SuspectRules,
 }
 
@@ -83,16 +84,18 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
             anyhow::Error::new(error)
         }
     })?;
-    probes.watch(pid, &exe.link, binary).map_err(|error| {
-        if matches!(
-            process.explain(TargetError::NoSuchProcess { pid }),
-            TargetError::ExitedDuringAttach { .. }
-        ) {
-            anyhow::Error::new(TargetError::ExitedDuringAttach { pid })
-        } else {
-            anyhow::Error::new(error)
-        }
-    })?;
+    probes
+        .watch(pid, &exe.link, binary, options.probe_mode)
+        .map_err(|error| {
+            if matches!(
+                process.explain(TargetError::NoSuchProcess { pid }),
+                TargetError::ExitedDuringAttach { .. }
+            ) {
+                anyhow::Error::new(TargetError::ExitedDuringAttach { pid })
+            } else {
+                anyhow::Error::new(error)
+            }
+        })?;
 
     let shared = Arc::new(Shared::default());
     let exe_name = exe.path.display().to_string();
@@ -115,6 +118,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
         tracker: GoroutineTracker::default(),
         symbolizer: Symbolizer::new(binary, bias),
         groups: GroupTracker::new(options.suspect_rules),
+        top_suspect: None,
         lost_seen: 0,
         read_errors_seen: 0,
     };
@@ -122,7 +126,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
         "ctxleak: attached to PID {pid} ({}, {}, {} probes); metrics at http://{listen}/metrics",
         exe.path.display(),
         binary.version,
-        binary.probes.goroutine_created.len() + 1
+        binary.probes.goroutine_created.len() + 1 + usize::from(options.probe_mode.park_times)
     );
     let ending = session
         .run(&mut events, options.summary, options.census_interval)
@@ -148,6 +152,8 @@ struct Session<'a> {
     tracker: GoroutineTracker,
     symbolizer: Symbolizer<'a>,
     groups: GroupTracker,
+    /// " | leak suspect #1: ..." for the summary line, from the last census.
+    top_suspect: Option<String>,
     lost_seen: u64,
     read_errors_seen: u64,
 }
@@ -255,9 +261,39 @@ impl Session<'_> {
         let started = std::time::Instant::now();
         let census = census::take(self.memory, &self.binary.g_layout, self.allgs)
             .with_context(|| format!("cannot read the goroutines of PID {pid}"))?;
-        let views = crate::groups::symbolize_census(&census, self.memory, &mut self.symbolizer);
+        let mut views = crate::groups::symbolize_census(&census, self.memory, &mut self.symbolizer);
+        let parks = self.probes.park_times(pid);
+        if !parks.is_empty() {
+            let now = monotonic_ns();
+            for view in views.iter_mut().filter(|view| view.state == "waiting") {
+                if let Some(&parked) = parks.get(&view.goid) {
+                    view.parked_for_s = Some(now.saturating_sub(parked) as f64 / 1e9);
+                }
+            }
+        }
         let groups = self.groups.update(started, &views);
         self.shared.metrics.set_census(pid, &groups);
+        self.top_suspect = groups.iter().find(|group| group.rank == 1).map(|group| {
+            let site = |l: &Option<crate::api::SourceLocation>| {
+                l.as_ref().map_or_else(String::new, |l| {
+                    let file = l.file.rsplit('/').next().unwrap_or(&l.file);
+                    format!("{} ({file}:{})", l.function, l.line)
+                })
+            };
+            format!(
+                " | leak suspect #1: {} goroutines blocked in {} ({}), +{} in {}s, created at {}",
+                group.count,
+                site(&group.blocked_at),
+                if group.wait_reason.is_empty() {
+                    &group.state
+                } else {
+                    &group.wait_reason
+                },
+                group.growth_short,
+                group.window_short_s,
+                site(&group.created_by),
+            )
+        });
         let taken_at_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -321,7 +357,7 @@ impl Session<'_> {
     fn print_summary(&self, (created_before, exited_before): (u64, u64)) {
         let counts = self.tracker.counts();
         println!(
-            "ctxleak: PID {} {}: {} goroutines ({} system) | +{} created -{} exited /s | {} events lost",
+            "ctxleak: PID {} {}: {} goroutines ({} system) | +{} created -{} exited /s | {} events lost{}",
             self.process.pid(),
             self.binary.version,
             counts.user,
@@ -329,6 +365,7 @@ impl Session<'_> {
             self.tracker.created - created_before,
             self.tracker.exited - exited_before,
             self.lost_seen,
+            self.top_suspect.as_deref().unwrap_or_default(),
         );
     }
 }

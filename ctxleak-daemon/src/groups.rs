@@ -49,6 +49,8 @@ pub struct GoroutineView {
     pub start_function: Option<String>,
     /// Innermost first. Empty for a running goroutine (its saved context is stale).
     pub stack: Vec<StackFrame>,
+    /// Exactly how long it has been parked, when park timing (a `gopark` probe) is on.
+    pub parked_for_s: Option<f64>,
 }
 
 /// GET /api/goroutines: every live goroutine of the last census.
@@ -138,6 +140,7 @@ impl<'a> Symbolizer<'a> {
             created_by,
             start_function,
             stack,
+            parked_for_s: None,
         }
     }
 }
@@ -276,9 +279,15 @@ impl GroupTracker {
         for goroutine in goroutines.iter().filter(|g| !g.system) {
             let blocked = blocked_at(&goroutine.stack);
             let id = group_id(goroutine, blocked.as_ref());
-            // A goroutine that moved to another group starts its age again.
-            let since = match self.members.get(&goroutine.goid) {
-                Some((old, since)) if *old == id => *since,
+            // Exact when the park time is known; else from the census that first saw it in
+            // this group (a goroutine that moved to another group starts its age again).
+            let parked_since = goroutine
+                .parked_for_s
+                .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+                .and_then(|parked| now.checked_sub(parked));
+            let since = match (parked_since, self.members.get(&goroutine.goid)) {
+                (Some(since), _) => since,
+                (None, Some((old, since))) if *old == id => *since,
                 _ => now,
             };
             members.insert(goroutine.goid, (id.clone(), since));
@@ -425,6 +434,7 @@ mod tests {
                 frame("runtime.chansend1", 2),
                 frame("main.worker", blocked_line),
             ],
+            parked_for_s: None,
         }
     }
 

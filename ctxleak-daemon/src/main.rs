@@ -59,6 +59,14 @@ enum Command {
         /// ...and its oldest goroutine has been blocked at the same place at least this long.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         suspect_min_age: std::time::Duration,
+        /// Probe runtime.gopark too, to know exactly since when each goroutine is blocked
+        /// (one more trap per park, which costs the target CPU on busy services; without it,
+        /// ages are measured from the census that first saw the goroutine blocked).
+        #[arg(long)]
+        park_times: bool,
+        /// Benchmarks only: attach do-nothing programs at the same places (the trap cost alone).
+        #[arg(long, hide = true)]
+        floor: bool,
     },
     /// Show what ctxleak reads from a Go binary (version, struct layouts, probe addresses)
     /// without attaching to anything.
@@ -164,6 +172,8 @@ fn main() -> ExitCode {
                 suspect_window_short,
                 suspect_window_long,
                 suspect_min_age,
+                park_times,
+                floor,
             } => {
                 let options = attach::AttachOptions {
                     pid,
@@ -171,6 +181,7 @@ fn main() -> ExitCode {
                     summary: !quiet,
                     ring_bytes: ring_buffer_size,
                     census_interval,
+                    probe_mode: ctxleak_daemon::probes::ProbeMode { park_times, floor },
                     suspect_rules: ctxleak_daemon::groups::SuspectRules {
                         window_short: suspect_window_short,
                         window_long: suspect_window_long,

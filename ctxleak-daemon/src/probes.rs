@@ -9,8 +9,9 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use ctxleak_common::{
-    COUNTERS_MAP, Counter, EVENTS_MAP, GoroutineEvent, PROG_GOROUTINE_CREATED,
-    PROG_GOROUTINE_EXITED, TARGETS_MAP, TargetConfig,
+    COUNTERS_MAP, Counter, EVENTS_MAP, GoroutineEvent, GoroutineKey, PARKS_MAP, PROG_FLOOR,
+    PROG_GOROUTINE_CREATED, PROG_GOROUTINE_EXITED, PROG_GOROUTINE_PARKED, TARGETS_MAP,
+    TargetConfig,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -57,6 +58,15 @@ fn load_error(error: impl std::error::Error + Send + Sync + 'static) -> ProbeErr
     ProbeError::Load(Box::new(error))
 }
 
+/// Which probes `watch` attaches.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProbeMode {
+    /// Also probe `runtime.gopark`, to know exactly since when each goroutine is blocked.
+    pub park_times: bool,
+    /// Attach the do-nothing program everywhere instead (benchmarks: the cost of the traps).
+    pub floor: bool,
+}
+
 pub struct Probes {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
@@ -101,7 +111,12 @@ impl Probes {
             .take_map(COUNTERS_MAP)
             .ok_or(ProbeError::Missing(COUNTERS_MAP))?;
         let counters = PerCpuArray::try_from(counters).map_err(load_error)?;
-        for name in [PROG_GOROUTINE_CREATED, PROG_GOROUTINE_EXITED] {
+        for name in [
+            PROG_GOROUTINE_CREATED,
+            PROG_GOROUTINE_EXITED,
+            PROG_GOROUTINE_PARKED,
+            PROG_FLOOR,
+        ] {
             uprobe(&mut ebpf, name)?.load().map_err(load_error)?;
         }
         tracing::debug!(
@@ -113,9 +128,17 @@ impl Probes {
 
     /// Registers `pid` and attaches the probes to its executable, reached as `exe` (use
     /// `/proc/PID/exe`: it works across mount namespaces). Probes fire only in that process.
-    pub fn watch(&mut self, pid: u32, exe: &Path, binary: &GoBinary) -> Result<(), ProbeError> {
+    pub fn watch(
+        &mut self,
+        pid: u32,
+        exe: &Path,
+        binary: &GoBinary,
+        mode: ProbeMode,
+    ) -> Result<(), ProbeError> {
         let config = TargetConfig {
             offsets: binary.g_layout.probe_offsets(),
+            park_times: u32::from(mode.park_times),
+            _pad: 0,
         };
         let mut targets: BpfHashMap<&mut MapData, u32, TargetConfig> = self
             .ebpf
@@ -129,13 +152,18 @@ impl Probes {
 
         let scope = std::num::NonZeroU32::new(pid)
             .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        let parked = mode
+            .park_times
+            .then_some((PROG_GOROUTINE_PARKED, binary.probes.goroutine_parked));
         let points = binary
             .probes
             .goroutine_created
             .iter()
             .map(|&address| (PROG_GOROUTINE_CREATED, address))
-            .chain([(PROG_GOROUTINE_EXITED, binary.probes.goroutine_exited)]);
+            .chain([(PROG_GOROUTINE_EXITED, binary.probes.goroutine_exited)])
+            .chain(parked);
         for (program, address) in points {
+            let program = if mode.floor { PROG_FLOOR } else { program };
             let offset = binary
                 .file_offset(address)
                 .ok_or_else(|| ProbeError::BadAddress {
@@ -151,6 +179,23 @@ impl Probes {
                 })?;
         }
         Ok(())
+    }
+
+    /// When each goroutine of `pid` last parked (`bpf_ktime_get_ns`), by goid: empty unless
+    /// park timing is on.
+    pub fn park_times(&self, pid: u32) -> std::collections::HashMap<u64, u64> {
+        let Some(map) = self.ebpf.map(PARKS_MAP) else {
+            return Default::default();
+        };
+        let Ok(parks) = BpfHashMap::<&MapData, GoroutineKey, u64>::try_from(map) else {
+            return Default::default();
+        };
+        parks
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, _)| key.pid == pid)
+            .map(|(key, ktime)| (key.goid, ktime))
+            .collect()
     }
 
     /// A kernel-side counter, summed over CPUs.

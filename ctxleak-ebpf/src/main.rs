@@ -11,13 +11,13 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::ProbeContext,
 };
 use aya_log_ebpf::warn;
 use ctxleak_common::{
-    COUNTER_SLOTS, Counter, EVENTS_RING_BYTES, EventKind, GoOffsets, GoroutineEvent, MAX_TARGETS,
-    TargetConfig,
+    COUNTER_SLOTS, Counter, EVENTS_RING_BYTES, EventKind, GoOffsets, GoroutineEvent, GoroutineKey,
+    MAX_PARKS, MAX_TARGETS, TargetConfig,
 };
 
 #[map]
@@ -28,6 +28,9 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[map]
+static PARKS: LruHashMap<GoroutineKey, u64> = LruHashMap::with_max_entries(MAX_PARKS, 0);
 
 /// Placed on the instruction right after `CALL runtime.newproc1` (found by disassembly at
 /// attach time): RAX then holds the new, already runnable g. Not a uretprobe: those crash Go
@@ -47,21 +50,69 @@ pub fn goroutine_created(ctx: ProbeContext) -> u32 {
 pub fn goroutine_exited(ctx: ProbeContext) -> u32 {
     // SAFETY: as above.
     let g = unsafe { (*ctx.regs).r14 };
-    report(&ctx, EventKind::Exited, g);
+    if let Some(pid) = report(&ctx, EventKind::Exited, g) {
+        forget_park(pid, g);
+    }
+    0
+}
+
+/// Placed after the stack check of `runtime.gopark` (only with park timing on): R14 is the
+/// goroutine about to park. Records when, in a map the daemon reads at census time: one map
+/// update per park, no event.
+#[uprobe]
+pub fn goroutine_parked(_ctx: ProbeContext) -> u32 {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
+    let Some(target) = (unsafe { TARGETS.get(&pid) }) else {
+        return 0;
+    };
+    if target.park_times == 0 {
+        return 0;
+    }
+    // SAFETY: as in goroutine_created.
+    let g = unsafe { (*_ctx.regs).r14 };
+    let Some(goid) = read_u64(g, target.offsets.g_goid) else {
+        count(Counter::ReadErrors);
+        return 0;
+    };
+    let key = GoroutineKey { pid, _pad: 0, goid };
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // A full LRU map evicts the least recently parked: an insert cannot fail for lack of room.
+    let _ = PARKS.insert(&key, &now, 0);
+    0
+}
+
+/// Does nothing, at the same addresses as the programs above: the floor of what probing costs.
+#[uprobe]
+pub fn floor(_ctx: ProbeContext) -> u32 {
     0
 }
 
 #[inline(always)]
-fn report(ctx: &ProbeContext, kind: EventKind, g: u64) {
-    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
+fn forget_park(pid: u32, g: u64) {
+    // SAFETY: as above.
     let Some(target) = (unsafe { TARGETS.get(&pid) }) else {
         return;
     };
+    if target.park_times == 0 {
+        return;
+    }
+    if let Some(goid) = read_u64(g, target.offsets.g_goid) {
+        let _ = PARKS.remove(&GoroutineKey { pid, _pad: 0, goid });
+    }
+}
+
+/// Sends one event for `g`; returns the pid when the process is a target.
+#[inline(always)]
+fn report(ctx: &ProbeContext, kind: EventKind, g: u64) -> Option<u32> {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
+    let target = unsafe { TARGETS.get(&pid) }?;
     let Some(event) = read_event(kind, pid, g, &target.offsets) else {
         count(Counter::ReadErrors);
         warn!(ctx, "ctxleak: cannot read g {:x} in pid {}", g, pid);
-        return;
+        return Some(pid);
     };
     match EVENTS.reserve::<GoroutineEvent>(0) {
         Some(mut slot) => {
@@ -70,6 +121,7 @@ fn report(ctx: &ProbeContext, kind: EventKind, g: u64) {
         }
         None => count(Counter::EventsLost),
     }
+    Some(pid)
 }
 
 #[inline(always)]

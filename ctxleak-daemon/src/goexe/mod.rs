@@ -91,6 +91,8 @@ pub struct ProbeAddresses {
     pub goroutine_created: Vec<u64>,
     /// Inside `runtime.goexit1`, after its stack check.
     pub goroutine_exited: u64,
+    /// Inside `runtime.gopark`, after its stack check (used with park timing only).
+    pub goroutine_parked: u64,
 }
 
 /// A loadable segment: how link-time addresses map to file offsets.
@@ -233,6 +235,13 @@ impl GoBinary {
         if goroutine_created.is_empty() {
             return Err(GoBinaryError::NoCreationSite { path });
         }
+        let gopark = function("runtime.gopark")?;
+        let goroutine_parked = code(&gopark)
+            .map(|code| disasm::after_stack_check(code, gopark.entry))
+            .ok_or_else(|| GoBinaryError::MissingSymbol {
+                path: path.clone(),
+                symbol: "runtime.gopark",
+            })?;
         let goroutine_exited = code(&goexit1)
             .map(|code| disasm::after_stack_check(code, goexit1.entry))
             .ok_or_else(|| GoBinaryError::MissingSymbol {
@@ -249,6 +258,7 @@ impl GoBinary {
             probes: ProbeAddresses {
                 goroutine_created,
                 goroutine_exited,
+                goroutine_parked,
             },
             allgs,
             wait_reasons,
