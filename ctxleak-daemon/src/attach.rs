@@ -196,7 +196,7 @@ impl Session<'_> {
                     }
                 }
                 _ = census_tick.tick() => {
-                    if let Err(error) = self.census() {
+                    if let Err(error) = self.census(events.get_mut()) {
                         tracing::warn!("census failed: {error:#}");
                     }
                 }
@@ -255,12 +255,30 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Reads every goroutine from memory, symbolizes and groups them, and publishes the result.
-    fn census(&mut self) -> anyhow::Result<()> {
+    /// Reads every goroutine from memory, reconciles the event-driven count with it,
+    /// symbolizes and groups them, and publishes the result.
+    fn census(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> anyhow::Result<()> {
         let pid = self.process.pid();
         let started = std::time::Instant::now();
+        let ktime = monotonic_ns();
         let census = census::take(self.memory, &self.binary.g_layout, self.allgs)
             .with_context(|| format!("cannot read the goroutines of PID {pid}"))?;
+        // Every event up to now first, so that only real misses disagree.
+        self.drain(ring);
+        let (binary, bias) = (self.binary, self.bias);
+        let disagreements = self
+            .tracker
+            .reconcile(ktime, &census.goroutines, |startpc| {
+                Self::classify(binary, bias, startpc)
+            });
+        if disagreements > 0 {
+            tracing::warn!(
+                disagreements,
+                "the census found goroutines the probe events missed; repaired"
+            );
+            self.target_metrics.disagreements.inc_by(disagreements);
+            self.target_metrics.set_counts(self.tracker.counts());
+        }
         let mut views = crate::groups::symbolize_census(&census, self.memory, &mut self.symbolizer);
         let parks = self.probes.park_times(pid);
         if !parks.is_empty() {

@@ -55,6 +55,7 @@ pub struct Metrics {
     created: Family<TargetLabels, Counter>,
     exited: Family<TargetLabels, Counter>,
     resyncs: Family<TargetLabels, Counter>,
+    disagreements: Family<TargetLabels, Counter>,
     target_info: Family<TargetInfoLabels, Gauge>,
     by_state: Family<StateLabels, Gauge>,
     suspects: Family<SuspectLabels, Gauge>,
@@ -71,6 +72,7 @@ impl Default for Metrics {
             created: Family::default(),
             exited: Family::default(),
             resyncs: Family::default(),
+            disagreements: Family::default(),
             target_info: Family::default(),
             by_state: Family::default(),
             suspects: Family::default(),
@@ -110,6 +112,11 @@ impl Default for Metrics {
             metrics.resyncs.clone(),
         );
         registry.register(
+            "census_disagreements",
+            "Goroutines on which the probe events and the memory census disagreed (a missed event); each is repaired from the census",
+            metrics.disagreements.clone(),
+        );
+        registry.register(
             "goroutines_by_state",
             "User goroutines at the last census by state and, when waiting, the runtime's wait reason",
             metrics.by_state.clone(),
@@ -143,6 +150,7 @@ pub struct TargetMetrics {
     pub created: Counter,
     pub exited: Counter,
     pub resyncs: Counter,
+    pub disagreements: Counter,
 }
 
 impl TargetMetrics {
@@ -179,6 +187,7 @@ impl Metrics {
             created: self.created.get_or_create(&target).clone(),
             exited: self.exited.get_or_create(&target).clone(),
             resyncs: self.resyncs.get_or_create(&target).clone(),
+            disagreements: self.disagreements.get_or_create(&target).clone(),
         }
     }
 

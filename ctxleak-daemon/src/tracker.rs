@@ -49,7 +49,8 @@ const RECENT_EXIT_NS: u64 = 2_000_000_000;
 
 #[derive(Debug, Default)]
 pub struct GoroutineTracker {
-    live: HashMap<u64, GoroutineKind>,
+    /// goid -> (kind, creation time; 0 for goroutines first seen in a snapshot).
+    live: HashMap<u64, (GoroutineKind, u64)>,
     counts: Counts,
     /// Monotonic time of the last snapshot.
     snapshot_ktime: u64,
@@ -75,8 +76,43 @@ impl GoroutineTracker {
             .iter()
             .filter(|record| !exited.contains(&record.goid))
         {
-            self.insert(record.goid, classify(record.startpc));
+            self.insert(record.goid, classify(record.startpc), 0);
         }
+    }
+
+    /// Checks the live set against a census read after `ktime_ns`, once every event up to now
+    /// has been applied, and repairs it. Returns the number of disagreements: goroutines the
+    /// census saw alive that the events never created (and that have not exited since), and
+    /// goroutines the events say are alive, created before the census, that it did not see.
+    /// Either means an event was missed; both are fixed here without touching the rest.
+    pub fn reconcile(
+        &mut self,
+        ktime_ns: u64,
+        goroutines: &[GoroutineRecord],
+        classify: impl Fn(u64) -> GoroutineKind,
+    ) -> u64 {
+        let exited: HashSet<u64> = self.recent_exits.iter().map(|&(_, goid)| goid).collect();
+        let seen: HashSet<u64> = goroutines.iter().map(|record| record.goid).collect();
+        let mut disagreements = 0;
+        for record in goroutines {
+            if !self.live.contains_key(&record.goid) && !exited.contains(&record.goid) {
+                disagreements += 1;
+                self.insert(record.goid, classify(record.startpc), 0);
+            }
+        }
+        let phantoms: Vec<u64> = self
+            .live
+            .iter()
+            .filter(|(goid, (_, created))| *created < ktime_ns && !seen.contains(goid))
+            .map(|(&goid, _)| goid)
+            .collect();
+        for goid in phantoms {
+            disagreements += 1;
+            if let Some((kind, _)) = self.live.remove(&goid) {
+                *self.count_mut(kind) -= 1;
+            }
+        }
+        disagreements
     }
 
     pub fn apply(&mut self, event: &GoroutineEvent, classify: impl Fn(u64) -> GoroutineKind) {
@@ -84,12 +120,12 @@ impl GoroutineTracker {
             Some(EventKind::Created) => {
                 self.created += 1;
                 if event.ktime_ns >= self.snapshot_ktime {
-                    self.insert(event.goid, classify(event.startpc));
+                    self.insert(event.goid, classify(event.startpc), event.ktime_ns);
                 }
             }
             Some(EventKind::Exited) => {
                 self.exited += 1;
-                if let Some(kind) = self.live.remove(&event.goid) {
+                if let Some((kind, _)) = self.live.remove(&event.goid) {
                     *self.count_mut(kind) -= 1;
                 }
                 let horizon = event.ktime_ns.saturating_sub(RECENT_EXIT_NS);
@@ -110,8 +146,8 @@ impl GoroutineTracker {
         self.counts
     }
 
-    fn insert(&mut self, goid: u64, kind: GoroutineKind) {
-        if self.live.insert(goid, kind).is_none() {
+    fn insert(&mut self, goid: u64, kind: GoroutineKind, created_ktime: u64) {
+        if self.live.insert(goid, (kind, created_ktime)).is_none() {
             *self.count_mut(kind) += 1;
         }
     }
@@ -201,6 +237,29 @@ mod tests {
         tracker.apply(&event(EventKind::Exited, 999, 104, 0), classify);
         assert_eq!(tracker.counts(), Counts { user: 1, system: 2 });
         assert_eq!((tracker.created, tracker.exited), (4, 4));
+    }
+
+    #[test]
+    fn reconciling_repairs_missed_events_and_only_them() {
+        let mut tracker = GoroutineTracker::default();
+        tracker.reset(100, &[record(1, 9), record(2, 9)], classify);
+        // g3's creation was missed; g2's exit was missed; g4 was created after the census
+        // clock (the census could not see it); g5 exited during the census read.
+        tracker.apply(&event(EventKind::Created, 4, 210, 9), classify);
+        tracker.apply(&event(EventKind::Created, 5, 150, 9), classify);
+        tracker.apply(&event(EventKind::Exited, 5, 205, 0), classify);
+        let census = [record(1, 9), record(3, 9), record(5, 9)];
+        assert_eq!(tracker.reconcile(200, &census, classify), 2);
+        assert_eq!(
+            tracker.counts(),
+            Counts { user: 3, system: 0 },
+            "g1, g3 and g4"
+        );
+        assert_eq!(
+            tracker.reconcile(200, &census, classify),
+            0,
+            "nothing left to repair"
+        );
     }
 
     #[test]

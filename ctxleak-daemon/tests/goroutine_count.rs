@@ -51,7 +51,13 @@ fn check_command(label: &str, command: std::process::Command, ctxleak_args: &[&s
     phases.advance();
     let (name, before_attach) = phases.checkpoint();
     assert_eq!(name, "pre-attach");
-    let ctxleak = Ctxleak::attach_with(pid, ctxleak_args);
+    // A census every second: the event-driven count is reconciled with memory throughout.
+    let args: Vec<&str> = ["--census-interval", "1s"]
+        .iter()
+        .chain(ctxleak_args)
+        .copied()
+        .collect();
+    let ctxleak = Ctxleak::attach_with(pid, &args);
 
     let check = |name: &str, want: u64, outcome: &mut Outcome| {
         match wait_for_sample(&ctxleak, &user, want as f64, SETTLE) {
@@ -97,6 +103,16 @@ fn check_command(label: &str, command: std::process::Command, ctxleak_args: &[&s
         .push(format!("events lost: {lost}, resyncs: {resyncs}"));
     outcome.lost = lost;
     outcome.resyncs = resyncs;
+    let disagreements = sample(
+        &metrics,
+        &format!(r#"ctxleak_census_disagreements_total{{pid="{pid}"}}"#),
+    )
+    .unwrap_or(-1.0);
+    if lost == 0.0 && disagreements != 0.0 {
+        outcome.failures.push(format!(
+            "events and census disagreed {disagreements} times with no event lost"
+        ));
+    }
 
     // Ctrl-C detaches cleanly and leaves the target running unharmed.
     ctxleak.signal(libc::SIGINT);
