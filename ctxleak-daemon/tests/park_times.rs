@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Ctxleak, Phases, fixture, go_versions, http_get_status};
+use common::{Ctxleak, Phases, fixture, http_get_status};
 
 fn check(version: &str) -> Result<String, String> {
     let mut phases = Phases::start(&fixture(version, "phases"));
@@ -66,13 +66,5 @@ fn check(version: &str) -> Result<String, String> {
 
 #[test]
 fn park_times_are_exact_for_goroutines_parked_after_attach() {
-    let versions = go_versions();
-    let mut failures = Vec::new();
-    for version in [versions.first(), versions.last()].into_iter().flatten() {
-        match check(version) {
-            Ok(summary) => eprintln!("go{version}: {summary}"),
-            Err(error) => failures.push(format!("go{version}: {error}")),
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    common::on_oldest_and_newest(check);
 }

@@ -13,6 +13,8 @@
 //! through `cargo xtask test`, the fixtures come from $CTXLEAK_FIXTURES for every version in
 //! $CTXLEAK_GO_VERSIONS; run alone, the fixture is built here with the oldest and newest Go.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,18 +26,6 @@ const OLDEST_GO: &str = "1.21.13";
 const NEWEST_GO: &str = "1.27.3";
 const FIXTURE: &str = "goroutineprofile";
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate is in the workspace")
-        .to_path_buf()
-}
-
-fn tools() -> PathBuf {
-    workspace_root().join("target/tools")
-}
-
-/// The Go versions to run the fixture with.
 fn go_versions() -> Vec<String> {
     match std::env::var("CTXLEAK_GO_VERSIONS") {
         Ok(list) => list
@@ -62,23 +52,9 @@ fn pprof_versions() -> Vec<String> {
 
 /// A go command that stays offline and inside the workspace, as `cargo xtask` runs go.
 fn go(version: &str) -> Command {
-    let binary = tools().join("go").join(version).join("go/bin/go");
-    assert!(
-        binary.is_file(),
-        "Go {version} is not installed at {}: run `cargo xtask setup`",
-        binary.display()
-    );
-    let mut cmd = Command::new(binary);
-    cmd.env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env("CGO_ENABLED", "0")
-        .env("GOENV", "off")
-        .env("GOCACHE", tools().join("gocache"))
-        .env("GOPATH", tools().join("gopath"))
-        .env_remove("GOROOT")
-        // pprof prints times in the local zone; the tests read them back as UTC.
-        .env("TZ", "UTC")
+    let mut cmd = common::go_command(version);
+    // pprof prints times in the local zone; the tests read them back as UTC.
+    cmd.env("TZ", "UTC")
         // pprof would look for binaries there; nothing should be symbolized again.
         .env_remove("PPROF_BINARY_PATH");
     cmd
@@ -958,7 +934,7 @@ fn fixture(version: &str) -> PathBuf {
         .join(format!("go{version}"))
         .join(FIXTURE);
     let mut cmd = go(version);
-    cmd.current_dir(workspace_root().join("fixtures/go"))
+    cmd.current_dir(common::workspace_root().join("fixtures/go"))
         .args(["build", "-o"])
         .arg(&out)
         .arg(format!("./cmd/{FIXTURE}"));

@@ -7,7 +7,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Ctxleak, fixture, go_versions, http_get_status};
+use common::{Ctxleak, fixture, http_get_status};
 
 fn check(version: &str) -> Result<String, String> {
     let mut demo = Command::new(fixture(version, "demo"))
@@ -85,13 +85,5 @@ fn check(version: &str) -> Result<String, String> {
 
 #[test]
 fn a_growing_leak_is_ranked_first_and_an_idle_pool_is_not_a_suspect() {
-    let versions = go_versions();
-    let mut failures = Vec::new();
-    for version in [versions.first(), versions.last()].into_iter().flatten() {
-        match check(version) {
-            Ok(summary) => eprintln!("go{version}: {summary}"),
-            Err(error) => failures.push(format!("go{version}: {error}")),
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    common::on_oldest_and_newest(check);
 }

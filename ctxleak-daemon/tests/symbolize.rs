@@ -29,33 +29,9 @@ use ctxleak_daemon::goexe::symbolize::{
 const PROGRAM: &str = "inlines";
 const PCS_PER_BINARY: usize = 1000;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate is in the workspace")
-        .to_owned()
-}
-
 /// A go command as `cargo xtask` runs it: this toolchain only, no network, no cgo.
 fn go(version: &str) -> Command {
-    let root = workspace();
-    let tools = root.join("target/tools");
-    let binary = tools.join("go").join(version).join("go/bin/go");
-    assert!(
-        binary.is_file(),
-        "missing Go toolchain {}: run `cargo xtask setup`",
-        binary.display()
-    );
-    let mut cmd = Command::new(binary);
-    cmd.env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env("CGO_ENABLED", "0")
-        .env("GOENV", "off")
-        .env("GOCACHE", tools.join("gocache"))
-        .env("GOPATH", tools.join("gopath"))
-        .env_remove("GOROOT");
-    cmd
+    common::go_command(version)
 }
 
 fn run(cmd: &mut Command, stdin: &str) -> String {
@@ -121,7 +97,7 @@ fn build_version(version: &str) -> Builds {
     let build = |name: &str, pie: bool, stripped: bool| {
         let path = out.join(name);
         let mut cmd = go(version);
-        cmd.current_dir(workspace().join("fixtures/go"))
+        cmd.current_dir(common::workspace_root().join("fixtures/go"))
             .arg("build");
         if pie {
             cmd.arg("-buildmode=pie");

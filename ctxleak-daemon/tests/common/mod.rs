@@ -268,20 +268,51 @@ impl Drop for Ctxleak {
     }
 }
 
-/// The `go` command of one installed toolchain (`cargo xtask setup` puts them under target/).
-pub fn go_command(version: &str) -> std::process::Command {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut command =
-        std::process::Command::new(root.join(format!("target/tools/go/{version}/go/bin/go")));
+/// The workspace root (the tests run from the crate's folder).
+pub fn workspace_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A `go` command of one installed toolchain (`cargo xtask setup` puts them under target/),
+/// offline and with its caches in the workspace, as `cargo xtask` runs go.
+pub fn go_command(version: &str) -> Command {
+    let tools = workspace_root().join("target/tools");
+    let binary = tools.join("go").join(version).join("go/bin/go");
+    assert!(
+        binary.is_file(),
+        "Go {version} is not installed at {}: run `cargo xtask setup`",
+        binary.display()
+    );
+    let mut command = Command::new(binary);
     command
         .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("CGO_ENABLED", "0")
         .env("GOENV", "off")
+        .env("GOCACHE", tools.join("gocache"))
+        .env("GOPATH", tools.join("gopath"))
+        // Each toolchain finds its own GOROOT next to its binary.
         .env_remove("GOROOT");
     command
 }
 
-/// The body of `GET path` as bytes (for binary responses).
-pub fn http_get_bytes(address: &str, path: &str) -> Vec<u8> {
+/// Runs `check` on the oldest and the newest Go version, reports each outcome and fails the
+/// test with every failure.
+pub fn on_oldest_and_newest(check: impl Fn(&str) -> Result<String, String>) {
+    let versions = go_versions();
+    let mut failures = Vec::new();
+    for version in [versions.first(), versions.last()].into_iter().flatten() {
+        match check(version) {
+            Ok(summary) => eprintln!("go{version}: {summary}"),
+            Err(error) => failures.push(format!("go{version}: {error}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `GET path` over HTTP/1.0: the status code and the body.
+pub fn http_request(address: &str, path: &str) -> (u16, Vec<u8>) {
     let mut stream =
         TcpStream::connect(address).unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
     stream
@@ -294,44 +325,36 @@ pub fn http_get_bytes(address: &str, path: &str) -> Vec<u8> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .expect("an HTTP response");
-    assert!(response.starts_with(b"HTTP/1.1 200") || response.starts_with(b"HTTP/1.0 200"));
-    response[end + 4..].to_vec()
-}
-
-/// The status code and body of `GET path`.
-pub fn http_get_status(address: &str, path: &str) -> (u16, String) {
-    let mut stream =
-        TcpStream::connect(address).unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let head = String::from_utf8_lossy(&response[..end]);
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    (status, body.to_owned())
+    (status, response[end + 4..].to_vec())
 }
 
-pub fn http_get(address: &str, path: &str) -> String {
-    let mut stream =
-        TcpStream::connect(address).unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
+/// The body of a `GET path` that must succeed, as bytes (for binary responses).
+pub fn http_get_bytes(address: &str, path: &str) -> Vec<u8> {
+    let (status, body) = http_request(address, path);
+    assert_eq!(
+        status,
+        200,
+        "GET {path}: {}",
+        String::from_utf8_lossy(&body)
     );
-    body.to_owned()
+    body
+}
+
+/// The status code and body of `GET path`.
+pub fn http_get_status(address: &str, path: &str) -> (u16, String) {
+    let (status, body) = http_request(address, path);
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The body of a `GET path` that must succeed.
+pub fn http_get(address: &str, path: &str) -> String {
+    String::from_utf8_lossy(&http_get_bytes(address, path)).into_owned()
 }
 
 /// The value of the sample whose name and labels are exactly `series`, e.g.
