@@ -988,14 +988,33 @@ fn order_on_screen<'a>(screen: &str, ids: &[&'a str]) -> Vec<&'a str> {
     ids
 }
 
+/// Whether each id is on exactly one row of `screen`, and the rows come in this order.
+fn rows_in_order(screen: &str, ids: &[&str]) -> bool {
+    let lines: Vec<&str> = screen.lines().collect();
+    let mut previous = None;
+    for id in ids {
+        let rows: Vec<usize> = (0..lines.len())
+            .filter(|&y| lines[y].contains(needle(id)))
+            .collect();
+        match rows.as_slice() {
+            [row] if previous.is_none_or(|p| p < *row) => previous = Some(*row),
+            _ => return false,
+        }
+    }
+    true
+}
+
 #[test]
 fn end_to_end_live_view() {
     let server = FakeAttach::start("127.0.0.1:0", &census());
     let url = server.url();
     let mut top = TopOnPty::start(&url, &[]);
 
+    // A frame can be caught mid-draw: wait until every row is shown once, in this order.
     let first = top.wait_for("the first census", |s| {
-        s.contains("● connected") && s.contains(needle("a1")) && s.contains("PID 4242")
+        s.contains("● connected")
+            && s.contains("PID 4242")
+            && rows_in_order(s, &["a1", "b2", "c3", "d4", "f6", "e5"])
     });
     assert!(top.alternate_screen(), "draws on the alternate screen");
     assert!(top.raw_mode(), "keys are read raw");
@@ -1029,7 +1048,9 @@ fn end_to_end_live_view() {
 
     // s: sorted by count, c3 (1500) now first.
     top.send("s");
-    let by_count = top.wait_for_text("sort: count");
+    let by_count = top.wait_for("sorted by count", |s| {
+        s.contains("sort: count") && rows_in_order(s, &["c3", "a1", "b2", "d4", "f6", "g7", "e5"])
+    });
     assert_eq!(
         order_on_screen(&by_count, &["a1", "b2", "c3", "d4", "e5", "f6", "g7"]),
         ["c3", "a1", "b2", "d4", "f6", "g7", "e5"],
