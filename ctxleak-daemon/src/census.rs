@@ -3,6 +3,8 @@
 //! `allgs` lists every g the runtime ever made; dead ones stay in it and are reused, so a g
 //! pointer is not a goroutine's identity (its goid is). Reading it costs the target nothing.
 
+use std::cell::RefCell;
+
 use crate::goexe::GLayout;
 use crate::procmem::{MemoryError, ProcessMemory};
 
@@ -67,8 +69,88 @@ const MAX_STACK_READ: u64 = 64 << 10;
 /// function table (entry SP minus 8): `g.sched.bp` is stale for a goroutine in a system call
 /// before Go 1.23, whose `reentersyscall` saved only `pc` and `sp`.
 pub fn unwind(memory: &ProcessMemory, record: &GoroutineRecord, first_bp: Option<u64>) -> Vec<u64> {
+    let (low, len) = match stack_range(record) {
+        Ok(range) => range,
+        Err(pcs) => return pcs,
+    };
+    thread_local! {
+        /// The copy of the stack being walked, kept from one call to the next.
+        static STACK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    STACK.with_borrow_mut(|stack| {
+        if stack.len() < len {
+            stack.resize(len, 0);
+        }
+        let stack = &mut stack[..len];
+        if memory.read_exact(low, stack).is_err() {
+            return vec![record.sched_pc];
+        }
+        walk_frames(
+            stack,
+            low,
+            record.sched_pc,
+            first_bp.unwrap_or(record.sched_bp),
+        )
+    })
+}
+
+/// `unwind` of many goroutines, each with its `first_bp`, with the stacks read in a few large
+/// batches (`ProcessMemory::read_many`) rather than one system call each: the same results
+/// as calling `unwind` on each, in order.
+pub fn unwind_many(
+    memory: &ProcessMemory,
+    goroutines: &[(&GoroutineRecord, Option<u64>)],
+) -> Vec<Vec<u64>> {
+    let mut results: Vec<Option<Vec<u64>>> = Vec::with_capacity(goroutines.len());
+    // (goroutine index, stack address, length) of the stacks to read.
+    let mut stacks = Vec::with_capacity(goroutines.len());
+    for (index, (record, _)) in goroutines.iter().enumerate() {
+        match stack_range(record) {
+            Ok((low, len)) => {
+                stacks.push((index, low, len));
+                results.push(None);
+            }
+            Err(pcs) => results.push(Some(pcs)),
+        }
+    }
+    let mut buffer = Vec::new();
+    for batch in batches(&stacks, |&(_, _, len)| len) {
+        let total: usize = batch.iter().map(|&(_, _, len)| len).sum();
+        buffer.resize(total.max(buffer.len()), 0);
+        let read = {
+            let mut rest = &mut buffer[..total];
+            let mut reads = Vec::with_capacity(batch.len());
+            for &(_, low, len) in batch {
+                let (this, next) = rest.split_at_mut(len);
+                reads.push((low, this));
+                rest = next;
+            }
+            memory.read_many(&mut reads)
+        };
+        let mut offset = 0;
+        for (&(index, low, len), read) in batch.iter().zip(read) {
+            let (record, first_bp) = goroutines[index];
+            results[index] = Some(if read {
+                walk_frames(
+                    &buffer[offset..offset + len],
+                    low,
+                    record.sched_pc,
+                    first_bp.unwrap_or(record.sched_bp),
+                )
+            } else {
+                vec![record.sched_pc]
+            });
+            offset += len;
+        }
+    }
+    results.into_iter().map(Option::unwrap_or_default).collect()
+}
+
+/// The part of a goroutine's stack `unwind` reads, `(address, length)`, or its answer when
+/// there is nothing to read.
+fn stack_range(record: &GoroutineRecord) -> Result<(u64, usize), Vec<u64>> {
     if record.status & !G_SCAN == 2 || record.sched_pc == 0 || record.sched_sp == 0 {
-        return Vec::new();
+        return Err(Vec::new());
     }
     let (low, high) = (
         record.sched_sp,
@@ -76,22 +158,33 @@ pub fn unwind(memory: &ProcessMemory, record: &GoroutineRecord, first_bp: Option
             .stack_hi
             .min(record.sched_sp.saturating_add(MAX_STACK_READ)),
     );
-    let Some(len) = high
-        .checked_sub(low)
+    high.checked_sub(low)
         .and_then(|len| usize::try_from(len).ok())
-    else {
-        return vec![record.sched_pc];
-    };
-    let mut stack = vec![0u8; len];
-    if memory.read_exact(low, &mut stack).is_err() {
-        return vec![record.sched_pc];
-    }
-    walk_frames(
-        &stack,
-        low,
-        record.sched_pc,
-        first_bp.unwrap_or(record.sched_bp),
-    )
+        .map(|len| (low, len))
+        .ok_or_else(|| vec![record.sched_pc])
+}
+
+/// Splits `items` into consecutive batches of at most `BATCH_BYTES` bytes (by `len`), each
+/// with at least one item.
+fn batches<T>(items: &[T], len: impl Fn(&T) -> usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0usize;
+        let count = rest
+            .iter()
+            .take_while(|item| {
+                bytes = bytes.saturating_add(len(item));
+                bytes <= BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        let (batch, next) = rest.split_at(count);
+        rest = next;
+        Some(batch)
+    })
 }
 
 /// Follows the frame-pointer chain in `stack` (a copy of memory starting at `base`): at each
@@ -103,7 +196,8 @@ fn walk_frames(stack: &[u8], base: u64, pc: u64, mut bp: u64) -> Vec<u64> {
             stack.get(start..start.checked_add(8)?)?.try_into().ok()?,
         ))
     };
-    let mut pcs = vec![pc];
+    let mut pcs = Vec::with_capacity(16);
+    pcs.push(pc);
     while pcs.len() < MAX_FRAMES {
         let (Some(next_bp), Some(return_pc)) = (word(bp), word(bp.wrapping_add(8))) else {
             break;
@@ -129,7 +223,20 @@ pub struct Census {
     pub unreadable: usize,
 }
 
+/// g structs this close to each other are read as one range, the bytes between them
+/// included: the runtime allocates g's side by side in spans, so a census reads a few large
+/// ranges rather than one small one per g.
+const MAX_GAP: u64 = 2 << 10;
+/// The longest range read at once.
+const MAX_RANGE: u64 = 256 << 10;
+/// The most bytes read in one batch of ranges (the size of the buffer they share).
+const BATCH_BYTES: usize = 4 << 20;
+
 /// Reads every live goroutine of the target. `allgs` is the runtime address of the slice.
+///
+/// The g structs are read in batches of ranges (`ProcessMemory::read_many`), each range
+/// holding g's that lie close together; a range that cannot be read is read again g by g,
+/// so each g is read, or counted as unreadable, as a read of that g alone would have it.
 pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Census, MemoryError> {
     let array = memory.read_u64(allgs)?;
     let len = memory.read_u64(allgs + 8)?;
@@ -137,27 +244,110 @@ pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Cens
     let len = usize::try_from(len.min(16 << 20)).unwrap_or(0);
     let mut pointers = vec![0u8; len * 8];
     memory.read_exact(array, &mut pointers)?;
+    let addresses: Vec<u64> = pointers
+        .chunks_exact(8)
+        .map(|pointer| u64::from_le_bytes(pointer.try_into().unwrap_or_default()))
+        .collect();
 
     let read_len = usize::try_from(layout.read_len()).unwrap_or(512);
-    let mut g = vec![0u8; read_len];
-    let mut census = Census {
-        goroutines: Vec::with_capacity(len),
-        unreadable: 0,
-    };
-    for pointer in pointers.chunks_exact(8) {
-        let address = u64::from_le_bytes(pointer.try_into().unwrap_or_default());
-        if address == 0 {
+    let read_len_u64 = read_len as u64;
+    // The g's by address, grouped into ranges to read; a g whose end would overflow the
+    // address space is read alone (and fails).
+    let mut by_address: Vec<(u64, usize)> = addresses
+        .iter()
+        .enumerate()
+        .filter(|&(_, &address)| address != 0)
+        .map(|(index, &address)| (address, index))
+        .collect();
+    by_address.sort_unstable();
+    let mut ranges: Vec<GRange> = Vec::new();
+    let mut alone = Vec::new();
+    for (position, &(address, index)) in by_address.iter().enumerate() {
+        let Some(end) = address.checked_add(read_len_u64) else {
+            alone.push(index);
             continue;
-        }
-        if memory.read_exact(address, &mut g).is_err() {
-            census.unreadable += 1;
-            continue;
-        }
-        if let Some(record) = decode(&g, layout).filter(|record| is_live_status(record.status)) {
-            census.goroutines.push(record);
+        };
+        match ranges.last_mut() {
+            Some(range)
+                if address <= range.end.saturating_add(MAX_GAP)
+                    && end - range.start <= MAX_RANGE
+                    && range.last == position =>
+            {
+                range.end = range.end.max(end);
+                range.last = position + 1;
+            }
+            _ => ranges.push(GRange {
+                start: address,
+                end,
+                first: position,
+                last: position + 1,
+            }),
         }
     }
-    Ok(census)
+
+    let mut records: Vec<Option<GoroutineRecord>> = vec![None; addresses.len()];
+    let mut unreadable = 0;
+    let mut g = vec![0u8; read_len];
+    let mut read_alone = |address: u64, unreadable: &mut usize| {
+        if memory.read_exact(address, &mut g).is_err() {
+            *unreadable += 1;
+            return None;
+        }
+        decode(&g, layout)
+    };
+    let mut buffer = Vec::new();
+    for batch in batches(&ranges, GRange::len) {
+        let total: usize = batch.iter().map(GRange::len).sum();
+        buffer.resize(total.max(buffer.len()), 0);
+        let read = {
+            let mut rest = &mut buffer[..total];
+            let mut reads = Vec::with_capacity(batch.len());
+            for range in batch {
+                let (this, next) = rest.split_at_mut(range.len());
+                reads.push((range.start, this));
+                rest = next;
+            }
+            memory.read_many(&mut reads)
+        };
+        let mut offset = 0;
+        for (range, read) in batch.iter().zip(read) {
+            for &(address, index) in &by_address[range.first..range.last] {
+                records[index] = if read {
+                    let at = offset + usize::try_from(address - range.start).unwrap_or(0);
+                    decode(&buffer[at..at + read_len], layout)
+                } else {
+                    read_alone(address, &mut unreadable)
+                };
+            }
+            offset += range.len();
+        }
+    }
+    for index in alone {
+        records[index] = read_alone(addresses[index], &mut unreadable);
+    }
+
+    Ok(Census {
+        goroutines: records
+            .into_iter()
+            .flatten()
+            .filter(|record| is_live_status(record.status))
+            .collect(),
+        unreadable,
+    })
+}
+
+/// Adjacent g structs read as one: `[start, end)`, holding `by_address[first..last]`.
+struct GRange {
+    start: u64,
+    end: u64,
+    first: usize,
+    last: usize,
+}
+
+impl GRange {
+    fn len(&self) -> usize {
+        usize::try_from(self.end - self.start).unwrap_or(usize::MAX)
+    }
 }
 
 fn decode(g: &[u8], layout: &GLayout) -> Option<GoroutineRecord> {
@@ -261,5 +451,216 @@ mod tests {
             }
         );
         assert!(decode(&g[..20], &layout).is_none());
+    }
+
+    fn test_layout() -> GLayout {
+        GLayout {
+            size: 96,
+            atomicstatus: 8,
+            goid: 16,
+            parent_goid: 24,
+            gopc: 32,
+            startpc: 40,
+            stack_hi: 48,
+            sched_sp: 56,
+            sched_pc: 64,
+            sched_bp: 72,
+            waitreason: 80,
+        }
+    }
+
+    /// `take` as it was before it read in batches: one read per g.
+    fn take_one_by_one(
+        memory: &ProcessMemory,
+        layout: &GLayout,
+        allgs: u64,
+    ) -> Result<Census, MemoryError> {
+        let array = memory.read_u64(allgs)?;
+        let len = usize::try_from(memory.read_u64(allgs + 8)?.min(16 << 20)).unwrap();
+        let mut pointers = vec![0u8; len * 8];
+        memory.read_exact(array, &mut pointers)?;
+        let mut g = vec![0u8; usize::try_from(layout.read_len()).unwrap()];
+        let mut census = Census::default();
+        for pointer in pointers.chunks_exact(8) {
+            let address = u64::from_le_bytes(pointer.try_into().unwrap());
+            if address == 0 {
+                continue;
+            }
+            if memory.read_exact(address, &mut g).is_err() {
+                census.unreadable += 1;
+                continue;
+            }
+            if let Some(record) = decode(&g, layout).filter(|r| is_live_status(r.status)) {
+                census.goroutines.push(record);
+            }
+        }
+        Ok(census)
+    }
+
+    /// Writes a g with this goid and status at `at` in `memory`.
+    fn put_g(memory: &mut [u8], at: usize, goid: u64, status: u32) {
+        memory[at + 8..at + 12].copy_from_slice(&status.to_le_bytes());
+        memory[at + 16..at + 24].copy_from_slice(&goid.to_le_bytes());
+        memory[at + 32..at + 40].copy_from_slice(&(0x40_0000 + goid).to_le_bytes());
+        memory[at + 80] = (goid % 40) as u8;
+    }
+
+    /// The census of a fake runtime in this very process: g's side by side, far apart, dead,
+    /// unreadable, null, one only /proc/PID/mem can read (in a PROT_NONE page, which
+    /// process_vm_readv refuses) and one across the end of a mapping, listed in no order.
+    /// Batched reads must give what one read per g gave.
+    #[test]
+    fn take_reads_in_batches_what_one_read_per_g_reads() {
+        let layout = test_layout();
+        let stride = 96;
+        let mut dense = vec![0u8; 3000 * stride];
+        let mut sparse = vec![0u8; 40 * 5000];
+        let mut pointers = Vec::new();
+        for i in 0..3000 {
+            put_g(
+                &mut dense,
+                i * stride,
+                1000 + i as u64,
+                if i % 5 == 0 { 6 } else { 4 },
+            );
+            pointers.push(dense.as_ptr() as u64 + (i * stride) as u64);
+        }
+        for i in 0..40 {
+            put_g(&mut sparse, i * 5000, 9000 + i as u64, 1);
+            pointers.push(sparse.as_ptr() as u64 + (i * 5000) as u64);
+        }
+        // Three pages: the second PROT_NONE, the third unmapped.
+        let page = 4096;
+        // SAFETY: a fresh anonymous mapping, used only through the raw pointer below.
+        let pages = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                3 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(pages, libc::MAP_FAILED);
+        let base = pages as u64;
+        {
+            // SAFETY: the first two pages are mapped and writable, and nothing else uses them.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(pages.cast::<u8>(), 2 * page) };
+            put_g(bytes, page - 48, 7001, 4);
+            put_g(bytes, page + 100, 7002, 4);
+            put_g(bytes, 2 * page - 82, 7003, 4);
+        }
+        // SAFETY: both calls change only the mapping made above.
+        unsafe {
+            assert_eq!(
+                libc::munmap(pages.cast::<u8>().add(2 * page).cast(), page),
+                0
+            );
+            assert_eq!(
+                libc::mprotect(pages.cast::<u8>().add(page).cast(), page, libc::PROT_NONE),
+                0
+            );
+        }
+        pointers.extend([
+            base + page as u64 - 48,
+            base + page as u64 + 100,
+            base + 2 * page as u64 - 82,
+        ]);
+        pointers.extend([0, 16, 0, u64::MAX - 8]);
+        // A fixed shuffle, so allgs is in no address order.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for i in (1..pointers.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            pointers.swap(i, usize::try_from(state % (i as u64 + 1)).unwrap());
+        }
+        let header = [
+            pointers.as_ptr() as u64,
+            pointers.len() as u64,
+            pointers.len() as u64,
+        ];
+        let allgs = header.as_ptr() as u64;
+
+        let memory = ProcessMemory::open(std::process::id()).unwrap();
+        let batched = take(&memory, &layout, allgs).unwrap();
+        let reference = take_one_by_one(&memory, &layout, allgs).unwrap();
+        // SAFETY: unmaps the two pages still mapped; nothing refers to them any more.
+        unsafe { libc::munmap(pages, 2 * page) };
+
+        assert_eq!(batched.goroutines, reference.goroutines);
+        assert_eq!(batched.unreadable, reference.unreadable);
+        // 2400 live of the dense ones, 40 sparse, 7001 and 7002 (through /proc/PID/mem);
+        // unreadable: 7003 (across the unmapped page), 16 and u64::MAX - 8.
+        let goids: std::collections::BTreeSet<u64> =
+            batched.goroutines.iter().map(|r| r.goid).collect();
+        assert_eq!(batched.goroutines.len(), 2400 + 40 + 2);
+        assert!(goids.contains(&7001) && goids.contains(&7002) && !goids.contains(&7003));
+        assert_eq!(batched.unreadable, 3);
+        std::hint::black_box((&dense, &sparse, &pointers, &header));
+    }
+
+    /// `unwind_many` gives what `unwind` gives for each goroutine.
+    #[test]
+    fn unwind_many_matches_unwind() {
+        // 300 stacks of 256 bytes, each with frames at +0x10 -> +0x30 -> +0x50 (end).
+        let mut stacks = vec![0u8; 300 * 256];
+        let base = stacks.as_ptr() as u64;
+        for i in 0..300usize {
+            let at = i * 256;
+            let address = base + at as u64;
+            let mut put = |offset: usize, value: u64| {
+                stacks[at + offset..at + offset + 8].copy_from_slice(&value.to_le_bytes());
+            };
+            put(0x10, address + 0x30);
+            put(0x18, 0x4000_0010 + i as u64);
+            put(0x30, address + 0x50);
+            put(0x38, 0x4000_0020);
+            put(0x50, 0);
+            put(0x58, 0x4000_0030);
+        }
+        let mut records = Vec::new();
+        for i in 0..300u64 {
+            let sp = base + i * 256;
+            records.push(GoroutineRecord {
+                goid: i,
+                status: match i % 10 {
+                    1 => 2, // running: no stack
+                    _ => 4,
+                },
+                sched_pc: if i % 10 == 2 { 0 } else { 0x4000_0000 + i },
+                sched_sp: match i % 10 {
+                    3 => 16, // unreadable
+                    _ => sp,
+                },
+                sched_bp: sp + 0x10,
+                stack_hi: match i % 10 {
+                    4 => sp - 8, // below sp
+                    _ => sp + 256,
+                },
+                ..GoroutineRecord::default()
+            });
+        }
+        let memory = ProcessMemory::open(std::process::id()).unwrap();
+        let requests: Vec<(&GoroutineRecord, Option<u64>)> = records
+            .iter()
+            .map(|r| (r, (r.goid % 10 == 5).then_some(r.sched_sp + 0x30)))
+            .collect();
+        let many = unwind_many(&memory, &requests);
+        let one_by_one: Vec<Vec<u64>> = requests
+            .iter()
+            .map(|&(record, first_bp)| unwind(&memory, record, first_bp))
+            .collect();
+        assert_eq!(many, one_by_one);
+        assert_eq!(
+            many[0],
+            vec![0x4000_0000, 0x4000_0010, 0x4000_0020, 0x4000_0030]
+        );
+        assert_eq!(many[5], vec![0x4000_0005, 0x4000_0020, 0x4000_0030]);
+        assert!(many[1].is_empty() && many[2].is_empty());
+        assert_eq!(many[3], vec![0x4000_0003]);
+        assert_eq!(many[4], vec![0x4000_0004]);
+        std::hint::black_box(&stacks);
     }
 }

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
@@ -39,13 +40,104 @@ impl MemoryError {
 pub struct ProcessMemory {
     pid: u32,
     mem: File,
+    /// Whether `process_vm_readv` may be used; cleared for good when the kernel refuses it
+    /// (not built in, or forbidden where /proc/PID/mem is allowed).
+    vectored: AtomicBool,
 }
+
+/// Most ranges one `process_vm_readv` takes (the kernel's UIO_MAXIOV).
+const MAX_IOVECS: usize = 1024;
 
 impl ProcessMemory {
     pub fn open(pid: u32) -> Result<Self, MemoryError> {
         let mem = File::open(format!("/proc/{pid}/mem"))
             .map_err(|source| MemoryError::Open { pid, source })?;
-        Ok(Self { pid, mem })
+        Ok(Self {
+            pid,
+            mem,
+            vectored: AtomicBool::new(true),
+        })
+    }
+
+    /// Reads every `(address, buffer)` of `reads`, each with the outcome `read_exact` would
+    /// have, in far fewer system calls: `process_vm_readv` with up to 1024 ranges per call. A
+    /// range it cannot read is read again alone through /proc/PID/mem (which can read some
+    /// memory `process_vm_readv` cannot), so only what `read_exact` fails on fails here. For
+    /// many small reads, one `read_exact` each costs a system call each (about 1 µs here).
+    /// Returns whether each range was read.
+    pub fn read_many(&self, reads: &mut [(u64, &mut [u8])]) -> Vec<bool> {
+        let mut read = vec![false; reads.len()];
+        let mut next = 0;
+        while next < reads.len() {
+            if !self.vectored.load(Ordering::Relaxed) {
+                for ((address, buf), read) in reads[next..].iter_mut().zip(&mut read[next..]) {
+                    *read = self.read_exact(*address, buf).is_ok();
+                }
+                break;
+            }
+            let end = reads.len().min(next + MAX_IOVECS);
+            let batch = &mut reads[next..end];
+            let (local, remote): (Vec<libc::iovec>, Vec<libc::iovec>) = batch
+                .iter_mut()
+                .map(|(address, buf)| {
+                    (
+                        libc::iovec {
+                            iov_base: buf.as_mut_ptr().cast(),
+                            iov_len: buf.len(),
+                        },
+                        libc::iovec {
+                            iov_base: *address as usize as *mut libc::c_void,
+                            iov_len: buf.len(),
+                        },
+                    )
+                })
+                .unzip();
+            // SAFETY: every local iovec is a distinct `&mut [u8]` of `reads`, borrowed
+            // mutably for the call, with its own length; the remote ones are only addresses
+            // in the target, which the kernel checks. The counts are at most 1024.
+            let copied = unsafe {
+                libc::process_vm_readv(
+                    libc::pid_t::try_from(self.pid).unwrap_or(libc::pid_t::MAX),
+                    local.as_ptr(),
+                    local.len() as libc::c_ulong,
+                    remote.as_ptr(),
+                    remote.len() as libc::c_ulong,
+                    0,
+                )
+            };
+            let copied = match usize::try_from(copied) {
+                Ok(copied) => copied,
+                Err(_) => {
+                    let error = io::Error::last_os_error().raw_os_error();
+                    if matches!(
+                        error,
+                        Some(libc::ENOSYS | libc::EPERM | libc::EACCES | libc::ESRCH)
+                    ) {
+                        self.vectored.store(false, Ordering::Relaxed);
+                        continue;
+                    }
+                    // The first range could not be read (EFAULT).
+                    0
+                }
+            };
+            // The kernel stops at the first range it cannot read completely.
+            let mut done = 0usize;
+            let mut index = next;
+            for (_, buf) in batch.iter() {
+                if done.saturating_add(buf.len()) > copied {
+                    break;
+                }
+                done += buf.len();
+                read[index] = true;
+                index += 1;
+            }
+            if let Some((address, buf)) = reads.get_mut(index) {
+                read[index] = self.read_exact(*address, buf).is_ok();
+                index += 1;
+            }
+            next = index;
+        }
+        read
     }
 
     pub fn read_exact(&self, address: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
@@ -117,6 +209,47 @@ fn parse_maps_start(maps: &str, file: MappedFile) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `read_many` on this very process: readable ranges are read, unmapped ones fail alone,
+    /// with /proc/PID/mem and with process_vm_readv refused.
+    #[test]
+    fn reads_many_ranges_and_fails_only_the_unreadable_ones() {
+        let data: Vec<u8> = (0..=255).cycle().take(3 * 4096).collect();
+        let base = data.as_ptr() as u64;
+        let memory = ProcessMemory::open(std::process::id()).unwrap();
+        for vectored in [true, false] {
+            memory.vectored.store(vectored, Ordering::Relaxed);
+            // 2500 ranges (three calls), with an unreadable one (page 0) every 7th.
+            let addresses: Vec<u64> = (0..2500u64)
+                .map(|i| {
+                    if i % 7 == 3 {
+                        16
+                    } else {
+                        base + (i * 13) % 8000
+                    }
+                })
+                .collect();
+            let mut buffers = vec![[0u8; 40]; addresses.len()];
+            let mut reads: Vec<(u64, &mut [u8])> = addresses
+                .iter()
+                .zip(buffers.iter_mut())
+                .map(|(&address, buf)| (address, &mut buf[..]))
+                .collect();
+            let read = memory.read_many(&mut reads);
+            // process_vm_readv works here: the first pass went through it.
+            assert_eq!(memory.vectored.load(Ordering::Relaxed), vectored);
+            for (i, (&address, buf)) in addresses.iter().zip(&buffers).enumerate() {
+                if address == 16 {
+                    assert!(!read[i], "{i}");
+                } else {
+                    let at = usize::try_from(address - base).unwrap();
+                    assert!(read[i], "{i}");
+                    assert_eq!(&buf[..], &data[at..at + 40], "{i}");
+                }
+            }
+        }
+        assert!(memory.read_many(&mut []).is_empty());
+    }
 
     #[test]
     fn finds_the_executable_mapping_by_device_and_inode() {

@@ -4,6 +4,7 @@ mod bench;
 mod fixtures;
 mod go;
 mod offsets;
+mod overhead;
 mod process;
 mod run;
 mod setup;
@@ -40,7 +41,7 @@ enum Command {
     },
     /// Run the benchmarks (all, or the one named) and write target/bench/<name>.md and .json.
     Bench {
-        /// One benchmark: parse.
+        /// One benchmark: parse, census or overhead.
         name: Option<String>,
     },
     /// Regenerate ctxleak-daemon/data/go-offsets.json (struct layouts by Go version, for

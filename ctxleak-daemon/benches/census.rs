@@ -1,0 +1,218 @@
+//! The goroutine census of a running Go program, stage by stage, as the daemon runs it every
+//! `--census-interval`: `census::take` (the g structs from `runtime.allgs`), symbolization
+//! (`groups::symbolize_census`: each stack read and unwound, then its PCs turned into frames),
+//! and grouping (`GroupTracker::update`). Also timed on their own, outside the total:
+//! unwinding alone (`census::unwind` of every goroutine, which symbolization includes), and the
+//! same with the stacks read in batches (`census::unwind_many`), whose results must be the same.
+//!
+//! The Symbolizer and the GroupTracker live across rounds, as in the daemon; the first round
+//! (empty caches, like the first census after attaching) is reported on its own and the other
+//! rounds give the median and maximum. It prints one JSON object. `cargo xtask bench census`
+//! starts the `many` fixture, runs this against it and compares with Go's own goroutine dump.
+//! Needs root (it reads /proc/PID/mem).
+//!
+//!     cargo bench -p ctxleak-daemon --no-default-features --bench census -- PID [BINARY]
+//!         [--rounds N] [--wait]
+//!
+//! BINARY defaults to /proc/PID/exe. With --wait it prints "waiting" and reads a line from
+//! stdin before the first round, so a caller can start measuring the target just then.
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::exit;
+use std::time::{Duration, Instant};
+
+use ctxleak_daemon::census;
+use ctxleak_daemon::goexe::GoBinary;
+use ctxleak_daemon::groups::{self, GroupTracker, SuspectRules, Symbolizer};
+use ctxleak_daemon::procmem::{self, ProcessMemory};
+use serde_json::{Value, json};
+
+const DEFAULT_ROUNDS: usize = 10;
+
+fn fail(message: impl std::fmt::Display) -> ! {
+    eprintln!("census: {message}");
+    exit(1)
+}
+
+struct Args {
+    pid: u32,
+    binary: PathBuf,
+    rounds: usize,
+    wait: bool,
+}
+
+fn parse_args() -> Args {
+    let usage = "usage: census PID [BINARY] [--rounds N] [--wait]: run it through `cargo xtask bench census`";
+    let mut positional = Vec::new();
+    let (mut rounds, mut wait) = (DEFAULT_ROUNDS, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or_else(|| fail(usage));
+            }
+            "--wait" => wait = true,
+            // cargo bench passes --bench to harness = false benchmarks.
+            other if other.starts_with("--") => {}
+            other => positional.push(other.to_owned()),
+        }
+    }
+    let Some(pid) = positional.first().and_then(|pid| pid.parse().ok()) else {
+        eprintln!("{usage}");
+        exit(2)
+    };
+    let binary = positional
+        .get(1)
+        .map_or_else(|| PathBuf::from(format!("/proc/{pid}/exe")), PathBuf::from);
+    Args {
+        pid,
+        binary,
+        rounds,
+        wait,
+    }
+}
+
+/// How long each stage of one round took.
+#[derive(Clone, Copy, Default)]
+struct Round {
+    take: Duration,
+    symbolize: Duration,
+    group: Duration,
+    unwind: Duration,
+    unwind_many: Duration,
+}
+
+impl Round {
+    fn total(&self) -> Duration {
+        self.take + self.symbolize + self.group
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+fn summary(rounds: &[Round], stage: impl Fn(&Round) -> Duration) -> Value {
+    let mut samples: Vec<Duration> = rounds.iter().map(stage).collect();
+    samples.sort();
+    json!({
+        "median_ms": ms(samples[samples.len() / 2]),
+        "min_ms": ms(samples[0]),
+        "max_ms": ms(samples[samples.len() - 1]),
+    })
+}
+
+fn main() {
+    let args = parse_args();
+    let pid = args.pid;
+    let binary = GoBinary::open(&args.binary, &args.binary).unwrap_or_else(|error| fail(error));
+    let memory = ProcessMemory::open(pid).unwrap_or_else(|error| {
+        fail(format_args!(
+            "{error} (run it as root: it reads the target's memory)"
+        ))
+    });
+    let bias = if binary.is_pie {
+        let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+        let first = binary.first_segment_address().unwrap_or(0);
+        procmem::load_bias(pid, Path::new(&exe), first).unwrap_or_else(|error| fail(error))
+    } else {
+        0
+    };
+    let allgs = binary.allgs.wrapping_add(bias);
+    let mut symbolizer = Symbolizer::new(&binary, bias);
+    let mut tracker = GroupTracker::new(SuspectRules::default());
+
+    if args.wait {
+        println!("waiting");
+        let mut line = String::new();
+        if std::io::stdin().lock().read_line(&mut line).is_err() {
+            fail("cannot read stdin");
+        }
+    }
+
+    // One more round than asked: the first, with cold caches, is reported on its own.
+    let mut rounds = Vec::with_capacity(args.rounds + 1);
+    let mut last = Value::Null;
+    for _ in 0..=args.rounds {
+        let start = Instant::now();
+        let taken = census::take(&memory, &binary.g_layout, allgs)
+            .unwrap_or_else(|error| fail(format_args!("census of PID {pid} failed: {error}")));
+        let took = start.elapsed();
+
+        let start = Instant::now();
+        let views = groups::symbolize_census(&taken, &memory, &mut symbolizer);
+        let symbolized = start.elapsed();
+
+        let start = Instant::now();
+        let grouped = tracker.update(Instant::now(), &views);
+        let group = start.elapsed();
+
+        let start = Instant::now();
+        let one_by_one: Vec<Vec<u64>> = taken
+            .goroutines
+            .iter()
+            .map(|record| census::unwind(&memory, record, None))
+            .collect();
+        let unwind = start.elapsed();
+
+        let start = Instant::now();
+        let requests: Vec<_> = taken.goroutines.iter().map(|r| (r, None)).collect();
+        let batched = census::unwind_many(&memory, &requests);
+        let unwind_many = start.elapsed();
+        // The target is parked: the same stacks, read either way.
+        let differ = one_by_one
+            .iter()
+            .zip(&batched)
+            .filter(|(a, b)| a != b)
+            .count();
+        let pcs: usize = one_by_one.iter().map(Vec::len).sum();
+
+        rounds.push(Round {
+            take: took,
+            symbolize: symbolized,
+            group,
+            unwind,
+            unwind_many,
+        });
+        let user = views.iter().filter(|view| !view.system).count();
+        last = json!({
+            "goroutines": taken.goroutines.len(),
+            "user": user,
+            "system": views.len() - user,
+            "unreadable": taken.unreadable,
+            "frames": views.iter().map(|view| view.stack.len()).sum::<usize>(),
+            "return_addresses": pcs,
+            "unwind_many_differs": differ,
+            "empty_stacks": views.iter().filter(|view| view.stack.is_empty()).count(),
+            "groups": grouped.len(),
+        });
+        std::hint::black_box((views, grouped));
+    }
+
+    let (first, rest) = rounds.split_first().expect("at least one round");
+    let stages = |rounds: &[Round]| {
+        json!({
+            "take": summary(rounds, |r| r.take),
+            "symbolize": summary(rounds, |r| r.symbolize),
+            "group": summary(rounds, |r| r.group),
+            "total": summary(rounds, Round::total),
+            "unwind_only": summary(rounds, |r| r.unwind),
+            "unwind_many": summary(rounds, |r| r.unwind_many),
+        })
+    };
+    let result = json!({
+        "pid": pid,
+        "binary": args.binary.display().to_string(),
+        "go": binary.version.raw,
+        "rounds": rest.len(),
+        "census": last,
+        "first": stages(std::slice::from_ref(first)),
+        "stages": stages(rest),
+    });
+    println!("{result}");
+}

@@ -1,0 +1,335 @@
+//! `cargo xtask bench overhead`: what ctxleak costs the program it watches.
+//!
+//! Two targets, each pinned to CPU 0 with GOMAXPROCS=1 (so every uprobe trap lands on the
+//! target's CPU), with the load generator and ctxleak on CPU 1:
+//! - `httpserver`, a net/http hello handler making one WithTimeout per request, under `wrk`
+//!   (32 connections on loopback): requests per second and p99 latency;
+//! - `churn`, which starts and exits goroutines as fast as it can: time per goroutine.
+//!
+//! Modes, interleaved over rounds (medians reported): no ctxleak; the floor (the same uprobes
+//! with do-nothing programs: the kernel's trap cost, which no uprobe tool can beat); ctxleak's
+//! default; and with --park-times, with its own floor. Ratios are to "no ctxleak"; ctxleak's
+//! extra cost is also given as a multiple of its floor.
+
+use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::workspace::Workspace;
+use crate::{go, process};
+
+const ROUNDS: usize = 3;
+const WRK_SECONDS: u32 = 5;
+const CHURN_GOROUTINES: u32 = 300_000;
+
+/// (name, extra `ctxleak attach` arguments; None: ctxleak not running).
+const MODES: &[(&str, Option<&[&str]>)] = &[
+    ("none", None),
+    ("floor", Some(&["--floor"])),
+    ("ctxleak", Some(&[])),
+    ("park-times floor", Some(&["--park-times", "--floor"])),
+    ("ctxleak --park-times", Some(&["--park-times"])),
+];
+
+struct Tools {
+    ctxleak: PathBuf,
+    httpserver: PathBuf,
+    churn: PathBuf,
+}
+
+pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
+    ensure_wrk()?;
+    let tools = build(ws, out)?;
+    let mut http: Vec<Vec<(f64, f64)>> = vec![Vec::new(); MODES.len()];
+    let mut churn: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
+    for round in 0..ROUNDS {
+        for (i, (name, args)) in MODES.iter().enumerate() {
+            let (rps, p99) =
+                measure_http(&tools, *args).with_context(|| format!("http, {name}"))?;
+            let ns = measure_churn(&tools, *args).with_context(|| format!("churn, {name}"))?;
+            println!(
+                "overhead: round {}: {name}: {rps:.0} req/s, p99 {p99:.2} ms, churn {ns:.0} ns/goroutine",
+                round + 1
+            );
+            http[i].push((rps, p99));
+            churn[i].push(ns);
+        }
+    }
+    report(ws, out, &http, &churn)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn report(ws: &Workspace, out: &Path, http: &[Vec<(f64, f64)>], churn: &[Vec<f64>]) -> Result<()> {
+    let rps: Vec<f64> = http
+        .iter()
+        .map(|runs| median(runs.iter().map(|r| r.0).collect()))
+        .collect();
+    let p99: Vec<f64> = http
+        .iter()
+        .map(|runs| median(runs.iter().map(|r| r.1).collect()))
+        .collect();
+    let ns: Vec<f64> = churn.iter().map(|runs| median(runs.clone())).collect();
+    // Extra time per request / per goroutine over "no ctxleak", in ns.
+    let per_request = |i: usize| 1e9 / rps[i] - 1e9 / rps[0];
+    let per_goroutine = |i: usize| ns[i] - ns[0];
+    let kernel = process::output(Command::new("uname").arg("-r")).unwrap_or_default();
+
+    let mut md = String::new();
+    writeln!(md, "# Overhead on the target\n")?;
+    writeln!(
+        md,
+        "Go {}, kernel {}; target pinned to CPU 0 with GOMAXPROCS=1, wrk and ctxleak on CPU 1; \
+         median of {ROUNDS} interleaved rounds. `wrk -t1 -c32 -d{WRK_SECONDS}s` on a net/http hello \
+         handler (one WithTimeout per request); churn: {CHURN_GOROUTINES} goroutines started and \
+         exited, each making and cancelling a WithTimeout.\n",
+        go::NEWEST,
+        kernel.trim()
+    )?;
+    writeln!(
+        md,
+        "| mode | req/s | vs none | p99 ms | extra ns/request | churn ns/goroutine | vs none | extra ns/goroutine |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+    for (i, (name, _)) in MODES.iter().enumerate() {
+        writeln!(
+            md,
+            "| {name} | {:.0} | {:.3} | {:.2} | {:.0} | {:.0} | {:.3} | {:.0} |",
+            rps[i],
+            rps[i] / rps[0],
+            p99[i],
+            per_request(i),
+            ns[i],
+            ns[i] / ns[0],
+            per_goroutine(i),
+        )?;
+    }
+    let multiple = |cost: f64, floor: f64| {
+        if floor > 0.0 {
+            format!("{:.2}×", cost / floor)
+        } else {
+            "n/a (floor not above noise)".into()
+        }
+    };
+    writeln!(md)?;
+    writeln!(
+        md,
+        "ctxleak's extra cost as a multiple of the floor: {} per request, {} per goroutine; \
+         with --park-times: {} per request, {} per goroutine.",
+        multiple(per_request(2), per_request(1)),
+        multiple(per_goroutine(2), per_goroutine(1)),
+        multiple(per_request(4), per_request(3)),
+        multiple(per_goroutine(4), per_goroutine(3)),
+    )?;
+    let json = json!({
+        "go": go::NEWEST,
+        "kernel": kernel.trim(),
+        "modes": MODES.iter().enumerate().map(|(i, (name, args))| json!({
+            "mode": name,
+            "ctxleak_args": args,
+            "requests_per_second": rps[i],
+            "p99_ms": p99[i],
+            "churn_ns_per_goroutine": ns[i],
+            "runs_http": http[i],
+            "runs_churn_ns": churn[i],
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        out.join("overhead.json"),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
+    std::fs::write(out.join("overhead.md"), &md)?;
+    print!("{md}");
+    let shown = out.join("overhead.md");
+    println!(
+        "\nbench: wrote {}",
+        shown.strip_prefix(ws.root()).unwrap_or(&shown).display()
+    );
+    Ok(())
+}
+
+fn ensure_wrk() -> Result<()> {
+    if which::which("wrk").is_ok() {
+        return Ok(());
+    }
+    println!("overhead: installing wrk (Debian package)");
+    process::run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    process::run(Command::new("apt-get").args(["install", "-y", "-qq", "wrk"]))
+        .context("cannot install wrk: run `apt-get install wrk` as root")
+}
+
+fn build(ws: &Workspace, out: &Path) -> Result<Tools> {
+    process::run(process::cargo().current_dir(ws.root()).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--package",
+        "ctxleak-daemon",
+    ]))?;
+    let dir = out.join("overhead");
+    std::fs::create_dir_all(&dir)?;
+    let binary = |name: &str| -> Result<PathBuf> {
+        let path = dir.join(name);
+        let mut cmd = go::command(ws, go::NEWEST);
+        cmd.current_dir(ws.fixtures_module())
+            .arg("build")
+            .arg("-o")
+            .arg(&path)
+            .arg(format!("./bench/{name}"));
+        process::run(&mut cmd).with_context(|| format!("cannot build {name}"))?;
+        Ok(path)
+    };
+    Ok(Tools {
+        ctxleak: ws.cargo_target().join("release/ctxleak"),
+        httpserver: binary("httpserver")?,
+        churn: binary("churn")?,
+    })
+}
+
+/// A child killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `program` pinned to CPU 0 with GOMAXPROCS=1, and waits for `ready` on its stdout.
+fn start_target(
+    program: &Path,
+    args: &[&str],
+    ready: &str,
+) -> Result<(Running, BufReader<std::process::ChildStdout>)> {
+    let mut child = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(program)
+        .args(args)
+        .env("GOMAXPROCS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", program.display()))?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    if line.trim() != ready {
+        bail!("{} said {line:?}, not {ready:?}", program.display());
+    }
+    Ok((Running(child), stdout))
+}
+
+/// Attaches ctxleak (on CPU 1) and waits until its probes are in.
+fn attach(tools: &Tools, pid: u32, args: &[&str]) -> Result<Running> {
+    let mut child = Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(&tools.ctxleak)
+        .args([
+            "attach",
+            "--quiet",
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--pid",
+            &pid.to_string(),
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start ctxleak")?;
+    let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        line.clear();
+        if stderr.read_line(&mut line)? == 0 {
+            bail!("ctxleak exited before attaching");
+        }
+        if line.contains("metrics at") {
+            // Keep draining its stderr so it never blocks on a full pipe.
+            std::thread::spawn(move || for _ in stderr.lines() {});
+            return Ok(Running(child));
+        }
+    }
+    bail!("ctxleak did not attach within 30 s")
+}
+
+fn measure_http(tools: &Tools, ctxleak: Option<&[&str]>) -> Result<(f64, f64)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let (server, _stdout) = start_target(&tools.httpserver, &[&address], "listening")?;
+    let _ctxleak = ctxleak
+        .map(|args| attach(tools, server.0.id(), args))
+        .transpose()?;
+    let url = format!("http://{address}/");
+    let wrk = |seconds: u32| {
+        process::output(Command::new("taskset").args([
+            "-c",
+            "1",
+            "wrk",
+            "-t1",
+            "-c32",
+            &format!("-d{seconds}s"),
+            "--latency",
+            &url,
+        ]))
+    };
+    wrk(1)?; // Warm-up: connections, caches, the JIT-free but lazy parts of both sides.
+    let output = wrk(WRK_SECONDS)?;
+    let rps = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Requests/sec:"))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output: {output}"))?;
+    let p99 = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("99%"))
+        .and_then(|value| parse_ms(value.trim()))
+        .with_context(|| format!("no 99% latency in wrk's output: {output}"))?;
+    Ok((rps, p99))
+}
+
+/// wrk's latencies: "812.00us", "1.23ms", "2.00s".
+fn parse_ms(text: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
+fn measure_churn(tools: &Tools, ctxleak: Option<&[&str]>) -> Result<f64> {
+    let n = CHURN_GOROUTINES.to_string();
+    let (mut target, mut stdout) = start_target(&tools.churn, &["-n", &n], "ready")?;
+    let _ctxleak = ctxleak
+        .map(|args| attach(tools, target.0.id(), args))
+        .transpose()?;
+    target
+        .0
+        .stdin
+        .as_mut()
+        .context("stdin")?
+        .write_all(b"go\n")?;
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    line.trim()
+        .strip_prefix("ns/op ")
+        .and_then(|value| value.parse::<f64>().ok())
+        .with_context(|| format!("churn said {line:?}"))
+}
