@@ -9,6 +9,7 @@
 //! goroutines piling up at one line.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -20,11 +21,12 @@ use crate::goexe::symbolize::{self, Frame};
 use crate::procmem::ProcessMemory;
 use crate::tracker::{GoroutineKind, kind_of_function};
 
-/// One frame of a goroutine's stack.
+/// One frame of a goroutine's stack. Names are shared (`Arc<str>`): a census of 100 000
+/// goroutines holds a million frames, but only as many distinct names as the program has.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct StackFrame {
-    pub function: String,
-    pub file: String,
+    pub function: Arc<str>,
+    pub file: Arc<str>,
     pub line: u32,
     /// Inlined into the next frame.
     pub inlined: bool,
@@ -44,9 +46,9 @@ pub struct GoroutineView {
     pub system: bool,
     pub state: &'static str,
     /// The runtime's wait reason string; empty unless waiting.
-    pub wait_reason: String,
-    pub created_by: Option<SourceLocation>,
-    pub start_function: Option<String>,
+    pub wait_reason: Arc<str>,
+    pub created_by: Option<Arc<SourceLocation>>,
+    pub start_function: Option<Arc<str>>,
     /// Innermost first. Empty for a running goroutine (its saved context is stale).
     pub stack: Vec<StackFrame>,
     /// Exactly how long it has been parked, when park timing (a `gopark` probe) is on.
@@ -61,11 +63,19 @@ pub struct GoroutinesResponse {
     pub goroutines: Vec<GoroutineView>,
 }
 
-/// Turns PCs into frames, caching by PC: goroutines blocked at one line share their PCs.
+/// Turns PCs into frames. Everything is cached by PC for the life of the attach (goroutines
+/// blocked at one line share their PCs, and a program has a bounded number of PCs).
 pub struct Symbolizer<'a> {
     binary: &'a GoBinary,
     bias: u64,
-    cache: HashMap<u64, Vec<Frame>>,
+    /// Runtime return address -> the frames of that call, innermost first.
+    frames: HashMap<u64, Arc<[StackFrame]>>,
+    /// `g.gopc` -> the `go` statement.
+    sites: HashMap<u64, Option<Arc<SourceLocation>>>,
+    /// `g.startpc` -> (function name, whether a runtime system goroutine).
+    starts: HashMap<u64, (Option<Arc<str>>, bool)>,
+    wait_reasons: Vec<Arc<str>>,
+    empty: Arc<str>,
 }
 
 impl<'a> Symbolizer<'a> {
@@ -73,63 +83,90 @@ impl<'a> Symbolizer<'a> {
         Self {
             binary,
             bias,
-            cache: HashMap::new(),
+            frames: HashMap::new(),
+            sites: HashMap::new(),
+            starts: HashMap::new(),
+            wait_reasons: binary
+                .wait_reasons
+                .iter()
+                .map(|reason| Arc::from(reason.as_str()))
+                .collect(),
+            empty: Arc::from(""),
         }
     }
 
     /// Frames of the call that returns to `pc` (a runtime address), innermost first: the
     /// runtime's rule for every frame of a saved context and for `g.gopc`.
-    fn frames(&mut self, pc: u64) -> &[Frame] {
+    fn frames(&mut self, pc: u64) -> Arc<[StackFrame]> {
         let (binary, bias) = (self.binary, self.bias);
-        self.cache.entry(pc).or_insert_with(|| {
-            symbolize::symbolize_return_address(&binary.pclntab, pc.wrapping_sub(bias))
-                .unwrap_or_default()
-        })
+        self.frames
+            .entry(pc)
+            .or_insert_with(|| {
+                let link_pc = pc.wrapping_sub(bias);
+                let wrapper = binary.pclntab.wrapper_func_id();
+                symbolize::symbolize_return_address(&binary.pclntab, link_pc)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|frame: Frame| StackFrame {
+                        function: Arc::from(frame.function),
+                        file: Arc::from(frame.file),
+                        line: frame.line,
+                        inlined: frame.inlined,
+                        wrapper: Some(frame.func_id) == wrapper,
+                        pc: link_pc,
+                    })
+                    .collect()
+            })
+            .clone()
     }
 
-    fn view(&mut self, memory: &ProcessMemory, record: &GoroutineRecord) -> GoroutineView {
-        let wrapper = self.binary.pclntab.wrapper_func_id();
-        // The innermost frame's pointer from the function table: at `sched.pc` the frame is
-        // `sp_delta` bytes deep, so the function was entered with SP = sched.sp + delta, and its
-        // prologue pushed BP just below the return address there.
+    /// The innermost frame's pointer from the function table: at `sched.pc` the frame is
+    /// `sp_delta` bytes deep, so the function was entered with SP = sched.sp + delta, and its
+    /// prologue pushed BP just below the return address there.
+    fn first_frame_pointer(&self, record: &GoroutineRecord) -> Option<u64> {
         let link_pc = record.sched_pc.wrapping_sub(self.bias);
-        let first_bp = self
-            .binary
+        self.binary
             .pclntab
             .function_at(link_pc)
             .and_then(|function| function.sp_delta(link_pc))
             .and_then(|delta| u64::try_from(delta).ok())
             .filter(|&delta| delta >= 8)
-            .map(|delta| record.sched_sp + delta - 8);
-        let mut stack = Vec::new();
-        for pc in census::unwind(memory, record, first_bp) {
-            let link_pc = pc.wrapping_sub(self.bias);
-            for frame in self.frames(pc) {
-                stack.push(StackFrame {
-                    function: frame.function.clone(),
-                    file: frame.file.clone(),
-                    line: frame.line,
-                    inlined: frame.inlined,
-                    wrapper: Some(frame.func_id) == wrapper,
-                    pc: link_pc,
-                });
-            }
+            .map(|delta| record.sched_sp + delta - 8)
+    }
+
+    fn view(&mut self, record: &GoroutineRecord, pcs: &[u64]) -> GoroutineView {
+        let mut stack = Vec::with_capacity(pcs.len() + pcs.len() / 2);
+        for &pc in pcs {
+            stack.extend_from_slice(&self.frames(pc));
         }
-        let created_by = self.frames(record.gopc).first().map(location);
-        let start_function = self
-            .binary
-            .function_name_at(record.startpc.wrapping_sub(self.bias))
-            .map(|name| name.into_owned());
-        let system = kind_of_function(start_function.as_deref()) == GoroutineKind::System;
+        let created_by = match self.sites.get(&record.gopc) {
+            Some(site) => site.clone(),
+            None => {
+                let site = self.frames(record.gopc).first().map(|frame| {
+                    Arc::new(SourceLocation {
+                        function: frame.function.to_string(),
+                        file: frame.file.to_string(),
+                        line: frame.line,
+                    })
+                });
+                self.sites.insert(record.gopc, site.clone());
+                site
+            }
+        };
+        let (binary, bias) = (self.binary, self.bias);
+        let (start_function, system) = self
+            .starts
+            .entry(record.startpc)
+            .or_insert_with(|| {
+                let name = binary.function_name_at(record.startpc.wrapping_sub(bias));
+                let system = kind_of_function(name.as_deref()) == GoroutineKind::System;
+                (name.map(|name| Arc::from(name.as_ref())), system)
+            })
+            .clone();
         let waiting = record.status & !0x1000 == census::STATUS_WAITING;
-        let wait_reason = if waiting {
-            self.binary
-                .wait_reasons
-                .get(usize::from(record.waitreason))
-                .cloned()
-                .unwrap_or_default()
-        } else {
-            String::new()
+        let wait_reason = match self.wait_reasons.get(usize::from(record.waitreason)) {
+            Some(reason) if waiting => reason.clone(),
+            _ => self.empty.clone(),
         };
         GoroutineView {
             goid: record.goid,
@@ -145,24 +182,23 @@ impl<'a> Symbolizer<'a> {
     }
 }
 
-fn location(frame: &Frame) -> SourceLocation {
-    SourceLocation {
-        function: frame.function.clone(),
-        file: frame.file.clone(),
-        line: frame.line,
-    }
-}
-
-/// Symbolizes every goroutine of `census`, reading stacks from `memory`.
+/// Symbolizes every goroutine of `census`, reading their stacks from `memory` in batches.
 pub fn symbolize_census(
     census: &Census,
     memory: &ProcessMemory,
     symbolizer: &mut Symbolizer<'_>,
 ) -> Vec<GoroutineView> {
+    let starts: Vec<(&GoroutineRecord, Option<u64>)> = census
+        .goroutines
+        .iter()
+        .map(|record| (record, symbolizer.first_frame_pointer(record)))
+        .collect();
+    let stacks = census::unwind_many(memory, &starts);
     census
         .goroutines
         .iter()
-        .map(|record| symbolizer.view(memory, record))
+        .zip(&stacks)
+        .map(|(record, pcs)| symbolizer.view(record, pcs))
         .collect()
 }
 
@@ -181,8 +217,8 @@ pub fn profile_samples(goroutines: &[GoroutineView]) -> Vec<crate::pprof::Profil
         *samples.entry(stack).or_insert(0) += 1;
     }
     let frame = |frame: &&StackFrame| ProfileFrame {
-        function: frame.function.clone(),
-        file: frame.file.clone(),
+        function: frame.function.to_string(),
+        file: frame.file.to_string(),
         line: i64::from(frame.line),
         address: frame.pc,
         inlined: frame.inlined,
@@ -207,7 +243,7 @@ pub fn profile_samples(goroutines: &[GoroutineView]) -> Vec<crate::pprof::Profil
 /// `sync` primitives and raw system calls (for `mu.Lock()` that is the caller's line, not
 /// `sync.(*Mutex).Lock`),
 /// skipping compiler wrappers.
-pub fn blocked_at(stack: &[StackFrame]) -> Option<SourceLocation> {
+pub fn blocked_at(stack: &[StackFrame]) -> Option<&StackFrame> {
     const INTERNAL: &[&str] = &[
         "runtime.",
         "internal/",
@@ -216,19 +252,20 @@ pub fn blocked_at(stack: &[StackFrame]) -> Option<SourceLocation> {
         "syscall.",
         "time.Sleep",
     ];
-    stack
-        .iter()
-        .find(|frame| {
-            !frame.wrapper
-                && !INTERNAL
-                    .iter()
-                    .any(|prefix| frame.function.starts_with(prefix))
-        })
-        .map(|frame| SourceLocation {
-            function: frame.function.clone(),
-            file: frame.file.clone(),
-            line: frame.line,
-        })
+    stack.iter().find(|frame| {
+        !frame.wrapper
+            && !INTERNAL
+                .iter()
+                .any(|prefix| frame.function.starts_with(prefix))
+    })
+}
+
+fn source_location(frame: &StackFrame) -> SourceLocation {
+    SourceLocation {
+        function: frame.function.to_string(),
+        file: frame.file.to_string(),
+        line: frame.line,
+    }
 }
 
 /// When a group is a leak suspect (flags of `ctxleak attach`).
@@ -255,9 +292,9 @@ pub struct GroupTracker {
     rules: SuspectRules,
     first_census: Option<Instant>,
     /// goid -> (group id, first seen in that group).
-    members: HashMap<u64, (String, Instant)>,
+    members: HashMap<u64, (u64, Instant)>,
     /// group id -> (time, count), oldest first, reaching back one sample past the long window.
-    history: HashMap<String, VecDeque<(Instant, u64)>>,
+    history: HashMap<u64, VecDeque<(Instant, u64)>>,
 }
 
 impl GroupTracker {
@@ -274,11 +311,11 @@ impl GroupTracker {
     /// count.
     pub fn update(&mut self, now: Instant, goroutines: &[GoroutineView]) -> Vec<Group> {
         let first = *self.first_census.get_or_insert(now);
-        let mut groups: HashMap<String, Group> = HashMap::new();
-        let mut members = HashMap::new();
+        let mut groups: HashMap<u64, Group> = HashMap::new();
+        let mut members = HashMap::with_capacity(goroutines.len());
         for goroutine in goroutines.iter().filter(|g| !g.system) {
             let blocked = blocked_at(&goroutine.stack);
-            let id = group_id(goroutine, blocked.as_ref());
+            let id = group_id(goroutine, blocked);
             // Exact when the park time is known; else from the census that first saw it in
             // this group (a goroutine that moved to another group starts its age again).
             let parked_since = goroutine
@@ -290,14 +327,14 @@ impl GroupTracker {
                 (None, Some((old, since))) if *old == id => *since,
                 _ => now,
             };
-            members.insert(goroutine.goid, (id.clone(), since));
-            let group = groups.entry(id.clone()).or_insert_with(|| Group {
-                id,
+            members.insert(goroutine.goid, (id, since));
+            let group = groups.entry(id).or_insert_with(|| Group {
+                id: format!("{id:016x}"),
                 count: 0,
                 state: goroutine.state.to_owned(),
-                wait_reason: goroutine.wait_reason.clone(),
-                created_by: goroutine.created_by.clone(),
-                blocked_at: blocked,
+                wait_reason: goroutine.wait_reason.to_string(),
+                created_by: goroutine.created_by.as_deref().cloned(),
+                blocked_at: blocked.map(source_location),
                 oldest_age_s: 0.0,
                 growth_short: 0,
                 growth_long: 0,
@@ -305,15 +342,7 @@ impl GroupTracker {
                 window_long_s: self.rules.window_long.as_secs(),
                 suspect: false,
                 rank: 0,
-                stack: goroutine
-                    .stack
-                    .iter()
-                    .map(|f| SourceLocation {
-                        function: f.function.clone(),
-                        file: f.file.clone(),
-                        line: f.line,
-                    })
-                    .collect(),
+                stack: goroutine.stack.iter().map(source_location).collect(),
             });
             group.count += 1;
             group.oldest_age_s = group
@@ -324,7 +353,7 @@ impl GroupTracker {
 
         // Count histories: a group first seen after the first census grew from nothing.
         for (id, group) in &groups {
-            let history = self.history.entry(id.clone()).or_default();
+            let history = self.history.entry(*id).or_default();
             if history.is_empty() && now > first {
                 history.push_back((first, 0));
             }
@@ -343,15 +372,18 @@ impl GroupTracker {
         self.history
             .retain(|_, history| history.iter().any(|&(_, count)| count > 0));
 
-        let mut groups: Vec<Group> = groups.into_values().collect();
-        for group in &mut groups {
-            let history = &self.history[&group.id];
-            group.growth_short = growth(history, now, self.rules.window_short);
-            group.growth_long = growth(history, now, self.rules.window_long);
-            group.suspect = group.growth_short > 0
-                && group.growth_long > 0
-                && group.oldest_age_s >= self.rules.min_age.as_secs_f64();
-        }
+        let mut groups: Vec<Group> = groups
+            .into_iter()
+            .map(|(id, mut group)| {
+                let history = &self.history[&id];
+                group.growth_short = growth(history, now, self.rules.window_short);
+                group.growth_long = growth(history, now, self.rules.window_long);
+                group.suspect = group.growth_short > 0
+                    && group.growth_long > 0
+                    && group.oldest_age_s >= self.rules.min_age.as_secs_f64();
+                group
+            })
+            .collect();
         groups.sort_by(|a, b| {
             b.suspect
                 .cmp(&a.suspect)
@@ -383,22 +415,45 @@ fn growth(history: &VecDeque<(Instant, u64)>, now: Instant, window: Duration) ->
 }
 
 /// Stable across censuses and restarts: FNV-1a of the grouping key.
-fn group_id(goroutine: &GoroutineView, blocked: Option<&SourceLocation>) -> String {
-    let key = format!(
-        "{}|{}|{}|{}",
-        goroutine.state,
-        goroutine.wait_reason,
-        goroutine
-            .created_by
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        blocked.map(ToString::to_string).unwrap_or_default(),
-    );
-    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+fn group_id(goroutine: &GoroutineView, blocked: Option<&StackFrame>) -> u64 {
+    let mut hash = Fnv::default();
+    hash.write(goroutine.state.as_bytes());
+    hash.write(goroutine.wait_reason.as_bytes());
+    match &goroutine.created_by {
+        Some(site) => {
+            hash.write(site.function.as_bytes());
+            hash.write(site.file.as_bytes());
+            hash.write(&site.line.to_le_bytes());
+        }
+        None => hash.write(b"-"),
+    }
+    match blocked {
+        Some(frame) => {
+            hash.write(frame.function.as_bytes());
+            hash.write(frame.file.as_bytes());
+            hash.write(&frame.line.to_le_bytes());
+        }
+        None => hash.write(b"-"),
+    }
+    hash.0
+}
+
+/// FNV-1a, with a separator after each part: stable across runs and versions, unlike std's
+/// SipHash with its random keys.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes.iter().chain([0xffu8].iter()) {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -423,11 +478,11 @@ mod tests {
             system: false,
             state: "waiting",
             wait_reason: "chan send".into(),
-            created_by: Some(SourceLocation {
+            created_by: Some(Arc::new(SourceLocation {
                 function: "main.main".into(),
                 file: "main.go".into(),
                 line: 10,
-            }),
+            })),
             start_function: Some("main.main.gowrap1".into()),
             stack: vec![
                 frame("runtime.gopark", 1),
