@@ -2,6 +2,7 @@
 
 mod bench;
 mod fixtures;
+mod fuzz;
 mod go;
 mod offsets;
 mod overhead;
@@ -47,6 +48,19 @@ enum Command {
     /// Regenerate ctxleak-daemon/data/go-offsets.json (struct layouts by Go version, for
     /// binaries without DWARF) from DWARF of every supported toolchain's build.
     Offsets,
+    /// Fuzz the readers of Go binaries (cargo fuzz): build the fixtures, extract seeds from them
+    /// into target/fuzz/corpus/<target>/, run each target (all by default) and report.
+    Fuzz {
+        /// One target: buildinfo, pclntab, dwarf or gobinary.
+        #[arg(value_parser = fuzz::target_parser())]
+        target: Option<String>,
+        /// How long to fuzz each target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Run every seed once and stop (quick, for CI).
+        #[arg(long, conflicts_with = "seconds")]
+        smoke: bool,
+    },
     /// Set up, build the fixtures, then run `cargo test ARGS...` (as root, for the BPF tests).
     Test {
         /// Passed to `cargo test` as they are, e.g. `-p ctxleak-daemon -- --nocapture`.
@@ -75,6 +89,11 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(&ws, true).map(|()| ExitCode::SUCCESS),
         Command::Bench { name } => bench::run(&ws, name.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Offsets => offsets::run(&ws).map(|()| ExitCode::SUCCESS),
+        Command::Fuzz {
+            target,
+            seconds,
+            smoke,
+        } => fuzz::run(&ws, target.as_deref(), seconds, smoke),
         Command::Fixtures { go } => fixtures::run(&ws, &go).map(|()| ExitCode::SUCCESS),
         Command::Test { mut args } => {
             // clap takes a leading `--` as its own separator, but cargo test

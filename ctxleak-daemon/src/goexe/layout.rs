@@ -20,6 +20,13 @@ pub enum LayoutError {
         section: &'static str,
         source: object::Error,
     },
+    #[error("DWARF section {section} claims {size} bytes decompressed, more than ctxleak accepts")]
+    SectionTooLarge { section: &'static str, size: u64 },
+    #[error("DWARF gives {strukt}.{member} an offset outside the struct")]
+    BadOffset {
+        strukt: &'static str,
+        member: &'static str,
+    },
     #[error("DWARF has no struct {0}")]
     MissingStruct(&'static str),
     #[error("DWARF struct {strukt} has no member {member}")]
@@ -63,6 +70,40 @@ impl GLayout {
         }
     }
 
+    /// The largest `runtime.g` ctxleak accepts (it is under 500 bytes in Go 1.21–1.27): the
+    /// census reads this much per goroutine.
+    pub const MAX_SIZE: u64 = 4096;
+
+    /// Every field must lie inside a plausible struct (each is read as up to 8 bytes).
+    pub fn check(&self) -> Result<(), LayoutError> {
+        let bad = |member| LayoutError::BadOffset {
+            strukt: "runtime.g",
+            member,
+        };
+        if self.size == 0 || self.size > Self::MAX_SIZE {
+            return Err(bad("(size)"));
+        }
+        let fields = [
+            ("atomicstatus", self.atomicstatus),
+            ("goid", self.goid),
+            ("parentGoid", self.parent_goid),
+            ("gopc", self.gopc),
+            ("startpc", self.startpc),
+            ("stack.hi", self.stack_hi),
+            ("sched.sp", self.sched_sp),
+            ("sched.pc", self.sched_pc),
+            ("sched.bp", self.sched_bp),
+            ("waitreason", self.waitreason),
+        ];
+        match fields
+            .iter()
+            .find(|(_, offset)| offset.saturating_add(8) > self.size)
+        {
+            Some(&(member, _)) => Err(bad(member)),
+            None => Ok(()),
+        }
+    }
+
     /// Bytes to read from a g to see every field above.
     pub fn read_len(&self) -> u64 {
         [
@@ -78,7 +119,7 @@ impl GLayout {
             self.waitreason,
         ]
         .into_iter()
-        .map(|end| end + 8)
+        .map(|end| end.saturating_add(8))
         .max()
         .unwrap_or(self.size)
         .min(self.size.max(8))
@@ -117,8 +158,18 @@ pub fn read_g_layout(file: &object::File<'_>) -> Result<GLayout, LayoutError> {
             })
     };
     let g = |name| member("runtime.g", name);
+    // A field of a struct embedded in g: its offset plus the field's, checked (the numbers
+    // come from the file).
+    let nested = |outer: u64, strukt: &'static str, name: &'static str| {
+        outer
+            .checked_add(member(strukt, name)?)
+            .ok_or(LayoutError::BadOffset {
+                strukt,
+                member: name,
+            })
+    };
     let sched = g("sched")?;
-    Ok(GLayout {
+    let layout = GLayout {
         size: structs
             .iter()
             .find(|(name, _)| *name == "runtime.g")
@@ -128,13 +179,19 @@ pub fn read_g_layout(file: &object::File<'_>) -> Result<GLayout, LayoutError> {
         parent_goid: g("parentGoid")?,
         gopc: g("gopc")?,
         startpc: g("startpc")?,
-        stack_hi: g("stack")? + member("runtime.stack", "hi")?,
-        sched_sp: sched + member("runtime.gobuf", "sp")?,
-        sched_pc: sched + member("runtime.gobuf", "pc")?,
-        sched_bp: sched + member("runtime.gobuf", "bp")?,
+        stack_hi: nested(g("stack")?, "runtime.stack", "hi")?,
+        sched_sp: nested(sched, "runtime.gobuf", "sp")?,
+        sched_pc: nested(sched, "runtime.gobuf", "pc")?,
+        sched_bp: nested(sched, "runtime.gobuf", "bp")?,
         waitreason: g("waitreason")?,
-    })
+    };
+    layout.check()?;
+    Ok(layout)
 }
+
+/// Largest decompressed DWARF section accepted; Go binaries of hundreds of MB have DWARF
+/// sections of tens of MB.
+const MAX_DWARF_SECTION: u64 = 1 << 30;
 
 /// Sections a walk over type DIEs reads. Go compresses DWARF, so decompressing only these
 /// (not the location and range tables; `.debug_line` is read for unit headers) saves
@@ -155,15 +212,29 @@ fn load_section<'data>(
     if !TYPE_WALK_SECTIONS.contains(&name) {
         return Ok(Cow::Borrowed(&[]));
     }
-    match file.section_by_name(name) {
-        Some(section) => section
-            .uncompressed_data()
-            .map_err(|source| LayoutError::Section {
-                section: name,
-                source,
-            }),
-        None => Ok(Cow::Borrowed(&[])),
+    let Some(section) = file.section_by_name(name) else {
+        return Ok(Cow::Borrowed(&[]));
+    };
+    // The decompressed size comes from the file: bound it before allocating, or a few bytes
+    // of hostile input could claim terabytes (or a zlib bomb fill gigabytes).
+    let compressed = section
+        .compressed_data()
+        .map_err(|source| LayoutError::Section {
+            section: name,
+            source,
+        })?;
+    if compressed.uncompressed_size > MAX_DWARF_SECTION {
+        return Err(LayoutError::SectionTooLarge {
+            section: name,
+            size: compressed.uncompressed_size,
+        });
     }
+    section
+        .uncompressed_data()
+        .map_err(|source| LayoutError::Section {
+            section: name,
+            source,
+        })
 }
 
 struct StructMembers {
@@ -246,4 +317,53 @@ fn struct_members(
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> GLayout {
+        GLayout {
+            size: 456,
+            atomicstatus: 144,
+            goid: 152,
+            parent_goid: 280,
+            gopc: 288,
+            startpc: 304,
+            stack_hi: 8,
+            sched_sp: 56,
+            sched_pc: 64,
+            sched_bp: 96,
+            waitreason: 176,
+        }
+    }
+
+    #[test]
+    fn hostile_offsets_are_rejected() {
+        assert!(layout().check().is_ok());
+        let outside = GLayout {
+            goid: 452,
+            ..layout()
+        };
+        assert!(matches!(
+            outside.check(),
+            Err(LayoutError::BadOffset { member: "goid", .. })
+        ));
+        let huge = GLayout {
+            sched_bp: u64::MAX,
+            ..layout()
+        };
+        assert!(huge.check().is_err());
+        let too_big = GLayout {
+            size: 1 << 40,
+            ..layout()
+        };
+        assert!(too_big.check().is_err());
+        assert_eq!(
+            huge.read_len(),
+            456,
+            "never past the struct, never overflowing"
+        );
+    }
 }

@@ -164,7 +164,13 @@ impl GoBinary {
             (layout, LayoutSource::Dwarf)
         } else {
             match offsets::lookup(&version.raw) {
-                Some(layouts) => (layouts.g, LayoutSource::Table),
+                Some(layouts) => {
+                    layouts.g.check().map_err(|source| GoBinaryError::Layout {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    (layouts.g, LayoutSource::Table)
+                }
                 None => {
                     let known = offsets::known_versions().join(", ");
                     return Err(GoBinaryError::UnknownLayout {
@@ -302,7 +308,7 @@ fn wait_reason_strings(
             .map(|i| {
                 let entry = address.checked_add(i.checked_mul(16)?)?;
                 let pointer = read_u64(data, segments, entry)?;
-                let len = read_u64(data, segments, entry + 8)?;
+                let len = read_u64(data, segments, entry.checked_add(8)?)?;
                 if len > 64 {
                     return None;
                 }
@@ -354,7 +360,7 @@ fn segment_offset(segments: &[Segment], address: u64) -> Option<u64> {
     segments
         .iter()
         .find(|s| address >= s.address && address - s.address < s.file_size)
-        .map(|s| address - s.address + s.file_offset)
+        .and_then(|s| (address - s.address).checked_add(s.file_offset))
 }
 
 fn code_of<'d>(data: &'d [u8], segments: &[Segment], address: u64, size: u64) -> Option<&'d [u8]> {

@@ -34,6 +34,8 @@ use object::{Object as _, ObjectSection as _, SectionKind};
 
 /// `abi.Go120PCLnTabMagic`: Go 1.20 and later.
 pub const MAGIC: u32 = 0xFFFF_FFF1;
+/// How many header magics the search in `.rodata` tries before giving up.
+const MAX_TABLE_CANDIDATES: usize = 64;
 /// `abi.PCDATA_InlTreeIndex`.
 pub const PCDATA_INL_TREE_INDEX: u32 = 2;
 /// `abi.FUNCDATA_InlTree`.
@@ -692,14 +694,22 @@ impl<'d> Sections<'d> {
         {
             return Ok(Located { address, data });
         }
+        // Each try copies the rest of the section, so a file full of fake headers would cost
+        // quadratic time: stop after a bounded number of them (a real binary has one table).
+        let mut tries = 0;
         for &(ref name, address, data) in &self.data {
             if !matches!(name.as_str(), ".rodata" | ".data.rel.ro") {
                 continue;
             }
             for offset in (0..data.len()).step_by(8) {
-                if read_u32(data, offset) == Some(MAGIC)
-                    && Pclntab::from_bytes(&data[offset..], Some(1)).is_ok()
-                {
+                if read_u32(data, offset) != Some(MAGIC) {
+                    continue;
+                }
+                tries += 1;
+                if tries > MAX_TABLE_CANDIDATES {
+                    return Err(PclntabError::NoSection);
+                }
+                if Pclntab::from_bytes(&data[offset..], Some(1)).is_ok() {
                     return Ok(Located {
                         address: address + offset as u64,
                         data: &data[offset..],
