@@ -417,19 +417,7 @@ mod tests {
 
     #[test]
     fn decodes_fields_at_their_offsets() {
-        let layout = GLayout {
-            size: 96,
-            atomicstatus: 8,
-            goid: 16,
-            parent_goid: 24,
-            gopc: 32,
-            startpc: 40,
-            stack_hi: 48,
-            sched_sp: 56,
-            sched_pc: 64,
-            sched_bp: 72,
-            waitreason: 80,
-        };
+        let layout = test_layout();
         let mut g = vec![0u8; layout.read_len() as usize];
         g[8..12].copy_from_slice(&4u32.to_le_bytes());
         g[16..24].copy_from_slice(&77u64.to_le_bytes());

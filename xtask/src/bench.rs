@@ -363,56 +363,35 @@ fn census(ws: &Workspace, out: &Path) -> Result<()> {
         )
     };
     let field = |v: &Value, name: &str| v[name].as_u64().unwrap_or(0);
-    writeln!(
-        md,
-        "{}",
-        window(
-            "idle (noise floor)",
-            field(&idle, "window_us"),
-            field(&idle, "samples"),
-            idle_gap
+    let measured = |label: String, v: &Value| {
+        (
+            label,
+            field(v, "window_us"),
+            field(v, "samples"),
+            max_gap_ms(v),
         )
-    )?;
-    writeln!(
-        md,
-        "{}",
-        window(
-            "one core busy, nothing read (CPU contention alone)",
-            field(&busy, "window_us"),
-            field(&busy, "samples"),
-            max_gap_ms(&busy)
-        )
-    )?;
-    writeln!(
-        md,
-        "{}",
-        window(
-            &format!("ctxleak's {} census rounds", CENSUS_ROUNDS + 1),
-            field(&ctxleak_pause, "window_us"),
-            field(&ctxleak_pause, "samples"),
-            max_gap_ms(&ctxleak_pause)
-        )
-    )?;
-    writeln!(
-        md,
-        "{}",
-        window(
-            &format!("Go's dump (debug=1), {CENSUS_ROUNDS} rounds"),
+    };
+    let rows = [
+        measured("idle (noise floor)".into(), &idle),
+        measured(
+            "one core busy, nothing read (CPU contention alone)".into(),
+            &busy,
+        ),
+        measured(
+            format!("ctxleak's {} census rounds", CENSUS_ROUNDS + 1),
+            &ctxleak_pause,
+        ),
+        (
+            format!("Go's dump (debug=1), {CENSUS_ROUNDS} rounds"),
             dump_window_us,
             dump_samples,
-            dump_gap
-        )
-    )?;
-    writeln!(
-        md,
-        "{}",
-        window(
-            "Go's dump (debug=2), 1 round",
-            field(&stacks, "window_us"),
-            field(&stacks, "samples"),
-            max_gap_ms(&stacks)
-        )
-    )?;
+            dump_gap,
+        ),
+        measured("Go's dump (debug=2), 1 round".into(), &stacks),
+    ];
+    for (label, window_us, samples, gap) in rows {
+        writeln!(md, "{}", window(&label, window_us, samples, gap))?;
+    }
     writeln!(
         md,
         "\nctxleak's census: {total:.1} ms median, {:.2}× Go's dump (goal of the issue: under 50 ms).",
