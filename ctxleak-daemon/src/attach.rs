@@ -122,14 +122,19 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
         lost_seen: 0,
         read_errors_seen: 0,
     };
-    eprintln!(
+    let attached = format!(
         "ctxleak: attached to PID {pid} ({}, {}, {} probes); metrics at http://{listen}/metrics",
         exe.path.display(),
         binary.version,
         binary.probes.goroutine_created.len() + 1 + usize::from(options.probe_mode.park_times)
     );
     let ending = session
-        .run(&mut events, options.summary, options.census_interval)
+        .run(
+            &mut events,
+            options.summary,
+            options.census_interval,
+            &attached,
+        )
         .await?;
     drop(probes); // Detaches every uprobe.
     match ending {
@@ -159,11 +164,14 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// Seeds the live set, says `attached` (only then: a target that exits before the seed is
+    /// an attach that failed, reported in one line), and watches until the end.
     async fn run(
         mut self,
         events: &mut EventStream,
         summary: bool,
         census_interval: Duration,
+        attached: &str,
     ) -> anyhow::Result<Ending> {
         if let Err(error) = self.resync() {
             let pid = self.process.pid();
@@ -174,6 +182,7 @@ impl Session<'_> {
             }
             return Err(error);
         }
+        eprintln!("{attached}");
         let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
