@@ -15,14 +15,7 @@ fn attach(pid: u32) -> Output {
 
 fn attach_with(mut command: Command, pid: u32) -> Output {
     let mut child = command
-        .args([
-            "attach",
-            "--quiet",
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--pid",
-            &pid.to_string(),
-        ])
+        .args(common::attach_args(pid))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -259,14 +252,7 @@ fn a_target_that_exits_during_attach() {
         let pid = phases.pid();
         phases.checkpoint();
         let mut command = ctxleak();
-        command.args([
-            "attach",
-            "--quiet",
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--pid",
-            &pid.to_string(),
-        ]);
+        command.args(common::attach_args(pid));
         let ctxleak = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -45,6 +45,19 @@ pub fn run(ws: &Workspace, only: Option<&str>) -> Result<()> {
     }
 }
 
+/// Writes a benchmark's results to target/bench/<name>.md and .json and prints the table.
+pub fn publish(out: &Path, name: &str, md: &str, json: &Value) -> Result<()> {
+    let md_path = out.join(format!("{name}.md"));
+    fs::write(
+        out.join(format!("{name}.json")),
+        serde_json::to_string_pretty(json)? + "\n",
+    )?;
+    fs::write(&md_path, md)?;
+    print!("{md}");
+    println!("\nbench: wrote {}", md_path.display());
+    Ok(())
+}
+
 fn parse(ws: &Workspace, out: &Path) -> Result<()> {
     let version = go::NEWEST;
     let binaries = build_big(ws, out, version)?;
@@ -100,14 +113,7 @@ fn parse(ws: &Workspace, out: &Path) -> Result<()> {
         )?;
     }
     let json = serde_json::json!({ "go": version, "kernel": kernel.trim(), "command": shown, "results": rows });
-    fs::write(
-        out.join("parse.json"),
-        serde_json::to_string_pretty(&json)? + "\n",
-    )?;
-    fs::write(out.join("parse.md"), &md)?;
-    print!("{md}");
-    println!("\nbench: wrote {}", out.join("parse.md").display());
-    Ok(())
+    publish(out, "parse", &md, &json)
 }
 
 /// Builds the large binary: the `big` fixture (many standard-library packages) plus
@@ -422,14 +428,7 @@ fn census(ws: &Workspace, out: &Path) -> Result<()> {
             "go_dump_debug2": { "max_gap_us": stacks["max_gap_us"], "window_us": stacks["window_us"] },
         },
     });
-    fs::write(
-        out.join("census.json"),
-        serde_json::to_string_pretty(&json)? + "\n",
-    )?;
-    fs::write(out.join("census.md"), &md)?;
-    print!("{md}");
-    println!("\nbench: wrote {}", out.join("census.md").display());
-    Ok(())
+    publish(out, "census", &md, &json)
 }
 
 /// The running `many` fixture, which answers requests on stdin with a line of JSON. Dropping it

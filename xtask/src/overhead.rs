@@ -60,7 +60,7 @@ pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
             churn[i].push(ns);
         }
     }
-    report(ws, out, &http, &churn)
+    report(out, &http, &churn)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -68,7 +68,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn report(ws: &Workspace, out: &Path, http: &[Vec<(f64, f64)>], churn: &[Vec<f64>]) -> Result<()> {
+fn report(out: &Path, http: &[Vec<(f64, f64)>], churn: &[Vec<f64>]) -> Result<()> {
     let rps: Vec<f64> = http
         .iter()
         .map(|runs| median(runs.iter().map(|r| r.0).collect()))
@@ -142,18 +142,7 @@ fn report(ws: &Workspace, out: &Path, http: &[Vec<(f64, f64)>], churn: &[Vec<f64
             "runs_churn_ns": churn[i],
         })).collect::<Vec<_>>(),
     });
-    std::fs::write(
-        out.join("overhead.json"),
-        serde_json::to_string_pretty(&json)? + "\n",
-    )?;
-    std::fs::write(out.join("overhead.md"), &md)?;
-    print!("{md}");
-    let shown = out.join("overhead.md");
-    println!(
-        "\nbench: wrote {}",
-        shown.strip_prefix(ws.root()).unwrap_or(&shown).display()
-    );
-    Ok(())
+    crate::bench::publish(out, "overhead", &md, &json)
 }
 
 fn ensure_wrk() -> Result<()> {

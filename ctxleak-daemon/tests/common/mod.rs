@@ -200,6 +200,21 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
     }
 }
 
+/// `ctxleak attach` on `pid`, quiet, with metrics on a free loopback port.
+pub fn attach_args(pid: u32) -> Vec<String> {
+    [
+        "attach",
+        "--quiet",
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--pid",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain([pid.to_string()])
+    .collect()
+}
+
 pub fn ctxleak() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ctxleak"))
 }
@@ -219,14 +234,7 @@ impl Ctxleak {
 
     pub fn attach_with(pid: u32, extra: &[&str]) -> Self {
         let mut child = ctxleak()
-            .args([
-                "attach",
-                "--quiet",
-                "--web.listen-address",
-                "127.0.0.1:0",
-                "--pid",
-                &pid.to_string(),
-            ])
+            .args(attach_args(pid))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
