@@ -47,6 +47,15 @@ pub enum EventKind {
     Created = 1,
     /// A goroutine entered `runtime.goexit1`: its function returned or it called `Goexit`.
     Exited = 2,
+    /// A cancelCtx (or timerCtx, afterFuncCtx) entered `(*cancelCtx).propagateCancel`: it is
+    /// being created. A [`ContextEvent`].
+    ContextCreated = 3,
+    /// `propagateCancel` is adding a child to a parent's `children` map: from now on the
+    /// child is held by its parent until it is cancelled. A [`ContextEvent`].
+    ContextRegistered = 4,
+    /// `(*cancelCtx).cancel` was entered (every cancel path goes through it: the user's
+    /// cancel func, a deadline, a parent's cancellation). A [`ContextEvent`].
+    ContextCancelled = 5,
 }
 
 impl EventKind {
@@ -54,6 +63,9 @@ impl EventKind {
         match raw {
             1 => Some(Self::Created),
             2 => Some(Self::Exited),
+            3 => Some(Self::ContextCreated),
+            4 => Some(Self::ContextRegistered),
+            5 => Some(Self::ContextCancelled),
             _ => None,
         }
     }
@@ -82,6 +94,38 @@ impl GoroutineEvent {
     pub const SIZE: usize = core::mem::size_of::<Self>();
 }
 
+/// Return addresses kept per context creation: enough to climb out of package `context`
+/// (`WithTimeout` -> `WithDeadline` -> `WithDeadlineCause` -> `propagateCancel` is four deep
+/// before inlining) to the user's line, with room for wrappers.
+pub const CONTEXT_STACK_DEPTH: usize = 8;
+
+/// One `context` cancel-tree event, streamed through [`EVENTS_MAP`] beside
+/// [`GoroutineEvent`]s; the two share their first three fields, so `kind` tells them apart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContextEvent {
+    /// An [`EventKind`] as `u32`: one of the `Context*` kinds.
+    pub kind: u32,
+    pub pid: u32,
+    pub ktime_ns: u64,
+    /// The goroutine that created, registered or cancelled the context.
+    pub goid: u64,
+    /// Address of the context (its embedded cancelCtx is at offset 0 in every type).
+    pub context: u64,
+    /// [`EventKind::ContextRegistered`]: the parent's `children` map (its first word is the
+    /// map's length). [`EventKind::ContextCancelled`]: `removeFromParent` (1 for a direct
+    /// cancel by the owner's cancel func, a deadline or `AfterFunc`'s stop; 0 when a parent's
+    /// cancellation propagates). Zero otherwise.
+    pub detail: u64,
+    /// [`EventKind::ContextCreated`]: return addresses, innermost first (the caller of
+    /// `propagateCancel`, then its callers by frame pointer), zero-padded.
+    pub stack: [u64; CONTEXT_STACK_DEPTH],
+}
+
+impl ContextEvent {
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
 /// Index into [`COUNTERS_MAP`], a per-CPU array of `u64`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +150,9 @@ pub const MAX_PARKS: u32 = 1 << 18;
 pub const PROG_GOROUTINE_CREATED: &str = "goroutine_created";
 pub const PROG_GOROUTINE_EXITED: &str = "goroutine_exited";
 pub const PROG_GOROUTINE_PARKED: &str = "goroutine_parked";
+pub const PROG_CONTEXT_CREATED: &str = "context_created";
+pub const PROG_CONTEXT_REGISTERED: &str = "context_registered";
+pub const PROG_CONTEXT_CANCELLED: &str = "context_cancelled";
 /// Does nothing: attached at the same addresses as the real programs, it measures the floor,
 /// the kernel's cost of the traps alone.
 pub const PROG_FLOOR: &str = "floor";
@@ -123,5 +170,6 @@ mod pod {
     unsafe impl aya::Pod for super::GoOffsets {}
     unsafe impl aya::Pod for super::TargetConfig {}
     unsafe impl aya::Pod for super::GoroutineEvent {}
+    unsafe impl aya::Pod for super::ContextEvent {}
     unsafe impl aya::Pod for super::GoroutineKey {}
 }

@@ -57,7 +57,7 @@ pub struct Group {
 }
 
 /// A place in the target's source code.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SourceLocation {
     pub function: String,
     pub file: String,
@@ -120,4 +120,79 @@ mod tests {
         let back: GroupsResponse = serde_json::from_str(&json).unwrap();
         assert_eq!(back, response);
     }
+}
+
+pub const LEAKS_PATH: &str = "/api/leaks";
+
+/// GET /api/leaks: the `context` verdicts of the last census.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaksResponse {
+    pub pid: u32,
+    pub exe: String,
+    pub go_version: String,
+    pub taken_at_unix_ms: u64,
+    /// False when the binary has no `context` cancel tree to probe (or `--no-contexts`).
+    pub contexts_probed: bool,
+    /// A goroutine is reported once its context has been cancelled this long.
+    pub grace_s: f64,
+    /// cancelCtx children still in their parent's `children` map, not cancelled, by the line
+    /// that created them; most first.
+    pub unreleased: Vec<UnreleasedContexts>,
+    /// Goroutines started under a context that was cancelled more than `grace_s` ago and
+    /// are still alive, by their `go` line, their context's creation line and wait reason.
+    pub outliving: Vec<OutlivingGoroutines>,
+    /// ctxleak's count of children per parent against `len(parent.children)` in memory.
+    pub children_check: ChildrenCheck,
+    pub contexts_created: u64,
+    pub contexts_cancelled: u64,
+    /// Contexts ctxleak holds in memory (unreleased, or with goroutines bound to them).
+    pub contexts_tracked: u64,
+    pub goroutines_bound: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnreleasedContexts {
+    /// Where `WithCancel`/`WithTimeout`/... was called (the first frame outside `context`);
+    /// None when unknown.
+    pub site: Option<SourceLocation>,
+    pub count: u64,
+    /// Of those, how many were made by a goroutine that has exited: nobody can call their
+    /// cancel any more (the runtime counterpart of `go vet`'s lostcancel).
+    pub orphaned: u64,
+    pub oldest_age_s: f64,
+    /// Change in `count` over the last `window_s` seconds.
+    pub growth: i64,
+    pub window_s: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutlivingGoroutines {
+    /// The `go` statement that started them.
+    pub goroutine_site: Option<SourceLocation>,
+    /// Where the context they were started under was created.
+    pub context_site: Option<SourceLocation>,
+    pub state: String,
+    pub wait_reason: String,
+    pub count: u64,
+    /// How long ago the oldest one's context was cancelled.
+    pub oldest_cancelled_s: f64,
+    pub growth: i64,
+    pub window_s: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChildrenCheck {
+    /// Sum over parents of |tracked − in memory|: 0 when ctxleak's view is the target's.
+    /// Children registered before ctxleak attached count here too.
+    pub mismatch: u64,
+    pub parents: Vec<ParentChildren>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParentChildren {
+    /// Address of the parent's `children` map in the target.
+    pub children_map: String,
+    pub tracked: u64,
+    /// `len(children)` read from the target; None if unreadable.
+    pub in_memory: Option<u64>,
 }

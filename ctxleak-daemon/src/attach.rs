@@ -13,13 +13,14 @@ use anyhow::Context as _;
 use ctxleak_common::Counter;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::api::GroupsResponse;
+use crate::api::{GroupsResponse, LeaksResponse};
 use crate::census;
+use crate::contexts::{self, ContextTracker, History};
 use crate::goexe::GoBinary;
 use crate::groups::{GoroutinesResponse, GroupTracker, SuspectRules, Symbolizer};
 use crate::http::{Latest, Shared};
 use crate::metrics::{self, TargetMetrics};
-use crate::probes::{self, EventStream, ProbeMode, Probes};
+use crate::probes::{self, EventStream, ProbeMode, Probes, Record};
 use crate::procmem::{self, ProcessMemory};
 use crate::target::{self, ProcessHandle, TargetError, TargetExe};
 use crate::tracker::{GoroutineKind, GoroutineTracker, kind_of_function};
@@ -35,6 +36,8 @@ pub struct AttachOptions {
     pub census_interval: Duration,
     pub probe_mode: ProbeMode,
     pub suspect_rules: SuspectRules,
+    /// A goroutine outliving its context is reported once the context was cancelled this long.
+    pub context_grace: Duration,
 }
 
 /// Why the session ended (both are normal ends).
@@ -116,17 +119,38 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
         exe: exe_name,
         target_metrics,
         tracker: GoroutineTracker::default(),
+        contexts: ContextTracker::default(),
+        contexts_probed: binary.probes.contexts.is_some()
+            && !options.probe_mode.no_contexts
+            && !options.probe_mode.floor,
+        context_grace: options.context_grace,
+        context_window: options.suspect_rules.window_short,
+        context_history: History::default(),
+        context_summary: None,
+        last_report: String::new(),
+        summary: options.summary,
         symbolizer: Symbolizer::new(binary, bias),
         groups: GroupTracker::new(options.suspect_rules),
         top_suspect: None,
         lost_seen: 0,
         read_errors_seen: 0,
     };
+    let context_probes = if session.contexts_probed { 3 } else { 0 };
     let attached = format!(
-        "ctxleak: attached to PID {pid} ({}, {}, {} probes); metrics at http://{listen}/metrics",
+        "ctxleak: attached to PID {pid} ({}, {}, {} probes{}); metrics at http://{listen}/metrics",
         exe.path.display(),
         binary.version,
-        binary.probes.goroutine_created.len() + 1 + usize::from(options.probe_mode.park_times)
+        binary.probes.goroutine_created.len()
+            + 1
+            + usize::from(options.probe_mode.park_times)
+            + context_probes,
+        if session.contexts_probed {
+            ", contexts"
+        } else if binary.probes.contexts.is_none() {
+            ", no context package"
+        } else {
+            ""
+        },
     );
     let ending = session
         .run(
@@ -155,6 +179,17 @@ struct Session<'a> {
     exe: String,
     target_metrics: TargetMetrics,
     tracker: GoroutineTracker,
+    contexts: ContextTracker,
+    contexts_probed: bool,
+    context_grace: Duration,
+    context_window: Duration,
+    context_history: History,
+    /// " | contexts: ..." for the summary line, from the last census.
+    context_summary: Option<String>,
+    /// The last leak report printed, to print only changes.
+    last_report: String,
+    /// Print the per-second summary and leak reports.
+    summary: bool,
     symbolizer: Symbolizer<'a>,
     groups: GroupTracker,
     /// " | leak suspect #1: ..." for the summary line, from the last census.
@@ -227,15 +262,29 @@ impl Session<'_> {
     fn drain(&mut self, ring: &mut aya::maps::RingBuf<aya::maps::MapData>) {
         let (binary, bias, pid) = (self.binary, self.bias, self.process.pid());
         let (before_created, before_exited) = (self.tracker.created, self.tracker.exited);
+        let (contexts_created, contexts_cancelled) =
+            (self.contexts.created, self.contexts.cancelled);
         while let Some(item) = ring.next() {
-            let Some(event) = probes::decode_event(&item) else {
-                continue;
-            };
-            if event.pid == pid {
-                self.tracker
-                    .apply(&event, |startpc| Self::classify(binary, bias, startpc));
+            match probes::decode_record(&item) {
+                Some(Record::Goroutine(event)) if event.pid == pid => {
+                    self.tracker
+                        .apply(&event, |startpc| Self::classify(binary, bias, startpc));
+                    self.contexts.apply_goroutine(&event);
+                }
+                Some(Record::Context(event)) if event.pid == pid => {
+                    let symbolizer = &mut self.symbolizer;
+                    self.contexts
+                        .apply(&event, |stack| symbolizer.context_site(stack));
+                }
+                _ => {}
             }
         }
+        self.target_metrics
+            .contexts_created
+            .inc_by(self.contexts.created - contexts_created);
+        self.target_metrics
+            .contexts_cancelled
+            .inc_by(self.contexts.cancelled - contexts_cancelled);
         self.target_metrics
             .created
             .inc_by(self.tracker.created - before_created);
@@ -298,6 +347,7 @@ impl Session<'_> {
                 }
             }
         }
+        let leaks = self.context_verdicts(ktime, started, &views);
         let groups = self.groups.update(started, &views);
         self.shared.metrics.set_census(pid, &groups);
         self.top_suspect = groups.iter().find(|group| group.rank == 1).map(|group| {
@@ -346,6 +396,10 @@ impl Session<'_> {
                 taken_at_unix_ms,
                 goroutines: views,
             },
+            leaks: LeaksResponse {
+                taken_at_unix_ms,
+                ..leaks
+            },
         });
         tracing::debug!(
             goroutines = census.goroutines.len(),
@@ -353,6 +407,74 @@ impl Session<'_> {
             "census"
         );
         Ok(())
+    }
+
+    /// Judges the contexts against this census, publishes the metrics and returns the report
+    /// (its time stamp still to be set).
+    fn context_verdicts(
+        &mut self,
+        ktime: u64,
+        started: std::time::Instant,
+        views: &[crate::groups::GoroutineView],
+    ) -> LeaksResponse {
+        let tracker = &self.tracker;
+        // Goroutines whose exit event was lost keep no binding.
+        self.contexts
+            .retain_goroutines(|goid| tracker.is_live(goid));
+        let by_goid: std::collections::HashMap<u64, &crate::groups::GoroutineView> =
+            views.iter().map(|view| (view.goid, view)).collect();
+        let memory = self.memory;
+        let verdicts = contexts::verdicts(
+            &self.contexts,
+            &mut self.context_history,
+            &contexts::Inputs {
+                now_ns: ktime,
+                grace_ns: u64::try_from(self.context_grace.as_nanos()).unwrap_or(u64::MAX),
+                now: started,
+                window: self.context_window,
+                is_live: &|goid| tracker.is_live(goid),
+                views: &by_goid,
+                read_len: &|map| memory.read_u64(map).ok(),
+            },
+        );
+        let pid = self.process.pid();
+        self.shared.metrics.set_contexts(pid, &verdicts);
+        let unreleased: u64 = verdicts.unreleased.iter().map(|u| u.count).sum();
+        let outliving: u64 = verdicts.outliving.iter().map(|o| o.count).sum();
+        self.context_summary = (unreleased + outliving > 0).then(|| {
+            let top = verdicts
+                .unreleased
+                .first()
+                .and_then(|u| u.site.as_ref())
+                .map(|site| format!(", most at {}", short_site(site)))
+                .unwrap_or_default();
+            format!(
+                " | contexts: {unreleased} unreleased{top}; {outliving} goroutines outlived theirs"
+            )
+        });
+        let report = leak_report_text(&verdicts);
+        if report != self.last_report {
+            if !report.is_empty() && self.summary {
+                println!("{report}");
+            }
+            self.last_report = report;
+        }
+        let (tracked, bound) = self.contexts.sizes();
+        LeaksResponse {
+            pid,
+            exe: self.exe.clone(),
+            go_version: self.binary.version.raw.clone(),
+            taken_at_unix_ms: 0,
+            contexts_probed: self.contexts_probed,
+            grace_s: self.context_grace.as_secs_f64(),
+            unreleased: verdicts.unreleased,
+            outliving: verdicts.outliving,
+            children_check: verdicts.children_check,
+            contexts_created: self.contexts.created,
+            contexts_cancelled: self.contexts.cancelled,
+            contexts_tracked: tracked as u64,
+            goroutines_bound: bound as u64,
+        }
     }
 
     /// Lost events mean the live set is no longer exact: count them and read it afresh.
@@ -384,7 +506,7 @@ impl Session<'_> {
     fn print_summary(&self, (created_before, exited_before): (u64, u64)) {
         let counts = self.tracker.counts();
         println!(
-            "ctxleak: PID {} {}: {} goroutines ({} system) | +{} created -{} exited /s | {} events lost{}",
+            "ctxleak: PID {} {}: {} goroutines ({} system) | +{} created -{} exited /s | {} events lost{}{}",
             self.process.pid(),
             self.binary.version,
             counts.user,
@@ -393,8 +515,55 @@ impl Session<'_> {
             self.tracker.exited - exited_before,
             self.lost_seen,
             self.top_suspect.as_deref().unwrap_or_default(),
+            self.context_summary.as_deref().unwrap_or_default(),
         );
     }
+}
+
+/// `function (file:line)` with the file's base name only, for one-line summaries.
+fn short_site(site: &crate::api::SourceLocation) -> String {
+    let file = site.file.rsplit('/').next().unwrap_or(&site.file);
+    format!("{} ({file}:{})", site.function, site.line)
+}
+
+/// The context verdicts as text, one line each; empty when there are none.
+fn leak_report_text(verdicts: &contexts::Verdicts) -> String {
+    let site = |s: &Option<crate::api::SourceLocation>| {
+        s.as_ref()
+            .map_or_else(|| "an unknown site".to_owned(), short_site)
+    };
+    let mut lines = Vec::new();
+    for u in &verdicts.unreleased {
+        lines.push(format!(
+            "  unreleased: {} contexts created at {} ({} orphaned), oldest {:.0}s, {:+} in {}s",
+            u.count,
+            site(&u.site),
+            u.orphaned,
+            u.oldest_age_s,
+            u.growth,
+            u.window_s
+        ));
+    }
+    for o in &verdicts.outliving {
+        lines.push(format!(
+            "  outliving: {} goroutines started at {} ({}) under a context created at {}, cancelled {:.0}s ago",
+            o.count,
+            site(&o.goroutine_site),
+            if o.wait_reason.is_empty() { &o.state } else { &o.wait_reason },
+            site(&o.context_site),
+            o.oldest_cancelled_s
+        ));
+    }
+    if verdicts.children_check.mismatch > 0 {
+        lines.push(format!(
+            "  self-check: {} children differ from len(parent.children) in memory",
+            verdicts.children_check.mismatch
+        ));
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("ctxleak: context leak report\n{}", lines.join("\n"))
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.

@@ -120,6 +120,25 @@ impl<'a> Symbolizer<'a> {
             .clone()
     }
 
+    /// Where a context was made: the first frame of its creation stack (return addresses,
+    /// innermost first) outside package `context` and its wrappers, i.e. the user's line.
+    pub fn context_site(&mut self, stack: &[u64]) -> Option<Arc<SourceLocation>> {
+        for &pc in stack.iter().take_while(|&&pc| pc != 0) {
+            let frames = self.frames(pc);
+            if let Some(frame) = frames
+                .iter()
+                .find(|frame| !frame.wrapper && !frame.function.starts_with("context."))
+            {
+                return Some(Arc::new(SourceLocation {
+                    function: frame.function.to_string(),
+                    file: frame.file.to_string(),
+                    line: frame.line,
+                }));
+            }
+        }
+        None
+    }
+
     /// The innermost frame's pointer from the function table: at `sched.pc` the frame is
     /// `sp_delta` bytes deep, so the function was entered with SP = sched.sp + delta, and its
     /// prologue pushed BP just below the return address there.

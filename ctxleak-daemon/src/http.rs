@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::api::{GROUPS_PATH, GroupsResponse};
+use crate::api::{GROUPS_PATH, GroupsResponse, LEAKS_PATH, LeaksResponse};
 use crate::groups::GoroutinesResponse;
 use crate::metrics::Metrics;
 
@@ -20,6 +20,7 @@ pub struct Latest {
     pub goroutines: GoroutinesResponse,
     /// Gzipped profile.proto, the shape of Go's `/debug/pprof/goroutine`.
     pub profile: Vec<u8>,
+    pub leaks: LeaksResponse,
 }
 
 /// State shared by the session (which writes) and the HTTP handlers (which read).
@@ -49,12 +50,13 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> st
         .route("/metrics", get(metrics))
         .route(GROUPS_PATH, get(groups))
         .route("/api/goroutines", get(goroutines))
+        .route(LEAKS_PATH, get(leaks))
         .route("/debug/pprof/goroutine", get(profile))
         .route(
             "/",
             get(|| async {
-                "ctxleak: /metrics (Prometheus), /api/groups and /api/goroutines (JSON), \
-                 /debug/pprof/goroutine (go tool pprof)\n"
+                "ctxleak: /metrics (Prometheus), /api/groups, /api/goroutines and /api/leaks \
+                 (JSON), /debug/pprof/goroutine (go tool pprof)\n"
             }),
         )
         .with_state(shared);
@@ -113,4 +115,10 @@ async fn goroutines(State(shared): State<Arc<Shared>>) -> Response {
     shared
         .latest()
         .map_or_else(not_yet, |latest| json(&latest.goroutines))
+}
+
+async fn leaks(State(shared): State<Arc<Shared>>) -> Response {
+    shared
+        .latest()
+        .map_or_else(not_yet, |latest| json(&latest.leaks))
 }

@@ -5,6 +5,7 @@ pub mod api;
 #[cfg(feature = "probes")]
 pub mod attach;
 pub mod census;
+pub mod contexts;
 pub mod goexe;
 pub mod groups;
 #[cfg(feature = "probes")]

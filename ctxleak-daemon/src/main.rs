@@ -64,6 +64,14 @@ enum Command {
         /// ages are measured from the census that first saw the goroutine blocked).
         #[arg(long)]
         park_times: bool,
+        /// A goroutine started under a context is reported as outliving it once the context
+        /// has been cancelled this long and the goroutine is still alive.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        context_grace: std::time::Duration,
+        /// Do not probe the context package (three probes: context creation, registration
+        /// under a parent, cancellation); goroutine metrics only.
+        #[arg(long)]
+        no_contexts: bool,
         /// Benchmarks only: attach do-nothing programs at the same places (the trap cost alone).
         #[arg(long, hide = true)]
         floor: bool,
@@ -173,6 +181,8 @@ fn main() -> ExitCode {
                 suspect_window_long,
                 suspect_min_age,
                 park_times,
+                context_grace,
+                no_contexts,
                 floor,
             } => {
                 let options = attach::AttachOptions {
@@ -181,7 +191,12 @@ fn main() -> ExitCode {
                     summary: !quiet,
                     ring_bytes: ring_buffer_size,
                     census_interval,
-                    probe_mode: ctxleak_daemon::probes::ProbeMode { park_times, floor },
+                    probe_mode: ctxleak_daemon::probes::ProbeMode {
+                        park_times,
+                        floor,
+                        no_contexts,
+                    },
+                    context_grace,
                     suspect_rules: ctxleak_daemon::groups::SuspectRules {
                         window_short: suspect_window_short,
                         window_long: suspect_window_long,

@@ -43,6 +43,26 @@ struct SuspectLabels {
 pub const MAX_SUSPECT_SERIES: usize = 10;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContextSiteLabels {
+    pid: u32,
+    /// `function (file:line)` of the `WithCancel`/`WithTimeout`/... call; "other" for the
+    /// sites beyond [`MAX_CONTEXT_SERIES`].
+    site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutlivingLabels {
+    pid: u32,
+    go_site: String,
+    context_site: String,
+    wait_reason: String,
+}
+
+/// At most this many context sites (and outliving groups) get their own series; the rest
+/// are summed into one `site="other"` series, so cardinality stays bounded.
+pub const MAX_CONTEXT_SERIES: usize = 20;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetInfoLabels {
     pid: u32,
     exe: String,
@@ -60,6 +80,12 @@ pub struct Metrics {
     by_state: Family<StateLabels, Gauge>,
     suspects: Family<SuspectLabels, Gauge>,
     suspect_count: Family<TargetLabels, Gauge>,
+    contexts_created: Family<TargetLabels, Counter>,
+    contexts_cancelled: Family<TargetLabels, Counter>,
+    unreleased: Family<ContextSiteLabels, Gauge>,
+    orphaned: Family<ContextSiteLabels, Gauge>,
+    outliving: Family<OutlivingLabels, Gauge>,
+    children_mismatch: Family<TargetLabels, Gauge>,
     pub events_lost: Counter,
     pub probe_read_errors: Counter,
 }
@@ -77,6 +103,12 @@ impl Default for Metrics {
             by_state: Family::default(),
             suspects: Family::default(),
             suspect_count: Family::default(),
+            contexts_created: Family::default(),
+            contexts_cancelled: Family::default(),
+            unreleased: Family::default(),
+            orphaned: Family::default(),
+            outliving: Family::default(),
+            children_mismatch: Family::default(),
             events_lost: Counter::default(),
             probe_read_errors: Counter::default(),
             registry: Registry::default(),
@@ -132,6 +164,36 @@ impl Default for Metrics {
             metrics.suspect_count.clone(),
         );
         registry.register(
+            "contexts_created",
+            "cancelCtx, timerCtx and afterFuncCtx contexts created since ctxleak attached",
+            metrics.contexts_created.clone(),
+        );
+        registry.register(
+            "contexts_cancelled",
+            "Cancellations of those contexts (by their cancel func, a deadline or a parent) since ctxleak attached",
+            metrics.contexts_cancelled.clone(),
+        );
+        registry.register(
+            "contexts_unreleased",
+            "Contexts still registered in their parent's children map and not cancelled, by the line that created them (the top sites; the rest as site=\"other\")",
+            metrics.unreleased.clone(),
+        );
+        registry.register(
+            "contexts_orphaned",
+            "Unreleased contexts whose creating goroutine has exited, so nobody can cancel them (runtime lostcancel), by creation site",
+            metrics.orphaned.clone(),
+        );
+        registry.register(
+            "goroutines_outliving_context",
+            "Live goroutines started under a context cancelled more than the grace period ago, by go statement, context creation site and wait reason",
+            metrics.outliving.clone(),
+        );
+        registry.register(
+            "context_children_mismatch",
+            "Self-check: sum over parents of |children ctxleak tracks - len(parent.children) in memory| (children registered before ctxleak attached count too)",
+            metrics.children_mismatch.clone(),
+        );
+        registry.register(
             "target_info",
             "A watched process (always 1): its executable and Go version",
             metrics.target_info.clone(),
@@ -151,6 +213,8 @@ pub struct TargetMetrics {
     pub exited: Counter,
     pub resyncs: Counter,
     pub disagreements: Counter,
+    pub contexts_created: Counter,
+    pub contexts_cancelled: Counter,
 }
 
 impl TargetMetrics {
@@ -188,6 +252,8 @@ impl Metrics {
             exited: self.exited.get_or_create(&target).clone(),
             resyncs: self.resyncs.get_or_create(&target).clone(),
             disagreements: self.disagreements.get_or_create(&target).clone(),
+            contexts_created: self.contexts_created.get_or_create(&target).clone(),
+            contexts_cancelled: self.contexts_cancelled.get_or_create(&target).clone(),
         }
     }
 
@@ -226,6 +292,57 @@ impl Metrics {
         self.suspect_count
             .get_or_create(&TargetLabels { pid })
             .set(i64::try_from(suspects.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Replaces the context verdict series of `pid`.
+    pub fn set_contexts(&self, pid: u32, verdicts: &crate::contexts::Verdicts) {
+        self.unreleased.clear();
+        self.orphaned.clear();
+        self.outliving.clear();
+        let location = |l: &Option<crate::api::SourceLocation>| {
+            l.as_ref()
+                .map_or_else(|| "unknown".to_owned(), ToString::to_string)
+        };
+        let gauge_value = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for (index, group) in verdicts.unreleased.iter().enumerate() {
+            let site = if index < MAX_CONTEXT_SERIES {
+                location(&group.site)
+            } else {
+                "other".to_owned()
+            };
+            let labels = ContextSiteLabels { pid, site };
+            self.unreleased
+                .get_or_create(&labels)
+                .inc_by(gauge_value(group.count));
+            if group.orphaned > 0 {
+                self.orphaned
+                    .get_or_create(&labels)
+                    .inc_by(gauge_value(group.orphaned));
+            }
+        }
+        for (index, group) in verdicts.outliving.iter().enumerate() {
+            let labels = if index < MAX_CONTEXT_SERIES {
+                OutlivingLabels {
+                    pid,
+                    go_site: location(&group.goroutine_site),
+                    context_site: location(&group.context_site),
+                    wait_reason: group.wait_reason.clone(),
+                }
+            } else {
+                OutlivingLabels {
+                    pid,
+                    go_site: "other".into(),
+                    context_site: "other".into(),
+                    wait_reason: "other".into(),
+                }
+            };
+            self.outliving
+                .get_or_create(&labels)
+                .inc_by(gauge_value(group.count));
+        }
+        self.children_mismatch
+            .get_or_create(&TargetLabels { pid })
+            .set(gauge_value(verdicts.children_check.mismatch));
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

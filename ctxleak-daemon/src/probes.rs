@@ -9,7 +9,8 @@ use aya::programs::UProbe;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
 use aya::{Ebpf, EbpfLoader};
 use ctxleak_common::{
-    COUNTERS_MAP, Counter, EVENTS_MAP, GoroutineEvent, GoroutineKey, PARKS_MAP, PROG_FLOOR,
+    COUNTERS_MAP, ContextEvent, Counter, EVENTS_MAP, EventKind, GoroutineEvent, GoroutineKey,
+    PARKS_MAP, PROG_CONTEXT_CANCELLED, PROG_CONTEXT_CREATED, PROG_CONTEXT_REGISTERED, PROG_FLOOR,
     PROG_GOROUTINE_CREATED, PROG_GOROUTINE_EXITED, PROG_GOROUTINE_PARKED, TARGETS_MAP,
     TargetConfig,
 };
@@ -65,6 +66,8 @@ pub struct ProbeMode {
     pub park_times: bool,
     /// Attach the do-nothing program everywhere instead (benchmarks: the cost of the traps).
     pub floor: bool,
+    /// Leave the `context` probes out (goroutines only).
+    pub no_contexts: bool,
 }
 
 pub struct Probes {
@@ -115,6 +118,9 @@ impl Probes {
             PROG_GOROUTINE_CREATED,
             PROG_GOROUTINE_EXITED,
             PROG_GOROUTINE_PARKED,
+            PROG_CONTEXT_CREATED,
+            PROG_CONTEXT_REGISTERED,
+            PROG_CONTEXT_CANCELLED,
             PROG_FLOOR,
         ] {
             uprobe(&mut ebpf, name)?.load().map_err(load_error)?;
@@ -155,13 +161,28 @@ impl Probes {
         let parked = mode
             .park_times
             .then_some((PROG_GOROUTINE_PARKED, binary.probes.goroutine_parked));
+        let contexts = binary
+            .probes
+            .contexts
+            .as_ref()
+            .filter(|_| !mode.no_contexts)
+            .map(|c| {
+                [
+                    (PROG_CONTEXT_CREATED, c.created),
+                    (PROG_CONTEXT_REGISTERED, c.registered),
+                    (PROG_CONTEXT_CANCELLED, c.cancelled),
+                ]
+            })
+            .into_iter()
+            .flatten();
         let points = binary
             .probes
             .goroutine_created
             .iter()
             .map(|&address| (PROG_GOROUTINE_CREATED, address))
             .chain([(PROG_GOROUTINE_EXITED, binary.probes.goroutine_exited)])
-            .chain(parked);
+            .chain(parked)
+            .chain(contexts);
         for (program, address) in points {
             let program = if mode.floor { PROG_FLOOR } else { program };
             let offset = binary
@@ -221,4 +242,27 @@ pub fn decode_event(bytes: &[u8]) -> Option<GoroutineEvent> {
         // read_unaligned copes with any alignment.
         unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<GoroutineEvent>()) }
     })
+}
+
+/// One ring-buffer record of either shape.
+#[derive(Clone, Copy, Debug)]
+pub enum Record {
+    Goroutine(GoroutineEvent),
+    Context(ContextEvent),
+}
+
+/// Decodes a record by its leading `kind`; `None` for anything our programs never send.
+pub fn decode_record(bytes: &[u8]) -> Option<Record> {
+    let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+    match EventKind::from_u32(kind)? {
+        EventKind::Created | EventKind::Exited => decode_event(bytes).map(Record::Goroutine),
+        EventKind::ContextCreated | EventKind::ContextRegistered | EventKind::ContextCancelled => {
+            (bytes.len() >= ContextEvent::SIZE).then(|| {
+                // SAFETY: as in decode_event, for ContextEvent.
+                Record::Context(unsafe {
+                    std::ptr::read_unaligned(bytes.as_ptr().cast::<ContextEvent>())
+                })
+            })
+        }
+    }
 }

@@ -138,8 +138,14 @@ impl GoroutineTracker {
                 }
                 self.recent_exits.push_back((event.ktime_ns, event.goid));
             }
-            None => {}
+            // Context events are the context tracker's.
+            _ => {}
         }
+    }
+
+    /// Whether `goid` is alive by the events and snapshots so far.
+    pub fn is_live(&self, goid: u64) -> bool {
+        self.live.contains_key(&goid)
     }
 
     pub fn counts(&self) -> Counts {

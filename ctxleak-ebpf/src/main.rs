@@ -16,8 +16,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use ctxleak_common::{
-    COUNTER_SLOTS, Counter, EVENTS_RING_BYTES, EventKind, GoOffsets, GoroutineEvent, GoroutineKey,
-    MAX_PARKS, MAX_TARGETS, TargetConfig,
+    CONTEXT_STACK_DEPTH, COUNTER_SLOTS, ContextEvent, Counter, EVENTS_RING_BYTES, EventKind,
+    GoOffsets, GoroutineEvent, GoroutineKey, MAX_PARKS, MAX_TARGETS, TargetConfig,
 };
 
 #[map]
@@ -83,10 +83,121 @@ pub fn goroutine_parked(_ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Placed after the stack check of `context.(*cancelCtx).propagateCancel`, which every
+/// cancelCtx, timerCtx and afterFuncCtx goes through when it is made: RAX is the new context,
+/// R14 the goroutine making it. The prologue has not run yet, so the return address is at
+/// [SP] and RBP is still the caller's frame pointer: the creation stack is read from there,
+/// up to the user's line outside package `context`.
+#[uprobe]
+pub fn context_created(ctx: ProbeContext) -> u32 {
+    // SAFETY: the kernel hands uprobe programs a valid pt_regs.
+    let (context, sp, bp) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rsp, (*ctx.regs).rbp) };
+    let Some(mut event) = context_event(&ctx, EventKind::ContextCreated, context, 0) else {
+        return 0;
+    };
+    let Some(caller) = read_u64(sp, 0) else {
+        count(Counter::ReadErrors);
+        return 0;
+    };
+    event.stack[0] = caller;
+    // Go keeps frame pointers: [BP] is the caller's saved BP, [BP+8] its return address.
+    let mut frame = bp;
+    for slot in 1..CONTEXT_STACK_DEPTH {
+        if frame == 0 {
+            break;
+        }
+        let (Some(next), Some(ret)) = (read_u64(frame, 0), read_u64(frame, 8)) else {
+            break;
+        };
+        event.stack[slot] = ret;
+        // Stacks grow down: a caller's frame is always above. Anything else ends the chain.
+        if next <= frame {
+            break;
+        }
+        frame = next;
+    }
+    send(&event);
+    0
+}
+
+/// Placed on the `CALL runtime.mapassign` of `p.children[child] = struct{}{}` in
+/// `propagateCancel` (the kernel emulates a CALL: no second trap). It fires only for contexts
+/// that really join a parent's `children` map: those under `Background`, `WithoutCancel` or
+/// an already-cancelled parent never do, and never cost the daemon memory. Arguments of
+/// mapassign(type, map, key): RBX is the map, RCX points at the key, the `canceler` interface
+/// whose data word is the child.
+#[uprobe]
+pub fn context_registered(ctx: ProbeContext) -> u32 {
+    // SAFETY: as above.
+    let (map, key) = unsafe { ((*ctx.regs).rbx, (*ctx.regs).rcx) };
+    let Some(child) = read_u64(key, 8) else {
+        count(Counter::ReadErrors);
+        return 0;
+    };
+    if let Some(event) = context_event(&ctx, EventKind::ContextRegistered, child, map) {
+        send(&event);
+    }
+    0
+}
+
+/// Placed after the stack check of `context.(*cancelCtx).cancel(removeFromParent, err,
+/// cause)`; timerCtx and afterFuncCtx cancel through it too. RAX is the context, BL
+/// `removeFromParent`.
+#[uprobe]
+pub fn context_cancelled(ctx: ProbeContext) -> u32 {
+    // SAFETY: as above.
+    let (context, flag) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx & 0xff) };
+    if let Some(event) = context_event(&ctx, EventKind::ContextCancelled, context, flag) {
+        send(&event);
+    }
+    0
+}
+
 /// Does nothing, at the same addresses as the programs above: the floor of what probing costs.
 #[uprobe]
 pub fn floor(_ctx: ProbeContext) -> u32 {
     0
+}
+
+/// A context event from the current goroutine (R14) of a target process; `None` (and nothing
+/// sent) for other processes or when the goroutine cannot be read.
+#[inline(always)]
+fn context_event(
+    ctx: &ProbeContext,
+    kind: EventKind,
+    context: u64,
+    detail: u64,
+) -> Option<ContextEvent> {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
+    let target = unsafe { TARGETS.get(&pid) }?;
+    // SAFETY: as in goroutine_created.
+    let g = unsafe { (*ctx.regs).r14 };
+    let Some(goid) = read_u64(g, target.offsets.g_goid) else {
+        count(Counter::ReadErrors);
+        return None;
+    };
+    Some(ContextEvent {
+        kind: kind as u32,
+        pid,
+        // SAFETY: no preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        goid,
+        context,
+        detail,
+        stack: [0; CONTEXT_STACK_DEPTH],
+    })
+}
+
+#[inline(always)]
+fn send<T: Copy + 'static>(event: &T) {
+    match EVENTS.reserve::<T>(0) {
+        Some(mut slot) => {
+            slot.write(*event);
+            slot.submit(0);
+        }
+        None => count(Counter::EventsLost),
+    }
 }
 
 #[inline(always)]

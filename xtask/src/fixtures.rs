@@ -30,9 +30,9 @@ const PLAIN: Variant = Variant {
     programs: &[],
 };
 
-/// The goroutine-count matrix program and the census program.
+/// The goroutine-count matrix program, and with it the census and context programs.
 const PHASES: &[&str] = &["phases"];
-const PHASES_AND_PARKED: &[&str] = &["phases", "parked"];
+const PHASES_AND_PARKED: &[&str] = &["phases", "parked", "contexts"];
 
 const VARIANTS: &[Variant] = &[
     // DWARF removed, symbol table kept.

@@ -23,6 +23,23 @@ pub fn after_calls_to(code: &[u8], ip: u64, target: u64) -> Vec<u64> {
     found
 }
 
+/// Every direct `CALL` in `code` (which starts at address `ip`): the CALL's own address and
+/// its target.
+pub fn direct_calls(code: &[u8], ip: u64) -> Vec<(u64, u64)> {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    let mut found = Vec::new();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instruction);
+        if instruction.flow_control() == FlowControl::Call
+            && instruction.op0_kind() == OpKind::NearBranch64
+        {
+            found.push((instruction.ip(), instruction.near_branch_target()));
+        }
+    }
+    found
+}
+
 /// The address to probe for "this function was entered": the first instruction after Go's
 /// stack-bound check (`CMPQ SP, 16(R14)` or, for large frames, `LEAQ -N(SP), R12; CMPQ R12,
 /// 16(R14)`, then `JBE morestack`), or the entry itself for functions without one (nosplit).

@@ -93,6 +93,20 @@ pub struct ProbeAddresses {
     pub goroutine_exited: u64,
     /// Inside `runtime.gopark`, after its stack check (used with park timing only).
     pub goroutine_parked: u64,
+    /// The `context` package's cancel tree; `None` when the binary does not use it (or the
+    /// linker left out a function the probes need).
+    pub contexts: Option<ContextProbes>,
+}
+
+/// Link-time addresses of the `context` probes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContextProbes {
+    /// Inside `context.(*cancelCtx).propagateCancel`, after its stack check.
+    pub created: u64,
+    /// The `CALL runtime.mapassign` in `propagateCancel` (`p.children[child] = struct{}{}`).
+    pub registered: u64,
+    /// Inside `context.(*cancelCtx).cancel`, after its stack check.
+    pub cancelled: u64,
 }
 
 /// A loadable segment: how link-time addresses map to file offsets.
@@ -255,6 +269,8 @@ impl GoBinary {
                 symbol: "runtime.goexit1",
             })?;
 
+        let contexts = context_probes(&pclntab, |function| code(function));
+
         Ok(Self {
             path,
             version,
@@ -265,6 +281,7 @@ impl GoBinary {
                 goroutine_created,
                 goroutine_exited,
                 goroutine_parked,
+                contexts,
             },
             allgs,
             wait_reasons,
@@ -291,6 +308,38 @@ impl GoBinary {
             .find(|s| s.file_offset == 0)
             .map(|s| s.address)
     }
+}
+
+/// Where the `context` probes go, if the binary has the functions (see [`ContextProbes`]).
+/// The insertion into `children` is the one map assignment in `propagateCancel`, with
+/// `parentCancelCtx` inlined or not; a build where that is not so gets no context probes
+/// rather than a probe in the wrong place.
+fn context_probes<'d>(
+    pclntab: &Pclntab,
+    code: impl Fn(&pclntab::Function<'_>) -> Option<&'d [u8]>,
+) -> Option<ContextProbes> {
+    let propagate = pclntab.function("context.(*cancelCtx).propagateCancel")?;
+    let cancel = pclntab.function("context.(*cancelCtx).cancel")?;
+    let propagate_code = code(&propagate)?;
+    let mut assignments = disasm::direct_calls(propagate_code, propagate.entry)
+        .into_iter()
+        .filter(|&(_, target)| {
+            pclntab.function_at(target).is_some_and(|callee| {
+                callee.entry == target && callee.name.starts_with("runtime.mapassign")
+            })
+        });
+    let registered = assignments.next()?.0;
+    if assignments.next().is_some() {
+        tracing::warn!(
+            "context.(*cancelCtx).propagateCancel assigns to more than one map; not probing contexts"
+        );
+        return None;
+    }
+    Some(ContextProbes {
+        created: disasm::after_stack_check(propagate_code, propagate.entry),
+        registered,
+        cancelled: code(&cancel).map(|c| disasm::after_stack_check(c, cancel.entry))?,
+    })
 }
 
 /// `runtime.waitReasonStrings`, a `[N]string` in initialised data, read from the file: from

@@ -1,0 +1,657 @@
+//! The cancel tree of one target's `context`s, kept from probe events, and the goroutines bound
+//! to it.
+//!
+//! Three probes feed it (see `ctxleak-ebpf`): a context is *created* (`propagateCancel`, with
+//! the creating goroutine and its creation site), *registered* (it joins a parent's `children`
+//! map, where it stays until it is cancelled), and *cancelled* (`(*cancelCtx).cancel`, whatever
+//! the path: the owner's cancel func, a deadline, or a parent's cancellation propagating down).
+//!
+//! # What is kept, and for how long
+//! A context is kept while it is registered and not cancelled (that is the leak we count), or
+//! while a goroutine is bound to it (to tell, once it is cancelled, which goroutines outlived
+//! it). A context that never joined a `children` map (its parent never cancels: `Background`,
+//! `WithoutCancel`) cannot leak an entry and the GC may free it: it is forgotten as soon as no
+//! goroutine is bound to it, so it costs the daemon nothing. The daemon's memory is therefore
+//! bounded by the registered contexts plus one binding per live goroutine.
+//!
+//! # The binding rule
+//! - A goroutine is bound to the last context it created.
+//! - A goroutine started by a `go` statement inherits its creator's binding at that moment,
+//!   as *inherited*: it was started to do work under that context.
+//! - Only inherited bindings give the verdict "outlived its context": a goroutine that created
+//!   a context owns it, and owners (a server's connection loop, a retry loop) routinely outlive
+//!   the per-iteration contexts they create and cancel.
+//! - A goroutine that existed before ctxleak attached, or whose creator had no binding, is not
+//!   bound at all and is never reported by this rule (the census still sees it).
+//! - `ctx.Done()` is not probed (it runs in every `select` on a context: measured as too costly
+//!   for a default probe), so a goroutine that receives a context later, through a channel or
+//!   a struct, is not bound to it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use ctxleak_common::{CONTEXT_STACK_DEPTH, ContextEvent, EventKind, GoroutineEvent};
+
+use crate::api::{
+    ChildrenCheck, OutlivingGoroutines, ParentChildren, SourceLocation, UnreleasedContexts,
+};
+use crate::groups::GoroutineView;
+
+/// Index into the [`SiteTable`]. 0 is "unknown" (a context first seen after lost events).
+pub type SiteId = u32;
+
+/// Creation sites, interned: contexts store a 4-byte id, not a string.
+#[derive(Debug)]
+pub struct SiteTable {
+    sites: Vec<Option<Arc<SourceLocation>>>,
+    ids: HashMap<Arc<SourceLocation>, SiteId>,
+    /// A creation stack (as the probe sent it) -> its site: symbolized once per distinct stack.
+    by_stack: HashMap<[u64; CONTEXT_STACK_DEPTH], SiteId>,
+}
+
+impl Default for SiteTable {
+    fn default() -> Self {
+        Self {
+            sites: vec![None],
+            ids: HashMap::new(),
+            by_stack: HashMap::new(),
+        }
+    }
+}
+
+impl SiteTable {
+    /// The site of a creation stack, symbolizing it with `resolve` the first time it is seen.
+    pub fn intern_stack(
+        &mut self,
+        stack: &[u64; CONTEXT_STACK_DEPTH],
+        resolve: impl FnOnce(&[u64]) -> Option<Arc<SourceLocation>>,
+    ) -> SiteId {
+        if let Some(&id) = self.by_stack.get(stack) {
+            return id;
+        }
+        let id = match resolve(stack) {
+            Some(site) => self.intern(site),
+            None => 0,
+        };
+        self.by_stack.insert(*stack, id);
+        id
+    }
+
+    fn intern(&mut self, site: Arc<SourceLocation>) -> SiteId {
+        if let Some(&id) = self.ids.get(&site) {
+            return id;
+        }
+        let id = SiteId::try_from(self.sites.len()).unwrap_or(0);
+        self.sites.push(Some(site.clone()));
+        self.ids.insert(site, id);
+        id
+    }
+
+    pub fn get(&self, id: SiteId) -> Option<&Arc<SourceLocation>> {
+        self.sites.get(id as usize).and_then(Option::as_ref)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ContextRecord {
+    address: u64,
+    site: SiteId,
+    /// Goroutines bound to it.
+    bound: u32,
+    creator: u64,
+    created_ns: u64,
+    /// The parent's `children` map while registered; 0 when never registered.
+    registered_in: u64,
+    /// 0 while not cancelled.
+    cancelled_ns: u64,
+}
+
+impl ContextRecord {
+    fn unreleased(&self) -> bool {
+        self.registered_in != 0 && self.cancelled_ns == 0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Binding {
+    context: u64,
+    inherited: bool,
+}
+
+/// A context still registered and not cancelled, as the verdicts see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unreleased {
+    pub address: u64,
+    pub site: SiteId,
+    pub creator: u64,
+    pub created_ns: u64,
+    pub children_map: u64,
+}
+
+/// A live goroutine bound (by inheritance) to a cancelled context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundToCancelled {
+    pub goid: u64,
+    pub context_site: SiteId,
+    pub cancelled_ns: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ContextTracker {
+    /// Record id -> record. Ids are never reused, so a binding cannot point at a newer
+    /// context that the GC put at the same address.
+    records: HashMap<u64, ContextRecord>,
+    /// Address -> record id, for the contexts currently at that address.
+    by_address: HashMap<u64, u64>,
+    bindings: HashMap<u64, Binding>,
+    /// Children map -> how many tracked contexts are registered in it.
+    children: HashMap<u64, u32>,
+    next_id: u64,
+    pub sites: SiteTable,
+    pub created: u64,
+    pub registered: u64,
+    pub cancelled: u64,
+    /// Registrations and cancellations of contexts ctxleak never saw created (made before it
+    /// attached, or after lost events).
+    pub untracked: u64,
+}
+
+impl ContextTracker {
+    /// Applies one context event; `resolve` turns a creation stack into the user's call site.
+    pub fn apply(
+        &mut self,
+        event: &ContextEvent,
+        resolve: impl FnOnce(&[u64]) -> Option<Arc<SourceLocation>>,
+    ) {
+        match EventKind::from_u32(event.kind) {
+            Some(EventKind::ContextCreated) => {
+                self.created += 1;
+                let site = self.sites.intern_stack(&event.stack, resolve);
+                // The GC freed whatever lived here before: it is gone without a cancel (a
+                // registered one can't be freed while its parent's map holds it, unless the
+                // parent went too).
+                if let Some(old) = self.by_address.remove(&event.context) {
+                    self.detach(old);
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                self.records.insert(
+                    id,
+                    ContextRecord {
+                        address: event.context,
+                        site,
+                        bound: 0,
+                        creator: event.goid,
+                        created_ns: event.ktime_ns,
+                        registered_in: 0,
+                        cancelled_ns: 0,
+                    },
+                );
+                self.by_address.insert(event.context, id);
+                self.bind(
+                    event.goid,
+                    Binding {
+                        context: id,
+                        inherited: false,
+                    },
+                );
+            }
+            Some(EventKind::ContextRegistered) => {
+                self.registered += 1;
+                let Some(record) = self
+                    .by_address
+                    .get(&event.context)
+                    .and_then(|id| self.records.get_mut(id))
+                else {
+                    self.untracked += 1;
+                    return;
+                };
+                if record.registered_in == 0 && record.cancelled_ns == 0 {
+                    record.registered_in = event.detail;
+                    *self.children.entry(event.detail).or_default() += 1;
+                }
+            }
+            Some(EventKind::ContextCancelled) => {
+                self.cancelled += 1;
+                let Some(&id) = self.by_address.get(&event.context) else {
+                    self.untracked += 1;
+                    return;
+                };
+                let Some(record) = self.records.get_mut(&id) else {
+                    return;
+                };
+                if record.cancelled_ns != 0 {
+                    return; // Cancelled again (a deferred cancel after the parent's).
+                }
+                record.cancelled_ns = event.ktime_ns.max(1);
+                let map = record.registered_in;
+                if map != 0 {
+                    self.leave_map(map);
+                }
+                self.forget_if_unused(id);
+            }
+            _ => {}
+        }
+    }
+
+    /// A goroutine event: a new goroutine inherits its creator's binding; an exited one
+    /// releases its own.
+    pub fn apply_goroutine(&mut self, event: &GoroutineEvent) {
+        match EventKind::from_u32(event.kind) {
+            Some(EventKind::Created) => {
+                if let Some(&creator) = self.bindings.get(&event.parent_goid) {
+                    self.bind(
+                        event.goid,
+                        Binding {
+                            context: creator.context,
+                            inherited: true,
+                        },
+                    );
+                }
+            }
+            Some(EventKind::Exited) => self.unbind(event.goid),
+            _ => {}
+        }
+    }
+
+    /// Drops the bindings of goroutines that are gone (their exit event was lost): `alive`
+    /// says which goids the census saw.
+    pub fn retain_goroutines(&mut self, alive: impl Fn(u64) -> bool) {
+        let gone: Vec<u64> = self
+            .bindings
+            .keys()
+            .copied()
+            .filter(|&goid| !alive(goid))
+            .collect();
+        for goid in gone {
+            self.unbind(goid);
+        }
+    }
+
+    fn bind(&mut self, goid: u64, binding: Binding) {
+        if let Some(record) = self.records.get_mut(&binding.context) {
+            record.bound += 1;
+        }
+        if let Some(previous) = self.bindings.insert(goid, binding) {
+            self.release(previous.context);
+        }
+    }
+
+    fn unbind(&mut self, goid: u64) {
+        if let Some(previous) = self.bindings.remove(&goid) {
+            self.release(previous.context);
+        }
+    }
+
+    fn release(&mut self, id: u64) {
+        if let Some(record) = self.records.get_mut(&id) {
+            record.bound = record.bound.saturating_sub(1);
+            self.forget_if_unused(id);
+        }
+    }
+
+    /// Forgets a context nobody can ask about any more: not holding a `children` entry and
+    /// with no goroutine bound to it.
+    fn forget_if_unused(&mut self, id: u64) {
+        let Some(record) = self.records.get(&id) else {
+            return;
+        };
+        if record.bound == 0 && !record.unreleased() {
+            let address = record.address;
+            self.records.remove(&id);
+            if self.by_address.get(&address) == Some(&id) {
+                self.by_address.remove(&address);
+            }
+        }
+    }
+
+    /// The record at an address was replaced by a new context: the old one no longer exists
+    /// in the target. Goroutines bound to it keep their binding, which can never match a
+    /// verdict now (a freed context is never cancelled).
+    fn detach(&mut self, id: u64) {
+        if let Some(record) = self.records.get_mut(&id) {
+            let map = record.registered_in;
+            let was_unreleased = record.unreleased();
+            record.registered_in = 0;
+            if was_unreleased {
+                self.leave_map(map);
+            }
+            self.forget_if_unused(id);
+        }
+    }
+
+    fn leave_map(&mut self, map: u64) {
+        if let Some(count) = self.children.get_mut(&map) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.children.remove(&map);
+            }
+        }
+    }
+
+    /// Every registered, not cancelled context.
+    pub fn unreleased(&self) -> impl Iterator<Item = Unreleased> + '_ {
+        self.records
+            .values()
+            .filter(|record| record.unreleased())
+            .map(|record| Unreleased {
+                address: record.address,
+                site: record.site,
+                creator: record.creator,
+                created_ns: record.created_ns,
+                children_map: record.registered_in,
+            })
+    }
+
+    /// Live goroutines bound by inheritance to a context cancelled at or before
+    /// `cancelled_before_ns`.
+    pub fn bound_to_cancelled(
+        &self,
+        cancelled_before_ns: u64,
+    ) -> impl Iterator<Item = BoundToCancelled> + '_ {
+        self.bindings.iter().filter_map(move |(&goid, binding)| {
+            let record = self.records.get(&binding.context)?;
+            (binding.inherited
+                && record.cancelled_ns != 0
+                && record.cancelled_ns <= cancelled_before_ns)
+                .then_some(BoundToCancelled {
+                    goid,
+                    context_site: record.site,
+                    cancelled_ns: record.cancelled_ns,
+                })
+        })
+    }
+
+    /// Children maps with tracked registered contexts, and how many each holds by our count.
+    pub fn children_maps(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.children.iter().map(|(&map, &count)| (map, count))
+    }
+
+    /// Contexts kept in memory, and bindings.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.records.len(), self.bindings.len())
+    }
+
+    /// The goroutines that have a binding (for tests and reports).
+    pub fn bound_goroutines(&self) -> HashSet<u64> {
+        self.bindings.keys().copied().collect()
+    }
+}
+
+/// Counts over time for one verdict, sampled at each census, to report growth.
+#[derive(Debug, Default)]
+pub struct History {
+    samples: HashMap<String, VecDeque<(std::time::Instant, u64)>>,
+}
+
+impl History {
+    /// Records `count` for `key` at `now` and returns the growth since `window` ago (or since
+    /// the first sample, when younger), and how many seconds that covers.
+    pub fn growth(
+        &mut self,
+        key: &str,
+        now: std::time::Instant,
+        count: u64,
+        window: std::time::Duration,
+    ) -> (i64, u64) {
+        let samples = self.samples.entry(key.to_owned()).or_default();
+        samples.push_back((now, count));
+        while samples.len() > 1
+            && samples
+                .get(1)
+                .is_some_and(|&(at, _)| now.duration_since(at) >= window)
+        {
+            samples.pop_front();
+        }
+        let (first_at, first) = samples.front().copied().unwrap_or((now, count));
+        (
+            count as i64 - first as i64,
+            now.duration_since(first_at).as_secs(),
+        )
+    }
+
+    /// Forgets keys not in `keep` (verdicts that disappeared).
+    pub fn retain(&mut self, keep: &HashSet<String>) {
+        self.samples.retain(|key, _| keep.contains(key));
+    }
+}
+
+/// What the verdicts need besides the tracker, at one census.
+pub struct Inputs<'a> {
+    /// Monotonic now (the probes' clock).
+    pub now_ns: u64,
+    pub grace_ns: u64,
+    pub now: std::time::Instant,
+    pub window: std::time::Duration,
+    /// Whether a goroutine is alive.
+    pub is_live: &'a dyn Fn(u64) -> bool,
+    /// The census's view of each live goroutine, by goid.
+    pub views: &'a HashMap<u64, &'a GoroutineView>,
+    /// `len(children)` of a children map, read from the target.
+    pub read_len: &'a dyn Fn(u64) -> Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    pub unreleased: Vec<UnreleasedContexts>,
+    pub outliving: Vec<OutlivingGoroutines>,
+    pub children_check: ChildrenCheck,
+}
+
+/// The verdicts of one census (see the module's documentation for the rules).
+pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs<'_>) -> Verdicts {
+    let site = |id: SiteId| tracker.sites.get(id).map(|s| SourceLocation::clone(s));
+    let mut keys = HashSet::new();
+
+    // Unreleased children, by creation site.
+    let mut by_site: HashMap<SiteId, (u64, u64, u64)> = HashMap::new();
+    for context in tracker.unreleased() {
+        let entry = by_site.entry(context.site).or_insert((0, 0, u64::MAX));
+        entry.0 += 1;
+        if !(inputs.is_live)(context.creator) {
+            entry.1 += 1;
+        }
+        entry.2 = entry.2.min(context.created_ns);
+    }
+    let mut unreleased: Vec<UnreleasedContexts> = by_site
+        .into_iter()
+        .map(|(id, (count, orphaned, oldest))| {
+            let key = format!("u{id}");
+            let (growth, window_s) = history.growth(&key, inputs.now, count, inputs.window);
+            keys.insert(key);
+            UnreleasedContexts {
+                site: site(id),
+                count,
+                orphaned,
+                oldest_age_s: inputs.now_ns.saturating_sub(oldest) as f64 / 1e9,
+                growth,
+                window_s,
+            }
+        })
+        .collect();
+    unreleased.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.site.cmp(&b.site)));
+
+    // Goroutines outliving their context, by (go line, context line, state, wait reason).
+    let cutoff = inputs.now_ns.saturating_sub(inputs.grace_ns);
+    // (go line, context site, state, wait reason) -> (count, oldest cancellation).
+    type Key<'v> = (Option<Arc<SourceLocation>>, SiteId, &'static str, &'v str);
+    let mut groups: HashMap<Key<'_>, (u64, u64)> = HashMap::new();
+    for bound in tracker.bound_to_cancelled(cutoff) {
+        let Some(view) = inputs.views.get(&bound.goid) else {
+            continue; // Created after the census read: judged at the next one.
+        };
+        let entry = groups
+            .entry((
+                view.created_by.clone(),
+                bound.context_site,
+                view.state,
+                &view.wait_reason,
+            ))
+            .or_insert((0, u64::MAX));
+        entry.0 += 1;
+        entry.1 = entry.1.min(bound.cancelled_ns);
+    }
+    let mut outliving: Vec<OutlivingGoroutines> = groups
+        .into_iter()
+        .map(
+            |((go_site, context_site, state, wait_reason), (count, oldest))| {
+                let goroutine_site = go_site.map(|s| SourceLocation::clone(&s));
+                let key = format!("o{goroutine_site:?}{context_site}{state}{wait_reason}");
+                let (growth, window_s) = history.growth(&key, inputs.now, count, inputs.window);
+                keys.insert(key);
+                OutlivingGoroutines {
+                    goroutine_site,
+                    context_site: site(context_site),
+                    state: state.to_owned(),
+                    wait_reason: wait_reason.to_owned(),
+                    count,
+                    oldest_cancelled_s: inputs.now_ns.saturating_sub(oldest) as f64 / 1e9,
+                    growth,
+                    window_s,
+                }
+            },
+        )
+        .collect();
+    outliving.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.goroutine_site.cmp(&b.goroutine_site))
+    });
+    history.retain(&keys);
+
+    // Self-check: our children per parent against len(parent.children) in memory.
+    let mut parents: Vec<ParentChildren> = tracker
+        .children_maps()
+        .map(|(map, tracked)| ParentChildren {
+            children_map: format!("{map:#x}"),
+            tracked: u64::from(tracked),
+            in_memory: (inputs.read_len)(map),
+        })
+        .collect();
+    parents.sort_by_key(|p| std::cmp::Reverse(p.tracked));
+    let mismatch = parents
+        .iter()
+        .map(|p| p.in_memory.map_or(p.tracked, |m| m.abs_diff(p.tracked)))
+        .sum();
+    Verdicts {
+        unreleased,
+        outliving,
+        children_check: ChildrenCheck { mismatch, parents },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(line: u32) -> Option<Arc<SourceLocation>> {
+        Some(Arc::new(SourceLocation {
+            function: "main.f".into(),
+            file: "main.go".into(),
+            line,
+        }))
+    }
+
+    fn event(kind: EventKind, goid: u64, context: u64, detail: u64, line: u64) -> ContextEvent {
+        let mut stack = [0; CONTEXT_STACK_DEPTH];
+        stack[0] = line;
+        ContextEvent {
+            kind: kind as u32,
+            pid: 1,
+            ktime_ns: 1000 + context,
+            goid,
+            context,
+            detail,
+            stack,
+        }
+    }
+
+    fn goroutine(kind: EventKind, goid: u64, parent: u64) -> GoroutineEvent {
+        GoroutineEvent {
+            kind: kind as u32,
+            goid,
+            parent_goid: parent,
+            ..GoroutineEvent::default()
+        }
+    }
+
+    fn create(t: &mut ContextTracker, goid: u64, context: u64, line: u64) {
+        t.apply(
+            &event(EventKind::ContextCreated, goid, context, 0, line),
+            |s| site(s[0] as u32),
+        );
+    }
+
+    #[test]
+    fn registered_until_cancelled_and_unregistered_forgotten() {
+        let mut t = ContextTracker::default();
+        create(&mut t, 7, 0x100, 10);
+        t.apply(
+            &event(EventKind::ContextRegistered, 7, 0x100, 0xaa, 0),
+            |_| None,
+        );
+        create(&mut t, 7, 0x200, 20); // under Background: never registered
+        // 0x100 stays (registered); 0x200 is kept while goroutine 7 is bound to it.
+        assert_eq!(t.unreleased().count(), 1);
+        assert_eq!(t.sizes(), (2, 1));
+        t.apply_goroutine(&goroutine(EventKind::Exited, 7, 0));
+        assert_eq!(t.sizes(), (1, 0), "the unregistered context is forgotten");
+        assert_eq!(t.children_maps().collect::<Vec<_>>(), vec![(0xaa, 1)]);
+        t.apply(&event(EventKind::ContextCancelled, 9, 0x100, 0, 0), |_| {
+            None
+        });
+        assert_eq!(t.unreleased().count(), 0);
+        assert_eq!(t.sizes(), (0, 0));
+        assert_eq!(t.children_maps().count(), 0);
+    }
+
+    #[test]
+    fn inherited_bindings_outlive_cancellation_owners_do_not() {
+        let mut t = ContextTracker::default();
+        t.apply_goroutine(&goroutine(EventKind::Created, 5, 1)); // unbound creator: no binding
+        create(&mut t, 1, 0x100, 10);
+        t.apply_goroutine(&goroutine(EventKind::Created, 6, 1)); // inherits 0x100
+        t.apply(&event(EventKind::ContextCancelled, 1, 0x100, 1, 0), |_| {
+            None
+        });
+        let outliving: Vec<_> = t.bound_to_cancelled(u64::MAX).collect();
+        assert_eq!(outliving.len(), 1);
+        assert_eq!(outliving[0].goid, 6);
+        assert_eq!(
+            t.bound_to_cancelled(1000).count(),
+            0,
+            "within the grace period"
+        );
+        t.apply_goroutine(&goroutine(EventKind::Exited, 6, 0));
+        assert_eq!(t.bound_to_cancelled(u64::MAX).count(), 0);
+    }
+
+    #[test]
+    fn address_reuse_does_not_confuse_bindings() {
+        let mut t = ContextTracker::default();
+        create(&mut t, 1, 0x100, 10);
+        t.apply_goroutine(&goroutine(EventKind::Created, 2, 1));
+        create(&mut t, 3, 0x100, 30); // the GC reused the address
+        t.apply(&event(EventKind::ContextCancelled, 3, 0x100, 1, 0), |_| {
+            None
+        });
+        // Goroutine 2 was bound to the old context, which was never cancelled.
+        assert!(t.bound_to_cancelled(u64::MAX).all(|b| b.goid != 2));
+    }
+
+    #[test]
+    fn growth_over_a_window() {
+        let mut h = History::default();
+        let t0 = std::time::Instant::now();
+        let w = std::time::Duration::from_secs(10);
+        assert_eq!(h.growth("a", t0, 5, w), (0, 0));
+        assert_eq!(
+            h.growth("a", t0 + std::time::Duration::from_secs(5), 8, w),
+            (3, 5)
+        );
+        assert_eq!(
+            h.growth("a", t0 + std::time::Duration::from_secs(20), 9, w),
+            (1, 15)
+        );
+    }
+}

@@ -1,0 +1,331 @@
+//! Context verdicts against the `contexts` fixture's own truth, on every Go version, with and
+//! without symbols: unreleased children counted at the line that made them and equal to
+//! `len(parent.children)` (read by the fixture with reflect, and by ctxleak from memory);
+//! orphaned once their creators exit; a goroutine outliving its cancelled context named by its
+//! `go` line, while one that waits on `ctx.Done()` and one started before any context are not;
+//! `WithCancelCause`, `AfterFunc`, nested trees, a user-defined parent and a `WithValue` parent
+//! counted, `WithoutCancel` children not; a parent made before ctxleak attached; and cancelling
+//! that parent releases everything.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Ctxleak, Lines, fixture, go_versions, http_get_status, sample};
+use serde_json::Value;
+
+/// The fixture: facts it prints, then a checkpoint where it waits for the driver.
+struct Fixture {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines,
+    facts: HashMap<String, String>,
+}
+
+impl Fixture {
+    fn start(path: &std::path::Path) -> Self {
+        let mut child = Command::new(path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
+        Self {
+            child,
+            stdin,
+            stdout,
+            facts: HashMap::new(),
+        }
+    }
+
+    /// Reads facts up to the next checkpoint, which must be `name`.
+    fn checkpoint(&mut self, name: &str) -> Result<u64, String> {
+        loop {
+            let line = self
+                .stdout
+                .next(Duration::from_secs(60))
+                .ok_or_else(|| format!("no checkpoint {name}: {:?}", self.stdout.seen))?;
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                ["fact", key, value] => {
+                    self.facts.insert((*key).to_owned(), (*value).to_owned());
+                }
+                ["checkpoint", got, ..] if *got == name => return Ok(now_ms()),
+                _ => return Err(format!("unexpected line {line:?} before checkpoint {name}")),
+            }
+        }
+    }
+
+    fn advance(&mut self) {
+        self.stdin
+            .write_all(b"\n")
+            .and_then(|()| self.stdin.flush())
+            .expect("the fixture's stdin is closed");
+    }
+
+    fn fact(&self, key: &str) -> Result<&str, String> {
+        self.facts
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| format!("the fixture printed no fact {key}"))
+    }
+
+    fn children(&self) -> Result<u64, String> {
+        self.fact("children")?
+            .parse()
+            .map_err(|e| format!("bad children fact: {e}"))
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `function:line` of a site in the report.
+fn site(value: &Value) -> String {
+    format!(
+        "{}:{}",
+        value["function"].as_str().unwrap_or("?"),
+        value["line"]
+    )
+}
+
+/// The unreleased entry at `at`, if any.
+fn unreleased_at<'r>(report: &'r Value, at: &str) -> Option<&'r Value> {
+    report["unreleased"]
+        .as_array()?
+        .iter()
+        .find(|u| site(&u["site"]) == at)
+}
+
+fn count(entry: Option<&Value>, field: &str) -> u64 {
+    entry.and_then(|e| e[field].as_u64()).unwrap_or(0)
+}
+
+/// Polls /api/leaks until a report taken at least `settle_ms` after `since_ms` passes
+/// `check`; returns the last error otherwise.
+fn report_after(
+    ctxleak: &Ctxleak,
+    since_ms: u64,
+    settle_ms: u64,
+    check: impl Fn(&Value) -> Result<(), String>,
+) -> Result<Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::from("no report");
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let (status, body) = http_get_status(&ctxleak.metrics_url, "/api/leaks");
+        if status != 200 {
+            continue;
+        }
+        let report: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if report["taken_at_unix_ms"].as_u64().unwrap_or(0) < since_ms + settle_ms {
+            continue;
+        }
+        match check(&report) {
+            Ok(()) => return Ok(report),
+            Err(error) => last = format!("{error}\nreport: {body}"),
+        }
+    }
+    Err(last)
+}
+
+fn mismatch_free(report: &Value, children: u64, parent_tracked: u64) -> Result<(), String> {
+    let check = &report["children_check"];
+    if check["mismatch"] != 0 {
+        return Err(format!("self-check mismatch {}", check["mismatch"]));
+    }
+    // The biggest parent is the fixture's long-lived one.
+    let tracked = check["parents"][0]["tracked"].as_u64().unwrap_or(0);
+    if children != parent_tracked || tracked != parent_tracked {
+        return Err(format!(
+            "len(parent.children) is {children} in the fixture, {tracked} by ctxleak; want {parent_tracked}"
+        ));
+    }
+    Ok(())
+}
+
+fn check(version: &str, name: &str) -> Result<String, String> {
+    let mut fx = Fixture::start(&fixture(version, name));
+    fx.checkpoint("pre-attach")?;
+    let ctxleak = Ctxleak::attach_with(
+        fx.child.id(),
+        &["--census-interval", "500ms", "--context-grace", "1s"],
+    );
+    let pid = fx.child.id();
+
+    fx.advance();
+    let at = fx.checkpoint("leaked")?;
+    let (leak, clean) = (
+        fx.fact("leak_site")?.to_owned(),
+        fx.fact("clean_site")?.to_owned(),
+    );
+    let children = fx.children()?;
+    report_after(&ctxleak, at, 0, |r| {
+        let leaked = unreleased_at(r, &leak);
+        if count(leaked, "count") != 100 || count(leaked, "orphaned") != 0 {
+            return Err(format!("want 100 unreleased, 0 orphaned at {leak}"));
+        }
+        if unreleased_at(r, &clean).is_some() {
+            return Err(format!("contexts cancelled with defer reported at {clean}"));
+        }
+        if r["outliving"].as_array().is_none_or(|o| !o.is_empty()) {
+            return Err("goroutines reported as outliving a context".into());
+        }
+        mismatch_free(r, children, 100)
+    })?;
+    let metrics = ctxleak.scrape();
+    let series = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!("ctxleak_contexts_unreleased{{pid=\"{pid}\",site=\""))
+                && l.contains(leak.split(':').next().unwrap_or("?"))
+        })
+        .map(str::to_owned);
+    if !series.as_deref().is_some_and(|l| l.ends_with(" 100")) {
+        return Err(format!("no unreleased series of 100 for {leak}: {series:?}"));
+    }
+
+    fx.advance();
+    let at = fx.checkpoint("orphaned")?;
+    let children = fx.children()?;
+    report_after(&ctxleak, at, 0, |r| {
+        let leaked = unreleased_at(r, &leak);
+        if count(leaked, "count") != 100 || count(leaked, "orphaned") != 100 {
+            return Err(format!("want 100 unreleased, all orphaned, at {leak}"));
+        }
+        mismatch_free(r, children, 100)
+    })?;
+
+    fx.advance();
+    let at = fx.checkpoint("cancelled")?;
+    let (context_site, blocked, waited, unbound) = (
+        fx.fact("outlive_context_site")?.to_owned(),
+        fx.fact("outlive_go_site")?.to_owned(),
+        fx.fact("done_go_site")?.to_owned(),
+        fx.fact("unbound_go_site")?.to_owned(),
+    );
+    let report = report_after(&ctxleak, at, 1500, |r| {
+        let outliving = r["outliving"].as_array().cloned().unwrap_or_default();
+        match outliving.as_slice() {
+            [one] if site(&one["goroutine_site"]) == blocked
+                && site(&one["context_site"]) == context_site
+                && one["wait_reason"] == "select (no cases)"
+                && one["count"] == 1 =>
+            {
+                Ok(())
+            }
+            _ => Err(format!(
+                "want exactly the select{{}} goroutine of {blocked} under {context_site}; \
+                 not {waited} (exited) nor {unbound} (unbound)"
+            )),
+        }
+    })?;
+    let outliving_metric = sample(
+        &ctxleak.scrape(),
+        &format!(
+            "ctxleak_goroutines_outliving_context{{pid=\"{pid}\",go_site=\"{}\",context_site=\"{}\",wait_reason=\"select (no cases)\"}}",
+            location(&report["outliving"][0]["goroutine_site"]),
+            location(&report["outliving"][0]["context_site"]),
+        ),
+    );
+    if outliving_metric != Some(1.0) {
+        return Err(format!("outliving series: {outliving_metric:?}"));
+    }
+
+    fx.advance();
+    let at = fx.checkpoint("variants")?;
+    let variants: Vec<String> = [
+        "cause_site",
+        "afterfunc_site",
+        "nest_site",
+        "nested_site",
+        "user_site",
+        "value_site",
+    ]
+    .iter()
+    .map(|key| fx.fact(key).map(str::to_owned))
+    .collect::<Result<_, _>>()?;
+    let without = fx.fact("without_site")?.to_owned();
+    let children = fx.children()?;
+    report_after(&ctxleak, at, 0, |r| {
+        for at in &variants {
+            if count(unreleased_at(r, at), "count") != 3 {
+                return Err(format!("want 3 unreleased at {at}"));
+            }
+        }
+        if unreleased_at(r, &without).is_some() {
+            return Err(format!("WithoutCancel children reported at {without}"));
+        }
+        // 100 leaked + 3 each of cause, AfterFunc, outer, user and value under the parent.
+        mismatch_free(r, children, 115)
+    })?;
+
+    fx.advance();
+    let at = fx.checkpoint("released")?;
+    let children = fx.children()?;
+    report_after(&ctxleak, at, 0, |r| {
+        if r["unreleased"].as_array().is_none_or(|u| !u.is_empty()) {
+            return Err("contexts still unreleased after their parent was cancelled".into());
+        }
+        if r["children_check"]["mismatch"] != 0 || children != 0 {
+            return Err(format!("children left: {children} in the fixture"));
+        }
+        Ok(())
+    })?;
+    let metrics = ctxleak.scrape();
+    if metrics
+        .lines()
+        .any(|l| l.starts_with("ctxleak_contexts_unreleased{"))
+    {
+        return Err("unreleased series remain after the release".into());
+    }
+    Ok(format!(
+        "100 unreleased and orphaned at {leak}, select{{}} goroutine of {blocked} reported, 6 variants, all released"
+    ))
+}
+
+/// `function (file:line)`, as the metrics label it.
+fn location(value: &Value) -> String {
+    format!(
+        "{} ({}:{})",
+        value["function"].as_str().unwrap_or("?"),
+        value["file"].as_str().unwrap_or("?"),
+        value["line"]
+    )
+}
+
+fn on_every_version(name: &str) {
+    let mut failures = Vec::new();
+    for version in go_versions() {
+        match check(&version, name) {
+            Ok(summary) => eprintln!("go{version} {name}: {summary}"),
+            Err(error) => failures.push(format!("go{version} {name}: {error}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn context_verdicts_match_the_programs_own_view() {
+    on_every_version("contexts");
+}
+
+#[test]
+fn context_verdicts_match_on_stripped_binaries() {
+    on_every_version("contexts-stripped");
+}
