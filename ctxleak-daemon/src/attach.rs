@@ -435,6 +435,7 @@ impl Session<'_> {
                 is_live: &|goid| tracker.is_live(goid),
                 views: &by_goid,
                 read_len: &|map| memory.read_u64(map).ok(),
+                is_program_function: &|name| self.binary.is_program_function(name),
             },
         );
         let pid = self.process.pid();
@@ -546,7 +547,7 @@ fn leak_report_text(verdicts: &contexts::Verdicts) -> String {
     }
     for o in &verdicts.outliving {
         lines.push(format!(
-            "  outliving: {} goroutines started at {} ({}) under a context created at {}, cancelled {:.0}s ago",
+            "  outliving: {} goroutines started at {}, {} now, under a context created at {} and cancelled {:.0}s ago",
             o.count,
             site(&o.goroutine_site),
             if o.wait_reason.is_empty() { &o.state } else { &o.wait_reason },

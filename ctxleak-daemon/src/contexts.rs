@@ -23,6 +23,8 @@
 //!   the per-iteration contexts they create and cancel.
 //! - A goroutine that existed before ctxleak attached, or whose creator had no binding, is not
 //!   bound at all and is never reported by this rule (the census still sees it).
+//! - Goroutines whose `go` statement is in the standard library (net/http's connection and
+//!   transport loops, ...) are not judged: they live as long as a connection or a pool.
 //! - `ctx.Done()` is not probed (it runs in every `select` on a context: measured as too costly
 //!   for a default probe), so a goroutine that receives a context later, through a channel or
 //!   a struct, is not bound to it.
@@ -429,6 +431,8 @@ pub struct Inputs<'a> {
     pub views: &'a HashMap<u64, &'a GoroutineView>,
     /// `len(children)` of a children map, read from the target.
     pub read_len: &'a dyn Fn(u64) -> Option<u64>,
+    /// Whether a function is the program's own code (not the standard library's).
+    pub is_program_function: &'a dyn Fn(&str) -> bool,
 }
 
 #[derive(Debug, Default)]
@@ -480,6 +484,16 @@ pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs
         let Some(view) = inputs.views.get(&bound.goid) else {
             continue; // Created after the census read: judged at the next one.
         };
+        // Goroutines the standard library starts (net/http's connection and transport loops)
+        // live as long as a connection or a pool, not as long as the context that happened to
+        // be current when they started: judging them would only cry wolf.
+        if !view
+            .created_by
+            .as_ref()
+            .is_some_and(|site| (inputs.is_program_function)(&site.function))
+        {
+            continue;
+        }
         let entry = groups
             .entry((
                 view.created_by.clone(),

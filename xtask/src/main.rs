@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's developer commands (the README starts with them).
 
+mod attach_time;
 mod bench;
 mod fixtures;
 mod fuzz;
@@ -42,7 +43,7 @@ enum Command {
     },
     /// Run the benchmarks (all, or the one named) and write target/bench/<name>.md and .json.
     Bench {
-        /// One benchmark: parse, census or overhead.
+        /// One benchmark: parse, census, overhead, ingest, memory or attach.
         name: Option<String>,
     },
     /// Regenerate ctxleak-daemon/data/go-offsets.json (struct layouts by Go version, for

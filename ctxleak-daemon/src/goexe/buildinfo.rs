@@ -92,6 +92,43 @@ pub fn parse_version(section: &[u8]) -> Result<GoVersion, BuildInfoError> {
     Ok(GoVersion::parse(raw))
 }
 
+/// The module paths the binary was built from (the main module's `mod` line and every `dep`),
+/// from the module information after the version string; empty when absent (binaries built
+/// outside module mode, or with `-buildvcs`-less tooling that left it out).
+pub fn module_paths(section: &[u8]) -> Vec<String> {
+    let Some(modinfo) = second_string(section) else {
+        return Vec::new();
+    };
+    // The runtime brackets it with 16-byte sentinels.
+    let text = modinfo.get(16..modinfo.len().saturating_sub(16)).unwrap_or_default();
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            match fields.next() {
+                Some("mod" | "dep") => fields.next().map(str::to_owned),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn second_string(section: &[u8]) -> Option<&[u8]> {
+    if section.len() < HEADER_LEN || section[15] & FLAG_INLINE_STRINGS == 0 {
+        return None;
+    }
+    let mut at = HEADER_LEN;
+    let mut next = || {
+        let (len, used) = read_uvarint(section.get(at..)?)?;
+        let start = at + used;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        at = end;
+        section.get(start..end)
+    };
+    next()?;
+    next()
+}
+
 /// Go's `encoding/binary.Uvarint`: returns the value and the bytes it used.
 fn read_uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
     let mut value = 0u64;

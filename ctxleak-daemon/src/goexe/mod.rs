@@ -133,6 +133,8 @@ pub struct GoBinary {
     pub wait_reasons: Vec<String>,
     /// Position-independent: runtime addresses are link-time addresses plus a load bias.
     pub is_pie: bool,
+    /// The main module's path and its dependencies' (empty if the binary does not say).
+    pub modules: Vec<String>,
     segments: Vec<Segment>,
 }
 
@@ -286,6 +288,7 @@ impl GoBinary {
             allgs,
             wait_reasons,
             is_pie: file.kind() == ObjectKind::Dynamic,
+            modules: buildinfo::module_paths(buildinfo),
             segments,
         })
     }
@@ -293,6 +296,26 @@ impl GoBinary {
     /// The name of the function containing `pc` (a link-time address).
     pub fn function_name_at(&self, pc: u64) -> Option<std::borrow::Cow<'_, str>> {
         self.pclntab.function_at(pc).map(|function| function.name)
+    }
+
+    /// Whether a function belongs to the program rather than to Go's standard library:
+    /// package `main`, or a package of the main module or a dependency. Without module
+    /// information, Go's own rule of thumb: standard library paths have no dot in their first
+    /// element.
+    pub fn is_program_function(&self, name: &str) -> bool {
+        let package = package_of(name);
+        if package == "main" {
+            return true;
+        }
+        if self.modules.is_empty() {
+            return package.split('/').next().is_some_and(|first| first.contains('.'));
+        }
+        self.modules.iter().any(|module| {
+            package == module
+                || package
+                    .strip_prefix(module.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
     }
 
     /// The file offset of a link-time address, as uprobes want it.
@@ -307,6 +330,15 @@ impl GoBinary {
             .iter()
             .find(|s| s.file_offset == 0)
             .map(|s| s.address)
+    }
+}
+
+/// The import path of a function's package: `net/http` of `net/http.(*conn).serve`.
+fn package_of(name: &str) -> &str {
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    match name[last_slash..].find('.') {
+        Some(dot) => &name[..last_slash + dot],
+        None => name,
     }
 }
 
@@ -416,4 +448,21 @@ fn code_of<'d>(data: &'d [u8], segments: &[Segment], address: u64, size: u64) ->
     let start = usize::try_from(segment_offset(segments, address)?).ok()?;
     let end = start.checked_add(usize::try_from(size).ok()?)?;
     data.get(start..end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::package_of;
+
+    #[test]
+    fn package_of_function_names() {
+        assert_eq!(package_of("net/http.(*conn).serve"), "net/http");
+        assert_eq!(package_of("main.main.func1"), "main");
+        assert_eq!(
+            package_of("ctxleak.dev/fixtures/pkg.(*T).Run"),
+            "ctxleak.dev/fixtures/pkg"
+        );
+        assert_eq!(package_of("context.WithCancel"), "context");
+        assert_eq!(package_of("gopkg.in/yaml.v3.Unmarshal"), "gopkg.in/yaml");
+    }
 }

@@ -1,0 +1,154 @@
+//! A net/http server whose handler starts a goroutine that blocks forever is reported at the
+//! handler's `go` line once the request (and its context) ended, with the count the program
+//! itself keeps; a well-behaved handler under keep-alive load from 8 clients, with the client
+//! side's own contexts and goroutines in the same process, yields no verdict at all.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Ctxleak, Lines, fixture, go_versions, http_get_status};
+use serde_json::Value;
+
+struct Server {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines,
+}
+
+impl Server {
+    /// Runs one load command and returns the facts printed before its checkpoint.
+    fn command(&mut self, line: &str) -> Result<HashMap<String, String>, String> {
+        writeln!(self.stdin, "{line}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| e.to_string())?;
+        let mut facts = HashMap::new();
+        loop {
+            let got = self
+                .stdout
+                .next(Duration::from_secs(60))
+                .ok_or_else(|| format!("no answer to {line:?}"))?;
+            let fields: Vec<&str> = got.splitn(3, ' ').collect();
+            match fields.as_slice() {
+                ["fact", key, value] => {
+                    facts.insert((*key).to_owned(), (*value).to_owned());
+                }
+                ["checkpoint", ..] => return Ok(facts),
+                _ => return Err(format!("unexpected line {got:?}")),
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The first report taken at least 1.5 s (the grace period and a census) after `since_ms`.
+fn settled_report(ctxleak: &Ctxleak, since_ms: u64) -> Result<Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let (status, body) = http_get_status(&ctxleak.metrics_url, "/api/leaks");
+        if status != 200 {
+            continue;
+        }
+        let report: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if report["taken_at_unix_ms"].as_u64().unwrap_or(0) >= since_ms + 1500 {
+            return Ok(report);
+        }
+    }
+    Err("no report".into())
+}
+
+fn check(version: &str) -> Result<String, String> {
+    let mut child = Command::new(fixture(version, "ctxhttp"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut server = Server {
+        stdin: child.stdin.take().expect("piped stdin"),
+        stdout: Lines::new(child.stdout.take().expect("piped stdout")),
+        child,
+    };
+    server
+        .stdout
+        .wait_for("checkpoint started", Duration::from_secs(30))
+        .ok_or("the server did not start")?;
+    let ctxleak = Ctxleak::attach_with(
+        server.child.id(),
+        &["--census-interval", "500ms", "--context-grace", "1s"],
+    );
+
+    server.command("ok 2000")?;
+    let report = settled_report(&ctxleak, now_ms())?;
+    let quiet = |r: &Value| {
+        r["outliving"].as_array().is_some_and(Vec::is_empty)
+            && r["unreleased"].as_array().is_some_and(Vec::is_empty)
+            && r["children_check"]["mismatch"] == 0
+    };
+    if !quiet(&report) {
+        return Err(format!("verdicts on a well-behaved server: {report}"));
+    }
+    let created = report["contexts_created"].as_u64().unwrap_or(0);
+    if created < 4000 {
+        return Err(format!(
+            "only {created} contexts seen for 2000 requests (at least the request's and the handler's each)"
+        ));
+    }
+
+    let facts = server.command("leak 20")?;
+    let since = now_ms();
+    let leak_site = facts.get("leak_site").cloned().unwrap_or_default();
+    let leaked: u64 = facts
+        .get("leaked")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let report = settled_report(&ctxleak, since)?;
+    let outliving = report["outliving"].as_array().cloned().unwrap_or_default();
+    let named = |o: &Value| {
+        format!(
+            "{}:{}",
+            o["goroutine_site"]["function"].as_str().unwrap_or("?"),
+            o["goroutine_site"]["line"]
+        )
+    };
+    match outliving.as_slice() {
+        [one] if named(one) == leak_site && one["count"].as_u64() == Some(leaked) => {}
+        _ => {
+            return Err(format!(
+                "want one verdict of {leaked} goroutines at {leak_site}: {report}"
+            ));
+        }
+    }
+    Ok(format!(
+        "2000 good requests: no verdict ({created} contexts seen); {leaked} leaked goroutines named at {leak_site}, blocked in {}",
+        outliving[0]["wait_reason"]
+    ))
+}
+
+#[test]
+fn a_handler_goroutine_outliving_its_request_is_named_and_a_good_server_is_not() {
+    let mut failures = Vec::new();
+    for version in go_versions() {
+        match check(&version) {
+            Ok(summary) => eprintln!("go{version}: {summary}"),
+            Err(error) => failures.push(format!("go{version}: {error}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
