@@ -94,29 +94,42 @@ impl SiteTable {
     }
 }
 
+/// One tracked context: 40 bytes, as there may be millions of them (see `cargo xtask bench
+/// memory`). Keyed by address in [`ContextTracker`]; `generation` tells apart contexts the GC
+/// put at the same address, so a binding never follows an address to a newer context.
 #[derive(Clone, Copy, Debug)]
 struct ContextRecord {
-    address: u64,
+    generation: u32,
     site: SiteId,
     /// Goroutines bound to it.
     bound: u32,
+    /// [`REGISTERED`] and [`CANCELLED`].
+    flags: u32,
     creator: u64,
-    created_ns: u64,
-    /// The parent's `children` map while registered; 0 when never registered.
-    registered_in: u64,
-    /// 0 while not cancelled.
-    cancelled_ns: u64,
+    /// The parent's `children` map once registered.
+    children_map: u64,
+    /// When it was created, until it is cancelled; then when it was cancelled (only bound
+    /// contexts are kept once cancelled, and they only need that).
+    at_ns: u64,
 }
+
+const REGISTERED: u32 = 1;
+const CANCELLED: u32 = 2;
 
 impl ContextRecord {
     fn unreleased(&self) -> bool {
-        self.registered_in != 0 && self.cancelled_ns == 0
+        self.flags == REGISTERED
+    }
+
+    fn cancelled(&self) -> bool {
+        self.flags & CANCELLED != 0
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Binding {
     context: u64,
+    generation: u32,
     inherited: bool,
 }
 
@@ -140,15 +153,13 @@ pub struct BoundToCancelled {
 
 #[derive(Debug, Default)]
 pub struct ContextTracker {
-    /// Record id -> record. Ids are never reused, so a binding cannot point at a newer
-    /// context that the GC put at the same address.
+    /// Address -> the context there now.
     records: HashMap<u64, ContextRecord>,
-    /// Address -> record id, for the contexts currently at that address.
-    by_address: HashMap<u64, u64>,
+    /// Goroutine -> the context it is bound to.
     bindings: HashMap<u64, Binding>,
     /// Children map -> how many tracked contexts are registered in it.
     children: HashMap<u64, u32>,
-    next_id: u64,
+    next_generation: u32,
     pub sites: SiteTable,
     pub created: u64,
     pub registered: u64,
@@ -171,66 +182,65 @@ impl ContextTracker {
                 let site = self.sites.intern_stack(&event.stack, resolve);
                 // The GC freed whatever lived here before: it is gone without a cancel (a
                 // registered one can't be freed while its parent's map holds it, unless the
-                // parent went too).
-                if let Some(old) = self.by_address.remove(&event.context) {
-                    self.detach(old);
+                // parent went too). Goroutines bound to it keep a binding that can never match
+                // a verdict now: a freed context is never cancelled.
+                if let Some(old) = self.records.remove(&event.context)
+                    && old.unreleased()
+                {
+                    self.leave_map(old.children_map);
                 }
-                let id = self.next_id;
-                self.next_id += 1;
+                let generation = self.next_generation;
+                self.next_generation = self.next_generation.wrapping_add(1);
                 self.records.insert(
-                    id,
+                    event.context,
                     ContextRecord {
-                        address: event.context,
+                        generation,
                         site,
                         bound: 0,
+                        flags: 0,
                         creator: event.goid,
-                        created_ns: event.ktime_ns,
-                        registered_in: 0,
-                        cancelled_ns: 0,
+                        children_map: 0,
+                        at_ns: event.ktime_ns,
                     },
                 );
-                self.by_address.insert(event.context, id);
                 self.bind(
                     event.goid,
                     Binding {
-                        context: id,
+                        context: event.context,
+                        generation,
                         inherited: false,
                     },
                 );
             }
             Some(EventKind::ContextRegistered) => {
                 self.registered += 1;
-                let Some(record) = self
-                    .by_address
-                    .get(&event.context)
-                    .and_then(|id| self.records.get_mut(id))
-                else {
+                let Some(record) = self.records.get_mut(&event.context) else {
                     self.untracked += 1;
                     return;
                 };
-                if record.registered_in == 0 && record.cancelled_ns == 0 {
-                    record.registered_in = event.detail;
+                if record.flags == 0 {
+                    record.flags = REGISTERED;
+                    record.children_map = event.detail;
                     *self.children.entry(event.detail).or_default() += 1;
                 }
             }
             Some(EventKind::ContextCancelled) => {
                 self.cancelled += 1;
-                let Some(&id) = self.by_address.get(&event.context) else {
+                let Some(record) = self.records.get_mut(&event.context) else {
                     self.untracked += 1;
                     return;
                 };
-                let Some(record) = self.records.get_mut(&id) else {
-                    return;
-                };
-                if record.cancelled_ns != 0 {
+                if record.cancelled() {
                     return; // Cancelled again (a deferred cancel after the parent's).
                 }
-                record.cancelled_ns = event.ktime_ns.max(1);
-                let map = record.registered_in;
-                if map != 0 {
+                let was_unreleased = record.unreleased();
+                record.flags |= CANCELLED;
+                record.at_ns = event.ktime_ns;
+                let map = record.children_map;
+                if was_unreleased {
                     self.leave_map(map);
                 }
-                self.forget_if_unused(id);
+                self.forget_if_unused(event.context);
             }
             _ => {}
         }
@@ -245,8 +255,8 @@ impl ContextTracker {
                     self.bind(
                         event.goid,
                         Binding {
-                            context: creator.context,
                             inherited: true,
+                            ..creator
                         },
                     );
                 }
@@ -270,55 +280,52 @@ impl ContextTracker {
         }
     }
 
+    /// The record a binding refers to, if that context still exists.
+    fn bound_record(&self, binding: &Binding) -> Option<&ContextRecord> {
+        self.records
+            .get(&binding.context)
+            .filter(|record| record.generation == binding.generation)
+    }
+
     fn bind(&mut self, goid: u64, binding: Binding) {
-        if let Some(record) = self.records.get_mut(&binding.context) {
+        if let Some(record) = self
+            .records
+            .get_mut(&binding.context)
+            .filter(|record| record.generation == binding.generation)
+        {
             record.bound += 1;
         }
         if let Some(previous) = self.bindings.insert(goid, binding) {
-            self.release(previous.context);
+            self.release(previous);
         }
     }
 
     fn unbind(&mut self, goid: u64) {
         if let Some(previous) = self.bindings.remove(&goid) {
-            self.release(previous.context);
+            self.release(previous);
         }
     }
 
-    fn release(&mut self, id: u64) {
-        if let Some(record) = self.records.get_mut(&id) {
+    fn release(&mut self, binding: Binding) {
+        if let Some(record) = self
+            .records
+            .get_mut(&binding.context)
+            .filter(|record| record.generation == binding.generation)
+        {
             record.bound = record.bound.saturating_sub(1);
-            self.forget_if_unused(id);
+            self.forget_if_unused(binding.context);
         }
     }
 
     /// Forgets a context nobody can ask about any more: not holding a `children` entry and
     /// with no goroutine bound to it.
-    fn forget_if_unused(&mut self, id: u64) {
-        let Some(record) = self.records.get(&id) else {
-            return;
-        };
-        if record.bound == 0 && !record.unreleased() {
-            let address = record.address;
-            self.records.remove(&id);
-            if self.by_address.get(&address) == Some(&id) {
-                self.by_address.remove(&address);
-            }
-        }
-    }
-
-    /// The record at an address was replaced by a new context: the old one no longer exists
-    /// in the target. Goroutines bound to it keep their binding, which can never match a
-    /// verdict now (a freed context is never cancelled).
-    fn detach(&mut self, id: u64) {
-        if let Some(record) = self.records.get_mut(&id) {
-            let map = record.registered_in;
-            let was_unreleased = record.unreleased();
-            record.registered_in = 0;
-            if was_unreleased {
-                self.leave_map(map);
-            }
-            self.forget_if_unused(id);
+    fn forget_if_unused(&mut self, address: u64) {
+        if self
+            .records
+            .get(&address)
+            .is_some_and(|record| record.bound == 0 && !record.unreleased())
+        {
+            self.records.remove(&address);
         }
     }
 
@@ -334,14 +341,14 @@ impl ContextTracker {
     /// Every registered, not cancelled context.
     pub fn unreleased(&self) -> impl Iterator<Item = Unreleased> + '_ {
         self.records
-            .values()
-            .filter(|record| record.unreleased())
-            .map(|record| Unreleased {
-                address: record.address,
+            .iter()
+            .filter(|(_, record)| record.unreleased())
+            .map(|(&address, record)| Unreleased {
+                address,
                 site: record.site,
                 creator: record.creator,
-                created_ns: record.created_ns,
-                children_map: record.registered_in,
+                created_ns: record.at_ns,
+                children_map: record.children_map,
             })
     }
 
@@ -352,14 +359,12 @@ impl ContextTracker {
         cancelled_before_ns: u64,
     ) -> impl Iterator<Item = BoundToCancelled> + '_ {
         self.bindings.iter().filter_map(move |(&goid, binding)| {
-            let record = self.records.get(&binding.context)?;
-            (binding.inherited
-                && record.cancelled_ns != 0
-                && record.cancelled_ns <= cancelled_before_ns)
+            let record = self.bound_record(binding)?;
+            (binding.inherited && record.cancelled() && record.at_ns <= cancelled_before_ns)
                 .then_some(BoundToCancelled {
                     goid,
                     context_site: record.site,
-                    cancelled_ns: record.cancelled_ns,
+                    cancelled_ns: record.at_ns,
                 })
         })
     }

@@ -95,26 +95,9 @@ pub fn context_created(ctx: ProbeContext) -> u32 {
     let Some(mut event) = context_event(&ctx, EventKind::ContextCreated, context, 0) else {
         return 0;
     };
-    let Some(caller) = read_u64(sp, 0) else {
+    if !unwind(&mut event, sp, bp) {
         count(Counter::ReadErrors);
         return 0;
-    };
-    event.stack[0] = caller;
-    // Go keeps frame pointers: [BP] is the caller's saved BP, [BP+8] its return address.
-    let mut frame = bp;
-    for slot in 1..CONTEXT_STACK_DEPTH {
-        if frame == 0 {
-            break;
-        }
-        let (Some(next), Some(ret)) = (read_u64(frame, 0), read_u64(frame, 8)) else {
-            break;
-        };
-        event.stack[slot] = ret;
-        // Stacks grow down: a caller's frame is always above. Anything else ends the chain.
-        if next <= frame {
-            break;
-        }
-        frame = next;
     }
     send(&event);
     0
@@ -151,6 +134,34 @@ pub fn context_cancelled(ctx: ProbeContext) -> u32 {
         send(&event);
     }
     0
+}
+
+/// Fills `event.stack` with return addresses at a function's first instructions
+/// (before `PUSHQ BP`): [SP] is the return address, RBP still the caller's frame pointer.
+/// False if not even the return address could be read.
+#[inline(always)]
+fn unwind(event: &mut ContextEvent, sp: u64, bp: u64) -> bool {
+    let Some(caller) = read_u64(sp, 0) else {
+        return false;
+    };
+    event.stack[0] = caller;
+    // Go keeps frame pointers: [BP] is the caller's saved BP, [BP+8] its return address.
+    let mut frame = bp;
+    for slot in 1..CONTEXT_STACK_DEPTH {
+        if frame == 0 {
+            break;
+        }
+        let (Some(next), Some(ret)) = (read_u64(frame, 0), read_u64(frame, 8)) else {
+            break;
+        };
+        event.stack[slot] = ret;
+        // Stacks grow down: a caller's frame is always above. Anything else ends the chain.
+        if next <= frame {
+            break;
+        }
+        frame = next;
+    }
+    true
 }
 
 /// Does nothing, at the same addresses as the programs above: the floor of what probing costs.
