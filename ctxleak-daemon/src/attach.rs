@@ -38,16 +38,28 @@ pub struct AttachOptions {
     pub suspect_rules: SuspectRules,
     /// A goroutine outliving its context is reported once the context was cancelled this long.
     pub context_grace: Duration,
+    /// Watch this long, take a last census and end (`ctxleak report`); None: until the
+    /// target exits or ctxleak is interrupted.
+    pub watch_for: Option<Duration>,
 }
 
-/// Why the session ended (both are normal ends).
+/// Why the session ended (all are normal ends).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ending {
     Interrupted,
     TargetExited,
+    /// `watch_for` elapsed.
+    Watched,
 }
 
-pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
+/// How a session ended, and its last context verdicts (None if no census ran).
+pub struct Outcome {
+    pub ending: Ending,
+    pub leaks: Option<LeaksResponse>,
+    pub groups: Option<GroupsResponse>,
+}
+
+pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
     let pid = options.pid;
     let process = ProcessHandle::open(pid)?;
     target::check_privileges(pid)?;
@@ -157,15 +169,23 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Ending> {
             &mut events,
             options.summary,
             options.census_interval,
+            options.watch_for,
             &attached,
         )
         .await?;
     drop(probes); // Detaches every uprobe.
     match ending {
-        Ending::Interrupted => eprintln!("ctxleak: detached from PID {pid}; it keeps running"),
+        Ending::Interrupted | Ending::Watched => {
+            eprintln!("ctxleak: detached from PID {pid}; it keeps running")
+        }
         Ending::TargetExited => eprintln!("ctxleak: PID {pid} exited; detached"),
     }
-    Ok(ending)
+    let latest = shared.latest.read().ok().and_then(|latest| latest.clone());
+    Ok(Outcome {
+        ending,
+        leaks: latest.as_ref().map(|latest| latest.leaks.clone()),
+        groups: latest.map(|latest| latest.groups.clone()),
+    })
 }
 
 struct Session<'a> {
@@ -206,6 +226,7 @@ impl Session<'_> {
         events: &mut EventStream,
         summary: bool,
         census_interval: Duration,
+        watch_for: Option<Duration>,
         attached: &str,
     ) -> anyhow::Result<Ending> {
         if let Err(error) = self.resync() {
@@ -225,6 +246,9 @@ impl Session<'_> {
         let mut census_tick = tokio::time::interval(census_interval);
         census_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = (self.tracker.created, self.tracker.exited);
+        // Far enough to never come when there is no limit.
+        let watched = tokio::time::sleep(watch_for.unwrap_or(Duration::from_secs(86_400 * 365)));
+        tokio::pin!(watched);
         loop {
             tokio::select! {
                 ready = events.readable_mut() => {
@@ -245,6 +269,10 @@ impl Session<'_> {
                     }
                 }
                 _ = self.process.exited() => return Ok(Ending::TargetExited),
+                () = &mut watched => {
+                    self.census(events.get_mut())?;
+                    return Ok(Ending::Watched);
+                }
                 _ = interrupt.recv() => return Ok(Ending::Interrupted),
                 _ = terminate.recv() => return Ok(Ending::Interrupted),
             }
@@ -447,7 +475,7 @@ impl Session<'_> {
                 .unreleased
                 .first()
                 .and_then(|u| u.site.as_ref())
-                .map(|site| format!(", most at {}", short_site(site)))
+                .map(|site| format!(", most at {}", crate::report::short_site(site)))
                 .unwrap_or_default();
             format!(
                 " | contexts: {unreleased} unreleased{top}; {outliving} goroutines outlived theirs"
@@ -521,46 +549,13 @@ impl Session<'_> {
     }
 }
 
-/// `function (file:line)` with the file's base name only, for one-line summaries.
-fn short_site(site: &crate::api::SourceLocation) -> String {
-    let file = site.file.rsplit('/').next().unwrap_or(&site.file);
-    format!("{} ({file}:{})", site.function, site.line)
-}
-
 /// The context verdicts as text, one line each; empty when there are none.
 fn leak_report_text(verdicts: &contexts::Verdicts) -> String {
-    let site = |s: &Option<crate::api::SourceLocation>| {
-        s.as_ref()
-            .map_or_else(|| "an unknown site".to_owned(), short_site)
-    };
-    let mut lines = Vec::new();
-    for u in &verdicts.unreleased {
-        lines.push(format!(
-            "  unreleased: {} contexts created at {} ({} orphaned), oldest {:.0}s, {:+} in {}s",
-            u.count,
-            site(&u.site),
-            u.orphaned,
-            u.oldest_age_s,
-            u.growth,
-            u.window_s
-        ));
-    }
-    for o in &verdicts.outliving {
-        lines.push(format!(
-            "  outliving: {} goroutines started at {}, {} now, under a context created at {} and cancelled {:.0}s ago",
-            o.count,
-            site(&o.goroutine_site),
-            if o.wait_reason.is_empty() { &o.state } else { &o.wait_reason },
-            site(&o.context_site),
-            o.oldest_cancelled_s
-        ));
-    }
-    if verdicts.children_check.mismatch > 0 {
-        lines.push(format!(
-            "  self-check: {} children differ from len(parent.children) in memory",
-            verdicts.children_check.mismatch
-        ));
-    }
+    let lines = crate::report::context_lines(
+        &verdicts.unreleased,
+        &verdicts.outliving,
+        verdicts.children_check.mismatch,
+    );
     if lines.is_empty() {
         return String::new();
     }

@@ -18,6 +18,7 @@ pub mod probes;
 pub mod procmem;
 #[cfg(feature = "probes")]
 pub mod readable;
+pub mod report;
 #[cfg(feature = "probes")]
 pub mod target;
 pub mod top;

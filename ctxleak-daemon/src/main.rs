@@ -9,7 +9,7 @@ use ctxleak_daemon::{attach, inspect};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Where metrics are served unless --web.listen-address says otherwise: loopback only, so
 /// nothing is exposed by accident.
@@ -31,50 +31,28 @@ enum Command {
     /// Attach to one running Go process and serve its goroutine metrics until it exits or
     /// ctxleak is interrupted (Ctrl-C detaches and leaves the process running).
     Attach {
-        /// The process to watch.
-        #[arg(long)]
-        pid: u32,
+        #[command(flatten)]
+        watch: WatchArgs,
         /// Address for the Prometheus metrics endpoint (/metrics).
         #[arg(long = "web.listen-address", default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
-        /// Do not print the one-line summary every second.
+        /// Do not print the one-line summary every second, nor the context leak report.
         #[arg(long)]
         quiet: bool,
-        /// Size of the probe event ring buffer in bytes: a power of two, at least 4096. Events
-        /// that do not fit are counted (ctxleak_events_lost_total) and the goroutine set is
-        /// re-read from the target's memory, so counts stay exact; a larger buffer means fewer
-        /// re-reads under bursts of goroutine creation.
-        #[arg(long, default_value_t = ctxleak_common::EVENTS_RING_BYTES, value_parser = parse_ring_bytes)]
-        ring_buffer_size: u32,
-        /// How often to read every goroutine's state, stack and creation site from memory
-        /// (costs the target nothing; costs ctxleak CPU in proportion to the goroutines).
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        census_interval: std::time::Duration,
-        /// A leak suspect grew over this window...
-        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
-        suspect_window_short: std::time::Duration,
-        /// ...and over this one (growth since attach while ctxleak has watched for less)...
-        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-        suspect_window_long: std::time::Duration,
-        /// ...and its oldest goroutine has been blocked at the same place at least this long.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        suspect_min_age: std::time::Duration,
-        /// Probe runtime.gopark too, to know exactly since when each goroutine is blocked
-        /// (one more trap per park, which costs the target CPU on busy services; without it,
-        /// ages are measured from the census that first saw the goroutine blocked).
+    },
+    /// Watch one running Go process for a while, print its leak report and exit: status 0
+    /// when no leak was found, 1 when one was (leak-suspect goroutine groups, unreleased
+    /// contexts, goroutines outliving their context), 2 on error. Only what happens while it
+    /// watches is seen for contexts: made for a CI job that drives load, or a quick check.
+    Report {
+        #[command(flatten)]
+        watch: WatchArgs,
+        /// How long to watch before reporting.
+        #[arg(long = "for", default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Print the report as JSON ({"leaks_found", "leaks", "groups"}) instead of text.
         #[arg(long)]
-        park_times: bool,
-        /// A goroutine started under a context is reported as outliving it once the context
-        /// has been cancelled this long and the goroutine is still alive.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        context_grace: std::time::Duration,
-        /// Do not probe the context package (three probes: context creation, registration
-        /// under a parent, cancellation); goroutine metrics only.
-        #[arg(long)]
-        no_contexts: bool,
-        /// Benchmarks only: attach do-nothing programs at the same places (the trap cost alone).
-        #[arg(long, hide = true)]
-        floor: bool,
+        json: bool,
     },
     /// Show what ctxleak reads from a Go binary (version, struct layouts, probe addresses)
     /// without attaching to anything.
@@ -104,6 +82,112 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = ctxleak_daemon::top::parse_interval)]
         interval: std::time::Duration,
     },
+}
+
+/// What to watch and how: shared by `attach` and `report`.
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// The process to watch.
+    #[arg(long)]
+    pid: u32,
+    /// Size of the probe event ring buffer in bytes: a power of two, at least 4096. Events
+    /// that do not fit are counted (ctxleak_events_lost_total) and the goroutine set is
+    /// re-read from the target's memory, so counts stay exact; a larger buffer means fewer
+    /// re-reads under bursts of goroutine creation.
+    #[arg(long, default_value_t = ctxleak_common::EVENTS_RING_BYTES, value_parser = parse_ring_bytes)]
+    ring_buffer_size: u32,
+    /// How often to read every goroutine's state, stack and creation site from memory
+    /// (costs the target nothing; costs ctxleak CPU in proportion to the goroutines).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    census_interval: std::time::Duration,
+    /// A leak suspect grew over this window...
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    suspect_window_short: std::time::Duration,
+    /// ...and over this one (growth since attach while ctxleak has watched for less)...
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    suspect_window_long: std::time::Duration,
+    /// ...and its oldest goroutine has been blocked at the same place at least this long.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    suspect_min_age: std::time::Duration,
+    /// Probe runtime.gopark too, to know exactly since when each goroutine is blocked
+    /// (one more trap per park, which costs the target CPU on busy services; without it,
+    /// ages are measured from the census that first saw the goroutine blocked).
+    #[arg(long)]
+    park_times: bool,
+    /// A goroutine started under a context is reported as outliving it once the context
+    /// has been cancelled this long and the goroutine is still alive.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    context_grace: std::time::Duration,
+    /// Do not probe the context package (three probes: context creation, registration
+    /// under a parent, cancellation); goroutine metrics only.
+    #[arg(long)]
+    no_contexts: bool,
+    /// Benchmarks only: attach do-nothing programs at the same places (the trap cost alone).
+    #[arg(long, hide = true)]
+    floor: bool,
+}
+
+impl WatchArgs {
+    fn options(
+        self,
+        listen: SocketAddr,
+        summary: bool,
+        watch_for: Option<std::time::Duration>,
+    ) -> attach::AttachOptions {
+        attach::AttachOptions {
+            pid: self.pid,
+            listen,
+            summary,
+            ring_bytes: self.ring_buffer_size,
+            census_interval: self.census_interval,
+            probe_mode: ctxleak_daemon::probes::ProbeMode {
+                park_times: self.park_times,
+                floor: self.floor,
+                no_contexts: self.no_contexts,
+            },
+            suspect_rules: ctxleak_daemon::groups::SuspectRules {
+                window_short: self.suspect_window_short,
+                window_long: self.suspect_window_long,
+                min_age: self.suspect_min_age,
+            },
+            context_grace: self.context_grace,
+            watch_for,
+        }
+    }
+}
+
+/// `ctxleak report`: the exit status says whether leaks were found.
+async fn run_report(
+    watch: WatchArgs,
+    duration: std::time::Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let pid = watch.pid;
+    // Its own free port: a report must not collide with an `attach` serving on the default.
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let outcome = attach::run(watch.options(listen, false, Some(duration))).await?;
+    let (Some(leaks), Some(groups)) = (outcome.leaks, outcome.groups) else {
+        anyhow::bail!("PID {pid} exited before ctxleak could read it: nothing to report");
+    };
+    let found = ctxleak_daemon::report::found(&leaks, &groups);
+    let text = if json {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "leaks_found": found,
+            "leaks": leaks,
+            "groups": groups,
+        }))?
+    } else {
+        ctxleak_daemon::report::text(&leaks, &groups, duration.as_secs_f64())
+    };
+    match writeln!(std::io::stdout().lock(), "{}", text.trim_end()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => return Err(error.into()),
+        _ => {}
+    }
+    Ok(if found {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn run_inspect(
@@ -169,58 +253,43 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let is_report = matches!(cli.command, Command::Report { .. });
     let result = runtime.block_on(async {
         match cli.command {
             Command::Attach {
-                pid,
+                watch,
                 listen,
                 quiet,
-                ring_buffer_size,
-                census_interval,
-                suspect_window_short,
-                suspect_window_long,
-                suspect_min_age,
-                park_times,
-                context_grace,
-                no_contexts,
-                floor,
-            } => {
-                let options = attach::AttachOptions {
-                    pid,
-                    listen,
-                    summary: !quiet,
-                    ring_bytes: ring_buffer_size,
-                    census_interval,
-                    probe_mode: ctxleak_daemon::probes::ProbeMode {
-                        park_times,
-                        floor,
-                        no_contexts,
-                    },
-                    context_grace,
-                    suspect_rules: ctxleak_daemon::groups::SuspectRules {
-                        window_short: suspect_window_short,
-                        window_long: suspect_window_long,
-                        min_age: suspect_min_age,
-                    },
-                };
-                attach::run(options).await.map(|_| ())
-            }
+            } => attach::run(watch.options(listen, !quiet, None))
+                .await
+                .map(|_| ExitCode::SUCCESS),
+            Command::Report {
+                watch,
+                duration,
+                json,
+            } => run_report(watch, duration, json).await,
             Command::Inspect {
                 path,
                 pid,
                 pcs,
                 json,
-            } => run_inspect(path, pid, &pcs, json),
+            } => run_inspect(path, pid, &pcs, json).map(|()| ExitCode::SUCCESS),
             Command::Top { url, interval } => {
                 ctxleak_daemon::top::run(ctxleak_daemon::top::TopOptions { url, interval })
+                    .map(|()| ExitCode::SUCCESS)
             }
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("ctxleak: error: {error:#}");
-            ExitCode::FAILURE
+            // `report` keeps 1 for "leaks found"; its errors are 2.
+            if is_report {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

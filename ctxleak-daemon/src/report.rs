@@ -1,0 +1,112 @@
+//! The leak report as text: what `ctxleak attach` prints when its verdicts change and what
+//! `ctxleak report` prints before it exits.
+
+use crate::api::{
+    GroupsResponse, LeaksResponse, OutlivingGoroutines, SourceLocation, UnreleasedContexts,
+};
+
+/// `function (file:line)` with the file's base name only, for one-line summaries.
+pub fn short_site(site: &SourceLocation) -> String {
+    let file = site.file.rsplit('/').next().unwrap_or(&site.file);
+    format!("{} ({file}:{})", site.function, site.line)
+}
+
+fn site(site: &Option<SourceLocation>) -> String {
+    site.as_ref()
+        .map_or_else(|| "an unknown site".to_owned(), short_site)
+}
+
+/// One line per context verdict (and one for a self-check mismatch); empty when clean.
+pub fn context_lines(
+    unreleased: &[UnreleasedContexts],
+    outliving: &[OutlivingGoroutines],
+    children_mismatch: u64,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for u in unreleased {
+        lines.push(format!(
+            "  unreleased: {} contexts created at {} ({} orphaned), oldest {:.0}s, {:+} in {}s",
+            u.count,
+            site(&u.site),
+            u.orphaned,
+            u.oldest_age_s,
+            u.growth,
+            u.window_s
+        ));
+    }
+    for o in outliving {
+        lines.push(format!(
+            "  outliving: {} goroutines started at {}, {} now, under a context created at {} and cancelled {:.0}s ago",
+            o.count,
+            site(&o.goroutine_site),
+            if o.wait_reason.is_empty() {
+                &o.state
+            } else {
+                &o.wait_reason
+            },
+            site(&o.context_site),
+            o.oldest_cancelled_s
+        ));
+    }
+    if children_mismatch > 0 {
+        lines.push(format!(
+            "  self-check: {children_mismatch} children differ from len(parent.children) in memory"
+        ));
+    }
+    lines
+}
+
+/// Whether a report has anything to act on: a context verdict or a leak-suspect group.
+pub fn found(leaks: &LeaksResponse, groups: &GroupsResponse) -> bool {
+    !leaks.unreleased.is_empty()
+        || !leaks.outliving.is_empty()
+        || groups.groups.iter().any(|group| group.suspect)
+}
+
+/// The whole report of one process, as `ctxleak report` prints it.
+pub fn text(leaks: &LeaksResponse, groups: &GroupsResponse, watched_s: f64) -> String {
+    let mut out = format!(
+        "ctxleak report: PID {} ({}, {}), watched {watched_s:.0}s: {} goroutines ({} system), {} contexts created, {} cancelled\n",
+        leaks.pid,
+        leaks.exe,
+        leaks.go_version,
+        groups.goroutines_user,
+        groups.goroutines_system,
+        leaks.contexts_created,
+        leaks.contexts_cancelled,
+    );
+    let suspects: Vec<String> = groups
+        .groups
+        .iter()
+        .filter(|group| group.suspect)
+        .map(|group| {
+            format!(
+                "  suspect #{}: {} goroutines blocked in {} ({}), {:+} in {}s, created at {}",
+                group.rank,
+                group.count,
+                site(&group.blocked_at),
+                if group.wait_reason.is_empty() {
+                    &group.state
+                } else {
+                    &group.wait_reason
+                },
+                group.growth_short,
+                group.window_short_s,
+                site(&group.created_by),
+            )
+        })
+        .collect();
+    let contexts = context_lines(
+        &leaks.unreleased,
+        &leaks.outliving,
+        leaks.children_check.mismatch,
+    );
+    if suspects.is_empty() && contexts.is_empty() {
+        out.push_str("  no leaks found\n");
+    }
+    for line in suspects.iter().chain(&contexts) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}

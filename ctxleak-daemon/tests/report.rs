@@ -1,0 +1,160 @@
+//! `ctxleak report`: watches for `--for`, prints the leak report and says with its exit status
+//! whether it found leaks (1), none (0), or could not run (2), so a CI job can gate on it.
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{Lines, ctxleak, fixture};
+use serde_json::Value;
+
+/// Starts `ctxleak report` on `pid` and waits until it is attached.
+fn report(pid: u32, extra: &[&str]) -> (Child, Lines) {
+    let mut child = ctxleak()
+        .args(["report", "--pid", &pid.to_string()])
+        .args(["--census-interval", "1s", "--context-grace", "1s"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start ctxleak report");
+    let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
+    assert!(
+        stderr
+            .wait_for("ctxleak: attached to PID", Duration::from_secs(60))
+            .is_some(),
+        "ctxleak report did not attach: {:?}",
+        stderr.seen
+    );
+    (child, stderr)
+}
+
+fn finish(child: Child) -> Output {
+    child.wait_with_output().expect("ctxleak report")
+}
+
+/// A fixture driven through stdin, read line by line.
+struct Driven {
+    child: Child,
+    stdout: Lines,
+}
+
+impl Driven {
+    fn start(version: &str, name: &str) -> Self {
+        let mut child = Command::new(fixture(version, name))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start the fixture");
+        let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
+        Self { child, stdout }
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .expect("the fixture's stdin");
+    }
+
+    /// The value of `fact <key> <value>` printed before the checkpoint `name`.
+    fn until_checkpoint(&mut self, name: &str, fact: &str) -> Option<String> {
+        let mut value = None;
+        loop {
+            let line = self.stdout.next(Duration::from_secs(60))?;
+            if let Some(v) = line.strip_prefix(&format!("fact {fact} ")) {
+                value = Some(v.to_owned());
+            }
+            if line.starts_with(&format!("checkpoint {name} ")) {
+                return value.or(Some(String::new()));
+            }
+        }
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn leaks_found(version: &str) -> Result<String, String> {
+    let mut fx = Driven::start(version, "contexts");
+    fx.until_checkpoint("pre-attach", "-")
+        .ok_or("no pre-attach checkpoint")?;
+    let (child, _stderr) = report(fx.child.id(), &["--for", "4s", "--json"]);
+    fx.send("");
+    let leak_site = fx
+        .until_checkpoint("leaked", "leak_site")
+        .ok_or("no leaked checkpoint")?;
+    let output = finish(child);
+    if output.status.code() != Some(1) {
+        return Err(format!("exit status {:?}, want 1", output.status));
+    }
+    let json: Value = serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
+    let unreleased = json["leaks"]["unreleased"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let named = unreleased.iter().find(|u| {
+        format!(
+            "{}:{}",
+            u["site"]["function"].as_str().unwrap_or("?"),
+            u["site"]["line"]
+        ) == leak_site
+    });
+    match named {
+        Some(u) if json["leaks_found"] == true && u["count"] == 100 => Ok(format!(
+            "exit 1, 100 unreleased contexts at {leak_site} in the JSON report"
+        )),
+        _ => Err(format!("no 100 unreleased at {leak_site}: {json}")),
+    }
+}
+
+fn no_leaks(version: &str) -> Result<String, String> {
+    let mut server = Driven::start(version, "ctxhttp");
+    server
+        .until_checkpoint("started", "-")
+        .ok_or("the server did not start")?;
+    let (child, _stderr) = report(server.child.id(), &["--for", "4s"]);
+    server.send("ok 500");
+    server
+        .until_checkpoint("ok", "-")
+        .ok_or("no answer to the load")?;
+    let output = finish(child);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.code() != Some(0) || !text.contains("no leaks found") {
+        return Err(format!("exit {:?}, report:\n{text}", output.status));
+    }
+    Ok(format!(
+        "exit 0: {}",
+        text.lines().next().unwrap_or_default()
+    ))
+}
+
+#[test]
+fn report_exits_1_with_the_leaks_it_found() {
+    common::on_oldest_and_newest(leaks_found);
+}
+
+#[test]
+fn report_exits_0_on_a_well_behaved_server_under_load() {
+    common::on_oldest_and_newest(no_leaks);
+}
+
+#[test]
+fn report_exits_2_when_it_cannot_run() {
+    let output = ctxleak()
+        .args(["report", "--pid", "999999999", "--for", "1s"])
+        .output()
+        .expect("ctxleak report");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("999999999"), "{stderr}");
+}
