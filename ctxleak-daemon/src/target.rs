@@ -17,7 +17,7 @@ pub enum TargetError {
     #[error("PID {pid} exited while ctxleak was attaching: nothing to watch")]
     ExitedDuringAttach { pid: u32 },
     #[error(
-        "ctxleak lacks the privileges to {action}: run it as root (sudo), or with the capabilities CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE"
+        "ctxleak lacks the privileges to {action}: run it as root (sudo), or with the capabilities CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (and CAP_DAC_READ_SEARCH for processes of other users)"
     )]
     Privileges { action: String },
     #[error("PID {pid}: {source}")]
@@ -29,11 +29,11 @@ pub enum TargetError {
 /// Capability numbers from linux/capability.h.
 const CAP_SYS_PTRACE: u32 = 19;
 const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
 
-/// Fails early, with the fix, when this process cannot load eBPF programs and read another
-/// process's memory: CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), and CAP_SYS_PTRACE.
+/// Fails early, with the fix, when this process cannot load eBPF programs, attach uprobes and
+/// read another process's memory. CAP_BPF and CAP_PERFMON were enough for uprobes until Linux
+/// 6.16 (and stable kernels patched since July 2025) went back to requiring CAP_SYS_ADMIN for
+/// them (commit ba677dbe77af), which also covers BPF and perf; CAP_SYS_PTRACE reads memory.
 pub fn check_privileges(pid: u32) -> Result<(), TargetError> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let effective = status
@@ -42,8 +42,7 @@ pub fn check_privileges(pid: u32) -> Result<(), TargetError> {
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .unwrap_or(0);
     let has = |cap: u32| effective & (1 << cap) != 0;
-    let bpf = (has(CAP_BPF) && has(CAP_PERFMON)) || has(CAP_SYS_ADMIN);
-    if !bpf || !has(CAP_SYS_PTRACE) {
+    if !has(CAP_SYS_ADMIN) || !has(CAP_SYS_PTRACE) {
         return Err(TargetError::Privileges {
             action: format!("load eBPF programs and read the memory of PID {pid}"),
         });

@@ -2,6 +2,7 @@
 
 mod attach_time;
 mod bench;
+mod deploy;
 mod fixtures;
 mod fuzz;
 mod go;
@@ -46,6 +47,9 @@ enum Command {
         /// One benchmark: parse, census, overhead, ingest, memory or attach.
         name: Option<String>,
     },
+    /// Check the deployment assets under deploy/ offline: systemd unit, Kubernetes manifests,
+    /// Prometheus config, alerts and their tests, Grafana dashboard, Containerfile.
+    DeployCheck,
     /// Regenerate ctxleak-daemon/data/go-offsets.json (struct layouts by Go version, for
     /// binaries without DWARF) from DWARF of every supported toolchain's build.
     Offsets,
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(&ws, true).map(|()| ExitCode::SUCCESS),
         Command::Bench { name } => bench::run(&ws, name.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Offsets => offsets::run(&ws).map(|()| ExitCode::SUCCESS),
+        Command::DeployCheck => deploy::check(ws.root()).map(|()| ExitCode::SUCCESS),
         Command::Fuzz {
             target,
             seconds,
