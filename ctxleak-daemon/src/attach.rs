@@ -25,6 +25,9 @@ use crate::procmem::{self, ProcessMemory};
 use crate::target::{self, ProcessHandle, TargetError, TargetExe};
 use crate::tracker::{GoroutineKind, GoroutineTracker, kind_of_function};
 
+/// How often the event ring is drained without a wakeup from the probes.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
 pub struct AttachOptions {
     pub pid: u32,
     pub listen: SocketAddr,
@@ -243,6 +246,10 @@ impl Session<'_> {
         let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The probes wake ctxleak only when the ring fills up (a wakeup per event costs the
+        // target more than the probe itself): drain it on a short timer too.
+        let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut census_tick = tokio::time::interval(census_interval);
         census_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = (self.tracker.created, self.tracker.exited);
@@ -256,6 +263,7 @@ impl Session<'_> {
                     self.drain(guard.get_inner_mut());
                     guard.clear_ready();
                 }
+                _ = drain_tick.tick() => self.drain(events.get_mut()),
                 _ = tick.tick() => {
                     self.check_kernel_counters();
                     if summary {

@@ -34,6 +34,8 @@ const MODES: &[(&str, Option<&[&str]>)] = &[
     ("ctxleak", Some(&[])),
     ("park-times floor", Some(&["--park-times", "--floor"])),
     ("ctxleak --park-times", Some(&["--park-times"])),
+    // The goroutine probes alone: the difference to "ctxleak" is what the context probes cost.
+    ("ctxleak --no-contexts", Some(&["--no-contexts"])),
 ];
 
 struct Tools {
@@ -128,6 +130,13 @@ fn report(out: &Path, http: &[Vec<(f64, f64)>], churn: &[Vec<f64>]) -> Result<()
         multiple(per_goroutine(2), per_goroutine(1)),
         multiple(per_request(4), per_request(3)),
         multiple(per_goroutine(4), per_goroutine(3)),
+    )?;
+    writeln!(
+        md,
+        "\nThe context probes' share (ctxleak minus ctxleak --no-contexts): {:.0} ns per request, \
+         {:.0} ns per goroutine (each makes and cancels a WithTimeout).",
+        per_request(2) - per_request(5),
+        per_goroutine(2) - per_goroutine(5),
     )?;
     let json = json!({
         "go": go::NEWEST,
