@@ -387,24 +387,9 @@ impl Session<'_> {
         let groups = self.groups.update(started, &views);
         self.shared.metrics.set_census(pid, &groups);
         self.top_suspect = groups.iter().find(|group| group.rank == 1).map(|group| {
-            let site = |l: &Option<crate::api::SourceLocation>| {
-                l.as_ref().map_or_else(String::new, |l| {
-                    let file = l.file.rsplit('/').next().unwrap_or(&l.file);
-                    format!("{} ({file}:{})", l.function, l.line)
-                })
-            };
             format!(
-                " | leak suspect #1: {} goroutines blocked in {} ({}), +{} in {}s, created at {}",
-                group.count,
-                site(&group.blocked_at),
-                if group.wait_reason.is_empty() {
-                    &group.state
-                } else {
-                    &group.wait_reason
-                },
-                group.growth_short,
-                group.window_short_s,
-                site(&group.created_by),
+                " | leak suspect #1: {}",
+                crate::report::suspect_summary(group)
             )
         });
         let taken_at_unix_ms = std::time::SystemTime::now()

@@ -136,11 +136,9 @@ struct Binding {
 /// A context still registered and not cancelled, as the verdicts see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unreleased {
-    pub address: u64,
     pub site: SiteId,
     pub creator: u64,
     pub created_ns: u64,
-    pub children_map: u64,
 }
 
 /// A live goroutine bound (by inheritance) to a cancelled context.
@@ -162,11 +160,7 @@ pub struct ContextTracker {
     next_generation: u32,
     pub sites: SiteTable,
     pub created: u64,
-    pub registered: u64,
     pub cancelled: u64,
-    /// Registrations and cancellations of contexts ctxleak never saw created (made before it
-    /// attached, or after lost events).
-    pub untracked: u64,
 }
 
 impl ContextTracker {
@@ -213,9 +207,9 @@ impl ContextTracker {
                 );
             }
             Some(EventKind::ContextRegistered) => {
-                self.registered += 1;
+                // A context ctxleak never saw created (made before it attached, or after lost
+                // events) is not tracked.
                 let Some(record) = self.records.get_mut(&event.context) else {
-                    self.untracked += 1;
                     return;
                 };
                 if record.flags == 0 {
@@ -227,7 +221,6 @@ impl ContextTracker {
             Some(EventKind::ContextCancelled) => {
                 self.cancelled += 1;
                 let Some(record) = self.records.get_mut(&event.context) else {
-                    self.untracked += 1;
                     return;
                 };
                 if record.cancelled() {
@@ -341,14 +334,12 @@ impl ContextTracker {
     /// Every registered, not cancelled context.
     pub fn unreleased(&self) -> impl Iterator<Item = Unreleased> + '_ {
         self.records
-            .iter()
-            .filter(|(_, record)| record.unreleased())
-            .map(|(&address, record)| Unreleased {
-                address,
+            .values()
+            .filter(|record| record.unreleased())
+            .map(|record| Unreleased {
                 site: record.site,
                 creator: record.creator,
                 created_ns: record.at_ns,
-                children_map: record.children_map,
             })
     }
 
@@ -377,11 +368,6 @@ impl ContextTracker {
     /// Contexts kept in memory, and bindings.
     pub fn sizes(&self) -> (usize, usize) {
         (self.records.len(), self.bindings.len())
-    }
-
-    /// The goroutines that have a binding (for tests and reports).
-    pub fn bound_goroutines(&self) -> HashSet<u64> {
-        self.bindings.keys().copied().collect()
     }
 }
 

@@ -2,7 +2,7 @@
 //! `ctxleak report` prints before it exits.
 
 use crate::api::{
-    GroupsResponse, LeaksResponse, OutlivingGoroutines, SourceLocation, UnreleasedContexts,
+    Group, GroupsResponse, LeaksResponse, OutlivingGoroutines, SourceLocation, UnreleasedContexts,
 };
 
 /// `function (file:line)` with the file's base name only, for one-line summaries.
@@ -56,6 +56,24 @@ pub fn context_lines(
     lines
 }
 
+/// One leak-suspect group in a line: how many, blocked where and on what, how fast it grows,
+/// created where. The per-second line of `attach` and `report` both say it this way.
+pub fn suspect_summary(group: &Group) -> String {
+    format!(
+        "{} goroutines blocked in {} ({}), {:+} in {}s, created at {}",
+        group.count,
+        site(&group.blocked_at),
+        if group.wait_reason.is_empty() {
+            &group.state
+        } else {
+            &group.wait_reason
+        },
+        group.growth_short,
+        group.window_short_s,
+        site(&group.created_by),
+    )
+}
+
 /// Whether a report has anything to act on: a context verdict or a leak-suspect group.
 pub fn found(leaks: &LeaksResponse, groups: &GroupsResponse) -> bool {
     !leaks.unreleased.is_empty()
@@ -79,22 +97,7 @@ pub fn text(leaks: &LeaksResponse, groups: &GroupsResponse, watched_s: f64) -> S
         .groups
         .iter()
         .filter(|group| group.suspect)
-        .map(|group| {
-            format!(
-                "  suspect #{}: {} goroutines blocked in {} ({}), {:+} in {}s, created at {}",
-                group.rank,
-                group.count,
-                site(&group.blocked_at),
-                if group.wait_reason.is_empty() {
-                    &group.state
-                } else {
-                    &group.wait_reason
-                },
-                group.growth_short,
-                group.window_short_s,
-                site(&group.created_by),
-            )
-        })
+        .map(|group| format!("  suspect #{}: {}", group.rank, suspect_summary(group)))
         .collect();
     let contexts = context_lines(
         &leaks.unreleased,

@@ -100,7 +100,9 @@ pub fn module_paths(section: &[u8]) -> Vec<String> {
         return Vec::new();
     };
     // The runtime brackets it with 16-byte sentinels.
-    let text = modinfo.get(16..modinfo.len().saturating_sub(16)).unwrap_or_default();
+    let text = modinfo
+        .get(16..modinfo.len().saturating_sub(16))
+        .unwrap_or_default();
     String::from_utf8_lossy(text)
         .lines()
         .filter_map(|line| {

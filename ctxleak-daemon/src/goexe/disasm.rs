@@ -5,39 +5,38 @@
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpKind, Register};
 
+/// One direct `CALL rel32` in decoded code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectCall {
+    /// The CALL instruction itself.
+    pub address: u64,
+    /// The instruction after it, where the call returns.
+    pub next: u64,
+    pub target: u64,
+}
+
+/// Every direct `CALL` in `code` (which starts at address `ip`).
+pub fn direct_calls(code: &[u8], ip: u64) -> impl Iterator<Item = DirectCall> + '_ {
+    Decoder::with_ip(64, code, ip, DecoderOptions::NONE)
+        .into_iter()
+        .filter(|instruction| {
+            instruction.flow_control() == FlowControl::Call
+                && instruction.op0_kind() == OpKind::NearBranch64
+        })
+        .map(|instruction| DirectCall {
+            address: instruction.ip(),
+            next: instruction.next_ip(),
+            target: instruction.near_branch_target(),
+        })
+}
+
 /// Addresses of the instructions that follow each direct `CALL target` in `code` (which
 /// starts at address `ip`). Right after `CALL runtime.newproc1`, RAX holds the new g.
 pub fn after_calls_to(code: &[u8], ip: u64, target: u64) -> Vec<u64> {
-    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
-    let mut instruction = Instruction::default();
-    let mut found = Vec::new();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut instruction);
-        if instruction.flow_control() == FlowControl::Call
-            && instruction.op0_kind() == OpKind::NearBranch64
-            && instruction.near_branch_target() == target
-        {
-            found.push(instruction.next_ip());
-        }
-    }
-    found
-}
-
-/// Every direct `CALL` in `code` (which starts at address `ip`): the CALL's own address and
-/// its target.
-pub fn direct_calls(code: &[u8], ip: u64) -> Vec<(u64, u64)> {
-    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
-    let mut instruction = Instruction::default();
-    let mut found = Vec::new();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut instruction);
-        if instruction.flow_control() == FlowControl::Call
-            && instruction.op0_kind() == OpKind::NearBranch64
-        {
-            found.push((instruction.ip(), instruction.near_branch_target()));
-        }
-    }
-    found
+    direct_calls(code, ip)
+        .filter(|call| call.target == target)
+        .map(|call| call.next)
+        .collect()
 }
 
 /// The address to probe for "this function was entered": the first instruction after Go's

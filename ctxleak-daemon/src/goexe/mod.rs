@@ -308,7 +308,10 @@ impl GoBinary {
             return true;
         }
         if self.modules.is_empty() {
-            return package.split('/').next().is_some_and(|first| first.contains('.'));
+            return package
+                .split('/')
+                .next()
+                .is_some_and(|first| first.contains('.'));
         }
         self.modules.iter().any(|module| {
             package == module
@@ -353,14 +356,12 @@ fn context_probes<'d>(
     let propagate = pclntab.function("context.(*cancelCtx).propagateCancel")?;
     let cancel = pclntab.function("context.(*cancelCtx).cancel")?;
     let propagate_code = code(&propagate)?;
-    let mut assignments = disasm::direct_calls(propagate_code, propagate.entry)
-        .into_iter()
-        .filter(|&(_, target)| {
-            pclntab.function_at(target).is_some_and(|callee| {
-                callee.entry == target && callee.name.starts_with("runtime.mapassign")
-            })
-        });
-    let registered = assignments.next()?.0;
+    let mut assignments = disasm::direct_calls(propagate_code, propagate.entry).filter(|call| {
+        pclntab.function_at(call.target).is_some_and(|callee| {
+            callee.entry == call.target && callee.name.starts_with("runtime.mapassign")
+        })
+    });
+    let registered = assignments.next()?.address;
     if assignments.next().is_some() {
         tracing::warn!(
             "context.(*cancelCtx).propagateCancel assigns to more than one map; not probing contexts"
