@@ -200,39 +200,34 @@ fn context_rows(n: usize) -> Vec<Value> {
         file: "/src/main.go".into(),
         line: 42,
     });
-    let exited = |goid: u64| GoroutineEvent {
-        kind: EventKind::Exited as u32,
-        pid: 1,
-        goid,
-        ..GoroutineEvent::default()
+    // Every context created and registered under one parent; with `creators_exit`, each
+    // creator exits right after, leaving the context alone (orphaned, the runtime lostcancel),
+    // else each creator stays alive, bound to its context.
+    let build = |creators_exit: bool| {
+        measure(|| {
+            let mut tracker = ContextTracker::default();
+            for (goid, created) in (1..=count).zip(&events) {
+                tracker.apply(created, |_| Some(site.clone()));
+                tracker.apply(
+                    &event(EventKind::ContextRegistered, goid, 0xc000_1000),
+                    |_| None,
+                );
+                if creators_exit {
+                    tracker.apply_goroutine(&GoroutineEvent {
+                        kind: EventKind::Exited as u32,
+                        pid: 1,
+                        goid,
+                        ..GoroutineEvent::default()
+                    });
+                }
+            }
+            tracker
+        })
     };
-    // Each creator exits right after: the contexts alone (orphaned, the runtime lostcancel).
-    let (tracker, orphaned_stats) = measure(|| {
-        let mut tracker = ContextTracker::default();
-        for (goid, created) in (1..=count).zip(&events) {
-            tracker.apply(created, |_| Some(site.clone()));
-            tracker.apply(
-                &event(EventKind::ContextRegistered, goid, 0xc000_1000),
-                |_| None,
-            );
-            tracker.apply_goroutine(&exited(goid));
-        }
-        tracker
-    });
+    let (tracker, orphaned_stats) = build(true);
     assert_eq!(tracker.sizes(), (n, 0), "every context tracked, no binding");
     drop(tracker);
-    // Creators alive: each also holds its goroutine's binding to the context.
-    let (tracker, bound_stats) = measure(|| {
-        let mut tracker = ContextTracker::default();
-        for (goid, created) in (1..=count).zip(&events) {
-            tracker.apply(created, |_| Some(site.clone()));
-            tracker.apply(
-                &event(EventKind::ContextRegistered, goid, 0xc000_1000),
-                |_| None,
-            );
-        }
-        tracker
-    });
+    let (tracker, bound_stats) = build(false);
     assert_eq!(tracker.sizes(), (n, n), "every context and binding tracked");
     drop(tracker);
     drop(events);

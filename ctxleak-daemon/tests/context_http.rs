@@ -5,49 +5,15 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::Write as _;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Ctxleak, Lines, fixture, go_versions, http_get_status};
+use common::{Ctxleak, Driven, fixture, go_versions, http_get_status};
 use serde_json::Value;
 
-struct Server {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: Lines,
-}
-
-impl Server {
-    /// Runs one load command and returns the facts printed before its checkpoint.
-    fn command(&mut self, line: &str) -> Result<HashMap<String, String>, String> {
-        writeln!(self.stdin, "{line}")
-            .and_then(|()| self.stdin.flush())
-            .map_err(|e| e.to_string())?;
-        let mut facts = HashMap::new();
-        loop {
-            let got = self
-                .stdout
-                .next(Duration::from_secs(60))
-                .ok_or_else(|| format!("no answer to {line:?}"))?;
-            let fields: Vec<&str> = got.splitn(3, ' ').collect();
-            match fields.as_slice() {
-                ["fact", key, value] => {
-                    facts.insert((*key).to_owned(), (*value).to_owned());
-                }
-                ["checkpoint", ..] => return Ok(facts),
-                _ => return Err(format!("unexpected line {got:?}")),
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Runs one load command (`ok N`, `leak N`) and waits for the server's checkpoint after it.
+fn command(server: &mut Driven, line: &str) -> Result<(), String> {
+    server.send(line);
+    server.checkpoint(line.split(' ').next().unwrap_or_default())
 }
 
 fn now_ms() -> u64 {
@@ -74,27 +40,14 @@ fn settled_report(ctxleak: &Ctxleak, since_ms: u64) -> Result<Value, String> {
 }
 
 fn check(version: &str) -> Result<String, String> {
-    let mut child = Command::new(fixture(version, "ctxhttp"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut server = Server {
-        stdin: child.stdin.take().expect("piped stdin"),
-        stdout: Lines::new(child.stdout.take().expect("piped stdout")),
-        child,
-    };
-    server
-        .stdout
-        .wait_for("checkpoint started", Duration::from_secs(30))
-        .ok_or("the server did not start")?;
+    let mut server = Driven::start(&fixture(version, "ctxhttp"));
+    server.checkpoint("started")?;
     let ctxleak = Ctxleak::attach_with(
-        server.child.id(),
+        server.pid(),
         &["--census-interval", "500ms", "--context-grace", "1s"],
     );
 
-    server.command("ok 2000")?;
+    command(&mut server, "ok 2000")?;
     let report = settled_report(&ctxleak, now_ms())?;
     let quiet = |r: &Value| {
         r["outliving"].as_array().is_some_and(Vec::is_empty)
@@ -111,13 +64,13 @@ fn check(version: &str) -> Result<String, String> {
         ));
     }
 
-    let facts = server.command("leak 20")?;
+    command(&mut server, "leak 20")?;
     let since = now_ms();
-    let leak_site = facts.get("leak_site").cloned().unwrap_or_default();
-    let leaked: u64 = facts
-        .get("leaked")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let leak_site = server.fact("leak_site")?.to_owned();
+    let leaked: u64 = server
+        .fact("leaked")?
+        .parse()
+        .map_err(|e| format!("bad leaked fact: {e}"))?;
     let report = settled_report(&ctxleak, since)?;
     let outliving = report["outliving"].as_array().cloned().unwrap_or_default();
     let named = |o: &Value| {

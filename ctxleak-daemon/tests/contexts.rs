@@ -9,84 +9,23 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::Write as _;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Ctxleak, Lines, fixture, go_versions, http_get_status, sample};
+use common::{Ctxleak, Driven, fixture, go_versions, http_get_status, sample};
 use serde_json::Value;
 
-/// The fixture: facts it prints, then a checkpoint where it waits for the driver.
-struct Fixture {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: Lines,
-    facts: HashMap<String, String>,
+/// Lets the fixture go on to its checkpoint `name`; returns when it got there.
+fn advance_to(fx: &mut Driven, name: &str) -> Result<u64, String> {
+    fx.send("");
+    fx.checkpoint(name)?;
+    Ok(now_ms())
 }
 
-impl Fixture {
-    fn start(path: &std::path::Path) -> Self {
-        let mut child = Command::new(path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
-        Self {
-            child,
-            stdin,
-            stdout,
-            facts: HashMap::new(),
-        }
-    }
-
-    /// Reads facts up to the next checkpoint, which must be `name`.
-    fn checkpoint(&mut self, name: &str) -> Result<u64, String> {
-        loop {
-            let line = self
-                .stdout
-                .next(Duration::from_secs(60))
-                .ok_or_else(|| format!("no checkpoint {name}: {:?}", self.stdout.seen))?;
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            match fields.as_slice() {
-                ["fact", key, value] => {
-                    self.facts.insert((*key).to_owned(), (*value).to_owned());
-                }
-                ["checkpoint", got, ..] if *got == name => return Ok(now_ms()),
-                _ => return Err(format!("unexpected line {line:?} before checkpoint {name}")),
-            }
-        }
-    }
-
-    fn advance(&mut self) {
-        self.stdin
-            .write_all(b"\n")
-            .and_then(|()| self.stdin.flush())
-            .expect("the fixture's stdin is closed");
-    }
-
-    fn fact(&self, key: &str) -> Result<&str, String> {
-        self.facts
-            .get(key)
-            .map(String::as_str)
-            .ok_or_else(|| format!("the fixture printed no fact {key}"))
-    }
-
-    fn children(&self) -> Result<u64, String> {
-        self.fact("children")?
-            .parse()
-            .map_err(|e| format!("bad children fact: {e}"))
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The last `len(parent.children)` the fixture printed.
+fn children_of(fx: &Driven) -> Result<u64, String> {
+    fx.fact("children")?
+        .parse()
+        .map_err(|e| format!("bad children fact: {e}"))
 }
 
 fn now_ms() -> u64 {
@@ -160,21 +99,20 @@ fn mismatch_free(report: &Value, children: u64, parent_tracked: u64) -> Result<(
 }
 
 fn check(version: &str, name: &str) -> Result<String, String> {
-    let mut fx = Fixture::start(&fixture(version, name));
+    let mut fx = Driven::start(&fixture(version, name));
     fx.checkpoint("pre-attach")?;
     let ctxleak = Ctxleak::attach_with(
-        fx.child.id(),
+        fx.pid(),
         &["--census-interval", "500ms", "--context-grace", "1s"],
     );
-    let pid = fx.child.id();
+    let pid = fx.pid();
 
-    fx.advance();
-    let at = fx.checkpoint("leaked")?;
+    let at = advance_to(&mut fx, "leaked")?;
     let (leak, clean) = (
         fx.fact("leak_site")?.to_owned(),
         fx.fact("clean_site")?.to_owned(),
     );
-    let children = fx.children()?;
+    let children = children_of(&fx)?;
     report_after(&ctxleak, at, 0, |r| {
         let leaked = unreleased_at(r, &leak);
         if count(leaked, "count") != 100 || count(leaked, "orphaned") != 0 {
@@ -192,17 +130,19 @@ fn check(version: &str, name: &str) -> Result<String, String> {
     let series = metrics
         .lines()
         .find(|l| {
-            l.starts_with(&format!("ctxleak_contexts_unreleased{{pid=\"{pid}\",site=\""))
-                && l.contains(leak.split(':').next().unwrap_or("?"))
+            l.starts_with(&format!(
+                "ctxleak_contexts_unreleased{{pid=\"{pid}\",site=\""
+            )) && l.contains(leak.split(':').next().unwrap_or("?"))
         })
         .map(str::to_owned);
     if !series.as_deref().is_some_and(|l| l.ends_with(" 100")) {
-        return Err(format!("no unreleased series of 100 for {leak}: {series:?}"));
+        return Err(format!(
+            "no unreleased series of 100 for {leak}: {series:?}"
+        ));
     }
 
-    fx.advance();
-    let at = fx.checkpoint("orphaned")?;
-    let children = fx.children()?;
+    let at = advance_to(&mut fx, "orphaned")?;
+    let children = children_of(&fx)?;
     report_after(&ctxleak, at, 0, |r| {
         let leaked = unreleased_at(r, &leak);
         if count(leaked, "count") != 100 || count(leaked, "orphaned") != 100 {
@@ -211,8 +151,7 @@ fn check(version: &str, name: &str) -> Result<String, String> {
         mismatch_free(r, children, 100)
     })?;
 
-    fx.advance();
-    let at = fx.checkpoint("cancelled")?;
+    let at = advance_to(&mut fx, "cancelled")?;
     let (context_site, blocked, waited, unbound) = (
         fx.fact("outlive_context_site")?.to_owned(),
         fx.fact("outlive_go_site")?.to_owned(),
@@ -222,10 +161,11 @@ fn check(version: &str, name: &str) -> Result<String, String> {
     let report = report_after(&ctxleak, at, 1500, |r| {
         let outliving = r["outliving"].as_array().cloned().unwrap_or_default();
         match outliving.as_slice() {
-            [one] if site(&one["goroutine_site"]) == blocked
-                && site(&one["context_site"]) == context_site
-                && one["wait_reason"] == "select (no cases)"
-                && one["count"] == 1 =>
+            [one]
+                if site(&one["goroutine_site"]) == blocked
+                    && site(&one["context_site"]) == context_site
+                    && one["wait_reason"] == "select (no cases)"
+                    && one["count"] == 1 =>
             {
                 Ok(())
             }
@@ -247,8 +187,7 @@ fn check(version: &str, name: &str) -> Result<String, String> {
         return Err(format!("outliving series: {outliving_metric:?}"));
     }
 
-    fx.advance();
-    let at = fx.checkpoint("variants")?;
+    let at = advance_to(&mut fx, "variants")?;
     let variants: Vec<String> = [
         "cause_site",
         "afterfunc_site",
@@ -261,7 +200,7 @@ fn check(version: &str, name: &str) -> Result<String, String> {
     .map(|key| fx.fact(key).map(str::to_owned))
     .collect::<Result<_, _>>()?;
     let without = fx.fact("without_site")?.to_owned();
-    let children = fx.children()?;
+    let children = children_of(&fx)?;
     report_after(&ctxleak, at, 0, |r| {
         for at in &variants {
             if count(unreleased_at(r, at), "count") != 3 {
@@ -275,9 +214,8 @@ fn check(version: &str, name: &str) -> Result<String, String> {
         mismatch_free(r, children, 115)
     })?;
 
-    fx.advance();
-    let at = fx.checkpoint("released")?;
-    let children = fx.children()?;
+    let at = advance_to(&mut fx, "released")?;
+    let children = children_of(&fx)?;
     report_after(&ctxleak, at, 0, |r| {
         if r["unreleased"].as_array().is_none_or(|u| !u.is_empty()) {
             return Err("contexts still unreleased after their parent was cancelled".into());

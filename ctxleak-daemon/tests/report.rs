@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-use common::{Lines, ctxleak, fixture};
+use common::{Driven, Lines, ctxleak, fixture};
 use serde_json::Value;
 
 /// Starts `ctxleak report` on `pid` and waits until it is attached.
@@ -36,62 +35,13 @@ fn finish(child: Child) -> Output {
     child.wait_with_output().expect("ctxleak report")
 }
 
-/// A fixture driven through stdin, read line by line.
-struct Driven {
-    child: Child,
-    stdout: Lines,
-}
-
-impl Driven {
-    fn start(version: &str, name: &str) -> Self {
-        let mut child = Command::new(fixture(version, name))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("cannot start the fixture");
-        let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
-        Self { child, stdout }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.child.stdin.as_mut().expect("piped stdin");
-        writeln!(stdin, "{line}")
-            .and_then(|()| stdin.flush())
-            .expect("the fixture's stdin");
-    }
-
-    /// The value of `fact <key> <value>` printed before the checkpoint `name`.
-    fn until_checkpoint(&mut self, name: &str, fact: &str) -> Option<String> {
-        let mut value = None;
-        loop {
-            let line = self.stdout.next(Duration::from_secs(60))?;
-            if let Some(v) = line.strip_prefix(&format!("fact {fact} ")) {
-                value = Some(v.to_owned());
-            }
-            if line.starts_with(&format!("checkpoint {name} ")) {
-                return value.or(Some(String::new()));
-            }
-        }
-    }
-}
-
-impl Drop for Driven {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn leaks_found(version: &str) -> Result<String, String> {
-    let mut fx = Driven::start(version, "contexts");
-    fx.until_checkpoint("pre-attach", "-")
-        .ok_or("no pre-attach checkpoint")?;
-    let (child, _stderr) = report(fx.child.id(), &["--for", "4s", "--json"]);
+    let mut fx = Driven::start(&fixture(version, "contexts"));
+    fx.checkpoint("pre-attach")?;
+    let (child, _stderr) = report(fx.pid(), &["--for", "4s", "--json"]);
     fx.send("");
-    let leak_site = fx
-        .until_checkpoint("leaked", "leak_site")
-        .ok_or("no leaked checkpoint")?;
+    fx.checkpoint("leaked")?;
+    let leak_site = fx.fact("leak_site")?.to_owned();
     let output = finish(child);
     if output.status.code() != Some(1) {
         return Err(format!("exit status {:?}, want 1", output.status));
@@ -117,15 +67,11 @@ fn leaks_found(version: &str) -> Result<String, String> {
 }
 
 fn no_leaks(version: &str) -> Result<String, String> {
-    let mut server = Driven::start(version, "ctxhttp");
-    server
-        .until_checkpoint("started", "-")
-        .ok_or("the server did not start")?;
-    let (child, _stderr) = report(server.child.id(), &["--for", "4s"]);
+    let mut server = Driven::start(&fixture(version, "ctxhttp"));
+    server.checkpoint("started")?;
+    let (child, _stderr) = report(server.pid(), &["--for", "4s"]);
     server.send("ok 500");
-    server
-        .until_checkpoint("ok", "-")
-        .ok_or("no answer to the load")?;
+    server.checkpoint("ok")?;
     let output = finish(child);
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     if output.status.code() != Some(0) || !text.contains("no leaks found") {

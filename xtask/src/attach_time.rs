@@ -185,14 +185,7 @@ impl Drop for Target {
 fn attach_once(ctxleak: &Path, pid: u32) -> Result<(Duration, String)> {
     let start = Instant::now();
     let mut child = Command::new(ctxleak)
-        .args([
-            "attach",
-            "--quiet",
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--pid",
-            &pid.to_string(),
-        ])
+        .args(crate::bench::quiet_attach_args(pid))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -64,6 +64,18 @@ pub fn run(ws: &Workspace, only: Option<&str>) -> Result<()> {
 }
 
 /// The kernel release, for the reports.
+/// `ctxleak attach` on `pid` as the benchmarks run it: quiet, metrics on a free loopback port.
+pub(crate) fn quiet_attach_args(pid: u32) -> [String; 6] {
+    [
+        "attach".into(),
+        "--quiet".into(),
+        "--web.listen-address".into(),
+        "127.0.0.1:0".into(),
+        "--pid".into(),
+        pid.to_string(),
+    ]
+}
+
 pub(crate) fn kernel() -> String {
     process::output(Command::new("uname").arg("-r"))
         .unwrap_or_default()
@@ -334,8 +346,7 @@ fn census(ws: &Workspace, out: &Path) -> Result<()> {
     let stacks = fixture.ask("stacks")?;
     drop(fixture);
 
-    let kernel = process::output(Command::new("uname").arg("-r")).unwrap_or_default();
-    let kernel = kernel.trim();
+    let kernel = kernel();
     let stage = |name: &str, what: &str| ctxleak["stages"][name][what].as_f64().unwrap_or(0.0);
     let first = |name: &str| ctxleak["first"][name]["median_ms"].as_f64().unwrap_or(0.0);
     let mut dump_ms: Vec<f64> = dumps

@@ -83,7 +83,7 @@ fn report(out: &Path, http: &[Vec<(f64, f64)>], churn: &[Vec<f64>]) -> Result<()
     // Extra time per request / per goroutine over "no ctxleak", in ns.
     let per_request = |i: usize| 1e9 / rps[i] - 1e9 / rps[0];
     let per_goroutine = |i: usize| ns[i] - ns[0];
-    let kernel = process::output(Command::new("uname").arg("-r")).unwrap_or_default();
+    let kernel = crate::bench::kernel();
 
     let mut md = String::new();
     writeln!(md, "# Overhead on the target\n")?;
@@ -94,7 +94,7 @@ fn report(out: &Path, http: &[Vec<(f64, f64)>], churn: &[Vec<f64>]) -> Result<()
          handler (one WithTimeout per request); churn: {CHURN_GOROUTINES} goroutines started and \
          exited, each making and cancelling a WithTimeout.\n",
         go::NEWEST,
-        kernel.trim()
+        kernel
     )?;
     writeln!(
         md,
@@ -140,7 +140,7 @@ fn report(out: &Path, http: &[Vec<(f64, f64)>], churn: &[Vec<f64>]) -> Result<()
     )?;
     let json = json!({
         "go": go::NEWEST,
-        "kernel": kernel.trim(),
+        "kernel": kernel,
         "modes": MODES.iter().enumerate().map(|(i, (name, args))| json!({
             "mode": name,
             "ctxleak_args": args,
@@ -231,14 +231,7 @@ fn attach(tools: &Tools, pid: u32, args: &[&str]) -> Result<Running> {
     let mut child = Command::new("taskset")
         .args(["-c", "1"])
         .arg(&tools.ctxleak)
-        .args([
-            "attach",
-            "--quiet",
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--pid",
-            &pid.to_string(),
-        ])
+        .args(crate::bench::quiet_attach_args(pid))
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -396,3 +396,75 @@ pub fn wait_for_sample(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A fixture driven through stdin that prints what it knows as `fact <key> <value>` lines and
+/// stops at `checkpoint <name> ...` lines (the `contexts` and `ctxhttp` programs).
+pub struct Driven {
+    pub child: Child,
+    stdin: ChildStdin,
+    stdout: Lines,
+    /// Every fact printed so far; a later one replaces an earlier one with the same key.
+    pub facts: std::collections::HashMap<String, String>,
+}
+
+impl Driven {
+    pub fn start(path: &std::path::Path) -> Self {
+        let mut child = Command::new(path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
+        Self {
+            child,
+            stdin,
+            stdout,
+            facts: std::collections::HashMap::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Writes one line to the fixture (an empty one lets it go on to its next phase).
+    pub fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}")
+            .and_then(|()| self.stdin.flush())
+            .expect("the fixture's stdin is closed");
+    }
+
+    /// Reads facts up to the next checkpoint, which must be `name`.
+    pub fn checkpoint(&mut self, name: &str) -> Result<(), String> {
+        loop {
+            let line = self
+                .stdout
+                .next(Duration::from_secs(60))
+                .ok_or_else(|| format!("no checkpoint {name}: {:?}", self.stdout.seen))?;
+            let fields: Vec<&str> = line.splitn(3, ' ').collect();
+            match fields.as_slice() {
+                ["fact", key, value] => {
+                    self.facts.insert((*key).to_owned(), (*value).to_owned());
+                }
+                ["checkpoint", got, ..] if *got == name => return Ok(()),
+                _ => return Err(format!("unexpected line {line:?} before checkpoint {name}")),
+            }
+        }
+    }
+
+    pub fn fact(&self, key: &str) -> Result<&str, String> {
+        self.facts
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| format!("the fixture printed no fact {key}"))
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
