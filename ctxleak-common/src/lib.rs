@@ -134,9 +134,28 @@ pub enum Counter {
     EventsLost = 0,
     /// Probe hits where reading the target's memory failed (the event was not sent).
     ReadErrors = 1,
+    /// Exec notifications that did not fit in [`EXECS_MAP`]: the daemon rescans /proc.
+    ExecsLost = 2,
 }
 
-pub const COUNTER_SLOTS: u32 = 2;
+pub const COUNTER_SLOTS: u32 = 3;
+
+/// A process called execve(2) and now runs a new program: sent by the `process_exec` BTF
+/// tracepoint through [`EXECS_MAP`], so that `ctxleak daemon` looks at new processes within
+/// milliseconds instead of at its next scan of /proc.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecEvent {
+    /// The process (tgid) after the exec.
+    pub pid: u32,
+    pub _pad: u32,
+}
+
+/// Ring buffer of [`ExecEvent`]s, apart from [`EVENTS_MAP`] so that a host busy with short
+/// processes (a build, a shell loop) can never crowd out a target's goroutine events.
+pub const EXECS_MAP: &str = "EXECS";
+/// 64 KiB: about 4 000 execs between two drains (every 10 ms).
+pub const EXECS_RING_BYTES: u32 = 64 << 10;
 
 pub const TARGETS_MAP: &str = "TARGETS";
 pub const EVENTS_MAP: &str = "EVENTS";
@@ -153,6 +172,8 @@ pub const PROG_GOROUTINE_PARKED: &str = "goroutine_parked";
 pub const PROG_CONTEXT_CREATED: &str = "context_created";
 pub const PROG_CONTEXT_REGISTERED: &str = "context_registered";
 pub const PROG_CONTEXT_CANCELLED: &str = "context_cancelled";
+/// BTF tracepoint on `sched_process_exec`: every exec on the host (daemon mode only).
+pub const PROG_PROCESS_EXEC: &str = "process_exec";
 /// Does nothing: attached at the same addresses as the real programs, it measures the floor,
 /// the kernel's cost of the traps alone.
 pub const PROG_FLOOR: &str = "floor";
@@ -172,4 +193,5 @@ mod pod {
     unsafe impl aya::Pod for super::GoroutineEvent {}
     unsafe impl aya::Pod for super::ContextEvent {}
     unsafe impl aya::Pod for super::GoroutineKey {}
+    unsafe impl aya::Pod for super::ExecEvent {}
 }

@@ -110,7 +110,9 @@ fn summary(rounds: &[Round], stage: impl Fn(&Round) -> Duration) -> Value {
 fn main() {
     let args = parse_args();
     let pid = args.pid;
-    let binary = GoBinary::open(&args.binary, &args.binary).unwrap_or_else(|error| fail(error));
+    let binary = std::sync::Arc::new(
+        GoBinary::open(&args.binary, &args.binary).unwrap_or_else(|error| fail(error)),
+    );
     let memory = ProcessMemory::open(pid).unwrap_or_else(|error| {
         fail(format_args!(
             "{error} (run it as root: it reads the target's memory)"
@@ -124,7 +126,7 @@ fn main() {
         0
     };
     let allgs = binary.allgs.wrapping_add(bias);
-    let mut symbolizer = Symbolizer::new(&binary, bias);
+    let mut symbolizer = Symbolizer::new(binary.clone(), bias);
     let mut tracker = GroupTracker::new(SuspectRules::default());
 
     if args.wait {

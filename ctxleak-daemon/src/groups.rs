@@ -65,8 +65,8 @@ pub struct GoroutinesResponse {
 
 /// Turns PCs into frames. Everything is cached by PC for the life of the attach (goroutines
 /// blocked at one line share their PCs, and a program has a bounded number of PCs).
-pub struct Symbolizer<'a> {
-    binary: &'a GoBinary,
+pub struct Symbolizer {
+    binary: Arc<GoBinary>,
     bias: u64,
     /// Runtime return address -> the frames of that call, innermost first.
     frames: HashMap<u64, Arc<[StackFrame]>>,
@@ -78,19 +78,19 @@ pub struct Symbolizer<'a> {
     empty: Arc<str>,
 }
 
-impl<'a> Symbolizer<'a> {
-    pub fn new(binary: &'a GoBinary, bias: u64) -> Self {
+impl Symbolizer {
+    pub fn new(binary: Arc<GoBinary>, bias: u64) -> Self {
         Self {
-            binary,
-            bias,
-            frames: HashMap::new(),
-            sites: HashMap::new(),
-            starts: HashMap::new(),
             wait_reasons: binary
                 .wait_reasons
                 .iter()
                 .map(|reason| Arc::from(reason.as_str()))
                 .collect(),
+            binary,
+            bias,
+            frames: HashMap::new(),
+            sites: HashMap::new(),
+            starts: HashMap::new(),
             empty: Arc::from(""),
         }
     }
@@ -98,7 +98,7 @@ impl<'a> Symbolizer<'a> {
     /// Frames of the call that returns to `pc` (a runtime address), innermost first: the
     /// runtime's rule for every frame of a saved context and for `g.gopc`.
     fn frames(&mut self, pc: u64) -> Arc<[StackFrame]> {
-        let (binary, bias) = (self.binary, self.bias);
+        let (binary, bias) = (&*self.binary, self.bias);
         self.frames
             .entry(pc)
             .or_insert_with(|| {
@@ -172,7 +172,7 @@ impl<'a> Symbolizer<'a> {
                 site
             }
         };
-        let (binary, bias) = (self.binary, self.bias);
+        let (binary, bias) = (&*self.binary, self.bias);
         let (start_function, system) = self
             .starts
             .entry(record.startpc)
@@ -205,7 +205,7 @@ impl<'a> Symbolizer<'a> {
 pub fn symbolize_census(
     census: &Census,
     memory: &ProcessMemory,
-    symbolizer: &mut Symbolizer<'_>,
+    symbolizer: &mut Symbolizer,
 ) -> Vec<GoroutineView> {
     let starts: Vec<(&GoroutineRecord, Option<u64>)> = census
         .goroutines

@@ -1,11 +1,14 @@
-//! What `ctxleak attach` serves on its listen address: Prometheus metrics at `/metrics`, and
-//! the last census as JSON at `/api/groups` (what `ctxleak top` shows) and `/api/goroutines`,
-//! and as a goroutine profile that `go tool pprof` reads at `/debug/pprof/goroutine`.
+//! What `ctxleak attach` and `ctxleak daemon` serve on their listen address: Prometheus
+//! metrics at `/metrics`, the watched processes at `/api/targets`, and each one's last census
+//! as JSON at `/api/groups` (what `ctxleak top` shows), `/api/goroutines` and `/api/leaks`,
+//! and as a goroutine profile that `go tool pprof` reads at `/debug/pprof/goroutine`. Those
+//! take `?pid=N`, which may be left out while only one process is watched.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,23 +26,125 @@ pub struct Latest {
     pub leaks: LeaksResponse,
 }
 
-/// State shared by the session (which writes) and the HTTP handlers (which read).
+/// One watched process, as `/api/targets` lists it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TargetEntry {
+    pub pid: u32,
+    pub exe: String,
+    pub go_version: String,
+    pub container_id: Option<String>,
+    pub pod_uid: Option<String>,
+}
+
+/// State shared by the sessions (which write) and the HTTP handlers (which read).
 #[derive(Default)]
 pub struct Shared {
     pub metrics: Metrics,
-    pub latest: RwLock<Option<Arc<Latest>>>,
+    targets: RwLock<BTreeMap<u32, TargetEntry>>,
+    latest: RwLock<BTreeMap<u32, Arc<Latest>>>,
 }
 
 impl Shared {
-    pub fn publish(&self, latest: Latest) {
-        if let Ok(mut slot) = self.latest.write() {
-            *slot = Some(Arc::new(latest));
+    pub fn add_target(&self, entry: TargetEntry) {
+        if let Ok(mut targets) = self.targets.write() {
+            targets.insert(entry.pid, entry);
         }
     }
 
-    fn latest(&self) -> Option<Arc<Latest>> {
-        self.latest.read().ok().and_then(|slot| slot.clone())
+    /// Forgets everything of `pid`.
+    pub fn remove_target(&self, pid: u32) {
+        if let Ok(mut targets) = self.targets.write() {
+            targets.remove(&pid);
+        }
+        if let Ok(mut latest) = self.latest.write() {
+            latest.remove(&pid);
+        }
+        self.metrics.remove_target(pid);
     }
+
+    pub fn publish(&self, pid: u32, latest: Latest) {
+        if let Ok(mut slot) = self.latest.write() {
+            slot.insert(pid, Arc::new(latest));
+        }
+    }
+
+    /// The last census of `pid`.
+    pub fn latest(&self, pid: u32) -> Option<Arc<Latest>> {
+        self.latest
+            .read()
+            .ok()
+            .and_then(|latest| latest.get(&pid).cloned())
+    }
+
+    /// The last census of the process a request names (`?pid=N`), or of the only one.
+    fn latest_for(&self, query: Option<&str>) -> Result<Arc<Latest>, Box<Response>> {
+        let pid = match query_pid(query) {
+            Ok(Some(pid)) => pid,
+            Ok(None) => {
+                let targets = self
+                    .targets
+                    .read()
+                    .map(|t| t.keys().copied().collect::<Vec<_>>());
+                match targets.as_deref() {
+                    Ok([pid]) => *pid,
+                    Ok([]) => return Err(Box::new(not_yet())),
+                    Ok(pids) => {
+                        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+                        return Err(Box::new(
+                            (
+                            StatusCode::BAD_REQUEST,
+                            format!(
+                                "several processes are watched: add ?pid=N, N one of {} (see /api/targets)\n",
+                                pids.join(", ")
+                            ),
+                        )
+                            .into_response(),
+                        ));
+                    }
+                    Err(_) => return Err(Box::new(not_yet())),
+                }
+            }
+            Err(response) => return Err(response),
+        };
+        self.latest(pid).ok_or_else(|| Box::new(self.missing(pid)))
+    }
+
+    /// Why there is no census of `pid`.
+    fn missing(&self, pid: u32) -> Response {
+        let watched = self
+            .targets
+            .read()
+            .is_ok_and(|targets| targets.contains_key(&pid));
+        if watched {
+            not_yet()
+        } else {
+            (
+                StatusCode::NOT_FOUND,
+                format!("PID {pid} is not watched (see /api/targets)\n"),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `pid=N` in a query string; Ok(None) when absent.
+fn query_pid(query: Option<&str>) -> Result<Option<u32>, Box<Response>> {
+    let Some(value) = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("pid="))
+    else {
+        return Ok(None);
+    };
+    value.parse().map(Some).map_err(|_| {
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                format!("pid={value} is not a PID\n"),
+            )
+                .into_response(),
+        )
+    })
 }
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -48,6 +153,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
+        .route("/api/targets", get(targets))
         .route(GROUPS_PATH, get(groups))
         .route("/api/goroutines", get(goroutines))
         .route(LEAKS_PATH, get(leaks))
@@ -55,8 +161,8 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> st
         .route(
             "/",
             get(|| async {
-                "ctxleak: /metrics (Prometheus), /api/groups, /api/goroutines and /api/leaks \
-                 (JSON), /debug/pprof/goroutine (go tool pprof)\n"
+                "ctxleak: /metrics (Prometheus), /api/targets, /api/groups, /api/goroutines and \
+                 /api/leaks (JSON; ?pid=N), /debug/pprof/goroutine (go tool pprof; ?pid=N)\n"
             }),
         )
         .with_state(shared);
@@ -90,35 +196,47 @@ fn not_yet() -> Response {
         .into_response()
 }
 
-async fn groups(State(shared): State<Arc<Shared>>) -> Response {
-    shared
-        .latest()
-        .map_or_else(not_yet, |latest| json(&latest.groups))
+async fn targets(State(shared): State<Arc<Shared>>) -> Response {
+    let targets: Vec<TargetEntry> = shared
+        .targets
+        .read()
+        .map(|targets| targets.values().cloned().collect())
+        .unwrap_or_default();
+    json(&targets)
 }
 
-async fn profile(State(shared): State<Arc<Shared>>) -> Response {
-    shared.latest().map_or_else(not_yet, |latest| {
-        let disposition = "attachment; filename=\"goroutine.pb.gz\"";
-        (
-            StatusCode::OK,
-            [
-                (header::CONTENT_TYPE, "application/octet-stream"),
-                (header::CONTENT_DISPOSITION, disposition),
-            ],
-            latest.profile.clone(),
-        )
-            .into_response()
-    })
+async fn groups(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    shared
+        .latest_for(query.as_deref())
+        .map_or_else(|r| *r, |latest| json(&latest.groups))
 }
 
-async fn goroutines(State(shared): State<Arc<Shared>>) -> Response {
-    shared
-        .latest()
-        .map_or_else(not_yet, |latest| json(&latest.goroutines))
+async fn profile(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    shared.latest_for(query.as_deref()).map_or_else(
+        |r| *r,
+        |latest| {
+            let disposition = "attachment; filename=\"goroutine.pb.gz\"";
+            (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream"),
+                    (header::CONTENT_DISPOSITION, disposition),
+                ],
+                latest.profile.clone(),
+            )
+                .into_response()
+        },
+    )
 }
 
-async fn leaks(State(shared): State<Arc<Shared>>) -> Response {
+async fn goroutines(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
     shared
-        .latest()
-        .map_or_else(not_yet, |latest| json(&latest.leaks))
+        .latest_for(query.as_deref())
+        .map_or_else(|r| *r, |latest| json(&latest.goroutines))
+}
+
+async fn leaks(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    shared
+        .latest_for(query.as_deref())
+        .map_or_else(|r| *r, |latest| json(&latest.leaks))
 }

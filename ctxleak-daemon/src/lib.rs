@@ -5,7 +5,12 @@ pub mod api;
 #[cfg(feature = "probes")]
 pub mod attach;
 pub mod census;
+pub mod cgroup;
+pub mod config;
 pub mod contexts;
+#[cfg(feature = "probes")]
+pub mod daemon;
+pub mod discover;
 pub mod goexe;
 pub mod groups;
 #[cfg(feature = "probes")]
@@ -20,6 +25,10 @@ pub mod procmem;
 pub mod readable;
 pub mod report;
 #[cfg(feature = "probes")]
+pub mod session;
+#[cfg(feature = "probes")]
 pub mod target;
 pub mod top;
 pub mod tracker;
+#[cfg(feature = "probes")]
+pub mod watcher;

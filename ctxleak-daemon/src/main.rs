@@ -4,10 +4,11 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
+use ctxleak_daemon::config::{DaemonConfig, ListenAddress, LogFormat};
 use ctxleak_daemon::{attach, inspect};
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -33,13 +34,19 @@ enum Command {
     Attach {
         #[command(flatten)]
         watch: WatchArgs,
-        /// Address for the Prometheus metrics endpoint (/metrics).
+        /// Address for the Prometheus metrics endpoint (/metrics): host:port, or :port for
+        /// every interface.
         #[arg(long = "web.listen-address", default_value = DEFAULT_LISTEN)]
-        listen: SocketAddr,
+        listen: ListenAddress,
         /// Do not print the one-line summary every second, nor the context leak report.
         #[arg(long)]
         quiet: bool,
     },
+    /// Watch every Go process on this host (or those the filters select) and serve their
+    /// metrics on one endpoint: the systemd service and the Kubernetes DaemonSet run this.
+    /// Finds running processes at start and new ones as they exec, detaches from those that
+    /// exit. Options come from --config, then from these flags, which override it.
+    Daemon(DaemonArgs),
     /// Watch one running Go process for a while, print its leak report and exit: status 0
     /// when no leak was found, 1 when one was (leak-suspect goroutine groups, unreleased
     /// contexts, goroutines outliving their context), 2 on error. Only what happens while it
@@ -71,7 +78,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Live terminal view of a running `ctxleak attach`: goroutine groups and leak suspects,
+    /// Live terminal view of a running `ctxleak attach` (or of one process of a `ctxleak
+    /// daemon`, with --pid): goroutine groups and leak suspects,
     /// refreshed every interval. Keys: ↑/↓ or j/k select, Enter details (stack and creation
     /// site), s cycles the sort (rank, count, growth, age), q/Esc/Ctrl-C quit.
     Top {
@@ -81,7 +89,119 @@ enum Command {
         /// How often to refresh: 1s, 500ms, 2m (at least 100ms).
         #[arg(long, default_value = "1s", value_parser = ctxleak_daemon::top::parse_interval)]
         interval: std::time::Duration,
+        /// The process to show when --url is a `ctxleak daemon` watching several (its
+        /// /api/targets lists them).
+        #[arg(long)]
+        pid: Option<u32>,
     },
+}
+
+/// `ctxleak daemon`'s options. Each may come from the config file instead (the key is the
+/// flag's name; a dotted flag is a table: `[web] listen-address`); a flag given here wins.
+#[derive(Debug, Args)]
+struct DaemonArgs {
+    /// TOML file with defaults for these options (see deploy/systemd/ctxleak.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address for the metrics endpoint: host:port, or :port for every interface
+    /// [default: 127.0.0.1:9789].
+    #[arg(long = "web.listen-address")]
+    listen: Option<ListenAddress>,
+    /// Watch only processes whose executable path matches this glob (`*` stays within a
+    /// directory, `**` crosses them). Repeat for several; with no filter, every Go process.
+    #[arg(long, value_name = "GLOB")]
+    exe: Vec<String>,
+    /// Watch only processes whose name (/proc/PID/comm, 15 characters) matches this glob.
+    #[arg(long, value_name = "GLOB")]
+    process_name: Vec<String>,
+    /// Watch only processes whose cgroup path matches this glob (e.g. '/kubepods*/**' for
+    /// Kubernetes pods, '/system.slice/myapp.service' for one systemd service).
+    #[arg(long, value_name = "GLOB")]
+    cgroup: Vec<String>,
+    /// How often /proc is scanned for processes the exec tracepoint could have missed
+    /// [default: 10s].
+    #[arg(long, value_parser = parse_period)]
+    rescan_interval: Option<Duration>,
+    /// Log format on stderr: text, or json (one object per line) [default: text]. The level
+    /// comes from CTXLEAK_LOG (default info).
+    #[arg(long = "log.format", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Probe event ring buffer size in bytes (power of two ≥ 4096), shared by all processes
+    /// [default: 4194304].
+    #[arg(long, value_parser = parse_ring_bytes)]
+    ring_buffer_size: Option<u32>,
+    /// How often every watched process's goroutines are read from memory [default: 5s].
+    #[arg(long, value_parser = parse_period)]
+    census_interval: Option<Duration>,
+    /// Leak-suspect rule: growth over this window [default: 1m]...
+    #[arg(long, value_parser = humantime::parse_duration)]
+    suspect_window_short: Option<Duration>,
+    /// ...and over this one [default: 10m]...
+    #[arg(long, value_parser = humantime::parse_duration)]
+    suspect_window_long: Option<Duration>,
+    /// ...and blocked at the same place at least this long [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    suspect_min_age: Option<Duration>,
+    /// Probe runtime.gopark for exact blocked-since times (one more trap per park).
+    #[arg(long)]
+    park_times: bool,
+    /// A goroutine outlives its context once the context was cancelled this long
+    /// [default: 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    context_grace: Option<Duration>,
+    /// Do not probe the context package.
+    #[arg(long)]
+    no_contexts: bool,
+}
+
+impl DaemonArgs {
+    /// The flags over the config file over the defaults.
+    fn options(
+        self,
+        config: DaemonConfig,
+    ) -> anyhow::Result<ctxleak_daemon::daemon::DaemonOptions> {
+        let or = |flag: Option<Duration>, file: Option<Duration>, default: &str| {
+            flag.or(file)
+                .unwrap_or_else(|| humantime::parse_duration(default).unwrap_or_default())
+        };
+        let listen = match self.listen.or(config.listen_address) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN.parse()?,
+        };
+        let list = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
+        let filters = ctxleak_daemon::discover::Filters::new(
+            &list(self.exe, config.exe),
+            &list(self.process_name, config.process_name),
+            &list(self.cgroup, config.cgroup),
+        )?;
+        let suspect_rules = ctxleak_daemon::groups::SuspectRules {
+            window_short: or(self.suspect_window_short, config.suspect_window_short, "1m"),
+            window_long: or(self.suspect_window_long, config.suspect_window_long, "10m"),
+            min_age: or(self.suspect_min_age, config.suspect_min_age, "30s"),
+        };
+        Ok(ctxleak_daemon::daemon::DaemonOptions {
+            listen,
+            ring_bytes: self
+                .ring_buffer_size
+                .or(config.ring_buffer_size)
+                .unwrap_or(ctxleak_common::EVENTS_RING_BYTES),
+            watch: ctxleak_daemon::watcher::WatchOptions {
+                probe_mode: ctxleak_daemon::probes::ProbeMode {
+                    park_times: self.park_times || config.park_times.unwrap_or(false),
+                    floor: false,
+                    no_contexts: self.no_contexts || config.no_contexts.unwrap_or(false),
+                },
+                judgement: ctxleak_daemon::session::Judgement {
+                    suspect_rules,
+                    context_grace: or(self.context_grace, config.context_grace, "5s"),
+                },
+                census_interval: or(self.census_interval, config.census_interval, "5s"),
+                per_process: false,
+            },
+            filters,
+            rescan_interval: or(self.rescan_interval, config.rescan_interval, "10s"),
+        })
+    }
 }
 
 /// What to watch and how: shared by `attach` and `report`.
@@ -98,7 +218,7 @@ struct WatchArgs {
     ring_buffer_size: u32,
     /// How often to read every goroutine's state, stack and creation site from memory
     /// (costs the target nothing; costs ctxleak CPU in proportion to the goroutines).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_period)]
     census_interval: std::time::Duration,
     /// A leak suspect grew over this window...
     #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
@@ -130,7 +250,7 @@ struct WatchArgs {
 impl WatchArgs {
     fn options(
         self,
-        listen: SocketAddr,
+        listen: ListenAddress,
         summary: bool,
         watch_for: Option<std::time::Duration>,
     ) -> attach::AttachOptions {
@@ -164,7 +284,7 @@ async fn run_report(
 ) -> anyhow::Result<ExitCode> {
     let pid = watch.pid;
     // Its own free port: a report must not collide with an `attach` serving on the default.
-    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listen: ListenAddress = "127.0.0.1:0".parse()?;
     let outcome = attach::run(watch.options(listen, false, Some(duration))).await?;
     let (Some(leaks), Some(groups)) = (outcome.leaks, outcome.groups) else {
         anyhow::bail!("PID {pid} exited before ctxleak could read it: nothing to report");
@@ -225,6 +345,15 @@ fn parse_hex(text: &str) -> Result<u64, String> {
     u64::from_str_radix(digits, 16).map_err(|e| format!("{text:?} is not a hex address: {e}"))
 }
 
+/// A duration for a timer: zero would make it fire without end.
+fn parse_period(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(period) if period.is_zero() => Err(format!("{text} is zero: give a period such as 5s")),
+        Ok(period) => Ok(period),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
 fn parse_ring_bytes(text: &str) -> Result<u32, String> {
     let bytes: u32 = text.parse().map_err(|e| format!("{e}"))?;
     if bytes < 4096 || !bytes.is_power_of_two() {
@@ -233,15 +362,47 @@ fn parse_ring_bytes(text: &str) -> Result<u32, String> {
     Ok(bytes)
 }
 
+/// Logs on stderr at the level CTXLEAK_LOG says (default: `default_level`).
+fn init_logs(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CTXLEAK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CTXLEAK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The daemon's config file is read first: it may choose the log format.
+    let mut daemon_config = None;
+    match &cli.command {
+        Command::Daemon(args) => {
+            let config = match &args.config {
+                Some(path) => match DaemonConfig::load(path) {
+                    Ok(config) => config,
+                    Err(error) => {
+                        eprintln!("ctxleak: error: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => DaemonConfig::default(),
+            };
+            // A daemon says what it attaches to and detaches from.
+            init_logs(
+                args.log_format
+                    .or(config.log_format)
+                    .unwrap_or(LogFormat::Text),
+                "info",
+            );
+            daemon_config = Some(config);
+        }
+        _ => init_logs(LogFormat::Text, "warn"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -268,14 +429,20 @@ fn main() -> ExitCode {
                 duration,
                 json,
             } => run_report(watch, duration, json).await,
+            Command::Daemon(args) => {
+                let options = args.options(daemon_config.unwrap_or_default())?;
+                ctxleak_daemon::daemon::run(options)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+            }
             Command::Inspect {
                 path,
                 pid,
                 pcs,
                 json,
             } => run_inspect(path, pid, &pcs, json).map(|()| ExitCode::SUCCESS),
-            Command::Top { url, interval } => {
-                ctxleak_daemon::top::run(ctxleak_daemon::top::TopOptions { url, interval })
+            Command::Top { url, interval, pid } => {
+                ctxleak_daemon::top::run(ctxleak_daemon::top::TopOptions { url, interval, pid })
                     .map(|()| ExitCode::SUCCESS)
             }
         }

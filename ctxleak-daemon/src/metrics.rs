@@ -1,7 +1,5 @@
 //! ctxleak's Prometheus metrics (OpenMetrics text) and the HTTP endpoint that serves them.
 
-use std::net::SocketAddr;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -67,6 +65,33 @@ struct TargetInfoLabels {
     pid: u32,
     exe: String,
     go_version: String,
+    /// The container's id from the cgroup path ("" outside containers; Prometheus drops
+    /// empty labels).
+    container_id: String,
+    /// The Kubernetes pod UID from the cgroup path ("" outside Kubernetes).
+    pod_uid: String,
+}
+
+/// What `ctxleak_target_info` says of a watched process.
+#[derive(Clone, Debug, Default)]
+pub struct TargetInfo {
+    pub exe: String,
+    pub go_version: String,
+    pub container_id: Option<String>,
+    pub pod_uid: Option<String>,
+}
+
+/// The series of one target whose label sets change from census to census: remembered so
+/// that they can be replaced, or removed when the target goes away, without touching other
+/// targets' series.
+#[derive(Default)]
+struct TargetSeries {
+    info: Option<TargetInfoLabels>,
+    states: Vec<StateLabels>,
+    suspects: Vec<SuspectLabels>,
+    unreleased: Vec<ContextSiteLabels>,
+    orphaned: Vec<ContextSiteLabels>,
+    outliving: Vec<OutlivingLabels>,
 }
 
 pub struct Metrics {
@@ -86,8 +111,17 @@ pub struct Metrics {
     orphaned: Family<ContextSiteLabels, Gauge>,
     outliving: Family<OutlivingLabels, Gauge>,
     children_mismatch: Family<TargetLabels, Gauge>,
+    series: std::sync::Mutex<std::collections::HashMap<u32, TargetSeries>>,
     pub events_lost: Counter,
     pub probe_read_errors: Counter,
+    /// Processes watched now.
+    pub targets: Gauge,
+    /// Executable files with probes attached now (one per file, shared by its processes).
+    pub attached_executables: Gauge,
+    /// Go processes ctxleak tried to watch and could not (each is logged with the reason).
+    pub attach_failures: Counter,
+    /// Exec notifications lost (each triggers a rescan of /proc).
+    pub exec_events_lost: Counter,
 }
 
 impl Default for Metrics {
@@ -109,10 +143,35 @@ impl Default for Metrics {
             orphaned: Family::default(),
             outliving: Family::default(),
             children_mismatch: Family::default(),
+            series: Default::default(),
             events_lost: Counter::default(),
             probe_read_errors: Counter::default(),
+            targets: Gauge::default(),
+            attached_executables: Gauge::default(),
+            attach_failures: Counter::default(),
+            exec_events_lost: Counter::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "targets",
+            "Go processes ctxleak watches now",
+            metrics.targets.clone(),
+        );
+        registry.register(
+            "attached_executables",
+            "Executable files with ctxleak's probes attached now: one per file, shared by every watched process running it",
+            metrics.attached_executables.clone(),
+        );
+        registry.register(
+            "attach_failures",
+            "Go processes ctxleak tried to watch and could not (the daemon logs each with its reason)",
+            metrics.attach_failures.clone(),
+        );
+        registry.register(
+            "exec_events_lost",
+            "Exec notifications dropped because their ring buffer was full (each triggers a rescan of /proc)",
+            metrics.exec_events_lost.clone(),
+        );
         registry.register(
             "goroutines",
             "Live goroutines of a watched process; kind=user is what runtime.NumGoroutine() counts, kind=system the runtime's own",
@@ -195,7 +254,7 @@ impl Default for Metrics {
         );
         registry.register(
             "target_info",
-            "A watched process (always 1): its executable and Go version",
+            "A watched process (always 1): its executable, Go version, and the container id and Kubernetes pod UID from its cgroup",
             metrics.target_info.clone(),
         );
         Self {
@@ -227,14 +286,16 @@ impl TargetMetrics {
 }
 
 impl Metrics {
-    pub fn add_target(&self, pid: u32, exe: &str, go_version: &str) -> TargetMetrics {
-        self.target_info
-            .get_or_create(&TargetInfoLabels {
-                pid,
-                exe: exe.to_owned(),
-                go_version: go_version.to_owned(),
-            })
-            .set(1);
+    pub fn add_target(&self, pid: u32, info: &TargetInfo) -> TargetMetrics {
+        let labels = TargetInfoLabels {
+            pid,
+            exe: info.exe.clone(),
+            go_version: info.go_version.clone(),
+            container_id: info.container_id.clone().unwrap_or_default(),
+            pod_uid: info.pod_uid.clone().unwrap_or_default(),
+        };
+        self.target_info.get_or_create(&labels).set(1);
+        self.with_series(pid, |series| series.info = Some(labels));
         let target = TargetLabels { pid };
         let gauge = |kind: GoroutineKind| {
             let kind = match kind {
@@ -257,12 +318,76 @@ impl Metrics {
         }
     }
 
+    /// Removes every series of `pid`: it is no longer watched.
+    pub fn remove_target(&self, pid: u32) {
+        let series = self
+            .series
+            .lock()
+            .ok()
+            .and_then(|mut all| all.remove(&pid))
+            .unwrap_or_default();
+        if let Some(info) = &series.info {
+            self.target_info.remove(info);
+        }
+        self.remove_census(&series);
+        self.remove_contexts(&series);
+        for kind in ["user", "system"] {
+            self.goroutines.remove(&GoroutineLabels { pid, kind });
+        }
+        let target = TargetLabels { pid };
+        for family in [
+            &self.created,
+            &self.exited,
+            &self.resyncs,
+            &self.disagreements,
+            &self.contexts_created,
+            &self.contexts_cancelled,
+        ] {
+            family.remove(&target);
+        }
+        self.suspect_count.remove(&target);
+        self.children_mismatch.remove(&target);
+    }
+
+    fn with_series<T>(&self, pid: u32, f: impl FnOnce(&mut TargetSeries) -> T) -> Option<T> {
+        let mut all = self.series.lock().ok()?;
+        Some(f(all.entry(pid).or_default()))
+    }
+
+    fn remove_census(&self, series: &TargetSeries) {
+        for labels in &series.states {
+            self.by_state.remove(labels);
+        }
+        for labels in &series.suspects {
+            self.suspects.remove(labels);
+        }
+    }
+
+    fn remove_contexts(&self, series: &TargetSeries) {
+        for labels in &series.unreleased {
+            self.unreleased.remove(labels);
+        }
+        for labels in &series.orphaned {
+            self.orphaned.remove(labels);
+        }
+        for labels in &series.outliving {
+            self.outliving.remove(labels);
+        }
+    }
+
     /// Replaces the census-derived series of `pid` with those of `groups` (user goroutines).
     pub fn set_census(&self, pid: u32, groups: &[crate::api::Group]) {
-        // Series of states and suspects that went away must disappear, so start afresh. Other
-        // targets' series go too; with one target per process that is none.
-        self.by_state.clear();
-        self.suspects.clear();
+        // Series of states and suspects that went away must disappear, so start afresh (this
+        // target's only).
+        let mut fresh = TargetSeries::default();
+        if let Some(old) = self.with_series(pid, std::mem::take) {
+            self.remove_census(&old);
+            fresh = TargetSeries {
+                states: Vec::new(),
+                suspects: Vec::new(),
+                ..old
+            };
+        }
         for group in groups {
             let labels = StateLabels {
                 pid,
@@ -272,6 +397,7 @@ impl Metrics {
             self.by_state
                 .get_or_create(&labels)
                 .inc_by(i64::try_from(group.count).unwrap_or(i64::MAX));
+            fresh.states.push(labels);
         }
         let location = |l: &Option<crate::api::SourceLocation>| {
             l.as_ref().map(ToString::to_string).unwrap_or_default()
@@ -288,17 +414,26 @@ impl Metrics {
             self.suspects
                 .get_or_create(&labels)
                 .set(i64::try_from(group.count).unwrap_or(i64::MAX));
+            fresh.suspects.push(labels);
         }
         self.suspect_count
             .get_or_create(&TargetLabels { pid })
             .set(i64::try_from(suspects.len()).unwrap_or(i64::MAX));
+        self.with_series(pid, |series| *series = fresh);
     }
 
     /// Replaces the context verdict series of `pid`.
     pub fn set_contexts(&self, pid: u32, verdicts: &crate::contexts::Verdicts) {
-        self.unreleased.clear();
-        self.orphaned.clear();
-        self.outliving.clear();
+        let mut fresh = TargetSeries::default();
+        if let Some(old) = self.with_series(pid, std::mem::take) {
+            self.remove_contexts(&old);
+            fresh = TargetSeries {
+                unreleased: Vec::new(),
+                orphaned: Vec::new(),
+                outliving: Vec::new(),
+                ..old
+            };
+        }
         let location = |l: &Option<crate::api::SourceLocation>| {
             l.as_ref()
                 .map_or_else(|| "unknown".to_owned(), ToString::to_string)
@@ -318,7 +453,9 @@ impl Metrics {
                 self.orphaned
                     .get_or_create(&labels)
                     .inc_by(gauge_value(group.orphaned));
+                fresh.orphaned.push(labels.clone());
             }
+            fresh.unreleased.push(labels);
         }
         for (index, group) in verdicts.outliving.iter().enumerate() {
             let labels = if index < MAX_CONTEXT_SERIES {
@@ -339,10 +476,12 @@ impl Metrics {
             self.outliving
                 .get_or_create(&labels)
                 .inc_by(gauge_value(group.count));
+            fresh.outliving.push(labels);
         }
         self.children_mismatch
             .get_or_create(&TargetLabels { pid })
             .set(gauge_value(verdicts.children_check.mismatch));
+        self.with_series(pid, |series| *series = fresh);
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
@@ -352,9 +491,11 @@ impl Metrics {
     }
 }
 
-/// The address in `--web.listen-address`: what `bind` failed on, said in one line.
-pub async fn bind(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address).await.map_err(|err| {
+/// Listens on the `--web.listen-address`; what failed is said in one line.
+pub async fn bind(
+    address: &crate::config::ListenAddress,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    address.bind().await.map_err(|err| {
         anyhow::anyhow!(
             "cannot listen on {address} for metrics: {err}; pick another address with --web.listen-address"
         )
@@ -368,7 +509,15 @@ mod tests {
     #[test]
     fn encodes_per_target_series() {
         let metrics = Metrics::default();
-        let target = metrics.add_target(42, "/srv/app", "go1.25.5");
+        let target = metrics.add_target(
+            42,
+            &TargetInfo {
+                exe: "/srv/app".into(),
+                go_version: "go1.25.5".into(),
+                container_id: Some("c0ffee".into()),
+                pod_uid: None,
+            },
+        );
         target.set_counts(Counts { user: 7, system: 3 });
         target.created.inc_by(9);
         let text = metrics.encode().unwrap();
@@ -386,11 +535,14 @@ mod tests {
         );
         assert!(
             text.contains(
-                r#"ctxleak_target_info{pid="42",exe="/srv/app",go_version="go1.25.5"} 1"#
+                r#"ctxleak_target_info{pid="42",exe="/srv/app",go_version="go1.25.5",container_id="c0ffee",pod_uid=""} 1"#
             ),
             "{text}"
         );
         assert!(text.contains("ctxleak_events_lost_total 0"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+        metrics.remove_target(42);
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains(r#"pid="42""#), "{text}");
     }
 }

@@ -5,14 +5,14 @@ use std::os::fd::AsRawFd as _;
 use std::path::Path;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::UProbe;
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use aya::programs::{BtfTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use ctxleak_common::{
-    COUNTERS_MAP, ContextEvent, Counter, EVENTS_MAP, EventKind, GoroutineEvent, GoroutineKey,
-    PARKS_MAP, PROG_CONTEXT_CANCELLED, PROG_CONTEXT_CREATED, PROG_CONTEXT_REGISTERED, PROG_FLOOR,
-    PROG_GOROUTINE_CREATED, PROG_GOROUTINE_EXITED, PROG_GOROUTINE_PARKED, TARGETS_MAP,
-    TargetConfig,
+    COUNTERS_MAP, ContextEvent, Counter, EVENTS_MAP, EXECS_MAP, EventKind, GoroutineEvent,
+    GoroutineKey, PARKS_MAP, PROG_CONTEXT_CANCELLED, PROG_CONTEXT_CREATED, PROG_CONTEXT_REGISTERED,
+    PROG_FLOOR, PROG_GOROUTINE_CREATED, PROG_GOROUTINE_EXITED, PROG_GOROUTINE_PARKED,
+    PROG_PROCESS_EXEC, TARGETS_MAP, TargetConfig,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -68,6 +68,17 @@ pub struct ProbeMode {
     pub floor: bool,
     /// Leave the `context` probes out (goroutines only).
     pub no_contexts: bool,
+}
+
+/// The probes of one executable file, until [`Probes::detach`].
+pub struct Attachment {
+    links: Vec<(&'static str, UProbeLinkId)>,
+}
+
+impl Attachment {
+    pub fn probe_count(&self) -> usize {
+        self.links.len()
+    }
 }
 
 pub struct Probes {
@@ -132,12 +143,11 @@ impl Probes {
         Ok((Self { ebpf, counters }, events))
     }
 
-    /// Registers `pid` and attaches the probes to its executable, reached as `exe` (use
-    /// `/proc/PID/exe`: it works across mount namespaces). Probes fire only in that process.
-    pub fn watch(
+    /// Registers `pid` with the programs: from now on the probes in its executable report its
+    /// events (a probe hit in a process without an entry does nothing).
+    pub fn register(
         &mut self,
         pid: u32,
-        exe: &Path,
         binary: &GoBinary,
         mode: ProbeMode,
     ) -> Result<(), ProbeError> {
@@ -146,17 +156,61 @@ impl Probes {
             park_times: u32::from(mode.park_times),
             _pad: 0,
         };
-        let mut targets: BpfHashMap<&mut MapData, u32, TargetConfig> = self
-            .ebpf
+        self.targets(pid)?
+            .insert(pid, config, 0)
+            .map_err(|source| ProbeError::Register { pid, source })
+    }
+
+    /// Forgets `pid`: its probe hits are ignored from now on, and its park times dropped
+    /// (with `park_times`; otherwise the map is empty and not walked).
+    pub fn unregister(&mut self, pid: u32, park_times: bool) {
+        if let Ok(mut targets) = self.targets(pid) {
+            let _ = targets.remove(&pid);
+        }
+        if !park_times {
+            return;
+        }
+        let Some(map) = self.ebpf.map_mut(PARKS_MAP) else {
+            return;
+        };
+        let Ok(mut parks) = BpfHashMap::<&mut MapData, GoroutineKey, u64>::try_from(map) else {
+            return;
+        };
+        let stale: Vec<GoroutineKey> = parks
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.pid == pid)
+            .collect();
+        for key in stale {
+            let _ = parks.remove(&key);
+        }
+    }
+
+    fn targets(
+        &mut self,
+        pid: u32,
+    ) -> Result<BpfHashMap<&mut MapData, u32, TargetConfig>, ProbeError> {
+        self.ebpf
             .map_mut(TARGETS_MAP)
             .ok_or(ProbeError::Missing(TARGETS_MAP))?
             .try_into()
-            .map_err(|source| ProbeError::Register { pid, source })?;
-        targets
-            .insert(pid, config, 0)
-            .map_err(|source| ProbeError::Register { pid, source })?;
+            .map_err(|source| ProbeError::Register { pid, source })
+    }
 
-        let scope = std::num::NonZeroU32::new(pid)
+    /// Attaches the probes to an executable file, reached as `exe` (use `/proc/PID/exe`: it
+    /// works across mount namespaces). A uprobe belongs to the file, not to a process: with
+    /// `only` None it is hit in every process running the file, and the programs report
+    /// the registered ones; with `only` set, the kernel traps in that process alone. Nothing
+    /// stays attached on error.
+    pub fn attach(
+        &mut self,
+        exe: &Path,
+        binary: &GoBinary,
+        mode: ProbeMode,
+        only: Option<u32>,
+    ) -> Result<Attachment, ProbeError> {
+        let scope = only
+            .and_then(std::num::NonZeroU32::new)
             .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         let parked = mode
             .park_times
@@ -183,23 +237,63 @@ impl Probes {
             .chain([(PROG_GOROUTINE_EXITED, binary.probes.goroutine_exited)])
             .chain(parked)
             .chain(contexts);
+        let mut attachment = Attachment { links: Vec::new() };
         for (program, address) in points {
             let program = if mode.floor { PROG_FLOOR } else { program };
-            let offset = binary
+            let attached = binary
                 .file_offset(address)
                 .ok_or_else(|| ProbeError::BadAddress {
                     path: binary.path.display().to_string(),
                     address,
-                })?;
-            uprobe(&mut self.ebpf, program)?
-                .attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
-                .map_err(|source| ProbeError::Attach {
-                    path: binary.path.display().to_string(),
-                    offset,
-                    source: Box::new(source),
-                })?;
+                })
+                .and_then(|offset| {
+                    uprobe(&mut self.ebpf, program)?
+                        .attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
+                        .map_err(|source| ProbeError::Attach {
+                            path: binary.path.display().to_string(),
+                            offset,
+                            source: Box::new(source),
+                        })
+                });
+            match attached {
+                Ok(link) => attachment.links.push((program, link)),
+                Err(error) => {
+                    self.detach(attachment);
+                    return Err(error);
+                }
+            }
         }
-        Ok(())
+        Ok(attachment)
+    }
+
+    /// Removes the probes of one executable.
+    pub fn detach(&mut self, attachment: Attachment) {
+        for (program, link) in attachment.links {
+            if let Ok(probe) = uprobe(&mut self.ebpf, program) {
+                let _ = probe.detach(link);
+            }
+        }
+    }
+
+    /// Loads and attaches the exec tracepoint (`ctxleak daemon`), and hands over its ring of
+    /// [`ctxleak_common::ExecEvent`]s. A BTF tracepoint needs no tracefs.
+    pub fn watch_execs(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let btf = aya::Btf::from_sys_fs().map_err(load_error)?;
+        let program: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(PROG_PROCESS_EXEC)
+            .ok_or(ProbeError::Missing(PROG_PROCESS_EXEC))?
+            .try_into()
+            .map_err(|_| ProbeError::Missing(PROG_PROCESS_EXEC))?;
+        program
+            .load("sched_process_exec", &btf)
+            .map_err(load_error)?;
+        program.attach().map_err(load_error)?;
+        let execs = self
+            .ebpf
+            .take_map(EXECS_MAP)
+            .ok_or(ProbeError::Missing(EXECS_MAP))?;
+        RingBuf::try_from(execs).map_err(load_error)
     }
 
     /// When each goroutine of `pid` last parked (`bpf_ktime_get_ns`), by goid: empty unless

@@ -2,11 +2,16 @@
 
 use std::io;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
 
+use crate::cgroup::ContainerInfo;
+use crate::discover::ExeIdentity;
 use crate::goexe::{GoBinary, GoBinaryError};
+use crate::procmem::{self, ProcessMemory};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -35,6 +40,13 @@ const CAP_SYS_ADMIN: u32 = 21;
 /// 6.16 (and stable kernels patched since July 2025) went back to requiring CAP_SYS_ADMIN for
 /// them (commit ba677dbe77af), which also covers BPF and perf; CAP_SYS_PTRACE reads memory.
 pub fn check_privileges(pid: u32) -> Result<(), TargetError> {
+    check_privileges_for(&format!(
+        "load eBPF programs and read the memory of PID {pid}"
+    ))
+}
+
+/// [`check_privileges`], saying what for.
+pub fn check_privileges_for(action: &str) -> Result<(), TargetError> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let effective = status
         .lines()
@@ -44,7 +56,7 @@ pub fn check_privileges(pid: u32) -> Result<(), TargetError> {
     let has = |cap: u32| effective & (1 << cap) != 0;
     if !has(CAP_SYS_ADMIN) || !has(CAP_SYS_PTRACE) {
         return Err(TargetError::Privileges {
-            action: format!("load eBPF programs and read the memory of PID {pid}"),
+            action: action.to_owned(),
         });
     }
     Ok(())
@@ -121,28 +133,85 @@ impl ProcessHandle {
     }
 }
 
-/// The executable of a live process, opened through `/proc/PID/exe` (which reaches it even
-/// in another mount namespace).
-pub struct TargetExe {
-    /// `/proc/PID/exe`: where uprobes attach and the file is read.
+/// A Go process read and ready to watch: its executable parsed (or shared with other
+/// processes running the same file), its memory open, its load address known.
+pub struct Prepared {
+    pub process: ProcessHandle,
+    /// `/proc/PID/exe`: where uprobes attach (it reaches the file even in another mount
+    /// namespace) and where the executable is read.
     pub link: PathBuf,
     /// The path the process was started from, for people and labels.
     pub path: PathBuf,
-    pub binary: GoBinary,
+    pub identity: ExeIdentity,
+    pub binary: Arc<GoBinary>,
+    pub memory: ProcessMemory,
+    /// Load bias of a PIE executable (0 otherwise).
+    pub bias: u64,
+    pub container: ContainerInfo,
 }
 
-impl TargetExe {
-    pub fn open(pid: u32) -> Result<Self, TargetError> {
-        let link = PathBuf::from(format!("/proc/{pid}/exe"));
-        let path = std::fs::read_link(&link).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => TargetError::NoSuchProcess { pid },
-            io::ErrorKind::PermissionDenied => TargetError::Privileges {
-                action: format!("read the executable of PID {pid}"),
+/// Reads what watching `process` needs. `known` returns the parsed executable when another
+/// watched process runs the same file. Errors that its exit explains say so
+/// ([`TargetError::ExitedDuringAttach`]).
+pub fn prepare(
+    process: ProcessHandle,
+    known: impl FnOnce(ExeIdentity) -> Option<Arc<GoBinary>>,
+) -> Result<Prepared, TargetError> {
+    let pid = process.pid();
+    let link = PathBuf::from(format!("/proc/{pid}/exe"));
+    let path_error = |source: io::Error| match source.kind() {
+        io::ErrorKind::NotFound => TargetError::NoSuchProcess { pid },
+        io::ErrorKind::PermissionDenied => TargetError::Privileges {
+            action: format!("read the executable of PID {pid}"),
+        },
+        _ => TargetError::Io { pid, source },
+    };
+    let path = std::fs::read_link(&link).map_err(|error| process.explain(path_error(error)))?;
+    let identity = std::fs::metadata(&link)
+        .map(|meta| ExeIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+        .map_err(|error| process.explain(path_error(error)))?;
+    let binary = match known(identity) {
+        Some(binary) => binary,
+        None => Arc::new(
+            GoBinary::open(&link, &path)
+                .map_err(|source| process.explain(TargetError::Binary { pid, source }))?,
+        ),
+    };
+    let memory = ProcessMemory::open(pid).map_err(|error| {
+        process.explain(match error.io_error().map(io::Error::kind) {
+            Some(io::ErrorKind::PermissionDenied) => TargetError::Privileges {
+                action: format!("read the memory of PID {pid}"),
             },
-            _ => TargetError::Io { pid, source },
-        })?;
-        let binary =
-            GoBinary::open(&link, &path).map_err(|source| TargetError::Binary { pid, source })?;
-        Ok(Self { link, path, binary })
-    }
+            _ => TargetError::Io {
+                pid,
+                source: io::Error::other(error.to_string()),
+            },
+        })
+    })?;
+    let bias = if binary.is_pie {
+        let first = binary.first_segment_address().unwrap_or(0);
+        procmem::load_bias(pid, &link, first).map_err(|error| {
+            process.explain(TargetError::Io {
+                pid,
+                source: io::Error::other(error.to_string()),
+            })
+        })?
+    } else {
+        0
+    };
+    // Outside a container, or on a host without cgroups, the labels stay empty.
+    let container = crate::cgroup::read(pid).unwrap_or_default();
+    Ok(Prepared {
+        process,
+        link,
+        path,
+        identity,
+        binary,
+        memory,
+        bias,
+        container,
+    })
 }

@@ -11,14 +11,15 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
-    macros::{map, uprobe},
+    macros::{btf_tracepoint, map, uprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::ProbeContext,
+    programs::{BtfTracePointContext, ProbeContext},
 };
 use aya_log_ebpf::warn;
 use ctxleak_common::{
-    CONTEXT_STACK_DEPTH, COUNTER_SLOTS, ContextEvent, Counter, EVENTS_RING_BYTES, EventKind,
-    GoOffsets, GoroutineEvent, GoroutineKey, MAX_PARKS, MAX_TARGETS, TargetConfig,
+    CONTEXT_STACK_DEPTH, COUNTER_SLOTS, ContextEvent, Counter, EVENTS_RING_BYTES, EXECS_RING_BYTES,
+    EventKind, ExecEvent, GoOffsets, GoroutineEvent, GoroutineKey, MAX_PARKS, MAX_TARGETS,
+    TargetConfig,
 };
 
 #[map]
@@ -29,6 +30,9 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[map]
+static EXECS: RingBuf = RingBuf::with_byte_size(EXECS_RING_BYTES, 0);
 
 #[map]
 static PARKS: LruHashMap<GoroutineKey, u64> = LruHashMap::with_max_entries(MAX_PARKS, 0);
@@ -163,6 +167,22 @@ fn unwind(event: &mut ContextEvent, sp: u64, bp: u64) -> bool {
         frame = next;
     }
     true
+}
+
+/// Every exec on the host (`ctxleak daemon` only): the new program's process, so the daemon
+/// can look at it at once. No wakeup: the daemon drains this ring on its 10 ms timer, and a
+/// host running many short processes must not wake it for each.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn process_exec(_ctx: BtfTracePointContext) -> i32 {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    match EXECS.reserve::<ExecEvent>(0) {
+        Some(mut slot) => {
+            slot.write(ExecEvent { pid, _pad: 0 });
+            slot.submit(u64::from(BPF_RB_NO_WAKEUP));
+        }
+        None => count(Counter::ExecsLost),
+    }
+    0
 }
 
 /// Does nothing, at the same addresses as the programs above: the floor of what probing costs.

@@ -39,17 +39,26 @@ const BINARY: &str = "/usr/local/bin/ctxleak";
 const PORT: u64 = 9789;
 const LISTEN_FLAG: &str = "--web.listen-address";
 const LISTEN_ALL: &str = ":9789";
-/// The keys of ctxleak.toml: the long flags of `ctxleak attach`, which `ctxleak daemon`
-/// takes too, with the dotted one as a table. Update with the daemon's flags.
+/// The keys of ctxleak.toml: the long flags of `ctxleak daemon` (those of `ctxleak attach`
+/// plus its own), with the dotted ones as tables. Update with the daemon's flags.
 const CONFIG_KEYS: &[&str] = &[
     "census-interval",
     "suspect-window-short",
     "suspect-window-long",
     "suspect-min-age",
+    "context-grace",
+    "rescan-interval",
     "ring-buffer-size",
     "park-times",
+    "no-contexts",
+    "exe",
+    "process-name",
+    "cgroup",
     "web.listen-address",
+    "log.format",
 ];
+/// The keys whose value is a list of globs (the daemon's process filters).
+const GLOB_LIST_KEYS: &[&str] = &["exe", "process-name", "cgroup"];
 /// Grafana's interval variables, replaced by `5m` before PromQL is parsed.
 const GRAFANA_INTERVALS: &[&str] = &["__rate_interval", "__interval", "__range"];
 /// When the dashboard's expressions are evaluated over the synthetic series (an hour long).
@@ -126,10 +135,18 @@ impl Tools {
         let tools = ws.join("target/tools");
         Ok(Self {
             systemd_analyze: ensure_systemd_analyze()?,
-            promtool: ensure_promtool(&tools.join("promtool"))?,
+            promtool: ensure_promtool(ws)?,
             python: ensure_venv(&tools.join("kubernetes-validate"))?,
             kubernetes_validate: tools.join("kubernetes-validate/bin/kubernetes-validate"),
         })
+    }
+}
+
+/// promtool from PATH when there is one, else Debian's (see `ensure_prometheus`).
+fn ensure_promtool(ws: &Path) -> Result<PathBuf> {
+    match which::which("promtool") {
+        Ok(path) => Ok(path),
+        Err(_) => Ok(ensure_prometheus(ws)?.promtool),
     }
 }
 
@@ -160,17 +177,37 @@ fn ensure_systemd_analyze() -> Result<PathBuf> {
         .context("systemd-analyze is still missing after installing systemd")
 }
 
-/// promtool alone, from Debian's prometheus package: `apt-get download` and extraction, with
-/// no maintainer scripts run, so no Prometheus server is installed or started.
-fn ensure_promtool(dir: &Path) -> Result<PathBuf> {
-    if let Ok(path) = which::which("promtool") {
-        return Ok(path);
+/// The Prometheus server and promtool, as Debian's prometheus package builds them.
+pub struct PrometheusTools {
+    pub prometheus: PathBuf,
+    pub promtool: PathBuf,
+}
+
+/// Where `ensure_prometheus` puts them: `usr/bin/{prometheus,promtool}` under this folder.
+fn prometheus_dir(ws: &Path) -> PathBuf {
+    ws.join("target/tools/prometheus")
+}
+
+/// The server and promtool from Debian's prometheus package, extracted into
+/// target/tools/prometheus/: `apt-get download` and `dpkg-deb`, with no maintainer scripts
+/// run, so nothing is installed system-wide and no Prometheus service is set up or started.
+/// deploy-check uses promtool; the tests (`cargo xtask test`) start the server on loopback.
+pub fn ensure_prometheus(ws: &Path) -> Result<PrometheusTools> {
+    let dir = prometheus_dir(ws);
+    let tools = PrometheusTools {
+        prometheus: dir.join("usr/bin/prometheus"),
+        promtool: dir.join("usr/bin/promtool"),
+    };
+    let runs = |binary: &Path| process::output(Command::new(binary).arg("--version")).is_ok();
+    if runs(&tools.prometheus) && runs(&tools.promtool) {
+        return Ok(tools);
     }
-    let promtool = dir.join("usr/bin/promtool");
-    if process::output(Command::new(&promtool).arg("--version")).is_ok() {
-        return Ok(promtool);
-    }
-    println!("deploy-check: extracting promtool from Debian's prometheus package");
+    println!(
+        "extracting prometheus and promtool from Debian's prometheus package into {}",
+        dir.display()
+    );
+    // Extracted beside the final folder and renamed into place, so an interrupted
+    // extraction never leaves a half-written binary where the check above would find it.
     let partial = dir.with_extension("partial");
     let _ = fs::remove_dir_all(&partial);
     fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
@@ -185,13 +222,14 @@ fn ensure_promtool(dir: &Path) -> Result<PathBuf> {
         // Most often the package lists were never fetched on this machine.
         if !is_root() {
             bail!(
-                "cannot download Debian's prometheus package for promtool: run `apt-get update` as root, or put promtool on PATH"
+                "cannot download Debian's prometheus package (for prometheus and promtool): run `apt-get update` as root"
             );
         }
         process::run(Command::new("apt-get").args(["update", "-qq"]))?;
-        download().context("cannot download Debian's prometheus package for promtool")?;
+        download().context("cannot download Debian's prometheus package")?;
     }
-    let deb = fs::read_dir(&partial)?
+    let deb = fs::read_dir(&partial)
+        .with_context(|| format!("cannot list {}", partial.display()))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
         .context("apt-get download prometheus left no .deb")?;
@@ -205,21 +243,26 @@ fn ensure_promtool(dir: &Path) -> Result<PathBuf> {
     let extracted = Command::new("tar")
         .args(["-x", "-C"])
         .arg(&partial)
-        .arg("./usr/bin/promtool")
+        .args(["./usr/bin/prometheus", "./usr/bin/promtool"])
         .stdin(tar_input)
         .status()
         .context("cannot start tar")?;
-    let unpacked = unpack.wait()?;
+    let unpacked = unpack.wait().context("cannot wait for dpkg-deb")?;
     if !extracted.success() || !unpacked.success() {
-        bail!("cannot extract promtool from {}", deb.display());
+        bail!(
+            "cannot extract usr/bin/prometheus and usr/bin/promtool from {}",
+            deb.display()
+        );
     }
-    fs::remove_file(&deb)?;
-    let _ = fs::remove_dir_all(dir);
-    fs::rename(&partial, dir)
+    fs::remove_file(&deb).with_context(|| format!("cannot remove {}", deb.display()))?;
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&partial, &dir)
         .with_context(|| format!("cannot move {} to {}", partial.display(), dir.display()))?;
-    process::output(Command::new(&promtool).arg("--version"))
-        .context("the extracted promtool does not run")?;
-    Ok(promtool)
+    for binary in [&tools.prometheus, &tools.promtool] {
+        process::output(Command::new(binary).arg("--version"))
+            .with_context(|| format!("the extracted {} does not run", binary.display()))?;
+    }
+    Ok(tools)
 }
 
 /// A venv with kubernetes-validate (which brings jsonschema and PyYAML, used directly too).
@@ -1235,7 +1278,13 @@ fn check_config(name: &str, doc: &Value) -> Result<()> {
             "ring-buffer-size" => value
                 .as_u64()
                 .is_some_and(|n| n >= 4096 && n.is_power_of_two()),
-            "park-times" => value.is_boolean(),
+            "park-times" | "no-contexts" => value.is_boolean(),
+            key if GLOB_LIST_KEYS.contains(&key) => value.as_array().is_some_and(|globs| {
+                globs
+                    .iter()
+                    .all(|g| g.as_str().is_some_and(|g| !g.trim().is_empty()))
+            }),
+            "log.format" => value.as_str().is_some_and(|f| f == "text" || f == "json"),
             "web.listen-address" => value.as_str().is_some_and(|a| {
                 a.rsplit_once(':')
                     .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
@@ -1366,6 +1415,29 @@ mod tests {
             r#"x{pid=~".*"}[1h:1m]"#
         );
         assert!(grafana_to_promql(r#"x{a=~"$nope"}"#, &defined).is_err());
+    }
+
+    #[test]
+    fn config_values() {
+        let good = json!({
+            "rescan-interval": "10s",
+            "no-contexts": true,
+            "exe": ["/srv/**"],
+            "process-name": [],
+            "log": {"format": "json"},
+            "web": {"listen-address": ":9789"},
+        });
+        assert!(check_config("t", &good).is_ok());
+        for bad in [
+            json!({"exe": "/srv/**"}),
+            json!({"cgroup": [""]}),
+            json!({"no-contexts": "no"}),
+            json!({"log": {"format": "xml"}}),
+            json!({"rescan-interval": "10"}),
+            json!({"log": {"level": "info"}}),
+        ] {
+            assert!(check_config("t", &bad).is_err(), "accepted {bad}");
+        }
     }
 
     #[test]

@@ -4,11 +4,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::{fixtures, go, process, setup, workspace::Workspace};
+use crate::{deploy, fixtures, go, process, setup, workspace::Workspace};
 
 pub fn run(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
     setup::run(ws, false)?;
     fixtures::build(ws, go::GO_VERSIONS, &fixtures::programs(ws)?, true)?;
+    // tests/prometheus.rs scrapes ctxleak with a real Prometheus server and queries it.
+    let prometheus = deploy::ensure_prometheus(ws.root())?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(
@@ -24,7 +26,8 @@ pub fn run(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
         .arg("--no-fail-fast")
         .args(args)
         .env("CTXLEAK_FIXTURES", ws.fixtures_out())
-        .env("CTXLEAK_GO_VERSIONS", go::GO_VERSIONS.join(","));
+        .env("CTXLEAK_GO_VERSIONS", go::GO_VERSIONS.join(","))
+        .env("CTXLEAK_PROMETHEUS", &prometheus.prometheus);
     let status = cmd
         .status()
         .with_context(|| format!("could not start `{}`", process::show(&cmd)))?;

@@ -40,6 +40,8 @@ pub struct Endpoint {
     port: u16,
     /// Path prefix (no trailing slash), when ctxleak is served under one by a proxy.
     prefix: String,
+    /// Which process to show when the server (`ctxleak daemon`) watches several.
+    pid: Option<u32>,
 }
 
 impl Endpoint {
@@ -98,12 +100,30 @@ impl Endpoint {
             host: host.to_owned(),
             port,
             prefix: path.trim_end_matches('/').to_owned(),
+            pid: None,
         })
+    }
+
+    /// Asks for the census of `pid` (`?pid=N`), for a server that watches several processes.
+    pub fn with_pid(self, pid: Option<u32>) -> Self {
+        Self { pid, ..self }
+    }
+
+    fn groups_path(&self) -> String {
+        match self.pid {
+            Some(pid) => format!("{GROUPS_PATH}?pid={pid}"),
+            None => GROUPS_PATH.to_owned(),
+        }
     }
 
     /// The URL of the groups API, for messages.
     pub fn groups_url(&self) -> String {
-        format!("http://{}{}{GROUPS_PATH}", self.host_header, self.prefix)
+        format!(
+            "http://{}{}{}",
+            self.host_header,
+            self.prefix,
+            self.groups_path()
+        )
     }
 
     fn addresses(&self) -> Result<Vec<SocketAddr>, FetchError> {
@@ -163,7 +183,7 @@ impl Endpoint {
 
     /// Fetches one census.
     pub fn fetch_groups(&self, timeout: Duration) -> Result<GroupsResponse, FetchError> {
-        let body = self.get(GROUPS_PATH, timeout)?;
+        let body = self.get(&self.groups_path(), timeout)?;
         serde_json::from_slice(&body)
             .map_err(|error| FetchError::BadAnswer(format!("unexpected response: {error}")))
     }
@@ -295,6 +315,17 @@ mod tests {
         assert!(Endpoint::parse("https://127.0.0.1:9789").is_err());
         assert!(Endpoint::parse("http://127.0.0.1:port").is_err());
         assert!(Endpoint::parse("http://").is_err());
+    }
+
+    #[test]
+    fn asks_a_daemon_for_one_process() {
+        let e = Endpoint::parse("http://127.0.0.1:9789/ctxleak/").unwrap();
+        assert_eq!(e.groups_url(), "http://127.0.0.1:9789/ctxleak/api/groups");
+        let e = e.with_pid(Some(42));
+        assert_eq!(
+            e.groups_url(),
+            "http://127.0.0.1:9789/ctxleak/api/groups?pid=42"
+        );
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct TopOptions {
     pub url: String,
     /// How often to poll it.
     pub interval: Duration,
+    /// The process to show, when `url` is a `ctxleak daemon` watching several.
+    pub pid: Option<u32>,
 }
 
 /// Parses `1s`, `500ms`, `2m`, `1.5s` or a bare number of seconds.
@@ -73,7 +75,9 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
 
 /// Runs the view until the user quits (or a signal asks it to stop).
 pub fn run(options: TopOptions) -> anyhow::Result<()> {
-    let endpoint = Endpoint::parse(&options.url).map_err(anyhow::Error::msg)?;
+    let endpoint = Endpoint::parse(&options.url)
+        .map_err(anyhow::Error::msg)?
+        .with_pid(options.pid);
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         anyhow::bail!("ctxleak top is interactive: run it in a terminal");
     }

@@ -233,9 +233,17 @@ impl Ctxleak {
     }
 
     pub fn attach_with(pid: u32, extra: &[&str]) -> Self {
+        let args: Vec<String> = attach_args(pid)
+            .into_iter()
+            .chain(extra.iter().map(|arg| (*arg).to_owned()))
+            .collect();
+        Self::start(&args, &format!("ctxleak did not attach to PID {pid}"))
+    }
+
+    /// Runs `ctxleak ARGS` and waits for its `metrics at http://ADDR/metrics` line.
+    fn start(args: &[String], failure: &str) -> Self {
         let mut child = ctxleak()
-            .args(attach_args(pid))
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -244,7 +252,7 @@ impl Ctxleak {
         let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
         let Some(line) = stderr.wait_for("metrics at http://", Duration::from_secs(60)) else {
             let _ = child.kill();
-            panic!("ctxleak did not attach to PID {pid}: {:?}", stderr.seen);
+            panic!("{failure} (ctxleak {}): {:?}", args.join(" "), stderr.seen);
         };
         let metrics_url = line
             .split("metrics at http://")
@@ -256,6 +264,11 @@ impl Ctxleak {
             stderr,
             metrics_url,
         }
+    }
+
+    /// ctxleak's resident memory (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        vm_rss_kib(self.child.id()).expect("ctxleak is not running")
     }
 
     pub fn scrape(&self) -> String {
@@ -274,6 +287,61 @@ impl Drop for Ctxleak {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Debian's Prometheus server, which `cargo xtask test` extracts into target/tools/prometheus.
+pub fn prometheus_binary() -> PathBuf {
+    let path = PathBuf::from(std::env::var_os("CTXLEAK_PROMETHEUS").expect(
+        "CTXLEAK_PROMETHEUS is not set: run the tests with `cargo xtask test`, which extracts the Prometheus server from Debian's package",
+    ));
+    assert!(
+        path.is_file(),
+        "CTXLEAK_PROMETHEUS names {}, which is missing: run the tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// A process's resident memory (VmRSS in /proc/PID/status), in KiB.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The number of samples (series) in a /metrics page: its lines that are not comments.
+pub fn series_count(metrics: &str) -> usize {
+    metrics
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .count()
+}
+
+/// A free TCP port on loopback (free when this returns; nothing else here binds ports).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("cannot bind a loopback port")
+        .port()
+}
+
+/// `text` percent-encoded for a URL's query string (RFC 3986 unreserved characters kept).
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// The workspace root (the tests run from the crate's folder).
@@ -321,25 +389,33 @@ pub fn on_oldest_and_newest(check: impl Fn(&str) -> Result<String, String>) {
 
 /// `GET path` over HTTP/1.0: the status code and the body.
 pub fn http_request(address: &str, path: &str) -> (u16, Vec<u8>) {
+    try_http_request(address, path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `GET path` over HTTP/1.0, or why it failed (nothing listening yet, no HTTP answer).
+pub fn try_http_request(address: &str, path: &str) -> Result<(u16, Vec<u8>), String> {
     let mut stream =
-        TcpStream::connect(address).unwrap_or_else(|e| panic!("cannot connect to {address}: {e}"));
+        TcpStream::connect(address).map_err(|e| format!("cannot connect to {address}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
+        .map_err(|e| format!("cannot set a timeout: {e}"))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")
+        .map_err(|e| format!("GET {path} to {address}: {e}"))?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("response");
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("GET {path} from {address}: {e}"))?;
     let end = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP response");
+        .ok_or_else(|| format!("GET {path} from {address}: not an HTTP response"))?;
     let head = String::from_utf8_lossy(&response[..end]);
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    (status, response[end + 4..].to_vec())
+    Ok((status, response[end + 4..].to_vec()))
 }
 
 /// The body of a `GET path` that must succeed, as bytes (for binary responses).
@@ -466,5 +542,42 @@ impl Drop for Driven {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Ctxleak {
+    /// `ctxleak daemon` with metrics on a free loopback port, once its initial scan of /proc
+    /// is done (it prints the same `metrics at http://ADDR/metrics` line as `attach`), logging
+    /// what `filter` selects (a CTXLEAK_LOG value, e.g. `ctxleak_daemon::daemon=debug,info`)
+    /// whatever the environment says, for tests that read its log.
+    pub fn daemon_logging(filter: &str, extra: &[&str]) -> Self {
+        let mut child = ctxleak()
+            .args(["daemon", "--web.listen-address", "127.0.0.1:0"])
+            .args(extra)
+            .env("CTXLEAK_LOG", filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start ctxleak daemon");
+        let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
+        let Some(line) = stderr.wait_for("metrics at http://", Duration::from_secs(60)) else {
+            let _ = child.kill();
+            panic!(
+                "ctxleak daemon did not finish its initial scan (ctxleak daemon {}): {:?}",
+                extra.join(" "),
+                stderr.seen
+            );
+        };
+        let metrics_url = line
+            .split("metrics at http://")
+            .nth(1)
+            .map(|rest| rest.trim().trim_end_matches("/metrics").to_owned())
+            .expect("address in the daemon's ready line");
+        Self {
+            child,
+            stderr,
+            metrics_url,
+        }
     }
 }

@@ -1,0 +1,425 @@
+//! One watched Go process: its goroutine and context trackers, fed by probe events and
+//! checked against a census of its memory, and what it publishes (metrics, JSON, profile).
+//!
+//! A session owns nothing shared with other targets but the executable's parsed
+//! [`GoBinary`]; the probes, the event ring and the HTTP state belong to the
+//! [`Watcher`](crate::watcher::Watcher) that routes events to it by PID.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ctxleak_common::{ContextEvent, GoroutineEvent};
+
+use crate::api::{GroupsResponse, LeaksResponse};
+use crate::census;
+use crate::contexts::{self, ContextTracker, History};
+use crate::goexe::GoBinary;
+use crate::groups::{GoroutinesResponse, GroupTracker, SuspectRules, Symbolizer};
+use crate::http::{Latest, Shared};
+use crate::metrics::{TargetInfo, TargetMetrics};
+use crate::procmem::ProcessMemory;
+use crate::tracker::{GoroutineKind, GoroutineTracker, kind_of_function};
+
+/// How every session judges its target: the same for all targets of one ctxleak.
+#[derive(Clone, Copy, Debug)]
+pub struct Judgement {
+    pub suspect_rules: SuspectRules,
+    /// A goroutine outliving its context is reported once the context was cancelled this long.
+    pub context_grace: Duration,
+}
+
+pub struct Session {
+    pid: u32,
+    memory: ProcessMemory,
+    binary: Arc<GoBinary>,
+    bias: u64,
+    allgs: u64,
+    info: TargetInfo,
+    target_metrics: TargetMetrics,
+    tracker: GoroutineTracker,
+    contexts: ContextTracker,
+    contexts_probed: bool,
+    judgement: Judgement,
+    context_history: History,
+    /// " | contexts: ..." for the summary line, from the last census.
+    context_summary: Option<String>,
+    /// The last leak report, to print only changes.
+    last_report: String,
+    /// The findings of the last census by what they are about (kind and sites, not counts),
+    /// to log only those that appear or go away.
+    findings: std::collections::BTreeSet<String>,
+    symbolizer: Symbolizer,
+    groups: GroupTracker,
+    /// " | leak suspect #1: ..." for the summary line, from the last census.
+    top_suspect: Option<String>,
+    /// (created, exited) at the last summary line.
+    summarized: (u64, u64),
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        pid: u32,
+        memory: ProcessMemory,
+        binary: Arc<GoBinary>,
+        bias: u64,
+        info: TargetInfo,
+        target_metrics: TargetMetrics,
+        contexts_probed: bool,
+        judgement: Judgement,
+    ) -> Self {
+        Self {
+            pid,
+            memory,
+            allgs: binary.allgs.wrapping_add(bias),
+            symbolizer: Symbolizer::new(binary.clone(), bias),
+            binary,
+            bias,
+            info,
+            target_metrics,
+            tracker: GoroutineTracker::default(),
+            contexts: ContextTracker::default(),
+            contexts_probed,
+            judgement,
+            context_history: History::default(),
+            context_summary: None,
+            last_report: String::new(),
+            findings: Default::default(),
+            groups: GroupTracker::new(judgement.suspect_rules),
+            top_suspect: None,
+            summarized: (0, 0),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn info(&self) -> &TargetInfo {
+        &self.info
+    }
+
+    pub fn binary(&self) -> &GoBinary {
+        &self.binary
+    }
+
+    fn classify(binary: &GoBinary, bias: u64, startpc: u64) -> GoroutineKind {
+        kind_of_function(
+            binary
+                .function_name_at(startpc.wrapping_sub(bias))
+                .as_deref(),
+        )
+    }
+
+    pub fn apply_goroutine(&mut self, event: &GoroutineEvent) {
+        let (binary, bias) = (&*self.binary, self.bias);
+        self.tracker
+            .apply(event, |startpc| Self::classify(binary, bias, startpc));
+        self.contexts.apply_goroutine(event);
+    }
+
+    pub fn apply_context(&mut self, event: &ContextEvent) {
+        let symbolizer = &mut self.symbolizer;
+        self.contexts
+            .apply(event, |stack| symbolizer.context_site(stack));
+    }
+
+    /// Brings the metrics up to date with the events applied since the last call.
+    pub fn publish_counts(&mut self) {
+        let metrics = &self.target_metrics;
+        metrics.contexts_created.inc_by(
+            self.contexts
+                .created
+                .saturating_sub(metrics.contexts_created.get()),
+        );
+        metrics.contexts_cancelled.inc_by(
+            self.contexts
+                .cancelled
+                .saturating_sub(metrics.contexts_cancelled.get()),
+        );
+        metrics
+            .created
+            .inc_by(self.tracker.created.saturating_sub(metrics.created.get()));
+        metrics
+            .exited
+            .inc_by(self.tracker.exited.saturating_sub(metrics.exited.get()));
+        metrics.set_counts(self.tracker.counts());
+    }
+
+    /// Rebuilds the live set from `runtime.allgs` (at attach, and after lost events).
+    pub fn resync(&mut self) -> anyhow::Result<()> {
+        let ktime = monotonic_ns();
+        let census = census::take(&self.memory, &self.binary.g_layout, self.allgs)
+            .with_context(|| format!("cannot read the goroutines of PID {}", self.pid))?;
+        if census.unreadable > 0 {
+            tracing::debug!(
+                pid = self.pid,
+                unreadable = census.unreadable,
+                "some g structs could not be read"
+            );
+        }
+        let (binary, bias) = (&*self.binary, self.bias);
+        self.tracker.reset(ktime, &census.goroutines, |startpc| {
+            Self::classify(binary, bias, startpc)
+        });
+        self.target_metrics.set_counts(self.tracker.counts());
+        Ok(())
+    }
+
+    pub fn count_resync(&self) {
+        self.target_metrics.resyncs.inc();
+    }
+
+    /// Reads every goroutine from memory (the caller has applied every event up to `ktime`
+    /// first, so that only real misses disagree), reconciles the event-driven count with it,
+    /// symbolizes and groups them, and publishes the result. Returns how the context leak
+    /// findings changed.
+    pub fn census(
+        &mut self,
+        census: census::Census,
+        ktime: u64,
+        started: Instant,
+        parks: &std::collections::HashMap<u64, u64>,
+        shared: &Shared,
+    ) -> LeakChanges {
+        let pid = self.pid;
+        let (binary, bias) = (&*self.binary, self.bias);
+        let disagreements = self
+            .tracker
+            .reconcile(ktime, &census.goroutines, |startpc| {
+                Self::classify(binary, bias, startpc)
+            });
+        if disagreements > 0 {
+            tracing::warn!(
+                pid,
+                disagreements,
+                "the census found goroutines the probe events missed; repaired"
+            );
+            self.target_metrics.disagreements.inc_by(disagreements);
+            self.target_metrics.set_counts(self.tracker.counts());
+        }
+        let mut views =
+            crate::groups::symbolize_census(&census, &self.memory, &mut self.symbolizer);
+        if !parks.is_empty() {
+            let now = monotonic_ns();
+            for view in views.iter_mut().filter(|view| view.state == "waiting") {
+                if let Some(&parked) = parks.get(&view.goid) {
+                    view.parked_for_s = Some(now.saturating_sub(parked) as f64 / 1e9);
+                }
+            }
+        }
+        let (leaks, changes) = self.context_verdicts(ktime, started, &views, shared);
+        let groups = self.groups.update(started, &views);
+        shared.metrics.set_census(pid, &groups);
+        self.top_suspect = groups.iter().find(|group| group.rank == 1).map(|group| {
+            format!(
+                " | leak suspect #1: {}",
+                crate::report::suspect_summary(group)
+            )
+        });
+        let taken_at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let user = views.iter().filter(|g| !g.system).count() as u64;
+        let profile = crate::pprof::goroutine_profile(
+            &crate::groups::profile_samples(&views),
+            i64::try_from(taken_at_unix_ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+            None,
+        );
+        shared.publish(
+            pid,
+            Latest {
+                profile,
+                groups: GroupsResponse {
+                    pid,
+                    exe: self.info.exe.clone(),
+                    go_version: self.binary.version.raw.clone(),
+                    taken_at_unix_ms,
+                    goroutines_user: user,
+                    goroutines_system: views.len() as u64 - user,
+                    groups,
+                },
+                goroutines: GoroutinesResponse {
+                    pid,
+                    taken_at_unix_ms,
+                    goroutines: views,
+                },
+                leaks: LeaksResponse {
+                    taken_at_unix_ms,
+                    ..leaks
+                },
+            },
+        );
+        tracing::debug!(
+            pid,
+            goroutines = census.goroutines.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "census"
+        );
+        changes
+    }
+
+    /// Reads this target's goroutines from memory (no event is applied here).
+    pub fn take_census(&self) -> anyhow::Result<census::Census> {
+        census::take(&self.memory, &self.binary.g_layout, self.allgs)
+            .with_context(|| format!("cannot read the goroutines of PID {}", self.pid))
+    }
+
+    /// Judges the contexts against this census and publishes the metrics. Returns the report
+    /// (its time stamp still to be set) and how the findings changed.
+    fn context_verdicts(
+        &mut self,
+        ktime: u64,
+        started: Instant,
+        views: &[crate::groups::GoroutineView],
+        shared: &Shared,
+    ) -> (LeaksResponse, LeakChanges) {
+        let tracker = &self.tracker;
+        // Goroutines whose exit event was lost keep no binding.
+        self.contexts
+            .retain_goroutines(|goid| tracker.is_live(goid));
+        let by_goid: std::collections::HashMap<u64, &crate::groups::GoroutineView> =
+            views.iter().map(|view| (view.goid, view)).collect();
+        let memory = &self.memory;
+        let binary = &*self.binary;
+        let verdicts = contexts::verdicts(
+            &self.contexts,
+            &mut self.context_history,
+            &contexts::Inputs {
+                now_ns: ktime,
+                grace_ns: u64::try_from(self.judgement.context_grace.as_nanos())
+                    .unwrap_or(u64::MAX),
+                now: started,
+                window: self.judgement.suspect_rules.window_short,
+                is_live: &|goid| tracker.is_live(goid),
+                views: &by_goid,
+                read_len: &|map| memory.read_u64(map).ok(),
+                is_program_function: &|name| binary.is_program_function(name),
+            },
+        );
+        let pid = self.pid;
+        shared.metrics.set_contexts(pid, &verdicts);
+        let unreleased: u64 = verdicts.unreleased.iter().map(|u| u.count).sum();
+        let outliving: u64 = verdicts.outliving.iter().map(|o| o.count).sum();
+        self.context_summary = (unreleased + outliving > 0).then(|| {
+            let top = verdicts
+                .unreleased
+                .first()
+                .and_then(|u| u.site.as_ref())
+                .map(|site| format!(", most at {}", crate::report::short_site(site)))
+                .unwrap_or_default();
+            format!(
+                " | contexts: {unreleased} unreleased{top}; {outliving} goroutines outlived theirs"
+            )
+        });
+        let report = leak_report_text(&verdicts);
+        let mut changes = LeakChanges {
+            report: (report != self.last_report).then(|| report.clone()),
+            ..LeakChanges::default()
+        };
+        self.last_report = report;
+        let lines = crate::report::context_lines(&verdicts.unreleased, &verdicts.outliving, 0);
+        let keys = verdicts
+            .unreleased
+            .iter()
+            .map(|u| format!("unreleased contexts created at {}", site_key(&u.site)))
+            .chain(verdicts.outliving.iter().map(|o| {
+                format!(
+                    "goroutines started at {} outliving a context created at {}",
+                    site_key(&o.goroutine_site),
+                    site_key(&o.context_site)
+                )
+            }));
+        let mut findings = std::collections::BTreeSet::new();
+        for (key, line) in keys.zip(lines) {
+            if !self.findings.contains(&key) {
+                changes.appeared.push(line.trim().to_owned());
+            }
+            findings.insert(key);
+        }
+        changes.resolved = self.findings.difference(&findings).cloned().collect();
+        self.findings = findings;
+        let (tracked, bound) = self.contexts.sizes();
+        let leaks = LeaksResponse {
+            pid,
+            exe: self.info.exe.clone(),
+            go_version: self.binary.version.raw.clone(),
+            taken_at_unix_ms: 0,
+            contexts_probed: self.contexts_probed,
+            grace_s: self.judgement.context_grace.as_secs_f64(),
+            unreleased: verdicts.unreleased,
+            outliving: verdicts.outliving,
+            children_check: verdicts.children_check,
+            contexts_created: self.contexts.created,
+            contexts_cancelled: self.contexts.cancelled,
+            contexts_tracked: tracked as u64,
+            goroutines_bound: bound as u64,
+        };
+        (leaks, changes)
+    }
+
+    /// The one-line summary `ctxleak attach` prints every second.
+    pub fn summary_line(&mut self, lost: u64) -> String {
+        let counts = self.tracker.counts();
+        let (created_before, exited_before) = self.summarized;
+        self.summarized = (self.tracker.created, self.tracker.exited);
+        format!(
+            "ctxleak: PID {} {}: {} goroutines ({} system) | +{} created -{} exited /s | {} events lost{}{}",
+            self.pid,
+            self.binary.version,
+            counts.user,
+            counts.system,
+            self.tracker.created - created_before,
+            self.tracker.exited - exited_before,
+            lost,
+            self.top_suspect.as_deref().unwrap_or_default(),
+            self.context_summary.as_deref().unwrap_or_default(),
+        )
+    }
+
+    pub fn start_summaries(&mut self) {
+        self.summarized = (self.tracker.created, self.tracker.exited);
+    }
+}
+
+/// How a census changed the context leak findings of a target.
+#[derive(Debug, Default)]
+pub struct LeakChanges {
+    /// The whole report, when its text changed (empty: no leak left).
+    pub report: Option<String>,
+    /// Findings about a site (or pair of sites) that the last census did not have, as report
+    /// lines.
+    pub appeared: Vec<String>,
+    /// What the findings that went away were about.
+    pub resolved: Vec<String>,
+}
+
+fn site_key(site: &Option<crate::api::SourceLocation>) -> String {
+    site.as_ref()
+        .map_or_else(|| "an unknown line".to_owned(), |site| site.to_string())
+}
+
+/// The context verdicts as text, one line each; empty when there are none.
+fn leak_report_text(verdicts: &contexts::Verdicts) -> String {
+    let lines = crate::report::context_lines(
+        &verdicts.unreleased,
+        &verdicts.outliving,
+        verdicts.children_check.mismatch,
+    );
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("ctxleak: context leak report\n{}", lines.join("\n"))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
+}

@@ -1,0 +1,510 @@
+//! The watched processes, together: one set of eBPF programs and one event ring for all of
+//! them, probes attached once per executable file, events routed to each process's
+//! [`Session`] by PID, a census of each on a timer, and detaching when they exit.
+//!
+//! `ctxleak attach` is a watcher with one process, `ctxleak daemon` one that a discovery
+//! keeps adding processes to (see [`crate::daemon`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ctxleak_common::Counter;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::discover::ExeIdentity;
+use crate::goexe::GoBinary;
+use crate::http::{Shared, TargetEntry};
+use crate::metrics::TargetInfo;
+use crate::probes::{Attachment, EventStream, ProbeMode, Probes, Record};
+use crate::session::{Judgement, LeakChanges, Session, monotonic_ns};
+use crate::target::{Prepared, TargetError};
+
+/// How often the event rings are drained without a wakeup from the probes.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How the processes are watched: the same for all of them.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchOptions {
+    pub probe_mode: ProbeMode,
+    pub judgement: Judgement,
+    pub census_interval: Duration,
+    /// Probes trap only in the one process given (`ctxleak attach`), or in every process
+    /// running the executable, filtered by the programs (`ctxleak daemon`: one attachment
+    /// per file however many processes run it).
+    pub per_process: bool,
+}
+
+/// An executable file with probes attached, and the watched processes running it.
+struct Executable {
+    binary: Arc<GoBinary>,
+    attachment: Attachment,
+    pids: Vec<u32>,
+}
+
+struct Watched {
+    session: Session,
+    identity: ExeIdentity,
+    /// Tells this process's exit apart from that of an earlier process with the same PID.
+    generation: u64,
+    exit_watch: tokio::task::AbortHandle,
+}
+
+/// Why [`Watcher::run`] returned (all are normal ends).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// SIGINT or SIGTERM.
+    Interrupted,
+    /// The last watched process exited (only when told to end then).
+    TargetExited,
+    /// The watch duration elapsed.
+    Watched,
+}
+
+/// What the watcher's loop does besides watching.
+pub trait Hooks {
+    /// Every second, after the kernel counters are checked.
+    fn every_second(&mut self, _watcher: &mut Watcher) {}
+    /// A census of `session` changed its context leak findings.
+    fn leaks_changed(&mut self, _session: &Session, _changes: &LeakChanges) {}
+    /// Processes that called exec since the last drain (daemon only).
+    fn execs(&mut self, _watcher: &mut Watcher, _pids: Vec<u32>) {}
+    /// Exec notifications were lost: whatever started meanwhile must be found another way.
+    fn execs_lost(&mut self, _watcher: &mut Watcher) {}
+    /// On its own timer, if [`Hooks::rescan_interval`] gives one (daemon only).
+    fn rescan(&mut self, _watcher: &mut Watcher) {}
+    fn rescan_interval(&self) -> Option<Duration> {
+        None
+    }
+    /// A watched process exited and was forgotten.
+    fn exited(&mut self, _pid: u32) {}
+}
+
+pub struct Watcher {
+    probes: Probes,
+    events: EventStream,
+    execs: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+    shared: Arc<Shared>,
+    options: WatchOptions,
+    sessions: HashMap<u32, Watched>,
+    executables: HashMap<ExeIdentity, Executable>,
+    /// (pid, generation) of each watched process that exited, from its pidfd's task.
+    exits_tx: mpsc::UnboundedSender<(u32, u64)>,
+    exits_rx: mpsc::UnboundedReceiver<(u32, u64)>,
+    generation: u64,
+    /// Processes added since the last census: each gets its first census at once, so that
+    /// its groups and leaks are served within moments of attaching, not a census interval.
+    fresh: Vec<u32>,
+    lost_seen: u64,
+    read_errors_seen: u64,
+    execs_lost_seen: u64,
+}
+
+impl Watcher {
+    pub fn new(
+        probes: Probes,
+        events: EventStream,
+        shared: Arc<Shared>,
+        options: WatchOptions,
+    ) -> Self {
+        let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        Self {
+            probes,
+            events,
+            execs: None,
+            shared,
+            options,
+            sessions: HashMap::new(),
+            executables: HashMap::new(),
+            exits_tx,
+            exits_rx,
+            generation: 0,
+            fresh: Vec::new(),
+            lost_seen: 0,
+            read_errors_seen: 0,
+            execs_lost_seen: 0,
+        }
+    }
+
+    /// Follows every exec on the host from now on (`ctxleak daemon`).
+    pub fn watch_execs(&mut self) -> Result<(), crate::probes::ProbeError> {
+        self.execs = Some(self.probes.watch_execs()?);
+        Ok(())
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn is_watched(&self, pid: u32) -> bool {
+        self.sessions.contains_key(&pid)
+    }
+
+    pub fn watched(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn session(&self, pid: u32) -> Option<&Session> {
+        self.sessions.get(&pid).map(|watched| &watched.session)
+    }
+
+    pub fn session_mut(&mut self, pid: u32) -> Option<&mut Session> {
+        self.sessions
+            .get_mut(&pid)
+            .map(|watched| &mut watched.session)
+    }
+
+    pub fn events_lost(&self) -> u64 {
+        self.lost_seen
+    }
+
+    /// The parsed executable, when a watched process already runs this file.
+    pub fn known_binary(&self, identity: ExeIdentity) -> Option<Arc<GoBinary>> {
+        self.executables
+            .get(&identity)
+            .map(|executable| executable.binary.clone())
+    }
+
+    /// Starts watching a prepared process: registers it with the programs, attaches the
+    /// probes to its executable unless they are there already, and seeds its goroutines from
+    /// memory. Returns the number of probes on its executable. Nothing is left behind on
+    /// error; an error its exit explains is [`TargetError::ExitedDuringAttach`].
+    pub fn add(&mut self, prepared: Prepared) -> anyhow::Result<usize> {
+        let Prepared {
+            process,
+            link,
+            path,
+            identity,
+            binary,
+            memory,
+            bias,
+            container,
+        } = prepared;
+        let pid = process.pid();
+        let exited = |process: &crate::target::ProcessHandle| {
+            matches!(
+                process.explain(TargetError::NoSuchProcess { pid }),
+                TargetError::ExitedDuringAttach { .. }
+            )
+        };
+        self.probes
+            .register(pid, &binary, self.options.probe_mode)
+            .context("cannot register the process with the eBPF programs")?;
+        if !self.executables.contains_key(&identity) {
+            let only = self.options.per_process.then_some(pid);
+            match self
+                .probes
+                .attach(&link, &binary, self.options.probe_mode, only)
+            {
+                Ok(attachment) => {
+                    self.executables.insert(
+                        identity,
+                        Executable {
+                            binary: binary.clone(),
+                            attachment,
+                            pids: Vec::new(),
+                        },
+                    );
+                    self.shared
+                        .metrics
+                        .attached_executables
+                        .set(self.executables.len() as i64);
+                }
+                Err(error) => {
+                    self.probes
+                        .unregister(pid, self.options.probe_mode.park_times);
+                    if exited(&process) {
+                        return Err(TargetError::ExitedDuringAttach { pid }.into());
+                    }
+                    return Err(error.into());
+                }
+            }
+        }
+        let executable = self
+            .executables
+            .get_mut(&identity)
+            .context("the executable vanished while attaching")?;
+        executable.pids.push(pid);
+        let probe_count = executable.attachment.probe_count();
+
+        let info = TargetInfo {
+            exe: path.display().to_string(),
+            go_version: binary.version.raw.clone(),
+            container_id: container.container_id.clone(),
+            pod_uid: container.pod_uid.clone(),
+        };
+        let target_metrics = self.shared.metrics.add_target(pid, &info);
+        let contexts_probed = binary.probes.contexts.is_some()
+            && !self.options.probe_mode.no_contexts
+            && !self.options.probe_mode.floor;
+        let mut session = Session::new(
+            pid,
+            memory,
+            binary,
+            bias,
+            info.clone(),
+            target_metrics,
+            contexts_probed,
+            self.options.judgement,
+        );
+        if let Err(error) = session.resync() {
+            self.forget(pid, identity);
+            if exited(&process) {
+                return Err(TargetError::ExitedDuringAttach { pid }.into());
+            }
+            return Err(error);
+        }
+        session.start_summaries();
+        self.shared.add_target(TargetEntry {
+            pid,
+            exe: info.exe,
+            go_version: info.go_version,
+            container_id: info.container_id,
+            pod_uid: info.pod_uid,
+        });
+        self.generation += 1;
+        let generation = self.generation;
+        let exits = self.exits_tx.clone();
+        let exit_watch = tokio::spawn(async move {
+            process.exited().await;
+            let _ = exits.send((pid, generation));
+        })
+        .abort_handle();
+        self.sessions.insert(
+            pid,
+            Watched {
+                session,
+                identity,
+                generation,
+                exit_watch,
+            },
+        );
+        self.shared.metrics.targets.set(self.sessions.len() as i64);
+        self.fresh.push(pid);
+        Ok(probe_count)
+    }
+
+    /// Stops watching `pid` (it exited, or exec'd another program): its series go, and its
+    /// executable's probes too when no other watched process runs it.
+    pub fn remove(&mut self, pid: u32) -> Option<Session> {
+        let watched = self.sessions.remove(&pid)?;
+        watched.exit_watch.abort();
+        self.forget(pid, watched.identity);
+        self.shared.metrics.targets.set(self.sessions.len() as i64);
+        Some(watched.session)
+    }
+
+    fn forget(&mut self, pid: u32, identity: ExeIdentity) {
+        self.probes
+            .unregister(pid, self.options.probe_mode.park_times);
+        self.shared.remove_target(pid);
+        if let Some(executable) = self.executables.get_mut(&identity) {
+            executable.pids.retain(|&p| p != pid);
+            if executable.pids.is_empty()
+                && let Some(executable) = self.executables.remove(&identity)
+            {
+                self.probes.detach(executable.attachment);
+            }
+        }
+        self.shared
+            .metrics
+            .attached_executables
+            .set(self.executables.len() as i64);
+    }
+
+    /// Watches until interrupted, until `watch_for` elapsed (a last census is taken), or,
+    /// with `end_when_empty`, until no watched process is left.
+    pub async fn run(
+        &mut self,
+        hooks: &mut dyn Hooks,
+        watch_for: Option<Duration>,
+        end_when_empty: bool,
+    ) -> anyhow::Result<Ending> {
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The probes wake ctxleak only when the ring fills up (a wakeup per event costs the
+        // target more than the probe itself): drain it on a short timer too.
+        let mut drain_tick = tokio::time::interval(DRAIN_INTERVAL);
+        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut census_tick = tokio::time::interval(self.options.census_interval);
+        census_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let rescan_every = hooks.rescan_interval();
+        let mut rescan_tick =
+            tokio::time::interval(rescan_every.unwrap_or(Duration::from_secs(3600)));
+        rescan_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        rescan_tick.reset();
+        // Far enough to never come when there is no limit.
+        let watched = tokio::time::sleep(watch_for.unwrap_or(Duration::from_secs(86_400 * 365)));
+        tokio::pin!(watched);
+        loop {
+            tokio::select! {
+                ready = self.events.readable_mut() => {
+                    let mut guard = ready.context("cannot poll the event ring buffer")?;
+                    guard.clear_ready();
+                    drop(guard);
+                    self.drain();
+                }
+                _ = drain_tick.tick() => {
+                    self.drain();
+                    let pids = self.drain_execs();
+                    if !pids.is_empty() {
+                        hooks.execs(self, pids);
+                    }
+                    if !self.fresh.is_empty() {
+                        let fresh = std::mem::take(&mut self.fresh);
+                        self.census(hooks, fresh);
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.check_kernel_counters() {
+                        hooks.execs_lost(self);
+                    }
+                    hooks.every_second(self);
+                }
+                _ = census_tick.tick() => {
+                    self.fresh.clear();
+                    self.census_all(hooks);
+                }
+                _ = rescan_tick.tick(), if rescan_every.is_some() => hooks.rescan(self),
+                Some((pid, generation)) = self.exits_rx.recv() => {
+                    let current = self.sessions.get(&pid).is_some_and(|w| w.generation == generation);
+                    if current {
+                        self.drain();
+                        self.remove(pid);
+                        hooks.exited(pid);
+                        if end_when_empty && self.sessions.is_empty() {
+                            return Ok(Ending::TargetExited);
+                        }
+                    }
+                }
+                () = &mut watched => {
+                    self.census_all(hooks);
+                    return Ok(Ending::Watched);
+                }
+                _ = interrupt.recv() => return Ok(Ending::Interrupted),
+                _ = terminate.recv() => return Ok(Ending::Interrupted),
+            }
+        }
+    }
+
+    /// Applies every event in the ring, each to its process's session.
+    pub fn drain(&mut self) {
+        let sessions = &mut self.sessions;
+        let ring = self.events.get_mut();
+        while let Some(item) = ring.next() {
+            match crate::probes::decode_record(&item) {
+                Some(Record::Goroutine(event)) => {
+                    if let Some(watched) = sessions.get_mut(&event.pid) {
+                        watched.session.apply_goroutine(&event);
+                    }
+                }
+                Some(Record::Context(event)) => {
+                    if let Some(watched) = sessions.get_mut(&event.pid) {
+                        watched.session.apply_context(&event);
+                    }
+                }
+                None => {}
+            }
+        }
+        for watched in sessions.values_mut() {
+            watched.session.publish_counts();
+        }
+    }
+
+    /// The processes that exec'd since the last call, each once.
+    fn drain_execs(&mut self) -> Vec<u32> {
+        let Some(ring) = self.execs.as_mut() else {
+            return Vec::new();
+        };
+        let mut pids = Vec::new();
+        while let Some(item) = ring.next() {
+            if item.len() >= std::mem::size_of::<ctxleak_common::ExecEvent>() {
+                // SAFETY: ExecEvent is plain #[repr(C)] integers and the record is long enough.
+                let event = unsafe {
+                    std::ptr::read_unaligned(item.as_ptr().cast::<ctxleak_common::ExecEvent>())
+                };
+                if !pids.contains(&event.pid) {
+                    pids.push(event.pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// A census of every watched process.
+    fn census_all(&mut self, hooks: &mut dyn Hooks) {
+        let pids: Vec<u32> = self.sessions.keys().copied().collect();
+        self.census(hooks, pids);
+    }
+
+    /// A census of each of `pids` still watched.
+    fn census(&mut self, hooks: &mut dyn Hooks, pids: Vec<u32>) {
+        for pid in pids {
+            let started = Instant::now();
+            let ktime = monotonic_ns();
+            let Some(watched) = self.sessions.get(&pid) else {
+                continue;
+            };
+            let census = match watched.session.take_census() {
+                Ok(census) => census,
+                Err(error) => {
+                    tracing::warn!(pid, "census failed: {error:#}");
+                    continue;
+                }
+            };
+            // Every event up to now first, so that only real misses disagree.
+            self.drain();
+            let parks = self.probes.park_times(pid);
+            let Some(watched) = self.sessions.get_mut(&pid) else {
+                continue;
+            };
+            let changes = watched
+                .session
+                .census(census, ktime, started, &parks, &self.shared);
+            hooks.leaks_changed(&watched.session, &changes);
+        }
+    }
+
+    /// Lost events mean the live sets are no longer exact: count them and read every
+    /// process afresh. Returns whether exec notifications were lost.
+    fn check_kernel_counters(&mut self) -> bool {
+        let read_errors = self.probes.counter(Counter::ReadErrors);
+        self.shared
+            .metrics
+            .probe_read_errors
+            .inc_by(read_errors.saturating_sub(self.read_errors_seen));
+        self.read_errors_seen = self.read_errors_seen.max(read_errors);
+        let lost = self.probes.counter(Counter::EventsLost);
+        if lost > self.lost_seen {
+            self.shared
+                .metrics
+                .events_lost
+                .inc_by(lost - self.lost_seen);
+            tracing::warn!(
+                lost = lost - self.lost_seen,
+                "probe events lost (ring buffer full); resynchronising from memory"
+            );
+            self.lost_seen = lost;
+            for watched in self.sessions.values_mut() {
+                watched.session.count_resync();
+                if let Err(error) = watched.session.resync() {
+                    tracing::warn!(pid = watched.session.pid(), "resync failed: {error:#}");
+                }
+            }
+        }
+        let execs_lost = self.probes.counter(Counter::ExecsLost);
+        if execs_lost > self.execs_lost_seen {
+            self.shared
+                .metrics
+                .exec_events_lost
+                .inc_by(execs_lost - self.execs_lost_seen);
+            self.execs_lost_seen = execs_lost;
+            return true;
+        }
+        false
+    }
+}
