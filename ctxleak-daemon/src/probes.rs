@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd as _;
 use std::path::Path;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLink, UProbeLinkId, UProbeScope};
 use aya::programs::{BtfTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use ctxleak_common::{
@@ -258,7 +258,7 @@ impl Probes {
             match attached {
                 Ok(link) => attachment.links.push((program, link)),
                 Err(error) => {
-                    self.detach(attachment);
+                    drop(self.detach(attachment));
                     return Err(error);
                 }
             }
@@ -266,13 +266,18 @@ impl Probes {
         Ok(attachment)
     }
 
-    /// Removes the probes of one executable.
-    pub fn detach(&mut self, attachment: Attachment) {
-        for (program, link) in attachment.links {
-            if let Ok(probe) = uprobe(&mut self.ebpf, program) {
-                let _ = probe.detach(link);
-            }
-        }
+    /// Removes the probes of one executable. Unregistering a uprobe waits for the kernel to
+    /// be done with it (about 100 ms each, measured): the links are handed back so that the
+    /// caller can drop them away from its event loop.
+    #[must_use = "dropping the links detaches the probes; drop them off the event loop"]
+    pub fn detach(&mut self, attachment: Attachment) -> Vec<UProbeLink> {
+        attachment
+            .links
+            .into_iter()
+            .filter_map(|(program, link)| {
+                uprobe(&mut self.ebpf, program).ok()?.take_link(link).ok()
+            })
+            .collect()
     }
 
     /// Loads and attaches the exec tracepoint (`ctxleak daemon`), and hands over its ring of

@@ -305,7 +305,9 @@ impl Watcher {
             if executable.pids.is_empty()
                 && let Some(executable) = self.executables.remove(&identity)
             {
-                self.probes.detach(executable.attachment);
+                let links = self.probes.detach(executable.attachment);
+                // ~100 ms per probe in the kernel: not on the loop that drains the events.
+                tokio::task::spawn_blocking(move || drop(links));
             }
         }
         self.shared
