@@ -121,6 +121,10 @@ impl Discovery {
         // Gone already, or a kernel thread: nothing to watch.
         let candidate = match discover::candidate(pid) {
             Ok(candidate) => candidate,
+            Err(discover::DiscoverError::Gone { .. }) => {
+                tracing::debug!(pid, "exited before ctxleak could read it");
+                return;
+            }
             Err(error) => {
                 tracing::trace!(pid, "not a candidate: {error}");
                 return;

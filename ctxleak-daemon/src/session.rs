@@ -31,6 +31,8 @@ pub struct Judgement {
 
 pub struct Session {
     pid: u32,
+    /// To tell a process that is exiting from a failure worth a warning.
+    process: crate::target::ProcessHandle,
     memory: ProcessMemory,
     binary: Arc<GoBinary>,
     bias: u64,
@@ -60,7 +62,7 @@ pub struct Session {
 impl Session {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        pid: u32,
+        process: crate::target::ProcessHandle,
         memory: ProcessMemory,
         binary: Arc<GoBinary>,
         bias: u64,
@@ -70,7 +72,8 @@ impl Session {
         judgement: Judgement,
     ) -> Self {
         Self {
-            pid,
+            pid: process.pid(),
+            process,
             memory,
             allgs: binary.allgs.wrapping_add(bias),
             symbolizer: Symbolizer::new(binary.clone(), bias),
@@ -190,7 +193,11 @@ impl Session {
             .reconcile(ktime, &census.goroutines, |startpc| {
                 Self::classify(binary, bias, startpc)
             });
-        if disagreements > 0 {
+        if disagreements > 0 && self.process.is_exiting() {
+            // Its goroutines vanish without exit events when a process ends: not a miss.
+            tracing::debug!(pid, disagreements, "census of a process that is exiting");
+            self.target_metrics.set_counts(self.tracker.counts());
+        } else if disagreements > 0 {
             tracing::warn!(
                 pid,
                 disagreements,
@@ -258,6 +265,11 @@ impl Session {
             "census"
         );
         changes
+    }
+
+    /// Whether the process has exited or is exiting.
+    pub fn is_exiting(&self) -> bool {
+        self.process.is_exiting()
     }
 
     /// Reads this target's goroutines from memory (no event is applied here).

@@ -94,6 +94,25 @@ impl ProcessHandle {
         self.pid
     }
 
+    /// A second handle on the same process (the pidfd duplicated, so it can never name a
+    /// later process that reuses the PID).
+    pub fn try_clone(&self) -> Result<Self, TargetError> {
+        let pid = self.pid;
+        let fd = self
+            .fd
+            .get_ref()
+            .try_clone()
+            .and_then(crate::readable::watch_readable)
+            .map_err(|source| TargetError::Io { pid, source })?;
+        Ok(Self { pid, fd })
+    }
+
+    /// Whether the process has exited or is exiting: it was gone, or went within 250 ms
+    /// (its last threads can take that long once its memory is gone).
+    pub fn is_exiting(&self) -> bool {
+        self.exits_within(250)
+    }
+
     /// Whether the process has exited, without waiting.
     pub fn has_exited(&self) -> bool {
         self.exits_within(0)

@@ -239,8 +239,15 @@ impl Watcher {
         let contexts_probed = binary.probes.contexts.is_some()
             && !self.options.probe_mode.no_contexts
             && !self.options.probe_mode.floor;
+        let handle = match process.try_clone() {
+            Ok(handle) => handle,
+            Err(error) => {
+                self.forget(pid, identity);
+                return Err(error.into());
+            }
+        };
         let mut session = Session::new(
-            pid,
+            handle,
             memory,
             binary,
             bias,
@@ -453,6 +460,11 @@ impl Watcher {
             };
             let census = match watched.session.take_census() {
                 Ok(census) => census,
+                // Its exit is on its way through the pidfd.
+                Err(error) if watched.session.is_exiting() => {
+                    tracing::debug!(pid, "census of a process that is exiting: {error:#}");
+                    continue;
+                }
                 Err(error) => {
                     tracing::warn!(pid, "census failed: {error:#}");
                     continue;
