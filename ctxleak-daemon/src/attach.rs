@@ -15,7 +15,7 @@ use crate::groups::SuspectRules;
 use crate::http::Shared;
 use crate::probes::{ProbeMode, Probes};
 use crate::session::{Judgement, LeakChanges, Session};
-use crate::target::{self, ProcessHandle, TargetError};
+use crate::target::{self, ProcessHandle};
 use crate::watcher::{Hooks, WatchOptions, Watcher};
 
 pub use crate::watcher::Ending;
@@ -52,15 +52,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
     // Bound before anything touches the target, so a busy address fails without attaching.
     let listener = crate::metrics::bind(&options.listen).await?;
     let prepared = target::prepare(process, |_| None)?;
-    let (probes, events) = Probes::load(options.ring_bytes).map_err(|error| {
-        if error.is_permission_denied() {
-            anyhow::Error::new(TargetError::Privileges {
-                action: "load eBPF programs".into(),
-            })
-        } else {
-            anyhow::Error::new(error)
-        }
-    })?;
+    let (probes, events) = Probes::load_or_explain(options.ring_bytes)?;
     let shared = Arc::new(Shared::default());
     let mut watcher = Watcher::new(
         probes,

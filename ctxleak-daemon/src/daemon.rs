@@ -33,15 +33,7 @@ const MAX_SKIPPED: usize = 4096;
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     target::check_privileges_for("load eBPF programs and read the memory of other processes")?;
     let listener = crate::metrics::bind(&options.listen).await?;
-    let (probes, events) = Probes::load(options.ring_bytes).map_err(|error| {
-        if error.is_permission_denied() {
-            anyhow::Error::new(TargetError::Privileges {
-                action: "load eBPF programs".into(),
-            })
-        } else {
-            anyhow::Error::new(error)
-        }
-    })?;
+    let (probes, events) = Probes::load_or_explain(options.ring_bytes)?;
     let shared = std::sync::Arc::new(crate::http::Shared::default());
     let mut watcher = Watcher::new(
         probes,

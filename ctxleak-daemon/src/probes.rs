@@ -301,6 +301,19 @@ impl Probes {
         RingBuf::try_from(execs).map_err(load_error)
     }
 
+    /// [`Probes::load`], with a refusal for lack of privileges said as such (with the fix).
+    pub fn load_or_explain(ring_bytes: u32) -> anyhow::Result<(Self, EventStream)> {
+        Self::load(ring_bytes).map_err(|error| {
+            if error.is_permission_denied() {
+                anyhow::Error::new(crate::target::TargetError::Privileges {
+                    action: "load eBPF programs".into(),
+                })
+            } else {
+                anyhow::Error::new(error)
+            }
+        })
+    }
+
     /// When each goroutine of `pid` last parked (`bpf_ktime_get_ns`), by goid: empty unless
     /// park timing is on.
     pub fn park_times(&self, pid: u32) -> std::collections::HashMap<u64, u64> {

@@ -19,41 +19,21 @@ const SETTLE: Duration = Duration::from_secs(20);
 /// Starts `ctxleak daemon` on a free loopback port with a census every second and no
 /// periodic rescan, and waits until its first scan is done.
 fn daemon(args: &[&str]) -> Ctxleak {
-    let mut child = common::ctxleak()
-        .args([
-            "daemon",
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--census-interval",
-            "1s",
-            "--rescan-interval",
-            "1h",
-        ])
-        .args(args)
-        .env(
-            "CTXLEAK_LOG",
-            std::env::var("CTXLEAK_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start ctxleak daemon");
-    let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
-    let Some(line) = stderr.wait_for("metrics at http://", Duration::from_secs(60)) else {
-        let _ = child.kill();
-        panic!("ctxleak daemon did not start: {:?}", stderr.seen);
-    };
-    let metrics_url = line
-        .split("metrics at http://")
-        .nth(1)
-        .map(|rest| rest.trim().trim_end_matches("/metrics").to_owned())
-        .expect("address in the ready line");
-    Ctxleak {
-        child,
-        stderr,
-        metrics_url,
-    }
+    let log = std::env::var("CTXLEAK_TEST_LOG").unwrap_or_else(|_| "info".into());
+    let mut all = vec!["--census-interval", "1s", "--rescan-interval", "1h"];
+    all.extend_from_slice(args);
+    Ctxleak::daemon_logging(&log, &all)
+}
+
+/// Reads lines until one starts with `prefix` and returns the number that ends it.
+fn count_after(stdout: &mut Lines, prefix: &str) -> f64 {
+    let line = stdout
+        .wait_for(prefix, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no {prefix:?} line: {:?}", stdout.seen));
+    line.rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count at the end of {line:?}"))
 }
 
 /// This test's own folder of programs, and the `--exe` glob of everything in it. Tests in
@@ -268,14 +248,7 @@ fn a_watched_process_that_execs_is_dropped_and_its_new_program_judged_afresh() {
         .expect("start execs");
     let pid = child.id();
     let mut stdout = Lines::new(child.stdout.take().expect("stdout"));
-    let ready = stdout
-        .wait_for("ready goroutines ", Duration::from_secs(30))
-        .expect("execs printed no ready line");
-    let count: f64 = ready
-        .rsplit(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("a count");
+    let count = count_after(&mut stdout, "ready goroutines ");
     expect_sample(
         &mut ctxleak,
         &user_goroutines(pid),
@@ -323,14 +296,7 @@ fn a_watched_process_that_execs_is_dropped_and_its_new_program_judged_afresh() {
         "the first Go program",
     );
     std::io::Write::write_all(&mut stdin, b"\n").expect("tell execs to exec");
-    let start = stdout
-        .wait_for("checkpoint start goroutines ", Duration::from_secs(30))
-        .expect("phases printed no first checkpoint");
-    let start_count: f64 = start
-        .rsplit(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("a count");
+    let start_count = count_after(&mut stdout, "checkpoint start goroutines ");
     expect_sample(
         &mut ctxleak,
         &format!(
@@ -545,26 +511,7 @@ fn runs_as_an_unprivileged_user_with_the_units_capabilities_only() {
         "--exe",
         &glob,
     ]);
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start setpriv");
-    let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
-    let line = stderr
-        .wait_for("metrics at http://", Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("the unprivileged daemon did not start: {:?}", stderr.seen));
-    let metrics_url = line
-        .split("metrics at http://")
-        .nth(1)
-        .map(|rest| rest.trim().trim_end_matches("/metrics").to_owned())
-        .expect("address in the ready line");
-    let mut ctxleak = Ctxleak {
-        child,
-        stderr,
-        metrics_url,
-    };
+    let mut ctxleak = Ctxleak::from_command(command, "the unprivileged daemon did not start");
     expect_sample(
         &mut ctxleak,
         &user_goroutines(before.pid()),

@@ -1403,6 +1403,24 @@ fn containerfile_instructions(text: &str) -> Vec<(String, String)> {
 mod tests {
     use super::*;
 
+    /// The keys checked here are the daemon's own (`KEYS` in its config reader, which also
+    /// parses the shipped files in its unit tests): the two lists cannot drift apart.
+    #[test]
+    fn config_keys_are_the_daemons() {
+        let source = include_str!("../../ctxleak-daemon/src/config.rs");
+        let start = source
+            .find("pub const KEYS: &[&str] = &[")
+            .expect("KEYS in ctxleak-daemon/src/config.rs");
+        let list = &source[start..];
+        let list = &list[..list.find("];").expect("the end of KEYS")];
+        let keys: Vec<&str> = list
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.trim().strip_prefix('"')?.strip_suffix("\","))
+            .collect();
+        assert_eq!(keys, CONFIG_KEYS);
+    }
+
     #[test]
     fn grafana_variables() {
         let defined: BTreeSet<String> = ["pid".to_string()].into();

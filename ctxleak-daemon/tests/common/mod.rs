@@ -242,23 +242,32 @@ impl Ctxleak {
 
     /// Runs `ctxleak ARGS` and waits for its `metrics at http://ADDR/metrics` line.
     fn start(args: &[String], failure: &str) -> Self {
-        let mut child = ctxleak()
-            .args(args)
+        let mut command = ctxleak();
+        command.args(args);
+        Self::from_command(command, failure)
+    }
+
+    /// Runs `command` (ctxleak, or a wrapper that execs it, such as setpriv) with stderr
+    /// piped and waits for its `metrics at http://ADDR/metrics` line; panics with `failure`
+    /// and what it printed otherwise.
+    pub fn from_command(mut command: Command, failure: &str) -> Self {
+        let shown = format!("{command:?}");
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("cannot start ctxleak");
+            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
         let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
         let Some(line) = stderr.wait_for("metrics at http://", Duration::from_secs(60)) else {
             let _ = child.kill();
-            panic!("{failure} (ctxleak {}): {:?}", args.join(" "), stderr.seen);
+            panic!("{failure} ({shown}): {:?}", stderr.seen);
         };
         let metrics_url = line
             .split("metrics at http://")
             .nth(1)
             .map(|rest| rest.trim().trim_end_matches("/metrics").to_owned())
-            .expect("address in the attach line");
+            .expect("address in the ready line");
         Self {
             child,
             stderr,
@@ -551,33 +560,11 @@ impl Ctxleak {
     /// what `filter` selects (a CTXLEAK_LOG value, e.g. `ctxleak_daemon::daemon=debug,info`)
     /// whatever the environment says, for tests that read its log.
     pub fn daemon_logging(filter: &str, extra: &[&str]) -> Self {
-        let mut child = ctxleak()
+        let mut command = ctxleak();
+        command
             .args(["daemon", "--web.listen-address", "127.0.0.1:0"])
             .args(extra)
-            .env("CTXLEAK_LOG", filter)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start ctxleak daemon");
-        let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
-        let Some(line) = stderr.wait_for("metrics at http://", Duration::from_secs(60)) else {
-            let _ = child.kill();
-            panic!(
-                "ctxleak daemon did not finish its initial scan (ctxleak daemon {}): {:?}",
-                extra.join(" "),
-                stderr.seen
-            );
-        };
-        let metrics_url = line
-            .split("metrics at http://")
-            .nth(1)
-            .map(|rest| rest.trim().trim_end_matches("/metrics").to_owned())
-            .expect("address in the daemon's ready line");
-        Self {
-            child,
-            stderr,
-            metrics_url,
-        }
+            .env("CTXLEAK_LOG", filter);
+        Self::from_command(command, "ctxleak daemon did not finish its initial scan")
     }
 }
