@@ -167,6 +167,8 @@ pub const MAX_PARKS: u32 = 1 << 18;
 
 /// Program names, as the daemon looks them up in the loaded object.
 pub const PROG_GOROUTINE_CREATED: &str = "goroutine_created";
+/// The same, on `CALL runtime.runqput` right after newproc1 (the new g in RBX).
+pub const PROG_GOROUTINE_ENQUEUED: &str = "goroutine_enqueued";
 pub const PROG_GOROUTINE_EXITED: &str = "goroutine_exited";
 pub const PROG_GOROUTINE_PARKED: &str = "goroutine_parked";
 pub const PROG_CONTEXT_CREATED: &str = "context_created";

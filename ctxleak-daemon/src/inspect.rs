@@ -96,7 +96,7 @@ pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, G
             .probes
             .goroutine_created
             .iter()
-            .map(|&pc| locate(&binary, pc))
+            .map(|site| locate(&binary, site.address))
             .collect(),
         probe_goroutine_exited: locate(&binary, binary.probes.goroutine_exited),
         pcs: pcs.iter().map(|&pc| locate(&binary, pc)).collect(),

@@ -11,12 +11,13 @@ use aya::{Ebpf, EbpfLoader};
 use ctxleak_common::{
     COUNTERS_MAP, ContextEvent, Counter, EVENTS_MAP, EXECS_MAP, EventKind, GoroutineEvent,
     GoroutineKey, PARKS_MAP, PROG_CONTEXT_CANCELLED, PROG_CONTEXT_CREATED, PROG_CONTEXT_REGISTERED,
-    PROG_FLOOR, PROG_GOROUTINE_CREATED, PROG_GOROUTINE_EXITED, PROG_GOROUTINE_PARKED,
-    PROG_PROCESS_EXEC, TARGETS_MAP, TargetConfig,
+    PROG_FLOOR, PROG_GOROUTINE_CREATED, PROG_GOROUTINE_ENQUEUED, PROG_GOROUTINE_EXITED,
+    PROG_GOROUTINE_PARKED, PROG_PROCESS_EXEC, TARGETS_MAP, TargetConfig,
 };
 use tokio::io::unix::AsyncFd;
 
 use crate::goexe::GoBinary;
+use crate::goexe::disasm::NewGoroutineIn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -127,6 +128,7 @@ impl Probes {
         let counters = PerCpuArray::try_from(counters).map_err(load_error)?;
         for name in [
             PROG_GOROUTINE_CREATED,
+            PROG_GOROUTINE_ENQUEUED,
             PROG_GOROUTINE_EXITED,
             PROG_GOROUTINE_PARKED,
             PROG_CONTEXT_CREATED,
@@ -233,7 +235,13 @@ impl Probes {
             .probes
             .goroutine_created
             .iter()
-            .map(|&address| (PROG_GOROUTINE_CREATED, address))
+            .map(|site| {
+                let program = match site.register {
+                    NewGoroutineIn::Rax => PROG_GOROUTINE_CREATED,
+                    NewGoroutineIn::Rbx => PROG_GOROUTINE_ENQUEUED,
+                };
+                (program, site.address)
+            })
             .chain([(PROG_GOROUTINE_EXITED, binary.probes.goroutine_exited)])
             .chain(parked)
             .chain(contexts);

@@ -42,7 +42,15 @@ struct Executable {
     binary: Arc<GoBinary>,
     attachment: Attachment,
     pids: Vec<u32>,
+    /// Since when no watched process runs it: its probes stay for [`DETACH_GRACE`].
+    idle_since: Option<Instant>,
 }
+
+/// How long an executable keeps its probes (and its parsed binary) after its last watched
+/// process exits. A service that restarts, or a command run in a loop, is back within it:
+/// it finds its probes in place instead of paying a parse and ~100 ms per probe of kernel
+/// work to detach and attach again.
+const DETACH_GRACE: Duration = Duration::from_secs(3);
 
 struct Watched {
     session: Session,
@@ -90,6 +98,8 @@ pub struct Watcher {
     options: WatchOptions,
     sessions: HashMap<u32, Watched>,
     executables: HashMap<ExeIdentity, Executable>,
+    /// Executables whose probes a thread is removing.
+    detaching: HashMap<ExeIdentity, std::thread::JoinHandle<()>>,
     /// (pid, generation) of each watched process that exited, from its pidfd's task.
     exits_tx: mpsc::UnboundedSender<(u32, u64)>,
     exits_rx: mpsc::UnboundedReceiver<(u32, u64)>,
@@ -118,6 +128,7 @@ impl Watcher {
             options,
             sessions: HashMap::new(),
             executables: HashMap::new(),
+            detaching: HashMap::new(),
             exits_tx,
             exits_rx,
             generation: 0,
@@ -193,6 +204,11 @@ impl Watcher {
             .register(pid, &binary, self.options.probe_mode)
             .context("cannot register the process with the eBPF programs")?;
         if !self.executables.contains_key(&identity) {
+            // Probes of this file still being removed would fire beside the new ones, and
+            // every event would come twice: let them go first (a process restarting at once).
+            if let Some(detaching) = self.detaching.remove(&identity) {
+                let _ = tokio::task::block_in_place(|| detaching.join());
+            }
             let only = self.options.per_process.then_some(pid);
             match self
                 .probes
@@ -205,6 +221,7 @@ impl Watcher {
                             binary: binary.clone(),
                             attachment,
                             pids: Vec::new(),
+                            idle_since: None,
                         },
                     );
                     self.shared
@@ -227,6 +244,7 @@ impl Watcher {
             .get_mut(&identity)
             .context("the executable vanished while attaching")?;
         executable.pids.push(pid);
+        executable.idle_since = None;
         let probe_count = executable.attachment.probe_count();
 
         let info = TargetInfo {
@@ -309,12 +327,31 @@ impl Watcher {
         self.shared.remove_target(pid);
         if let Some(executable) = self.executables.get_mut(&identity) {
             executable.pids.retain(|&p| p != pid);
-            if executable.pids.is_empty()
-                && let Some(executable) = self.executables.remove(&identity)
-            {
+            if executable.pids.is_empty() {
+                executable.idle_since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Detaches the executables no watched process has run for [`DETACH_GRACE`] (all of them
+    /// with `now` None).
+    fn detach_idle(&mut self, now: Option<Instant>) {
+        let idle: Vec<ExeIdentity> = self
+            .executables
+            .iter()
+            .filter(|(_, e)| {
+                e.idle_since
+                    .is_some_and(|since| now.is_none_or(|now| now - since >= DETACH_GRACE))
+            })
+            .map(|(&identity, _)| identity)
+            .collect();
+        for identity in idle {
+            if let Some(executable) = self.executables.remove(&identity) {
                 let links = self.probes.detach(executable.attachment);
                 // ~100 ms per probe in the kernel: not on the loop that drains the events.
-                tokio::task::spawn_blocking(move || drop(links));
+                let detaching = std::thread::spawn(move || drop(links));
+                self.detaching.retain(|_, thread| !thread.is_finished());
+                self.detaching.insert(identity, detaching);
             }
         }
         self.shared
@@ -369,6 +406,7 @@ impl Watcher {
                     }
                 }
                 _ = tick.tick() => {
+                    self.detach_idle(Some(Instant::now()));
                     if self.check_kernel_counters() {
                         hooks.execs_lost(self);
                     }

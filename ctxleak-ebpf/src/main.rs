@@ -48,6 +48,18 @@ pub fn goroutine_created(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Placed on the `CALL runtime.runqput(pp, newg, true)` that follows `CALL runtime.newproc1`
+/// in `runtime.newproc.func1`, the path of every `go` statement: RBX holds the new g. The
+/// kernel emulates a CALL, while the instruction after newproc1's CALL is a load it must
+/// single-step out of line, a second trap per goroutine.
+#[uprobe]
+pub fn goroutine_enqueued(ctx: ProbeContext) -> u32 {
+    // SAFETY: the kernel hands uprobe programs a valid pt_regs.
+    let g = unsafe { (*ctx.regs).rbx };
+    report(&ctx, EventKind::Created, g);
+    0
+}
+
 /// Placed after the stack check of `runtime.goexit1` (it cannot fire twice when the stack
 /// grows, and the kernel emulates the `PUSHQ BP` there without a second trap). In Go's
 /// register ABI, R14 holds the current g: the goroutine that is exiting.

@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
                 .goroutine_created
                 .iter()
                 .take(8)
+                .map(|site| &site.address)
                 .chain([&probes.goroutine_exited, &binary.allgs])
             {
                 let _ = binary.file_offset(address);

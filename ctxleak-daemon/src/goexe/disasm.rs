@@ -30,12 +30,51 @@ pub fn direct_calls(code: &[u8], ip: u64) -> impl Iterator<Item = DirectCall> + 
         })
 }
 
-/// Addresses of the instructions that follow each direct `CALL target` in `code` (which
-/// starts at address `ip`). Right after `CALL runtime.newproc1`, RAX holds the new g.
-pub fn after_calls_to(code: &[u8], ip: u64, target: u64) -> Vec<u64> {
-    direct_calls(code, ip)
-        .filter(|call| call.target == target)
-        .map(|call| call.next)
+/// Which register holds the new g where a [`CreationSite`] is probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum NewGoroutineIn {
+    /// Right after `CALL runtime.newproc1`: its result.
+    Rax,
+    /// On `CALL runtime.runqput(pp, gp, next)`: its second argument.
+    Rbx,
+}
+
+/// Where the probe for a goroutine creation goes, and where it reads the new g.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CreationSite {
+    pub address: u64,
+    pub register: NewGoroutineIn,
+}
+
+/// One creation site per direct `CALL newproc1` in `code` (which starts at address `ip`).
+///
+/// When the next direct call is `CALL runqput` (as in `runtime.newproc.func1`, the path of
+/// every `go` statement: `runqput(pp, newg, true)`), the probe goes on that CALL, which the
+/// kernel emulates, and reads the new g from RBX. Otherwise it goes on the instruction after
+/// `CALL newproc1` and reads RAX; that instruction is usually a load, which the kernel must
+/// single-step out of line: a second trap per goroutine. Either way the goroutine is not on
+/// a run queue yet, so its creation is always reported before it can exit.
+pub fn creation_sites(
+    code: &[u8],
+    ip: u64,
+    newproc1: u64,
+    runqput: Option<u64>,
+) -> Vec<CreationSite> {
+    let calls: Vec<DirectCall> = direct_calls(code, ip).collect();
+    calls
+        .iter()
+        .enumerate()
+        .filter(|(_, call)| call.target == newproc1)
+        .map(|(index, call)| match calls.get(index + 1) {
+            Some(next) if Some(next.target) == runqput => CreationSite {
+                address: next.address,
+                register: NewGoroutineIn::Rbx,
+            },
+            _ => CreationSite {
+                address: call.next,
+                register: NewGoroutineIn::Rax,
+            },
+        })
         .collect()
 }
 
@@ -173,8 +212,8 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_instruction_after_each_call() {
-        // call rel32 to 0x2000 ; mov %rax,%rbx ; call rel32 to 0x3000 ; nop
+    fn probes_the_call_to_runqput_after_newproc1_or_the_instruction_after_it() {
+        // call rel32 to 0x2000 (newproc1) ; mov %rax,%rbx ; call rel32 to 0x3000 ; nop
         let ip = 0x1000u64;
         let rel = |from_next: u64, to: u64| ((to as i64 - from_next as i64) as i32).to_le_bytes();
         let mut code = vec![0xe8];
@@ -182,8 +221,29 @@ mod tests {
         code.extend_from_slice(&[0x48, 0x89, 0xc3, 0xe8]);
         code.extend_from_slice(&rel(ip + 13, 0x3000));
         code.push(0x90);
-        assert_eq!(after_calls_to(&code, ip, 0x2000), vec![ip + 5]);
-        assert_eq!(after_calls_to(&code, ip, 0x3000), vec![ip + 13]);
-        assert!(after_calls_to(&code, ip, 0x4000).is_empty());
+        // 0x3000 is runqput: its CALL, reading RBX.
+        assert_eq!(
+            creation_sites(&code, ip, 0x2000, Some(0x3000)),
+            vec![CreationSite {
+                address: ip + 8,
+                register: NewGoroutineIn::Rbx
+            }]
+        );
+        // Something else follows: after newproc1's CALL, reading RAX.
+        assert_eq!(
+            creation_sites(&code, ip, 0x2000, Some(0x4000)),
+            vec![CreationSite {
+                address: ip + 5,
+                register: NewGoroutineIn::Rax
+            }]
+        );
+        assert_eq!(
+            creation_sites(&code, ip, 0x3000, None),
+            vec![CreationSite {
+                address: ip + 13,
+                register: NewGoroutineIn::Rax
+            }]
+        );
+        assert!(creation_sites(&code, ip, 0x4000, None).is_empty());
     }
 }

@@ -87,8 +87,8 @@ pub enum LayoutSource {
 /// Link-time addresses where the probes go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeAddresses {
-    /// The instruction after every `CALL runtime.newproc1` in the runtime.
-    pub goroutine_created: Vec<u64>,
+    /// One per `CALL runtime.newproc1` in the runtime (see [`disasm::creation_sites`]).
+    pub goroutine_created: Vec<disasm::CreationSite>,
     /// Inside `runtime.goexit1`, after its stack check.
     pub goroutine_exited: u64,
     /// Inside `runtime.gopark`, after its stack check (used with park timing only).
@@ -226,6 +226,8 @@ impl GoBinary {
                 })
         };
         let newproc1 = function("runtime.newproc1")?.entry;
+        // Not found (inlined, renamed): every creation is probed after newproc1 instead.
+        let runqput = function("runtime.runqput").ok().map(|f| f.entry);
         let goexit1 = function("runtime.goexit1")?;
 
         // runtime.allgs: its symbol when the binary has one, else the slice runtime.forEachG
@@ -244,14 +246,19 @@ impl GoBinary {
 
         // Goroutines are made by runtime.newproc1, called from `go` statements (through
         // runtime.newproc.func1) and from a few other runtime functions (coroutines, debug
-        // calls, synctest); probe after every call to it from the runtime.
+        // calls, synctest); probe every call to it from the runtime.
         let mut goroutine_created = Vec::new();
         for function in pclntab
             .functions()
             .filter(|f| f.name.starts_with("runtime.") && !f.is_wrapper())
         {
             if let Some(code) = code(&function) {
-                goroutine_created.extend(disasm::after_calls_to(code, function.entry, newproc1));
+                goroutine_created.extend(disasm::creation_sites(
+                    code,
+                    function.entry,
+                    newproc1,
+                    runqput,
+                ));
             }
         }
         if goroutine_created.is_empty() {
