@@ -98,8 +98,11 @@ impl Probes {
     /// `ring_bytes` sizes the event ring buffer (a power of two, at least a page): events that
     /// do not fit are counted as lost and the live set is resynchronised from memory.
     pub fn load(ring_bytes: u32) -> Result<(Self, EventStream), ProbeError> {
+        let ring_size = u64::from(ring_bytes);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(EVENTS_MAP, ring_bytes)
+            // The programs compare the ring's fill level with its size on every event.
+            .override_global("EVENTS_RING_SIZE", &ring_size, true)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
                 "/ctxleak"

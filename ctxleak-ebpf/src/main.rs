@@ -9,7 +9,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{btf_tracepoint, map, uprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -30,6 +30,11 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// The size of `EVENTS` in bytes, set by the daemon at load time (as it sizes the ring):
+/// one helper call per event fewer than asking the ring.
+#[unsafe(no_mangle)]
+static EVENTS_RING_SIZE: u64 = EVENTS_RING_BYTES as u64;
 
 #[map]
 static EXECS: RingBuf = RingBuf::with_byte_size(EXECS_RING_BYTES, 0);
@@ -168,7 +173,9 @@ fn unwind(event: &mut ContextEvent, sp: u64, bp: u64) -> bool {
         if frame == 0 {
             break;
         }
-        let (Some(next), Some(ret)) = (read_u64(frame, 0), read_u64(frame, 8)) else {
+        // One read of both words: each helper call costs the target as much as the copy.
+        // SAFETY: bpf_probe_read_user checks the address; a bad one returns an error.
+        let Ok([next, ret]) = (unsafe { bpf_probe_read_user(frame as *const [u64; 2]) }) else {
             break;
         };
         event.stack[slot] = ret;
@@ -286,7 +293,8 @@ fn report(ctx: &ProbeContext, kind: EventKind, g: u64) -> Option<u32> {
 #[inline(always)]
 fn wakeup() -> u64 {
     let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
-    let size = EVENTS.query(u64::from(BPF_RB_RING_SIZE));
+    // SAFETY: a read-only global the loader sets; volatile, so it is not folded at build time.
+    let size = unsafe { core::ptr::read_volatile(&EVENTS_RING_SIZE) };
     if pending.saturating_mul(4) >= size {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
