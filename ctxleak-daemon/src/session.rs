@@ -225,7 +225,9 @@ impl Session {
                 crate::report::suspect_summary(group)
             )
         });
-        let taken_at_unix_ms = std::time::SystemTime::now()
+        // When the census was read, not now: the verdicts hold as of then (symbolizing many
+        // goroutines can take a while on a loaded machine).
+        let taken_at_unix_ms = (std::time::SystemTime::now() - started.elapsed())
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let user = views.iter().filter(|g| !g.system).count() as u64;
