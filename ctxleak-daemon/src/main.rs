@@ -16,6 +16,14 @@ use clap::{Args, Parser, Subcommand};
 /// nothing is exposed by accident.
 const DEFAULT_LISTEN: &str = "127.0.0.1:9789";
 
+/// Defaults shared by `attach`/`report` (clap defaults) and `daemon` (after its config file).
+const DEFAULT_CENSUS_INTERVAL: &str = "5s";
+const DEFAULT_SUSPECT_WINDOW_SHORT: &str = "1m";
+const DEFAULT_SUSPECT_WINDOW_LONG: &str = "10m";
+const DEFAULT_SUSPECT_MIN_AGE: &str = "30s";
+const DEFAULT_CONTEXT_GRACE: &str = "5s";
+const DEFAULT_RESCAN_INTERVAL: &str = "10s";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ctxleak",
@@ -175,9 +183,21 @@ impl DaemonArgs {
             &list(self.cgroup, config.cgroup),
         )?;
         let suspect_rules = ctxleak_daemon::groups::SuspectRules {
-            window_short: or(self.suspect_window_short, config.suspect_window_short, "1m"),
-            window_long: or(self.suspect_window_long, config.suspect_window_long, "10m"),
-            min_age: or(self.suspect_min_age, config.suspect_min_age, "30s"),
+            window_short: or(
+                self.suspect_window_short,
+                config.suspect_window_short,
+                DEFAULT_SUSPECT_WINDOW_SHORT,
+            ),
+            window_long: or(
+                self.suspect_window_long,
+                config.suspect_window_long,
+                DEFAULT_SUSPECT_WINDOW_LONG,
+            ),
+            min_age: or(
+                self.suspect_min_age,
+                config.suspect_min_age,
+                DEFAULT_SUSPECT_MIN_AGE,
+            ),
         };
         Ok(ctxleak_daemon::daemon::DaemonOptions {
             listen,
@@ -193,13 +213,25 @@ impl DaemonArgs {
                 },
                 judgement: ctxleak_daemon::session::Judgement {
                     suspect_rules,
-                    context_grace: or(self.context_grace, config.context_grace, "5s"),
+                    context_grace: or(
+                        self.context_grace,
+                        config.context_grace,
+                        DEFAULT_CONTEXT_GRACE,
+                    ),
                 },
-                census_interval: or(self.census_interval, config.census_interval, "5s"),
+                census_interval: or(
+                    self.census_interval,
+                    config.census_interval,
+                    DEFAULT_CENSUS_INTERVAL,
+                ),
                 per_process: false,
             },
             filters,
-            rescan_interval: or(self.rescan_interval, config.rescan_interval, "10s"),
+            rescan_interval: or(
+                self.rescan_interval,
+                config.rescan_interval,
+                DEFAULT_RESCAN_INTERVAL,
+            ),
         })
     }
 }
@@ -218,16 +250,16 @@ struct WatchArgs {
     ring_buffer_size: u32,
     /// How often to read every goroutine's state, stack and creation site from memory
     /// (costs the target nothing; costs ctxleak CPU in proportion to the goroutines).
-    #[arg(long, default_value = "5s", value_parser = parse_period)]
+    #[arg(long, default_value = DEFAULT_CENSUS_INTERVAL, value_parser = parse_period)]
     census_interval: std::time::Duration,
     /// A leak suspect grew over this window...
-    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = DEFAULT_SUSPECT_WINDOW_SHORT, value_parser = humantime::parse_duration)]
     suspect_window_short: std::time::Duration,
     /// ...and over this one (growth since attach while ctxleak has watched for less)...
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = DEFAULT_SUSPECT_WINDOW_LONG, value_parser = humantime::parse_duration)]
     suspect_window_long: std::time::Duration,
     /// ...and its oldest goroutine has been blocked at the same place at least this long.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = DEFAULT_SUSPECT_MIN_AGE, value_parser = humantime::parse_duration)]
     suspect_min_age: std::time::Duration,
     /// Probe runtime.gopark too, to know exactly since when each goroutine is blocked
     /// (one more trap per park, which costs the target CPU on busy services; without it,
@@ -236,7 +268,7 @@ struct WatchArgs {
     park_times: bool,
     /// A goroutine started under a context is reported as outliving it once the context
     /// has been cancelled this long and the goroutine is still alive.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = DEFAULT_CONTEXT_GRACE, value_parser = humantime::parse_duration)]
     context_grace: std::time::Duration,
     /// Do not probe the context package (three probes: context creation, registration
     /// under a parent, cancellation); goroutine metrics only.

@@ -103,10 +103,6 @@ impl Session {
         &self.info
     }
 
-    pub fn binary(&self) -> &GoBinary {
-        &self.binary
-    }
-
     fn classify(binary: &GoBinary, bias: u64, startpc: u64) -> GoroutineKind {
         kind_of_function(
             binary

@@ -113,11 +113,6 @@ impl ProcessHandle {
         self.exits_within(250)
     }
 
-    /// Whether the process has exited, without waiting.
-    pub fn has_exited(&self) -> bool {
-        self.exits_within(0)
-    }
-
     /// Whether the process exits within `timeout_ms`. A pidfd turns readable only once every
     /// thread is gone, a little after the process loses its executable and memory.
     fn exits_within(&self, timeout_ms: i32) -> bool {

@@ -157,10 +157,6 @@ impl Watcher {
         self.sessions.len()
     }
 
-    pub fn session(&self, pid: u32) -> Option<&Session> {
-        self.sessions.get(&pid).map(|watched| &watched.session)
-    }
-
     pub fn session_mut(&mut self, pid: u32) -> Option<&mut Session> {
         self.sessions
             .get_mut(&pid)

@@ -381,6 +381,19 @@ fn expect_log(daemon: &mut Ctxleak, event: &str, pid: u32) {
 }
 
 /// What ctxleak must report for `fixture`, through Prometheus.
+/// The daemon watches exactly `fixtures`: as many targets, as many executables (each fixture
+/// runs its own copy, so one set of probes each), and `/api/targets` lists them.
+fn expect_watching(prometheus: &Prometheus, daemon: &Ctxleak, fixtures: &[Fixture]) {
+    let n = fixtures.len() as f64;
+    expect_value(prometheus, r#"ctxleak_targets{job="ctxleak"}"#, n);
+    expect_value(
+        prometheus,
+        r#"ctxleak_attached_executables{job="ctxleak"}"#,
+        n,
+    );
+    check_api_targets(daemon, fixtures);
+}
+
 fn check_fixture(prometheus: &Prometheus, fixture: &Fixture) {
     let pid = fixture.pid();
     let want = fixture.goroutines as f64;
@@ -659,14 +672,7 @@ fn prometheus_scrapes_ctxleak_and_the_dashboard_and_alerts_work() {
     for fixture in &fixtures {
         check_fixture(&prometheus, fixture);
     }
-    expect_value(&prometheus, r#"ctxleak_targets{job="ctxleak"}"#, 3.0);
-    // Three different executables (each fixture runs its own copy), one set of probes each.
-    expect_value(
-        &prometheus,
-        r#"ctxleak_attached_executables{job="ctxleak"}"#,
-        3.0,
-    );
-    check_api_targets(&daemon, &fixtures);
+    expect_watching(&prometheus, &daemon, &fixtures);
     for fixture in &fixtures {
         expect_log(&mut daemon, "attached", fixture.pid());
     }
@@ -724,14 +730,8 @@ fn prometheus_scrapes_ctxleak_and_the_dashboard_and_alerts_work() {
         killed_at.elapsed()
     );
     expect_log(&mut daemon, "detached", killed_pid);
-    expect_value(&prometheus, r#"ctxleak_targets{job="ctxleak"}"#, 2.0);
     // Its executable was used by no one else: its probes are gone too.
-    expect_value(
-        &prometheus,
-        r#"ctxleak_attached_executables{job="ctxleak"}"#,
-        2.0,
-    );
-    check_api_targets(&daemon, &fixtures);
+    expect_watching(&prometheus, &daemon, &fixtures);
 
     // A fourth fixture, another Go version: the daemon finds it at its exec, and its series
     // appear in Prometheus within seconds.
@@ -746,13 +746,7 @@ fn prometheus_scrapes_ctxleak_and_the_dashboard_and_alerts_work() {
     );
     expect_log(&mut daemon, "attached", fourth.pid());
     fixtures.push(fourth);
-    expect_value(&prometheus, r#"ctxleak_targets{job="ctxleak"}"#, 3.0);
-    expect_value(
-        &prometheus,
-        r#"ctxleak_attached_executables{job="ctxleak"}"#,
-        3.0,
-    );
-    check_api_targets(&daemon, &fixtures);
+    expect_watching(&prometheus, &daemon, &fixtures);
     for fixture in &fixtures {
         check_fixture(&prometheus, fixture);
     }
