@@ -49,12 +49,26 @@ struct Running(std::process::Child);
 
 impl Running {
     fn start(program: &Path, args: &[&str]) -> Self {
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        // A binary this test binary just wrote (PatchedVersion) can be "text file busy" for a
+        // moment: another test's fork inherits its write descriptor until that child execs.
+        let mut tries = 0;
+        let child = loop {
+            match Command::new(program)
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+            {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                spawned => {
+                    break spawned
+                        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+                }
+            }
+        };
         // Give it time to exec, so /proc/PID/exe is the new program.
         std::thread::sleep(Duration::from_millis(200));
         Self(child)
