@@ -1,13 +1,17 @@
 //! The goroutine census of a running Go program, stage by stage, as the daemon runs it every
 //! `--census-interval`: `census::take` (the g structs from `runtime.allgs`), symbolization
-//! (`groups::symbolize_census`: each stack read and unwound, then its PCs turned into frames),
-//! and grouping (`GroupTracker::update`). Also timed on their own, outside the total:
-//! unwinding alone (`census::unwind` of every goroutine, which symbolization includes), and the
+//! (`groups::symbolize_census`: the stacks of goroutines that ran since the last census read
+//! and unwound, their PCs turned into frames), grouping (`GroupTracker::update`) and the
+//! goroutine profile (`groups::profile_samples` and `pprof::goroutine_profile`). Also timed on
+//! their own, outside the total: unwinding every goroutine (`census::unwind` of each), and the
 //! same with the stacks read in batches (`census::unwind_many`), whose results must be the same.
 //!
-//! The Symbolizer and the GroupTracker live across rounds, as in the daemon; the first round
-//! (empty caches, like the first census after attaching) is reported on its own and the other
-//! rounds give the median and maximum. It prints one JSON object. `cargo xtask bench census`
+//! The Symbolizer and the GroupTracker live across rounds, as in the daemon. Three kinds of
+//! round are reported apart: the first (empty caches, like the first census after attaching,
+//! every stack read); every `FULL_READ_EVERY`th after it, which reads every stack again with
+//! warm caches (the cost of a census where every goroutine ran since the last one); and the
+//! others, where only goroutines that ran are read again (in a target whose goroutines are all
+//! parked, none). It prints one JSON object. `cargo xtask bench census`
 //! starts the `many` fixture, runs this against it and compares with Go's own goroutine dump.
 //! Needs root (it reads /proc/PID/mem).
 //!
@@ -25,10 +29,12 @@ use std::time::{Duration, Instant};
 use ctxleak_daemon::census;
 use ctxleak_daemon::goexe::GoBinary;
 use ctxleak_daemon::groups::{self, GroupTracker, SuspectRules, Symbolizer};
+use ctxleak_daemon::pprof;
 use ctxleak_daemon::procmem::{self, ProcessMemory};
 use serde_json::{Value, json};
 
-const DEFAULT_ROUNDS: usize = 10;
+/// Two full rereads with warm caches after the first round, the rest incremental.
+const DEFAULT_ROUNDS: usize = 2 * groups::FULL_READ_EVERY as usize;
 
 fn fail(message: impl std::fmt::Display) -> ! {
     eprintln!("census: {message}");
@@ -83,13 +89,14 @@ struct Round {
     take: Duration,
     symbolize: Duration,
     group: Duration,
+    profile: Duration,
     unwind: Duration,
     unwind_many: Duration,
 }
 
 impl Round {
     fn total(&self) -> Duration {
-        self.take + self.symbolize + self.group
+        self.take + self.symbolize + self.group + self.profile
     }
 }
 
@@ -155,6 +162,10 @@ fn main() {
         let group = start.elapsed();
 
         let start = Instant::now();
+        let profile = pprof::goroutine_profile(&groups::profile_samples(&views), 0, None);
+        let profiled = start.elapsed();
+
+        let start = Instant::now();
         let one_by_one: Vec<Vec<u64>> = taken
             .goroutines
             .iter()
@@ -178,6 +189,7 @@ fn main() {
             take: took,
             symbolize: symbolized,
             group,
+            profile: profiled,
             unwind,
             unwind_many,
         });
@@ -192,16 +204,32 @@ fn main() {
             "unwind_many_differs": differ,
             "empty_stacks": views.iter().filter(|view| view.stack.is_empty()).count(),
             "groups": grouped.len(),
+            "profile_bytes": profile.len(),
         });
-        std::hint::black_box((views, grouped));
+        std::hint::black_box((views, grouped, profile));
     }
 
     let (first, rest) = rounds.split_first().expect("at least one round");
+    // Round i of `rest` is census i + 1: every FULL_READ_EVERYth reads every stack again.
+    let is_full = |i: usize| (i + 1).is_multiple_of(groups::FULL_READ_EVERY as usize);
+    let pick = |full: bool| -> Vec<Round> {
+        rest.iter()
+            .enumerate()
+            .filter(|&(i, _)| is_full(i) == full)
+            .map(|(_, round)| *round)
+            .collect()
+    };
+    let (full, incremental) = (pick(true), pick(false));
     let stages = |rounds: &[Round]| {
+        if rounds.is_empty() {
+            return Value::Null;
+        }
         json!({
+            "rounds": rounds.len(),
             "take": summary(rounds, |r| r.take),
             "symbolize": summary(rounds, |r| r.symbolize),
             "group": summary(rounds, |r| r.group),
+            "profile": summary(rounds, |r| r.profile),
             "total": summary(rounds, Round::total),
             "unwind_only": summary(rounds, |r| r.unwind),
             "unwind_many": summary(rounds, |r| r.unwind_many),
@@ -214,7 +242,8 @@ fn main() {
         "rounds": rest.len(),
         "census": last,
         "first": stages(std::slice::from_ref(first)),
-        "stages": stages(rest),
+        "stages": stages(&incremental),
+        "full_reread": stages(&full),
     });
     println!("{result}");
 }

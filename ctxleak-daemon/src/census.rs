@@ -53,6 +53,8 @@ pub struct GoroutineRecord {
     pub sched_sp: u64,
     pub sched_bp: u64,
     pub stack_hi: u64,
+    /// `g.trackingSeq`: changes (mod 256) whenever the goroutine has run.
+    pub tracking_seq: u8,
 }
 
 /// Most frames a stack walk follows; deeper stacks are cut.
@@ -375,6 +377,7 @@ fn decode(g: &[u8], layout: &GLayout) -> Option<GoroutineRecord> {
         sched_sp: u64_at(layout.sched_sp)?,
         sched_bp: u64_at(layout.sched_bp)?,
         stack_hi: u64_at(layout.stack_hi)?,
+        tracking_seq: u8_at(layout.tracking_seq)?,
     })
 }
 
@@ -454,6 +457,7 @@ mod tests {
             sched_pc: 64,
             sched_bp: 72,
             waitreason: 80,
+            tracking_seq: 88,
         }
     }
 

@@ -49,8 +49,9 @@ pub struct GoroutineView {
     pub wait_reason: Arc<str>,
     pub created_by: Option<Arc<SourceLocation>>,
     pub start_function: Option<Arc<str>>,
-    /// Innermost first. Empty for a running goroutine (its saved context is stale).
-    pub stack: Vec<StackFrame>,
+    /// Innermost first. Empty for a running goroutine (its saved context is stale). Shared by
+    /// the goroutines with the same stack.
+    pub stack: Arc<[StackFrame]>,
     /// Exactly how long it has been parked, when park timing (a `gopark` probe) is on.
     pub parked_for_s: Option<f64>,
 }
@@ -69,13 +70,59 @@ pub struct Symbolizer {
     binary: Arc<GoBinary>,
     bias: u64,
     /// Runtime return address -> the frames of that call, innermost first.
-    frames: HashMap<u64, Arc<[StackFrame]>>,
+    frames: FastMap<u64, Arc<[StackFrame]>>,
     /// `g.gopc` -> the `go` statement.
-    sites: HashMap<u64, Option<Arc<SourceLocation>>>,
+    sites: FastMap<u64, Option<Arc<SourceLocation>>>,
     /// `g.startpc` -> (function name, whether a runtime system goroutine).
-    starts: HashMap<u64, (Option<Arc<str>>, bool)>,
+    starts: FastMap<u64, (Option<Arc<str>>, bool)>,
     wait_reasons: Vec<Arc<str>>,
     empty: Arc<str>,
+    /// Whole stacks by their return addresses: the goroutines blocked at one place share one.
+    stacks: FastMap<Box<[u64]>, Arc<[StackFrame]>>,
+    /// goid -> what its stack was read from at an earlier census, the stack, and the last
+    /// census that saw the goroutine.
+    read_stacks: FastMap<u64, ReadStack>,
+    /// Censuses symbolized so far; every `FULL_READ_EVERY`th reads every stack again.
+    censuses: u64,
+}
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+struct ReadStack {
+    origin: StackOrigin,
+    stack: Arc<[StackFrame]>,
+    seen: u64,
+}
+
+/// Every this many censuses, every stack is read again, whatever `StackOrigin` says (a
+/// goroutine that ran exactly a multiple of 256 times and parked again at the very same stack
+/// pointer would otherwise keep a stale stack): once a minute at the default 5 s interval.
+pub const FULL_READ_EVERY: u64 = 12;
+
+/// The fields of a g that a stack read starts from. While all of them stay the same the
+/// goroutine has not run (`trackingSeq` counts, mod 256, every time it stops running) and its
+/// stack has not moved, so its stack is what it was: it is not read again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct StackOrigin {
+    status: u32,
+    tracking_seq: u8,
+    sched_pc: u64,
+    sched_sp: u64,
+    sched_bp: u64,
+    stack_hi: u64,
+}
+
+impl StackOrigin {
+    fn of(record: &GoroutineRecord) -> Self {
+        Self {
+            status: record.status,
+            tracking_seq: record.tracking_seq,
+            sched_pc: record.sched_pc,
+            sched_sp: record.sched_sp,
+            sched_bp: record.sched_bp,
+            stack_hi: record.stack_hi,
+        }
+    }
 }
 
 impl Symbolizer {
@@ -88,10 +135,13 @@ impl Symbolizer {
                 .collect(),
             binary,
             bias,
-            frames: HashMap::new(),
-            sites: HashMap::new(),
-            starts: HashMap::new(),
+            frames: FastMap::default(),
+            sites: FastMap::default(),
+            starts: FastMap::default(),
             empty: Arc::from(""),
+            stacks: FastMap::default(),
+            read_stacks: FastMap::default(),
+            censuses: 0,
         }
     }
 
@@ -153,11 +203,22 @@ impl Symbolizer {
             .map(|delta| record.sched_sp + delta - 8)
     }
 
-    fn view(&mut self, record: &GoroutineRecord, pcs: &[u64]) -> GoroutineView {
-        let mut stack = Vec::with_capacity(pcs.len() + pcs.len() / 2);
-        for &pc in pcs {
-            stack.extend_from_slice(&self.frames(pc));
+    /// The stack with these return addresses, innermost first: one shared copy per distinct
+    /// stack.
+    fn stack(&mut self, pcs: &[u64]) -> Arc<[StackFrame]> {
+        if let Some(stack) = self.stacks.get(pcs) {
+            return stack.clone();
         }
+        let mut frames = Vec::with_capacity(pcs.len() + pcs.len() / 2);
+        for &pc in pcs {
+            frames.extend_from_slice(&self.frames(pc));
+        }
+        let stack: Arc<[StackFrame]> = frames.into();
+        self.stacks.insert(pcs.into(), stack.clone());
+        stack
+    }
+
+    fn view(&mut self, record: &GoroutineRecord, stack: Arc<[StackFrame]>) -> GoroutineView {
         let created_by = match self.sites.get(&record.gopc) {
             Some(site) => site.clone(),
             None => {
@@ -201,24 +262,62 @@ impl Symbolizer {
     }
 }
 
-/// Symbolizes every goroutine of `census`, reading their stacks from `memory` in batches.
+/// Symbolizes every goroutine of `census`. Stacks are read from `memory` in batches, and only
+/// for goroutines that ran or moved since the last census (`StackOrigin`); the others keep the
+/// stack read then. Every `FULL_READ_EVERY`th census reads them all.
 pub fn symbolize_census(
     census: &Census,
     memory: &ProcessMemory,
     symbolizer: &mut Symbolizer,
 ) -> Vec<GoroutineView> {
-    let starts: Vec<(&GoroutineRecord, Option<u64>)> = census
+    let this = symbolizer.censuses;
+    let full = this.is_multiple_of(FULL_READ_EVERY);
+    symbolizer.censuses += 1;
+    let mut to_read: Vec<(&GoroutineRecord, Option<u64>)> = Vec::new();
+    let mut kept: Vec<Option<Arc<[StackFrame]>>> = Vec::with_capacity(census.goroutines.len());
+    for record in &census.goroutines {
+        let origin = StackOrigin::of(record);
+        match symbolizer.read_stacks.get_mut(&record.goid) {
+            Some(read) if !full && read.origin == origin => {
+                read.seen = this;
+                kept.push(Some(read.stack.clone()));
+            }
+            _ => {
+                kept.push(None);
+                to_read.push((record, symbolizer.first_frame_pointer(record)));
+            }
+        }
+    }
+    // Distinct stacks are at most as many as goroutines: past that, the table holds stacks
+    // nobody has any more. Dropped, it refills from the frames cache.
+    if symbolizer.stacks.len() > 2 * census.goroutines.len() + 1024 {
+        symbolizer.stacks.clear();
+    }
+    let mut read = census::unwind_many(memory, &to_read).into_iter();
+    let views = census
         .goroutines
         .iter()
-        .map(|record| (record, symbolizer.first_frame_pointer(record)))
+        .zip(kept)
+        .map(|(record, kept)| {
+            let stack = match kept {
+                Some(stack) => stack,
+                None => {
+                    let stack = symbolizer.stack(&read.next().unwrap_or_default());
+                    let origin = StackOrigin::of(record);
+                    let read = ReadStack {
+                        origin,
+                        stack: stack.clone(),
+                        seen: this,
+                    };
+                    symbolizer.read_stacks.insert(record.goid, read);
+                    stack
+                }
+            };
+            symbolizer.view(record, stack)
+        })
         .collect();
-    let stacks = census::unwind_many(memory, &starts);
-    census
-        .goroutines
-        .iter()
-        .zip(&stacks)
-        .map(|(record, pcs)| symbolizer.view(record, pcs))
-        .collect()
+    symbolizer.read_stacks.retain(|_, read| read.seen == this);
+    views
 }
 
 /// User goroutines grouped by identical stack, as Go's goroutine profile has them (wrapper
@@ -226,14 +325,19 @@ pub fn symbolize_census(
 /// ctxleak cannot see, are one sample with an empty stack.
 pub fn profile_samples(goroutines: &[GoroutineView]) -> Vec<crate::pprof::ProfileSample> {
     use crate::pprof::{ProfileFrame, ProfileSample};
-    let mut samples: HashMap<Vec<&StackFrame>, i64> = HashMap::new();
+    // Goroutines with one stack share one copy: count those first, by address (all alive
+    // while `goroutines` is borrowed), then merge equal stacks of different copies.
+    let mut by_copy: FastMap<*const StackFrame, (&[StackFrame], i64)> = FastMap::default();
     for goroutine in goroutines.iter().filter(|g| !g.system) {
-        let stack = goroutine
-            .stack
-            .iter()
-            .filter(|frame| !frame.wrapper)
-            .collect();
-        *samples.entry(stack).or_insert(0) += 1;
+        by_copy
+            .entry(goroutine.stack.as_ptr())
+            .or_insert((&goroutine.stack, 0))
+            .1 += 1;
+    }
+    let mut samples: HashMap<Vec<&StackFrame>, i64> = HashMap::new();
+    for (stack, count) in by_copy.into_values() {
+        let stack = stack.iter().filter(|frame| !frame.wrapper).collect();
+        *samples.entry(stack).or_insert(0) += count;
     }
     let frame = |frame: &&StackFrame| ProfileFrame {
         function: frame.function.to_string(),
@@ -306,12 +410,22 @@ impl Default for SuspectRules {
     }
 }
 
+struct Member {
+    group: u64,
+    /// First seen in that group.
+    since: Instant,
+    /// The census that last saw it.
+    seen: u64,
+}
+
 /// Follows groups across censuses: per-goroutine time in its group, per-group count history.
 pub struct GroupTracker {
     rules: SuspectRules,
     first_census: Option<Instant>,
     /// goid -> (group id, first seen in that group).
-    members: HashMap<u64, (u64, Instant)>,
+    members: FastMap<u64, Member>,
+    /// Censuses grouped so far.
+    censuses: u64,
     /// group id -> (time, count), oldest first, reaching back one sample past the long window.
     history: HashMap<u64, VecDeque<(Instant, u64)>>,
 }
@@ -321,7 +435,8 @@ impl GroupTracker {
         Self {
             rules,
             first_census: None,
-            members: HashMap::new(),
+            members: FastMap::default(),
+            censuses: 0,
             history: HashMap::new(),
         }
     }
@@ -330,23 +445,49 @@ impl GroupTracker {
     /// count.
     pub fn update(&mut self, now: Instant, goroutines: &[GoroutineView]) -> Vec<Group> {
         let first = *self.first_census.get_or_insert(now);
-        let mut groups: HashMap<u64, Group> = HashMap::new();
-        let mut members = HashMap::with_capacity(goroutines.len());
+        let mut groups: FastMap<u64, Group> = FastMap::default();
+        // Members are updated in place; those this census did not see are dropped after it.
+        self.censuses += 1;
+        let census = self.censuses;
+        // Goroutines blocked at one place share their stack, creation site and wait reason
+        // (one copy each): their group is worked out once per distinct combination, found by
+        // the copies' addresses, which stay unique while `goroutines` is borrowed.
+        let mut keys: FastMap<[usize; 4], (u64, Option<&StackFrame>)> = FastMap::default();
         for goroutine in goroutines.iter().filter(|g| !g.system) {
-            let blocked = blocked_at(&goroutine.stack);
-            let id = group_id(goroutine, blocked);
+            let copies = [
+                goroutine.stack.as_ptr() as usize,
+                goroutine
+                    .created_by
+                    .as_ref()
+                    .map_or(0, |site| Arc::as_ptr(site) as usize),
+                goroutine.state.as_ptr() as usize,
+                goroutine.wait_reason.as_ptr() as usize,
+            ];
+            let (id, blocked) = *keys.entry(copies).or_insert_with(|| {
+                let blocked = blocked_at(&goroutine.stack);
+                (group_id(goroutine, blocked), blocked)
+            });
             // Exact when the park time is known; else from the census that first saw it in
             // this group (a goroutine that moved to another group starts its age again).
             let parked_since = goroutine
                 .parked_for_s
                 .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
                 .and_then(|parked| now.checked_sub(parked));
-            let since = match (parked_since, self.members.get(&goroutine.goid)) {
-                (Some(since), _) => since,
-                (None, Some((old, since))) if *old == id => *since,
-                _ => now,
-            };
-            members.insert(goroutine.goid, (id, since));
+            let member = self.members.entry(goroutine.goid).or_insert(Member {
+                group: id,
+                since: now,
+                seen: census,
+            });
+            if member.group != id {
+                *member = Member {
+                    group: id,
+                    since: now,
+                    seen: census,
+                };
+            }
+            member.seen = census;
+            let since = parked_since.unwrap_or(member.since);
+            member.since = since;
             let group = groups.entry(id).or_insert_with(|| Group {
                 id: format!("{id:016x}"),
                 count: 0,
@@ -368,7 +509,7 @@ impl GroupTracker {
                 .oldest_age_s
                 .max(now.duration_since(since).as_secs_f64());
         }
-        self.members = members;
+        self.members.retain(|_, member| member.seen == census);
 
         // Count histories: a group first seen after the first census grew from nothing.
         for (id, group) in &groups {
@@ -507,7 +648,8 @@ mod tests {
                 frame("runtime.gopark", 1),
                 frame("runtime.chansend1", 2),
                 frame("main.worker", blocked_line),
-            ],
+            ]
+            .into(),
             parked_for_s: None,
         }
     }

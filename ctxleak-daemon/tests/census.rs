@@ -232,3 +232,136 @@ fn census_stacks_match_the_runtimes_own_goroutine_profile() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// How many goroutines of a census show `function` at `file:line` on their stack.
+fn parked_at(census: &serde_json::Value, function: &str, location: &str) -> usize {
+    census["goroutines"].as_array().map_or(0, |goroutines| {
+        goroutines
+            .iter()
+            .filter(|goroutine| {
+                goroutine["stack"].as_array().is_some_and(|stack| {
+                    stack.iter().any(|frame| {
+                        frame["function"] == function
+                            && format!(
+                                "{}:{}",
+                                frame["file"]
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .rsplit('/')
+                                    .next()
+                                    .unwrap_or_default(),
+                                frame["line"]
+                            ) == location
+                    })
+                })
+            })
+            .count()
+    })
+}
+
+/// Censuses as the daemon publishes them: each new one (by its time stamp) and how many have
+/// been seen since attaching.
+struct Censuses<'a> {
+    ctxleak: &'a Ctxleak,
+    last: Option<u64>,
+    seen: u64,
+}
+
+impl Censuses<'_> {
+    /// The next census not seen yet.
+    fn next(&mut self) -> Result<serde_json::Value, String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = http_get_status(&self.ctxleak.metrics_url, "/api/goroutines");
+            if status == 200 {
+                let census: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                let taken = census["taken_at_unix_ms"].as_u64();
+                if taken != self.last {
+                    self.last = taken;
+                    self.seen += 1;
+                    return Ok(census);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no new census for 20 s: {status} {body}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The census reads a goroutine's stack again only when it ran since the last census. The
+/// `moving` fixture moves its goroutines from one line to another with the same `g.sched`
+/// (sp, bp, pc): the next census or two must show them at the new line, long before the
+/// census that rereads every stack anyway (every `FULL_READ_EVERY`th, the 12th here).
+fn check_moving(version: &str, build: &str) -> Result<String, String> {
+    let mut fixture = common::Driven::start(&fixture(version, build));
+    fixture.checkpoint("first")?;
+    let (first, second) = (
+        fixture.fact("first")?.to_owned(),
+        fixture.fact("second")?.to_owned(),
+    );
+    let count: usize = fixture.fact("count")?.parse().map_err(|_| "bad count")?;
+    let ctxleak = Ctxleak::attach_with(fixture.pid(), &["--census-interval", "1s"]);
+    let mut censuses = Censuses {
+        ctxleak: &ctxleak,
+        last: None,
+        seen: 0,
+    };
+    while parked_at(&censuses.next()?, "main.parkFirst", &first) != count {
+        if censuses.seen > 5 {
+            return Err(format!("{count} goroutines never shown at {first}"));
+        }
+    }
+    // Two more, so that their stacks were kept from an earlier census, not read again.
+    for _ in 0..2 {
+        let census = censuses.next()?;
+        if parked_at(&census, "main.parkFirst", &first) != count {
+            return Err(format!("the goroutines left {first} on their own"));
+        }
+    }
+    fixture.send("");
+    fixture.checkpoint("second")?;
+    let moved_at = censuses.seen;
+    loop {
+        let census = censuses.next()?;
+        let (at_first, at_second) = (
+            parked_at(&census, "main.parkFirst", &first),
+            parked_at(&census, "main.parkSecond", &second),
+        );
+        if at_first == 0 && at_second == count {
+            break;
+        }
+        if censuses.seen > moved_at + 3 {
+            return Err(format!(
+                "3 censuses after the move: {at_first} goroutines still shown at {first}, \
+                 {at_second} at {second} (want 0 and {count})"
+            ));
+        }
+    }
+    if censuses.seen >= 12 {
+        return Err(format!(
+            "inconclusive: census {} saw the move, and every 12th rereads every stack",
+            censuses.seen
+        ));
+    }
+    Ok(format!(
+        "moved goroutines shown at {second} by census {} (moved after census {moved_at})",
+        censuses.seen
+    ))
+}
+
+#[test]
+fn goroutines_that_ran_are_reread_even_when_their_sched_is_unchanged() {
+    let mut failures = Vec::new();
+    for version in go_versions() {
+        for build in ["moving", "moving-stripped"] {
+            match check_moving(&version, build) {
+                Ok(summary) => eprintln!("go{version} {build}: {summary}"),
+                Err(error) => failures.push(format!("go{version} {build}: {error}")),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

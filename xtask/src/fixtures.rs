@@ -32,7 +32,7 @@ const PLAIN: Variant = Variant {
 
 /// The goroutine-count matrix program, and with it the census and context programs.
 const PHASES: &[&str] = &["phases"];
-const PHASES_AND_PARKED: &[&str] = &["phases", "parked", "contexts"];
+const PHASES_AND_PARKED: &[&str] = &["phases", "parked", "moving", "contexts"];
 
 const VARIANTS: &[Variant] = &[
     // DWARF removed, symbol table kept.

@@ -56,6 +56,10 @@ pub struct GLayout {
     pub sched_bp: u64,
     /// `g.waitreason`, a `runtime.waitReason` (u8): an index into `runtime.waitReasonStrings`.
     pub waitreason: u64,
+    /// `g.trackingSeq` (u8): the runtime adds one each time the goroutine stops running
+    /// (`casgstatus`), so a census can tell a goroutine that has not run since the last one
+    /// and reuse its stack instead of reading it again.
+    pub tracking_seq: u64,
 }
 
 impl GLayout {
@@ -94,6 +98,7 @@ impl GLayout {
             ("sched.pc", self.sched_pc),
             ("sched.bp", self.sched_bp),
             ("waitreason", self.waitreason),
+            ("trackingSeq", self.tracking_seq),
         ];
         match fields
             .iter()
@@ -117,6 +122,7 @@ impl GLayout {
             self.sched_pc,
             self.sched_bp,
             self.waitreason,
+            self.tracking_seq,
         ]
         .into_iter()
         .map(|end| end.saturating_add(8))
@@ -184,6 +190,7 @@ pub fn read_g_layout(file: &object::File<'_>) -> Result<GLayout, LayoutError> {
         sched_pc: nested(sched, "runtime.gobuf", "pc")?,
         sched_bp: nested(sched, "runtime.gobuf", "bp")?,
         waitreason: g("waitreason")?,
+        tracking_seq: g("trackingSeq")?,
     };
     layout.check()?;
     Ok(layout)
@@ -336,6 +343,7 @@ mod tests {
             sched_pc: 64,
             sched_bp: 96,
             waitreason: 176,
+            tracking_seq: 191,
         }
     }
 
