@@ -47,18 +47,20 @@ struct Tools {
 pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
     ensure_wrk()?;
     let tools = build(ws, out)?;
-    let mut http: Vec<Vec<(f64, f64)>> = vec![Vec::new(); MODES.len()];
+    let mut http: Vec<Vec<HttpRun>> = vec![Vec::new(); MODES.len()];
     let mut churn: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     for round in 0..ROUNDS {
         for (i, (name, args)) in MODES.iter().enumerate() {
-            let (rps, p99) =
-                measure_http(&tools, *args).with_context(|| format!("http, {name}"))?;
+            let run = measure_http(&tools, *args).with_context(|| format!("http, {name}"))?;
             let ns = measure_churn(&tools, *args).with_context(|| format!("churn, {name}"))?;
             println!(
-                "overhead: round {}: {name}: {rps:.0} req/s, p99 {p99:.2} ms, churn {ns:.0} ns/goroutine",
-                round + 1
+                "overhead: round {}: {name}: {:.0} req/s, p99 {:.2} ms, target CPU {:.0} ns/request, churn {ns:.0} ns/goroutine",
+                round + 1,
+                run.rps,
+                run.p99_ms,
+                run.cpu_ns_per_request,
             );
-            http[i].push((rps, p99));
+            http[i].push(run);
             churn[i].push(ns);
         }
     }
@@ -70,18 +72,33 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn report(out: &Path, http: &[Vec<(f64, f64)>], churn: &[Vec<f64>]) -> Result<()> {
-    let rps: Vec<f64> = http
-        .iter()
-        .map(|runs| median(runs.iter().map(|r| r.0).collect()))
-        .collect();
-    let p99: Vec<f64> = http
-        .iter()
-        .map(|runs| median(runs.iter().map(|r| r.1).collect()))
-        .collect();
+/// One wrk run against the net/http target.
+#[derive(Clone, Copy)]
+struct HttpRun {
+    rps: f64,
+    p99_ms: f64,
+    /// The target's own CPU time (all its threads, uprobe traps included: the kernel runs
+    /// them in the target's context) per request served.
+    cpu_ns_per_request: f64,
+}
+
+fn report(out: &Path, http: &[Vec<HttpRun>], churn: &[Vec<f64>]) -> Result<()> {
+    let of = |field: fn(&HttpRun) -> f64| -> Vec<f64> {
+        http.iter()
+            .map(|runs| median(runs.iter().map(field).collect()))
+            .collect()
+    };
+    let (rps, p99, cpu) = (
+        of(|r| r.rps),
+        of(|r| r.p99_ms),
+        of(|r| r.cpu_ns_per_request),
+    );
     let ns: Vec<f64> = churn.iter().map(|runs| median(runs.clone())).collect();
     // Extra time per request / per goroutine over "no ctxleak", in ns.
     let per_request = |i: usize| 1e9 / rps[i] - 1e9 / rps[0];
+    // The same from the target's CPU time: what the probes cost the service itself, apart
+    // from wrk sharing CPU 1 with ctxleak's daemon (which drains the events there).
+    let cpu_per_request = |i: usize| cpu[i] - cpu[0];
     let per_goroutine = |i: usize| ns[i] - ns[0];
     let kernel = crate::bench::kernel();
 
@@ -98,17 +115,19 @@ fn report(out: &Path, http: &[Vec<(f64, f64)>], churn: &[Vec<f64>]) -> Result<()
     )?;
     writeln!(
         md,
-        "| mode | req/s | vs none | p99 ms | extra ns/request | churn ns/goroutine | vs none | extra ns/goroutine |"
+        "| mode | req/s | vs none | p99 ms | extra ns/request | target CPU ns/request | extra CPU ns/request | churn ns/goroutine | vs none | extra ns/goroutine |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
     for (i, (name, _)) in MODES.iter().enumerate() {
         writeln!(
             md,
-            "| {name} | {:.0} | {:.3} | {:.2} | {:.0} | {:.0} | {:.3} | {:.0} |",
+            "| {name} | {:.0} | {:.3} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.3} | {:.0} |",
             rps[i],
             rps[i] / rps[0],
             p99[i],
             per_request(i),
+            cpu[i],
+            cpu_per_request(i),
             ns[i],
             ns[i] / ns[0],
             per_goroutine(i),
@@ -124,17 +143,22 @@ fn report(out: &Path, http: &[Vec<(f64, f64)>], churn: &[Vec<f64>]) -> Result<()
     writeln!(md)?;
     writeln!(
         md,
-        "ctxleak's extra cost as a multiple of the floor: {} per request, {} per goroutine; \
-         with --park-times: {} per request, {} per goroutine.",
+        "ctxleak's extra cost as a multiple of the floor: {} per request in the target's CPU \
+         time ({} in throughput), {} per goroutine; with --park-times: {} per request ({} in \
+         throughput), {} per goroutine.",
+        multiple(cpu_per_request(2), cpu_per_request(1)),
         multiple(per_request(2), per_request(1)),
         multiple(per_goroutine(2), per_goroutine(1)),
+        multiple(cpu_per_request(4), cpu_per_request(3)),
         multiple(per_request(4), per_request(3)),
         multiple(per_goroutine(4), per_goroutine(3)),
     )?;
     writeln!(
         md,
-        "\nThe context probes' share (ctxleak minus ctxleak --no-contexts): {:.0} ns per request, \
-         {:.0} ns per goroutine (each makes and cancels a WithTimeout).",
+        "\nThe context probes' share (ctxleak minus ctxleak --no-contexts): {:.0} ns of the \
+         target's CPU per request ({:.0} ns in throughput), {:.0} ns per goroutine (each makes \
+         and cancels a WithTimeout).",
+        cpu_per_request(2) - cpu_per_request(5),
         per_request(2) - per_request(5),
         per_goroutine(2) - per_goroutine(5),
     )?;
@@ -146,8 +170,13 @@ fn report(out: &Path, http: &[Vec<(f64, f64)>], churn: &[Vec<f64>]) -> Result<()
             "ctxleak_args": args,
             "requests_per_second": rps[i],
             "p99_ms": p99[i],
+            "target_cpu_ns_per_request": cpu[i],
             "churn_ns_per_goroutine": ns[i],
-            "runs_http": http[i],
+            "runs_http": http[i].iter().map(|run| json!({
+                "requests_per_second": run.rps,
+                "p99_ms": run.p99_ms,
+                "target_cpu_ns_per_request": run.cpu_ns_per_request,
+            })).collect::<Vec<_>>(),
             "runs_churn_ns": churn[i],
         })).collect::<Vec<_>>(),
     });
@@ -254,7 +283,25 @@ fn attach(tools: &Tools, pid: u32, args: &[&str]) -> Result<Running> {
     bail!("ctxleak did not attach within 30 s")
 }
 
-fn measure_http(tools: &Tools, ctxleak: Option<&[&str]>) -> Result<(f64, f64)> {
+/// Nanoseconds `pid` has run on a CPU, all its threads together (`/proc/PID/task/*/schedstat`,
+/// first field). Threads that exited in between are missed: Go keeps its threads.
+fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue; // The thread exited.
+        };
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .with_context(|| format!("{} says {text:?}", path.display()))?;
+    }
+    Ok(total)
+}
+
+fn measure_http(tools: &Tools, ctxleak: Option<&[&str]>) -> Result<HttpRun> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -277,7 +324,16 @@ fn measure_http(tools: &Tools, ctxleak: Option<&[&str]>) -> Result<(f64, f64)> {
         ]))
     };
     wrk(1)?; // Warm-up: connections, caches, the JIT-free but lazy parts of both sides.
+    let cpu_before = cpu_ns(server.0.id())?;
     let output = wrk(WRK_SECONDS)?;
+    let cpu = cpu_ns(server.0.id())?.saturating_sub(cpu_before);
+    // "  470000 requests in 5.00s, 56.12MB read"
+    let requests = output
+        .lines()
+        .find_map(|line| line.split_once(" requests in "))
+        .and_then(|(count, _)| count.trim().parse::<f64>().ok())
+        .filter(|&count| count > 0.0)
+        .with_context(|| format!("no request count in wrk's output: {output}"))?;
     let rps = output
         .lines()
         .find_map(|line| line.trim().strip_prefix("Requests/sec:"))
@@ -288,7 +344,11 @@ fn measure_http(tools: &Tools, ctxleak: Option<&[&str]>) -> Result<(f64, f64)> {
         .find_map(|line| line.trim().strip_prefix("99%"))
         .and_then(|value| parse_ms(value.trim()))
         .with_context(|| format!("no 99% latency in wrk's output: {output}"))?;
-    Ok((rps, p99))
+    Ok(HttpRun {
+        rps,
+        p99_ms: p99,
+        cpu_ns_per_request: cpu as f64 / requests,
+    })
 }
 
 /// wrk's latencies: "812.00us", "1.23ms", "2.00s".
