@@ -219,11 +219,11 @@ fn check_pprof(
     Ok(())
 }
 
-#[test]
-fn census_stacks_match_the_runtimes_own_goroutine_profile() {
+/// Runs `check` on each of `builds` of every Go version, and fails with every failure.
+fn on_every_version(builds: [&str; 2], check: fn(&str, &str) -> Result<String, String>) {
     let mut failures = Vec::new();
     for version in go_versions() {
-        for build in ["parked", "parked-stripped"] {
+        for build in builds {
             match check(&version, build) {
                 Ok(summary) => eprintln!("go{version} {build}: {summary}"),
                 Err(error) => failures.push(format!("go{version} {build}: {error}")),
@@ -231,6 +231,11 @@ fn census_stacks_match_the_runtimes_own_goroutine_profile() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn census_stacks_match_the_runtimes_own_goroutine_profile() {
+    on_every_version(["parked", "parked-stripped"], check);
 }
 
 /// How many goroutines of a census show `function` at `file:line` on their stack.
@@ -354,14 +359,5 @@ fn check_moving(version: &str, build: &str) -> Result<String, String> {
 
 #[test]
 fn goroutines_that_ran_are_reread_even_when_their_sched_is_unchanged() {
-    let mut failures = Vec::new();
-    for version in go_versions() {
-        for build in ["moving", "moving-stripped"] {
-            match check_moving(&version, build) {
-                Ok(summary) => eprintln!("go{version} {build}: {summary}"),
-                Err(error) => failures.push(format!("go{version} {build}: {error}")),
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    on_every_version(["moving", "moving-stripped"], check_moving);
 }
