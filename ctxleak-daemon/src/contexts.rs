@@ -153,6 +153,10 @@ pub struct BoundToCancelled {
 pub struct ContextTracker {
     /// Address -> the context there now.
     records: HashMap<u64, ContextRecord>,
+    /// Cancelled contexts the GC freed (their address now holds a newer context) while
+    /// goroutines were still bound to them, by (address, generation): those goroutines still
+    /// outlived them. Emptied as the goroutines exit.
+    retired: HashMap<(u64, u32), ContextRecord>,
     /// Goroutine -> the context it is bound to.
     bindings: HashMap<u64, Binding>,
     /// Children map -> how many tracked contexts are registered in it.
@@ -174,14 +178,18 @@ impl ContextTracker {
             Some(EventKind::ContextCreated) => {
                 self.created += 1;
                 let site = self.sites.intern_stack(&event.stack, resolve);
-                // The GC freed whatever lived here before: it is gone without a cancel (a
-                // registered one can't be freed while its parent's map holds it, unless the
-                // parent went too). Goroutines bound to it keep a binding that can never match
-                // a verdict now: a freed context is never cancelled.
-                if let Some(old) = self.records.remove(&event.context)
-                    && old.unreleased()
-                {
-                    self.leave_map(old.children_map);
+                // The GC freed whatever lived here before. A registered one is gone without a
+                // cancel (it can't be freed while its parent's map holds it, unless the parent
+                // went too): it leaves the count. A cancelled one with goroutines still bound
+                // is retired, not forgotten: those goroutines outlived it all the same. Any
+                // other binding can never match a verdict now (a freed context is never
+                // cancelled).
+                if let Some(old) = self.records.remove(&event.context) {
+                    if old.unreleased() {
+                        self.leave_map(old.children_map);
+                    } else if old.cancelled() && old.bound > 0 {
+                        self.retired.insert((event.context, old.generation), old);
+                    }
                 }
                 let generation = self.next_generation;
                 self.next_generation = self.next_generation.wrapping_add(1);
@@ -273,19 +281,24 @@ impl ContextTracker {
         }
     }
 
-    /// The record a binding refers to, if that context still exists.
+    /// The record a binding refers to, if that context is still tracked (at its address, or
+    /// retired).
     fn bound_record(&self, binding: &Binding) -> Option<&ContextRecord> {
         self.records
             .get(&binding.context)
             .filter(|record| record.generation == binding.generation)
+            .or_else(|| self.retired.get(&(binding.context, binding.generation)))
+    }
+
+    fn bound_record_mut(&mut self, binding: &Binding) -> Option<&mut ContextRecord> {
+        match self.records.get_mut(&binding.context) {
+            Some(record) if record.generation == binding.generation => Some(record),
+            _ => self.retired.get_mut(&(binding.context, binding.generation)),
+        }
     }
 
     fn bind(&mut self, goid: u64, binding: Binding) {
-        if let Some(record) = self
-            .records
-            .get_mut(&binding.context)
-            .filter(|record| record.generation == binding.generation)
-        {
+        if let Some(record) = self.bound_record_mut(&binding) {
             record.bound += 1;
         }
         if let Some(previous) = self.bindings.insert(goid, binding) {
@@ -300,12 +313,11 @@ impl ContextTracker {
     }
 
     fn release(&mut self, binding: Binding) {
-        if let Some(record) = self
-            .records
-            .get_mut(&binding.context)
-            .filter(|record| record.generation == binding.generation)
-        {
+        if let Some(record) = self.bound_record_mut(&binding) {
             record.bound = record.bound.saturating_sub(1);
+            if record.bound == 0 {
+                self.retired.remove(&(binding.context, binding.generation));
+            }
             self.forget_if_unused(binding.context);
         }
     }
@@ -365,9 +377,9 @@ impl ContextTracker {
         self.children.iter().map(|(&map, &count)| (map, count))
     }
 
-    /// Contexts kept in memory, and bindings.
+    /// Contexts kept in memory (retired ones included), and bindings.
     pub fn sizes(&self) -> (usize, usize) {
-        (self.records.len(), self.bindings.len())
+        (self.records.len() + self.retired.len(), self.bindings.len())
     }
 }
 
@@ -642,6 +654,28 @@ mod tests {
         });
         // Goroutine 2 was bound to the old context, which was never cancelled.
         assert!(t.bound_to_cancelled(u64::MAX).all(|b| b.goid != 2));
+    }
+
+    #[test]
+    fn a_goroutine_outlives_its_context_after_the_gc_reused_the_address() {
+        let mut t = ContextTracker::default();
+        create(&mut t, 1, 0x100, 10); // a request's context
+        t.apply_goroutine(&goroutine(EventKind::Created, 2, 1)); // its handler's goroutine
+        t.apply(&event(EventKind::ContextCancelled, 1, 0x100, 0, 0), |_| {
+            None
+        });
+        create(&mut t, 1, 0x100, 10); // the next request's, where the GC freed the first
+        let outliving: Vec<_> = t.bound_to_cancelled(u64::MAX).collect();
+        assert_eq!(outliving.len(), 1, "{outliving:?}");
+        assert_eq!(outliving[0].goid, 2);
+        assert_eq!(t.sizes(), (2, 2));
+        t.apply_goroutine(&goroutine(EventKind::Exited, 2, 0));
+        assert_eq!(t.bound_to_cancelled(u64::MAX).count(), 0);
+        assert_eq!(
+            t.sizes(),
+            (1, 1),
+            "the retired context goes with its last goroutine"
+        );
     }
 
     #[test]

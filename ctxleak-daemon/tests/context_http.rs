@@ -1,6 +1,7 @@
 //! A net/http server whose handler starts a goroutine that blocks forever is reported at the
 //! handler's `go` line once the request (and its context) ended, with the count the program
-//! itself keeps; a well-behaved handler under keep-alive load from 8 clients, with the client
+//! itself keeps, including goroutines whose context the GC freed and reused for a later
+//! request; a well-behaved handler under keep-alive load from 8 clients, with the client
 //! side's own contexts and goroutines in the same process, yields no verdict at all.
 
 mod common;
@@ -71,6 +72,7 @@ fn check(version: &str) -> Result<String, String> {
         .fact("leaked")?
         .parse()
         .map_err(|e| format!("bad leaked fact: {e}"))?;
+    let reused = server.fact("reused")?.to_owned();
     let report = settled_report(&ctxleak, since)?;
     let outliving = report["outliving"].as_array().cloned().unwrap_or_default();
     let named = |o: &Value| {
@@ -89,7 +91,7 @@ fn check(version: &str) -> Result<String, String> {
         }
     }
     Ok(format!(
-        "2000 good requests: no verdict ({created} contexts seen); {leaked} leaked goroutines named at {leak_site}, blocked in {}",
+        "2000 good requests: no verdict ({created} contexts seen); {leaked} leaked goroutines named at {leak_site}, blocked in {} ({reused} of their contexts at a reused address)",
         outliving[0]["wait_reason"]
     ))
 }
