@@ -71,7 +71,28 @@ impl EventKind {
     }
 }
 
-/// One goroutine lifecycle event, streamed through [`EVENTS_MAP`].
+/// The first fields of every record in [`EVENTS_MAP`]; `kind` says which record it is. An
+/// [`EventKind::Exited`] record is this header alone: the records carry only what their kind
+/// needs, since every byte is written on the target's CPU inside its trap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// An [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// The target process (tgid).
+    pub pid: u32,
+    /// `bpf_ktime_get_ns()` when the probe fired.
+    pub ktime_ns: u64,
+    /// The goroutine the event is about (created, exited), or the one that acted (contexts).
+    pub goid: u64,
+}
+
+impl EventHeader {
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+/// One goroutine lifecycle event, streamed through [`EVENTS_MAP`]: sent whole for
+/// [`EventKind::Created`], as its [`EventHeader`] alone for [`EventKind::Exited`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GoroutineEvent {
@@ -99,8 +120,26 @@ impl GoroutineEvent {
 /// before inlining) to the user's line, with room for wrappers.
 pub const CONTEXT_STACK_DEPTH: usize = 8;
 
+/// A [`EventKind::ContextRegistered`] or [`EventKind::ContextCancelled`] record: a
+/// [`ContextEvent`] without its stack (those kinds have none). Same fields, same offsets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContextChange {
+    pub kind: u32,
+    pub pid: u32,
+    pub ktime_ns: u64,
+    pub goid: u64,
+    pub context: u64,
+    pub detail: u64,
+}
+
+impl ContextChange {
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
 /// One `context` cancel-tree event, streamed through [`EVENTS_MAP`] beside
-/// [`GoroutineEvent`]s; the two share their first three fields, so `kind` tells them apart.
+/// [`GoroutineEvent`]s; all records start with an [`EventHeader`], so `kind` tells them
+/// apart. Sent whole for [`EventKind::ContextCreated`], as a [`ContextChange`] otherwise.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ContextEvent {
@@ -125,6 +164,18 @@ pub struct ContextEvent {
 impl ContextEvent {
     pub const SIZE: usize = core::mem::size_of::<Self>();
 }
+
+// Every record starts with an [`EventHeader`], and a [`ContextChange`] is a [`ContextEvent`]
+// up to its stack: the daemon decodes a short record into the long one, zero-filled.
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(GoroutineEvent, goid) == offset_of!(EventHeader, goid));
+    assert!(offset_of!(GoroutineEvent, parent_goid) == EventHeader::SIZE);
+    assert!(offset_of!(ContextChange, goid) == offset_of!(EventHeader, goid));
+    assert!(offset_of!(ContextEvent, goid) == offset_of!(EventHeader, goid));
+    assert!(offset_of!(ContextEvent, detail) == offset_of!(ContextChange, detail));
+    assert!(offset_of!(ContextEvent, stack) == ContextChange::SIZE);
+};
 
 /// Index into [`COUNTERS_MAP`], a per-CPU array of `u64`.
 #[repr(u32)]
@@ -192,7 +243,9 @@ mod pod {
     // SAFETY: all of these are #[repr(C)] with only integer fields and no padding holes.
     unsafe impl aya::Pod for super::GoOffsets {}
     unsafe impl aya::Pod for super::TargetConfig {}
+    unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::GoroutineEvent {}
+    unsafe impl aya::Pod for super::ContextChange {}
     unsafe impl aya::Pod for super::ContextEvent {}
     unsafe impl aya::Pod for super::GoroutineKey {}
     unsafe impl aya::Pod for super::ExecEvent {}

@@ -9,10 +9,11 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeLink, UProbeLinkId, UPro
 use aya::programs::{BtfTracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use ctxleak_common::{
-    COUNTERS_MAP, ContextEvent, Counter, EVENTS_MAP, EXECS_MAP, EventKind, GoroutineEvent,
-    GoroutineKey, PARKS_MAP, PROG_CONTEXT_CANCELLED, PROG_CONTEXT_CREATED, PROG_CONTEXT_REGISTERED,
-    PROG_FLOOR, PROG_GOROUTINE_CREATED, PROG_GOROUTINE_ENQUEUED, PROG_GOROUTINE_EXITED,
-    PROG_GOROUTINE_PARKED, PROG_PROCESS_EXEC, TARGETS_MAP, TargetConfig,
+    COUNTERS_MAP, ContextChange, ContextEvent, Counter, EVENTS_MAP, EXECS_MAP, EventHeader,
+    EventKind, GoroutineEvent, GoroutineKey, PARKS_MAP, PROG_CONTEXT_CANCELLED,
+    PROG_CONTEXT_CREATED, PROG_CONTEXT_REGISTERED, PROG_FLOOR, PROG_GOROUTINE_CREATED,
+    PROG_GOROUTINE_ENQUEUED, PROG_GOROUTINE_EXITED, PROG_GOROUTINE_PARKED, PROG_PROCESS_EXEC,
+    TARGETS_MAP, TargetConfig,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -358,13 +359,30 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, 
         .map_err(|_| ProbeError::Missing(name))
 }
 
-/// Decodes one ring-buffer record; `None` if it is too short (never sent by our programs).
+/// Decodes a record into `T`, of which it may be a prefix (at least `min` bytes: the kinds
+/// that leave trailing fields out); what it leaves out is zero. `None` if it is shorter.
+fn decode_prefix<T: aya::Pod + Default>(bytes: &[u8], min: usize) -> Option<T> {
+    if bytes.len() < min {
+        return None;
+    }
+    let mut value = T::default();
+    let len = bytes.len().min(std::mem::size_of::<T>());
+    // SAFETY: T is plain #[repr(C)] integers (Pod), so any bytes make a valid T; `len` is
+    // within both the source and the destination.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            std::ptr::from_mut(&mut value).cast::<u8>(),
+            len,
+        );
+    }
+    Some(value)
+}
+
+/// Decodes one goroutine record (an exit is a bare header); `None` if it is too short (never
+/// sent by our programs).
 pub fn decode_event(bytes: &[u8]) -> Option<GoroutineEvent> {
-    (bytes.len() >= GoroutineEvent::SIZE).then(|| {
-        // SAFETY: GoroutineEvent is plain #[repr(C)] integers and the slice is long enough;
-        // read_unaligned copes with any alignment.
-        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<GoroutineEvent>()) }
-    })
+    decode_prefix(bytes, EventHeader::SIZE)
 }
 
 /// One ring-buffer record of either shape.
@@ -374,18 +392,16 @@ pub enum Record {
     Context(ContextEvent),
 }
 
-/// Decodes a record by its leading `kind`; `None` for anything our programs never send.
+/// Decodes a record by its leading `kind`; `None` for anything our programs never send, or a
+/// record shorter than its kind's.
 pub fn decode_record(bytes: &[u8]) -> Option<Record> {
     let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
     match EventKind::from_u32(kind)? {
-        EventKind::Created | EventKind::Exited => decode_event(bytes).map(Record::Goroutine),
-        EventKind::ContextCreated | EventKind::ContextRegistered | EventKind::ContextCancelled => {
-            (bytes.len() >= ContextEvent::SIZE).then(|| {
-                // SAFETY: as in decode_event, for ContextEvent.
-                Record::Context(unsafe {
-                    std::ptr::read_unaligned(bytes.as_ptr().cast::<ContextEvent>())
-                })
-            })
+        EventKind::Created => decode_prefix(bytes, GoroutineEvent::SIZE).map(Record::Goroutine),
+        EventKind::Exited => decode_prefix(bytes, EventHeader::SIZE).map(Record::Goroutine),
+        EventKind::ContextCreated => decode_prefix(bytes, ContextEvent::SIZE).map(Record::Context),
+        EventKind::ContextRegistered | EventKind::ContextCancelled => {
+            decode_prefix(bytes, ContextChange::SIZE).map(Record::Context)
         }
     }
 }

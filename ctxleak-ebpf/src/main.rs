@@ -2,7 +2,7 @@
 //!
 //! They only read the target's memory (never write it) and only for processes the daemon
 //! registered in `TARGETS`, with the `runtime.g` offsets it read from that binary's DWARF.
-//! Each hit sends one fixed-size record through the `EVENTS` ring buffer; a full buffer is
+//! Each hit sends one record (only the fields its kind needs) through the `EVENTS` ring buffer; a full buffer is
 //! counted in `COUNTERS`, never silently dropped, so the daemon knows to resynchronise
 //! from the target's memory.
 #![no_std]
@@ -17,9 +17,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use ctxleak_common::{
-    CONTEXT_STACK_DEPTH, COUNTER_SLOTS, ContextEvent, Counter, EVENTS_RING_BYTES, EXECS_RING_BYTES,
-    EventKind, ExecEvent, GoOffsets, GoroutineEvent, GoroutineKey, MAX_PARKS, MAX_TARGETS,
-    TargetConfig,
+    CONTEXT_STACK_DEPTH, COUNTER_SLOTS, ContextChange, ContextEvent, Counter, EVENTS_RING_BYTES,
+    EXECS_RING_BYTES, EventHeader, EventKind, ExecEvent, GoOffsets, GoroutineEvent, GoroutineKey,
+    MAX_PARKS, MAX_TARGETS, TargetConfig,
 };
 
 #[map]
@@ -49,7 +49,7 @@ static PARKS: LruHashMap<GoroutineKey, u64> = LruHashMap::with_max_entries(MAX_P
 pub fn goroutine_created(ctx: ProbeContext) -> u32 {
     // SAFETY: the kernel hands uprobe programs a valid pt_regs.
     let g = unsafe { (*ctx.regs).rax };
-    report(&ctx, EventKind::Created, g);
+    report_created(&ctx, g);
     0
 }
 
@@ -61,7 +61,7 @@ pub fn goroutine_created(ctx: ProbeContext) -> u32 {
 pub fn goroutine_enqueued(ctx: ProbeContext) -> u32 {
     // SAFETY: the kernel hands uprobe programs a valid pt_regs.
     let g = unsafe { (*ctx.regs).rbx };
-    report(&ctx, EventKind::Created, g);
+    report_created(&ctx, g);
     0
 }
 
@@ -72,8 +72,25 @@ pub fn goroutine_enqueued(ctx: ProbeContext) -> u32 {
 pub fn goroutine_exited(ctx: ProbeContext) -> u32 {
     // SAFETY: as above.
     let g = unsafe { (*ctx.regs).r14 };
-    if let Some(pid) = report(&ctx, EventKind::Exited, g) {
-        forget_park(pid, g);
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
+    let Some(target) = (unsafe { TARGETS.get(&pid) }) else {
+        return 0;
+    };
+    let Some(goid) = read_u64(g, target.offsets.g_goid) else {
+        count(Counter::ReadErrors);
+        warn!(&ctx, "ctxleak: cannot read g {:x} in pid {}", g, pid);
+        return 0;
+    };
+    send(&EventHeader {
+        kind: EventKind::Exited as u32,
+        pid,
+        // SAFETY: no preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        goid,
+    });
+    if target.park_times != 0 {
+        let _ = PARKS.remove(&GoroutineKey { pid, _pad: 0, goid });
     }
     0
 }
@@ -114,8 +131,17 @@ pub fn goroutine_parked(_ctx: ProbeContext) -> u32 {
 pub fn context_created(ctx: ProbeContext) -> u32 {
     // SAFETY: the kernel hands uprobe programs a valid pt_regs.
     let (context, sp, bp) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rsp, (*ctx.regs).rbp) };
-    let Some(mut event) = context_event(&ctx, EventKind::ContextCreated, context, 0) else {
+    let Some(change) = context_change(&ctx, EventKind::ContextCreated, context, 0) else {
         return 0;
+    };
+    let mut event = ContextEvent {
+        kind: change.kind,
+        pid: change.pid,
+        ktime_ns: change.ktime_ns,
+        goid: change.goid,
+        context: change.context,
+        detail: change.detail,
+        stack: [0; CONTEXT_STACK_DEPTH],
     };
     if !unwind(&mut event, sp, bp) {
         count(Counter::ReadErrors);
@@ -139,7 +165,7 @@ pub fn context_registered(ctx: ProbeContext) -> u32 {
         count(Counter::ReadErrors);
         return 0;
     };
-    if let Some(event) = context_event(&ctx, EventKind::ContextRegistered, child, map) {
+    if let Some(event) = context_change(&ctx, EventKind::ContextRegistered, child, map) {
         send(&event);
     }
     0
@@ -152,7 +178,7 @@ pub fn context_registered(ctx: ProbeContext) -> u32 {
 pub fn context_cancelled(ctx: ProbeContext) -> u32 {
     // SAFETY: as above.
     let (context, flag) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx & 0xff) };
-    if let Some(event) = context_event(&ctx, EventKind::ContextCancelled, context, flag) {
+    if let Some(event) = context_change(&ctx, EventKind::ContextCancelled, context, flag) {
         send(&event);
     }
     0
@@ -213,12 +239,12 @@ pub fn floor(_ctx: ProbeContext) -> u32 {
 /// A context event from the current goroutine (R14) of a target process; `None` (and nothing
 /// sent) for other processes or when the goroutine cannot be read.
 #[inline(always)]
-fn context_event(
+fn context_change(
     ctx: &ProbeContext,
     kind: EventKind,
     context: u64,
     detail: u64,
-) -> Option<ContextEvent> {
+) -> Option<ContextChange> {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
     let target = unsafe { TARGETS.get(&pid) }?;
@@ -228,7 +254,7 @@ fn context_event(
         count(Counter::ReadErrors);
         return None;
     };
-    Some(ContextEvent {
+    Some(ContextChange {
         kind: kind as u32,
         pid,
         // SAFETY: no preconditions.
@@ -236,54 +262,31 @@ fn context_event(
         goid,
         context,
         detail,
-        stack: [0; CONTEXT_STACK_DEPTH],
     })
 }
 
 #[inline(always)]
 fn send<T: Copy + 'static>(event: &T) {
-    match EVENTS.reserve::<T>(0) {
-        Some(mut slot) => {
-            slot.write(*event);
-            slot.submit(wakeup());
-        }
-        None => count(Counter::EventsLost),
+    if EVENTS.output::<T>(event, wakeup()).is_err() {
+        count(Counter::EventsLost);
     }
 }
 
+/// Sends the creation of `g`, with its parent and sites.
 #[inline(always)]
-fn forget_park(pid: u32, g: u64) {
-    // SAFETY: as above.
+fn report_created(ctx: &ProbeContext, g: u64) {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
     let Some(target) = (unsafe { TARGETS.get(&pid) }) else {
         return;
     };
-    if target.park_times == 0 {
-        return;
-    }
-    if let Some(goid) = read_u64(g, target.offsets.g_goid) {
-        let _ = PARKS.remove(&GoroutineKey { pid, _pad: 0, goid });
-    }
-}
-
-/// Sends one event for `g`; returns the pid when the process is a target.
-#[inline(always)]
-fn report(ctx: &ProbeContext, kind: EventKind, g: u64) -> Option<u32> {
-    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
-    let target = unsafe { TARGETS.get(&pid) }?;
-    let Some(event) = read_event(kind, pid, g, &target.offsets) else {
-        count(Counter::ReadErrors);
-        warn!(ctx, "ctxleak: cannot read g {:x} in pid {}", g, pid);
-        return Some(pid);
-    };
-    match EVENTS.reserve::<GoroutineEvent>(0) {
-        Some(mut slot) => {
-            slot.write(event);
-            slot.submit(wakeup());
+    match read_created(pid, g, &target.offsets) {
+        Some(event) => send(&event),
+        None => {
+            count(Counter::ReadErrors);
+            warn!(ctx, "ctxleak: cannot read g {:x} in pid {}", g, pid);
         }
-        None => count(Counter::EventsLost),
     }
-    Some(pid)
 }
 
 /// Wakes the daemon only once the ring is a quarter full. A wakeup per event is an IPI and a
@@ -302,25 +305,32 @@ fn wakeup() -> u64 {
     }
 }
 
+/// A new goroutine's event: its goid, then `parentGoid`, `gopc` and `startpc` in one read
+/// of the 32 bytes from `parentGoid` (the daemon checks at attach time that they lie there).
 #[inline(always)]
-fn read_event(kind: EventKind, pid: u32, g: u64, offsets: &GoOffsets) -> Option<GoroutineEvent> {
+fn read_created(pid: u32, g: u64, offsets: &GoOffsets) -> Option<GoroutineEvent> {
     if g == 0 {
         return None;
     }
-    let mut event = GoroutineEvent {
-        kind: kind as u32,
+    let goid = read_u64(g, offsets.g_goid)?;
+    // SAFETY: bpf_probe_read_user checks the address; a bad one returns an error.
+    let block =
+        unsafe { bpf_probe_read_user((g + u64::from(offsets.g_parent_goid)) as *const [u64; 4]) }
+            .ok()?;
+    let word = |offset: u32| {
+        let index = (offset.wrapping_sub(offsets.g_parent_goid) / 8) as usize;
+        block.get(index & 3).copied().unwrap_or(0)
+    };
+    Some(GoroutineEvent {
+        kind: EventKind::Created as u32,
         pid,
         // SAFETY: no preconditions.
         ktime_ns: unsafe { bpf_ktime_get_ns() },
-        goid: read_u64(g, offsets.g_goid)?,
-        ..GoroutineEvent::default()
-    };
-    if kind == EventKind::Created {
-        event.parent_goid = read_u64(g, offsets.g_parent_goid)?;
-        event.gopc = read_u64(g, offsets.g_gopc)?;
-        event.startpc = read_u64(g, offsets.g_startpc)?;
-    }
-    Some(event)
+        goid,
+        parent_goid: block[0],
+        gopc: word(offsets.g_gopc),
+        startpc: word(offsets.g_startpc),
+    })
 }
 
 #[inline(always)]

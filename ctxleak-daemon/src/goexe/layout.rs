@@ -27,6 +27,10 @@ pub enum LayoutError {
         strukt: &'static str,
         member: &'static str,
     },
+    #[error(
+        "runtime.g.{member} is not within the 32 bytes from parentGoid, where ctxleak's creation probe reads it in one go: this Go version's layout is not supported"
+    )]
+    ApartFromParentGoid { member: &'static str },
     #[error("DWARF has no struct {0}")]
     MissingStruct(&'static str),
     #[error("DWARF struct {strukt} has no member {member}")]
@@ -100,13 +104,23 @@ impl GLayout {
             ("waitreason", self.waitreason),
             ("trackingSeq", self.tracking_seq),
         ];
-        match fields
+        if let Some(&(member, _)) = fields
             .iter()
             .find(|(_, offset)| offset.saturating_add(8) > self.size)
         {
-            Some(&(member, _)) => Err(bad(member)),
-            None => Ok(()),
+            return Err(bad(member));
         }
+        // The creation probe reads parentGoid, gopc and startpc as one [u64; 4] (they are
+        // adjacent in Go 1.21-1.27).
+        for (member, offset) in [("gopc", self.gopc), ("startpc", self.startpc)] {
+            let apart = offset
+                .checked_sub(self.parent_goid)
+                .is_none_or(|delta| delta % 8 != 0 || delta >= 32);
+            if apart {
+                return Err(LayoutError::ApartFromParentGoid { member });
+            }
+        }
+        Ok(())
     }
 
     /// Bytes to read from a g to see every field above.
@@ -373,5 +387,31 @@ mod tests {
             456,
             "never past the struct, never overflowing"
         );
+    }
+
+    #[test]
+    fn creation_fields_must_sit_within_32_bytes_of_parent_goid() {
+        for (gopc, startpc, apart) in [
+            (288, 304, None),
+            (304, 288, None),
+            (288, 312, Some("startpc")),
+            (320, 304, Some("gopc")),
+            (292, 304, Some("gopc")),
+            (288, 272, Some("startpc")),
+        ] {
+            let result = GLayout {
+                gopc,
+                startpc,
+                ..layout()
+            }
+            .check();
+            match apart {
+                None => assert!(result.is_ok(), "{result:?}"),
+                Some(member) => assert!(
+                    matches!(result, Err(LayoutError::ApartFromParentGoid { member: m }) if m == member),
+                    "{gopc} {startpc}: {result:?}"
+                ),
+            }
+        }
     }
 }
