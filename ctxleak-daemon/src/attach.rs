@@ -52,7 +52,10 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
     // Bound before anything touches the target, so a busy address fails without attaching.
     let listener = crate::metrics::bind(&options.listen).await?;
     let prepared = target::prepare(process, |_| None)?;
-    let (probes, events) = Probes::load_or_explain(options.ring_bytes)?;
+    let (mut probes, events) = Probes::load_or_explain(options.ring_bytes)?;
+    if options.probe_mode.run_stats {
+        probes.enable_run_stats()?;
+    }
     let shared = Arc::new(Shared::default());
     let mut watcher = Watcher::new(
         probes,

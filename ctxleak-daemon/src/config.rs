@@ -26,6 +26,7 @@ pub const KEYS: &[&str] = &[
     "ring-buffer-size",
     "park-times",
     "no-contexts",
+    "probe-stats",
     "exe",
     "process-name",
     "cgroup",
@@ -47,6 +48,7 @@ pub struct DaemonConfig {
     pub ring_buffer_size: Option<u32>,
     pub park_times: Option<bool>,
     pub no_contexts: Option<bool>,
+    pub probe_stats: Option<bool>,
     /// Globs on the executable's path (checked to compile; matched by `discover::Filters`).
     pub exe: Vec<String>,
     /// Globs on the process name (`/proc/PID/comm`).
@@ -106,6 +108,7 @@ struct RawConfig {
     ring_buffer_size: Option<i64>,
     park_times: Option<bool>,
     no_contexts: Option<bool>,
+    probe_stats: Option<bool>,
     #[serde(default)]
     exe: Vec<String>,
     #[serde(default)]
@@ -244,6 +247,7 @@ impl RawConfig {
             ring_buffer_size: self.ring_buffer_size.map(ring_buffer_size).transpose()?,
             park_times: self.park_times,
             no_contexts: self.no_contexts,
+            probe_stats: self.probe_stats,
             exe,
             process_name,
             cgroup,
@@ -473,7 +477,7 @@ mod tests {
     fn sample(key: &str) -> String {
         let value = match key {
             "ring-buffer-size" => "65536",
-            "park-times" | "no-contexts" => "true",
+            "park-times" | "no-contexts" | "probe-stats" => "true",
             "exe" | "process-name" | "cgroup" => r#"["/usr/bin/*"]"#,
             "web.listen-address" => r#"":9789""#,
             "log.format" => r#""json""#,
@@ -513,6 +517,7 @@ mod tests {
                 ring_buffer_size: Some(65536),
                 park_times: Some(true),
                 no_contexts: Some(true),
+                probe_stats: Some(true),
                 exe: vec!["/usr/bin/*".into()],
                 process_name: vec!["/usr/bin/*".into()],
                 cgroup: vec!["/usr/bin/*".into()],

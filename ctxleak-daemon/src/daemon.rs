@@ -33,7 +33,10 @@ const MAX_SKIPPED: usize = 4096;
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     target::check_privileges_for("load eBPF programs and read the memory of other processes")?;
     let listener = crate::metrics::bind(&options.listen).await?;
-    let (probes, events) = Probes::load_or_explain(options.ring_bytes)?;
+    let (mut probes, events) = Probes::load_or_explain(options.ring_bytes)?;
+    if options.watch.probe_mode.run_stats {
+        probes.enable_run_stats()?;
+    }
     let shared = std::sync::Arc::new(crate::http::Shared::default());
     let mut watcher = Watcher::new(
         probes,

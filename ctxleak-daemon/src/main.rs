@@ -160,6 +160,10 @@ struct DaemonArgs {
     /// Do not probe the context package.
     #[arg(long)]
     no_contexts: bool,
+    /// Export each probe's runs and run time (costs two clock reads per probe hit; needs
+    /// CAP_SYS_ADMIN).
+    #[arg(long)]
+    probe_stats: bool,
 }
 
 impl DaemonArgs {
@@ -210,6 +214,7 @@ impl DaemonArgs {
                     park_times: self.park_times || config.park_times.unwrap_or(false),
                     floor: false,
                     no_contexts: self.no_contexts || config.no_contexts.unwrap_or(false),
+                    run_stats: self.probe_stats || config.probe_stats.unwrap_or(false),
                 },
                 judgement: ctxleak_daemon::session::Judgement {
                     suspect_rules,
@@ -274,6 +279,11 @@ struct WatchArgs {
     /// under a parent, cancellation); goroutine metrics only.
     #[arg(long)]
     no_contexts: bool,
+    /// Count each probe's runs and run time in the kernel and export them
+    /// (ctxleak_probe_runs_total, ctxleak_probe_run_seconds_total): what ctxleak costs the
+    /// target, probe by probe. Costs two clock reads per probe hit; needs CAP_SYS_ADMIN.
+    #[arg(long)]
+    probe_stats: bool,
     /// Benchmarks only: attach do-nothing programs at the same places (the trap cost alone).
     #[arg(long, hide = true)]
     floor: bool,
@@ -296,6 +306,7 @@ impl WatchArgs {
                 park_times: self.park_times,
                 floor: self.floor,
                 no_contexts: self.no_contexts,
+                run_stats: self.probe_stats,
             },
             suspect_rules: ctxleak_daemon::groups::SuspectRules {
                 window_short: self.suspect_window_short,

@@ -21,6 +21,12 @@ struct TargetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    /// The eBPF program: goroutine_created, context_cancelled, ...
+    probe: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     pid: u32,
     state: String,
@@ -122,6 +128,8 @@ pub struct Metrics {
     pub attach_failures: Counter,
     /// Exec notifications lost (each triggers a rescan of /proc).
     pub exec_events_lost: Counter,
+    probe_runs: Family<ProbeLabels, Counter>,
+    probe_run_seconds: Family<ProbeLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -150,6 +158,8 @@ impl Default for Metrics {
             attached_executables: Gauge::default(),
             attach_failures: Counter::default(),
             exec_events_lost: Counter::default(),
+            probe_runs: Family::default(),
+            probe_run_seconds: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -171,6 +181,16 @@ impl Default for Metrics {
             "exec_events_lost",
             "Exec notifications dropped because their ring buffer was full (each triggers a rescan of /proc)",
             metrics.exec_events_lost.clone(),
+        );
+        registry.register(
+            "probe_runs",
+            "Times each eBPF program ran (with --probe-stats only): hits of its uprobe in every process running the watched executables",
+            metrics.probe_runs.clone(),
+        );
+        registry.register(
+            "probe_run_seconds",
+            "Time each eBPF program ran (with --probe-stats only), spent on the CPU of the process that hit the probe; the kernel's trap around it is not counted",
+            metrics.probe_run_seconds.clone(),
         );
         registry.register(
             "goroutines",
@@ -482,6 +502,15 @@ impl Metrics {
             .get_or_create(&TargetLabels { pid })
             .set(gauge_value(verdicts.children_check.mismatch));
         self.with_series(pid, |series| *series = fresh);
+    }
+
+    /// Adds runs and run time (seconds) of one eBPF program since the last call.
+    pub fn add_probe_runs(&self, probe: &'static str, runs: u64, seconds: f64) {
+        let labels = ProbeLabels { probe };
+        self.probe_runs.get_or_create(&labels).inc_by(runs);
+        self.probe_run_seconds
+            .get_or_create(&labels)
+            .inc_by(seconds);
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

@@ -34,6 +34,10 @@ pub enum ProbeError {
         offset: u64,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(
+        "cannot turn on the kernel's eBPF run statistics (BPF_ENABLE_STATS) for --probe-stats: {0}; it needs CAP_SYS_ADMIN, or leave --probe-stats out"
+    )]
+    RunStats(#[source] aya::sys::SyscallError),
     #[error("cannot register PID {pid} with the eBPF programs: {source}")]
     Register {
         pid: u32,
@@ -70,6 +74,9 @@ pub struct ProbeMode {
     pub floor: bool,
     /// Leave the `context` probes out (goroutines only).
     pub no_contexts: bool,
+    /// Have the kernel count each program's runs and time (two clock reads per probe hit),
+    /// exported as `ctxleak_probe_runs_total` and `ctxleak_probe_run_seconds_total`.
+    pub run_stats: bool,
 }
 
 /// The probes of one executable file, until [`Probes::detach`].
@@ -86,7 +93,29 @@ impl Attachment {
 pub struct Probes {
     ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
+    /// Keeps the kernel's run statistics on while held ([`Probes::enable_run_stats`]).
+    run_stats: Option<std::os::fd::OwnedFd>,
 }
+
+/// What the kernel counted for one program since it was loaded (with run statistics on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramRuns {
+    pub program: &'static str,
+    pub runs: u64,
+    pub run_time: std::time::Duration,
+}
+
+/// The uprobe programs, as [`Probes::program_runs`] reports them.
+const UPROBE_PROGRAMS: [&str; 8] = [
+    PROG_GOROUTINE_CREATED,
+    PROG_GOROUTINE_ENQUEUED,
+    PROG_GOROUTINE_EXITED,
+    PROG_GOROUTINE_PARKED,
+    PROG_CONTEXT_CREATED,
+    PROG_CONTEXT_REGISTERED,
+    PROG_CONTEXT_CANCELLED,
+    PROG_FLOOR,
+];
 
 /// Probe events, readable from async code.
 pub type EventStream = AsyncFd<RingBuf<MapData>>;
@@ -130,23 +159,48 @@ impl Probes {
             .take_map(COUNTERS_MAP)
             .ok_or(ProbeError::Missing(COUNTERS_MAP))?;
         let counters = PerCpuArray::try_from(counters).map_err(load_error)?;
-        for name in [
-            PROG_GOROUTINE_CREATED,
-            PROG_GOROUTINE_ENQUEUED,
-            PROG_GOROUTINE_EXITED,
-            PROG_GOROUTINE_PARKED,
-            PROG_CONTEXT_CREATED,
-            PROG_CONTEXT_REGISTERED,
-            PROG_CONTEXT_CANCELLED,
-            PROG_FLOOR,
-        ] {
+        for name in UPROBE_PROGRAMS {
             uprobe(&mut ebpf, name)?.load().map_err(load_error)?;
         }
         tracing::debug!(
             events_fd = events.get_ref().as_raw_fd(),
             "eBPF programs loaded"
         );
-        Ok((Self { ebpf, counters }, events))
+        Ok((
+            Self {
+                ebpf,
+                counters,
+                run_stats: None,
+            },
+            events,
+        ))
+    }
+
+    /// Turns on the kernel's per-program run statistics until these probes are dropped. They
+    /// cost two clock reads per probe hit, which is why they are off by default.
+    pub fn enable_run_stats(&mut self) -> Result<(), ProbeError> {
+        if self.run_stats.is_none() {
+            self.run_stats = Some(
+                aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(ProbeError::RunStats)?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs and run time of each uprobe program that ran at all: empty unless run statistics
+    /// are on (here or system-wide, `kernel.bpf_stats_enabled`).
+    pub fn program_runs(&mut self) -> Vec<ProgramRuns> {
+        UPROBE_PROGRAMS
+            .into_iter()
+            .filter_map(|program| {
+                let info = uprobe(&mut self.ebpf, program).ok()?.info().ok()?;
+                (info.run_count() > 0).then(|| ProgramRuns {
+                    program,
+                    runs: info.run_count(),
+                    run_time: info.run_time(),
+                })
+            })
+            .collect()
     }
 
     /// Registers `pid` with the programs: from now on the probes in its executable report its

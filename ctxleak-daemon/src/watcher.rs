@@ -110,6 +110,8 @@ pub struct Watcher {
     lost_seen: u64,
     read_errors_seen: u64,
     execs_lost_seen: u64,
+    /// Per program: runs and run time already added to the metrics.
+    program_runs_seen: HashMap<&'static str, crate::probes::ProgramRuns>,
 }
 
 impl Watcher {
@@ -136,6 +138,7 @@ impl Watcher {
             lost_seen: 0,
             read_errors_seen: 0,
             execs_lost_seen: 0,
+            program_runs_seen: HashMap::new(),
         }
     }
 
@@ -517,9 +520,25 @@ impl Watcher {
         }
     }
 
+    /// Adds what the kernel counted for each program since the last look to the metrics.
+    fn export_program_runs(&mut self) {
+        for now in self.probes.program_runs() {
+            let before = self.program_runs_seen.insert(now.program, now);
+            let (runs, time) = before.map_or((0, Duration::ZERO), |b| (b.runs, b.run_time));
+            self.shared.metrics.add_probe_runs(
+                now.program,
+                now.runs.saturating_sub(runs),
+                now.run_time.saturating_sub(time).as_secs_f64(),
+            );
+        }
+    }
+
     /// Lost events mean the live sets are no longer exact: count them and read every
     /// process afresh. Returns whether exec notifications were lost.
     fn check_kernel_counters(&mut self) -> bool {
+        if self.options.probe_mode.run_stats {
+            self.export_program_runs();
+        }
         let read_errors = self.probes.counter(Counter::ReadErrors);
         self.shared
             .metrics

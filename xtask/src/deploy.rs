@@ -51,6 +51,7 @@ const CONFIG_KEYS: &[&str] = &[
     "ring-buffer-size",
     "park-times",
     "no-contexts",
+    "probe-stats",
     "exe",
     "process-name",
     "cgroup",
@@ -1278,7 +1279,7 @@ fn check_config(name: &str, doc: &Value) -> Result<()> {
             "ring-buffer-size" => value
                 .as_u64()
                 .is_some_and(|n| n >= 4096 && n.is_power_of_two()),
-            "park-times" | "no-contexts" => value.is_boolean(),
+            "park-times" | "no-contexts" | "probe-stats" => value.is_boolean(),
             key if GLOB_LIST_KEYS.contains(&key) => value.as_array().is_some_and(|globs| {
                 globs
                     .iter()

@@ -64,7 +64,9 @@ pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
             churn[i].push(ns);
         }
     }
-    report(out, &http, &churn)
+    println!("overhead: probe profile (--probe-stats)");
+    let probes = profile_probes(&tools).context("probe profile")?;
+    report(out, &http, &churn, &probes)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -82,7 +84,12 @@ struct HttpRun {
     cpu_ns_per_request: f64,
 }
 
-fn report(out: &Path, http: &[Vec<HttpRun>], churn: &[Vec<f64>]) -> Result<()> {
+fn report(
+    out: &Path,
+    http: &[Vec<HttpRun>],
+    churn: &[Vec<f64>],
+    probes: &[ProbeShare],
+) -> Result<()> {
     let of = |field: fn(&HttpRun) -> f64| -> Vec<f64> {
         http.iter()
             .map(|runs| median(runs.iter().map(field).collect()))
@@ -162,8 +169,44 @@ fn report(out: &Path, http: &[Vec<HttpRun>], churn: &[Vec<f64>]) -> Result<()> {
         per_request(2) - per_request(5),
         per_goroutine(2) - per_goroutine(5),
     )?;
+    writeln!(
+        md,
+        "\n## Where ctxleak's time on the target goes\n\nOne more net/http run with \
+         `--probe-stats` (the kernel's per-program run count and time; the counting itself \
+         adds two clock reads per run). Program time only: the trap around each run is the \
+         floor's.\n"
+    )?;
+    writeln!(md, "| probe | runs/request | ns/run | ns/request |")?;
+    writeln!(md, "|---|---|---|---|")?;
+    for share in probes {
+        writeln!(
+            md,
+            "| {} | {:.2} | {:.0} | {:.0} |",
+            share.probe,
+            share.runs_per_request,
+            share.ns_per_run,
+            share.runs_per_request * share.ns_per_run
+        )?;
+    }
+    let total: f64 = probes
+        .iter()
+        .map(|share| share.runs_per_request * share.ns_per_run)
+        .sum();
+    writeln!(
+        md,
+        "| all | {:.2} | | {total:.0} |",
+        probes
+            .iter()
+            .map(|share| share.runs_per_request)
+            .sum::<f64>()
+    )?;
     let json = json!({
         "go": go::NEWEST,
+        "probe_profile": probes.iter().map(|share| json!({
+            "probe": share.probe,
+            "runs_per_request": share.runs_per_request,
+            "ns_per_run": share.ns_per_run,
+        })).collect::<Vec<_>>(),
         "kernel": kernel,
         "modes": MODES.iter().enumerate().map(|(i, (name, args))| json!({
             "mode": name,
@@ -257,6 +300,11 @@ fn start_target(
 
 /// Attaches ctxleak (on CPU 1) and waits until its probes are in.
 fn attach(tools: &Tools, pid: u32, args: &[&str]) -> Result<Running> {
+    attach_serving(tools, pid, args).map(|(running, _)| running)
+}
+
+/// [`attach`], and the address ctxleak serves its metrics at.
+fn attach_serving(tools: &Tools, pid: u32, args: &[&str]) -> Result<(Running, String)> {
     let mut child = Command::new("taskset")
         .args(["-c", "1"])
         .arg(&tools.ctxleak)
@@ -274,10 +322,11 @@ fn attach(tools: &Tools, pid: u32, args: &[&str]) -> Result<Running> {
         if stderr.read_line(&mut line)? == 0 {
             bail!("ctxleak exited before attaching");
         }
-        if line.contains("metrics at") {
+        if let Some((_, rest)) = line.split_once("metrics at http://") {
+            let address = rest.split('/').next().unwrap_or_default().trim().to_owned();
             // Keep draining its stderr so it never blocks on a full pipe.
             std::thread::spawn(move || for _ in stderr.lines() {});
-            return Ok(Running(child));
+            return Ok((Running(child), address));
         }
     }
     bail!("ctxleak did not attach within 30 s")
@@ -301,6 +350,128 @@ fn cpu_ns(pid: u32) -> Result<u64> {
     Ok(total)
 }
 
+/// `wrk` on CPU 1 for `seconds`, with latencies: its output.
+fn wrk(url: &str, seconds: u32) -> Result<String> {
+    process::output(Command::new("taskset").args([
+        "-c",
+        "1",
+        "wrk",
+        "-t1",
+        "-c32",
+        &format!("-d{seconds}s"),
+        "--latency",
+        url,
+    ]))
+}
+
+/// Requests served, from wrk's "  470000 requests in 5.00s, 56.12MB read".
+fn wrk_requests(output: &str) -> Result<f64> {
+    output
+        .lines()
+        .find_map(|line| line.split_once(" requests in "))
+        .and_then(|(count, _)| count.trim().parse::<f64>().ok())
+        .filter(|&count| count > 0.0)
+        .with_context(|| format!("no request count in wrk's output: {output}"))
+}
+
+/// One probe's share of a request, from the kernel's run statistics.
+struct ProbeShare {
+    probe: String,
+    runs_per_request: f64,
+    ns_per_run: f64,
+}
+
+/// Where ctxleak's own time on the target goes, probe by probe: one more net/http run with
+/// `--probe-stats` (the kernel's per-program run counts and times, read from ctxleak's
+/// metrics before and after). Not one of the timed modes: the counting adds two clock reads
+/// to every run.
+fn profile_probes(tools: &Tools) -> Result<Vec<ProbeShare>> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let (server, _stdout) = start_target(&tools.httpserver, &[&address], "listening")?;
+    let (_ctxleak, metrics) = attach_serving(tools, server.0.id(), &["--probe-stats"])?;
+    let url = format!("http://{address}/");
+    wrk(&url, 1)?;
+    // ctxleak refreshes the statistics every second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = probe_stats(&metrics)?;
+    let requests = wrk_requests(&wrk(&url, WRK_SECONDS)?)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = probe_stats(&metrics)?;
+    let mut shares: Vec<ProbeShare> = after
+        .iter()
+        .map(|(probe, &(runs, seconds))| {
+            let (runs0, seconds0) = before.get(probe).copied().unwrap_or((0.0, 0.0));
+            let runs = runs - runs0;
+            ProbeShare {
+                probe: probe.clone(),
+                runs_per_request: runs / requests,
+                ns_per_run: if runs > 0.0 {
+                    (seconds - seconds0) * 1e9 / runs
+                } else {
+                    0.0
+                },
+            }
+        })
+        .collect();
+    shares.sort_by(|a, b| {
+        (b.runs_per_request * b.ns_per_run).total_cmp(&(a.runs_per_request * a.ns_per_run))
+    });
+    Ok(shares)
+}
+
+/// `ctxleak_probe_runs_total` and `ctxleak_probe_run_seconds_total` by probe, from the
+/// metrics endpoint at `address`.
+fn probe_stats(address: &str) -> Result<std::collections::BTreeMap<String, (f64, f64)>> {
+    let text = http_get(address, "/metrics")?;
+    let mut stats = std::collections::BTreeMap::<String, (f64, f64)>::new();
+    for line in text.lines() {
+        let (series, value) = match line.rsplit_once(' ') {
+            Some(split) => split,
+            None => continue,
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let probe_of = |prefix: &str| {
+            series
+                .strip_prefix(prefix)?
+                .strip_prefix("{probe=\"")?
+                .strip_suffix("\"}")
+                .map(str::to_owned)
+        };
+        if let Some(probe) = probe_of("ctxleak_probe_runs_total") {
+            stats.entry(probe).or_default().0 = value;
+        } else if let Some(probe) = probe_of("ctxleak_probe_run_seconds_total") {
+            stats.entry(probe).or_default().1 = value;
+        }
+    }
+    if stats.is_empty() {
+        bail!("ctxleak at {address} exports no probe statistics");
+    }
+    Ok(stats)
+}
+
+/// `GET path` over HTTP/1.0 (no client crate for one local scrape): the body.
+fn http_get(address: &str, path: &str) -> Result<String> {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(address)
+        .with_context(|| format!("cannot connect to ctxleak at {address}"))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    match response.split_once("\r\n\r\n") {
+        Some((head, body))
+            if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") =>
+        {
+            Ok(body.to_owned())
+        }
+        _ => bail!("GET {path} from {address}: {response:.200}"),
+    }
+}
+
 fn measure_http(tools: &Tools, ctxleak: Option<&[&str]>) -> Result<HttpRun> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -311,29 +482,11 @@ fn measure_http(tools: &Tools, ctxleak: Option<&[&str]>) -> Result<HttpRun> {
         .map(|args| attach(tools, server.0.id(), args))
         .transpose()?;
     let url = format!("http://{address}/");
-    let wrk = |seconds: u32| {
-        process::output(Command::new("taskset").args([
-            "-c",
-            "1",
-            "wrk",
-            "-t1",
-            "-c32",
-            &format!("-d{seconds}s"),
-            "--latency",
-            &url,
-        ]))
-    };
-    wrk(1)?; // Warm-up: connections, caches, the JIT-free but lazy parts of both sides.
+    wrk(&url, 1)?; // Warm-up: connections, caches, the JIT-free but lazy parts of both sides.
     let cpu_before = cpu_ns(server.0.id())?;
-    let output = wrk(WRK_SECONDS)?;
+    let output = wrk(&url, WRK_SECONDS)?;
     let cpu = cpu_ns(server.0.id())?.saturating_sub(cpu_before);
-    // "  470000 requests in 5.00s, 56.12MB read"
-    let requests = output
-        .lines()
-        .find_map(|line| line.split_once(" requests in "))
-        .and_then(|(count, _)| count.trim().parse::<f64>().ok())
-        .filter(|&count| count > 0.0)
-        .with_context(|| format!("no request count in wrk's output: {output}"))?;
+    let requests = wrk_requests(&output)?;
     let rps = output
         .lines()
         .find_map(|line| line.trim().strip_prefix("Requests/sec:"))
