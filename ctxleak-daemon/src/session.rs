@@ -111,6 +111,55 @@ impl Session {
         )
     }
 
+    /// The first few disagreements, each with what the census knows of the goroutine.
+    fn describe(
+        binary: &GoBinary,
+        bias: u64,
+        census_ktime: u64,
+        goroutines: &[crate::census::GoroutineRecord],
+        disagreements: &[crate::tracker::Disagreement],
+    ) -> String {
+        use crate::tracker::Disagreement;
+        let function = |pc: u64| {
+            binary
+                .function_name_at(pc.wrapping_sub(bias))
+                .map_or_else(|| format!("{pc:#x}"), |name| name.to_string())
+        };
+        let mut text: Vec<String> = disagreements
+            .iter()
+            .take(5)
+            .map(|disagreement| match *disagreement {
+                Disagreement::CreationMissed { goid } => {
+                    match goroutines.iter().find(|record| record.goid == goid) {
+                        Some(g) => format!(
+                            "goroutine {goid} (status {}, runs {}, started by goroutine {} in {}): no creation event",
+                            g.status,
+                            function(g.startpc),
+                            g.parent_goid,
+                            function(g.gopc),
+                        ),
+                        None => format!("goroutine {goid}: no creation event"),
+                    }
+                }
+                Disagreement::ExitMissed {
+                    goid,
+                    created_ktime: 0,
+                } => format!("goroutine {goid} (from a snapshot): gone, no exit event"),
+                Disagreement::ExitMissed {
+                    goid,
+                    created_ktime,
+                } => format!(
+                    "goroutine {goid} (created {:.3} s before the census): gone, no exit event",
+                    census_ktime.saturating_sub(created_ktime) as f64 / 1e9
+                ),
+            })
+            .collect();
+        if disagreements.len() > text.len() {
+            text.push(format!("and {} more", disagreements.len() - text.len()));
+        }
+        text.join("; ")
+    }
+
     pub fn apply_goroutine(&mut self, event: &GoroutineEvent) {
         let (binary, bias) = (&*self.binary, self.bias);
         self.tracker
@@ -189,17 +238,27 @@ impl Session {
             .reconcile(ktime, &census.goroutines, |startpc| {
                 Self::classify(binary, bias, startpc)
             });
-        if disagreements > 0 && self.process.is_exiting() {
+        if !disagreements.is_empty() && self.process.is_exiting() {
             // Its goroutines vanish without exit events when a process ends: not a miss.
-            tracing::debug!(pid, disagreements, "census of a process that is exiting");
+            tracing::debug!(
+                pid,
+                disagreements = disagreements.len(),
+                "census of a process that is exiting"
+            );
             self.target_metrics.set_counts(self.tracker.counts());
-        } else if disagreements > 0 {
+        } else if !disagreements.is_empty() {
+            // Which goroutines, and what they are: the cause of such misses is still open
+            // (issue #7's note), and this line is what a rare occurrence leaves behind.
+            let missed = Self::describe(binary, bias, ktime, &census.goroutines, &disagreements);
             tracing::warn!(
                 pid,
-                disagreements,
+                disagreements = disagreements.len(),
+                missed,
                 "the census found goroutines the probe events missed; repaired"
             );
-            self.target_metrics.disagreements.inc_by(disagreements);
+            self.target_metrics
+                .disagreements
+                .inc_by(disagreements.len() as u64);
             self.target_metrics.set_counts(self.tracker.counts());
         }
         let mut views =

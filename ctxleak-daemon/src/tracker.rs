@@ -47,6 +47,16 @@ pub struct Counts {
 /// How long an exit is remembered: far longer than a g takes to turn dead after `goexit1`.
 const RECENT_EXIT_NS: u64 = 2_000_000_000;
 
+/// A goroutine on which a census and the probe events disagreed (an event was missed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disagreement {
+    /// Alive in two censuses in a row, and no creation event came for it.
+    CreationMissed { goid: u64 },
+    /// Alive by the events (created at `created_ktime`; 0 if first seen in a snapshot), and
+    /// absent from a census read after that: its exit event never came.
+    ExitMissed { goid: u64, created_ktime: u64 },
+}
+
 #[derive(Debug, Default)]
 pub struct GoroutineTracker {
     /// goid -> (kind, creation time; 0 for goroutines first seen in a snapshot).
@@ -98,15 +108,15 @@ impl GoroutineTracker {
         ktime_ns: u64,
         goroutines: &[GoroutineRecord],
         classify: impl Fn(u64) -> GoroutineKind,
-    ) -> u64 {
+    ) -> Vec<Disagreement> {
         let exited: HashSet<u64> = self.recent_exits.iter().map(|&(_, goid)| goid).collect();
         let seen: HashSet<u64> = goroutines.iter().map(|record| record.goid).collect();
-        let mut disagreements = 0;
+        let mut disagreements = Vec::new();
         let mut unconfirmed = HashSet::new();
         for record in goroutines {
             if !self.live.contains_key(&record.goid) && !exited.contains(&record.goid) {
                 if self.unconfirmed.contains(&record.goid) {
-                    disagreements += 1;
+                    disagreements.push(Disagreement::CreationMissed { goid: record.goid });
                     self.insert(record.goid, classify(record.startpc), 0);
                 } else {
                     unconfirmed.insert(record.goid);
@@ -114,14 +124,17 @@ impl GoroutineTracker {
             }
         }
         self.unconfirmed = unconfirmed;
-        let phantoms: Vec<u64> = self
+        let phantoms: Vec<(u64, u64)> = self
             .live
             .iter()
             .filter(|(goid, (_, created))| *created < ktime_ns && !seen.contains(goid))
-            .map(|(&goid, _)| goid)
+            .map(|(&goid, &(_, created))| (goid, created))
             .collect();
-        for goid in phantoms {
-            disagreements += 1;
+        for (goid, created_ktime) in phantoms {
+            disagreements.push(Disagreement::ExitMissed {
+                goid,
+                created_ktime,
+            });
             if let Some((kind, _)) = self.live.remove(&goid) {
                 *self.count_mut(kind) -= 1;
             }
@@ -269,18 +282,18 @@ mod tests {
         tracker.apply(&event(EventKind::Created, 5, 150, 9), classify);
         tracker.apply(&event(EventKind::Exited, 5, 205, 0), classify);
         let census = [record(1, 9), record(3, 9), record(5, 9)];
-        assert_eq!(tracker.reconcile(200, &census, classify), 1, "g2");
+        assert_eq!(tracker.reconcile(200, &census, classify).len(), 1, "g2");
         assert_eq!(tracker.counts(), Counts { user: 2, system: 0 }, "g1 and g4");
         // g3 could have been made a moment before the census, its event still to come; the
         // next census still sees it unknown: missed.
-        assert_eq!(tracker.reconcile(200, &census, classify), 1, "g3");
+        assert_eq!(tracker.reconcile(200, &census, classify).len(), 1, "g3");
         assert_eq!(
             tracker.counts(),
             Counts { user: 3, system: 0 },
             "g1, g3 and g4"
         );
         assert_eq!(
-            tracker.reconcile(200, &census, classify),
+            tracker.reconcile(200, &census, classify).len(),
             0,
             "nothing left to repair"
         );
@@ -292,12 +305,16 @@ mod tests {
         tracker.reset(100, &[record(1, 9)], classify);
         // The census sees g2 runnable before the probe after newproc1 has fired.
         assert_eq!(
-            tracker.reconcile(200, &[record(1, 9), record(2, 9)], classify),
+            tracker
+                .reconcile(200, &[record(1, 9), record(2, 9)], classify)
+                .len(),
             0
         );
         tracker.apply(&event(EventKind::Created, 2, 201, 9), classify);
         assert_eq!(
-            tracker.reconcile(300, &[record(1, 9), record(2, 9)], classify),
+            tracker
+                .reconcile(300, &[record(1, 9), record(2, 9)], classify)
+                .len(),
             0
         );
         assert_eq!(tracker.counts(), Counts { user: 2, system: 0 });
