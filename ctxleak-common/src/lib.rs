@@ -28,6 +28,11 @@ pub struct TargetConfig {
     /// Non-zero: `goroutine_parked` records park times and `goroutine_exited` forgets them.
     pub park_times: u32,
     pub _pad: u32,
+    /// Package `context`'s code in this process, [lo, hi) at run time: `context_created`
+    /// stops its stack walk after the first return address outside. Zero: walk the whole
+    /// depth.
+    pub context_text_lo: u64,
+    pub context_text_hi: u64,
 }
 
 /// Key of [`PARKS_MAP`]: one goroutine of one process.

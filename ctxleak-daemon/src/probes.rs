@@ -209,12 +209,16 @@ impl Probes {
         &mut self,
         pid: u32,
         binary: &GoBinary,
+        bias: u64,
         mode: ProbeMode,
     ) -> Result<(), ProbeError> {
+        let (lo, hi) = binary.probes.contexts.as_ref().map_or((0, 0), |c| c.text);
         let config = TargetConfig {
             offsets: binary.g_layout.probe_offsets(),
             park_times: u32::from(mode.park_times),
             _pad: 0,
+            context_text_lo: lo.wrapping_add(bias),
+            context_text_hi: hi.wrapping_add(bias),
         };
         self.targets(pid)?
             .insert(pid, config, 0)

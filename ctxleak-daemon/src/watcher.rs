@@ -200,7 +200,7 @@ impl Watcher {
             )
         };
         self.probes
-            .register(pid, &binary, self.options.probe_mode)
+            .register(pid, &binary, bias, self.options.probe_mode)
             .context("cannot register the process with the eBPF programs")?;
         if !self.executables.contains_key(&identity) {
             // Probes of this file still being removed would fire beside the new ones, and

@@ -131,7 +131,7 @@ pub fn goroutine_parked(_ctx: ProbeContext) -> u32 {
 pub fn context_created(ctx: ProbeContext) -> u32 {
     // SAFETY: the kernel hands uprobe programs a valid pt_regs.
     let (context, sp, bp) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rsp, (*ctx.regs).rbp) };
-    let Some(change) = context_change(&ctx, EventKind::ContextCreated, context, 0) else {
+    let Some((change, target)) = context_change(&ctx, EventKind::ContextCreated, context, 0) else {
         return 0;
     };
     let mut event = ContextEvent {
@@ -143,7 +143,8 @@ pub fn context_created(ctx: ProbeContext) -> u32 {
         detail: change.detail,
         stack: [0; CONTEXT_STACK_DEPTH],
     };
-    if !unwind(&mut event, sp, bp) {
+    let text = (target.context_text_lo, target.context_text_hi);
+    if !unwind(&mut event, sp, bp, text) {
         count(Counter::ReadErrors);
         return 0;
     }
@@ -165,7 +166,7 @@ pub fn context_registered(ctx: ProbeContext) -> u32 {
         count(Counter::ReadErrors);
         return 0;
     };
-    if let Some(event) = context_change(&ctx, EventKind::ContextRegistered, child, map) {
+    if let Some((event, _)) = context_change(&ctx, EventKind::ContextRegistered, child, map) {
         send(&event);
     }
     0
@@ -178,7 +179,7 @@ pub fn context_registered(ctx: ProbeContext) -> u32 {
 pub fn context_cancelled(ctx: ProbeContext) -> u32 {
     // SAFETY: as above.
     let (context, flag) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx & 0xff) };
-    if let Some(event) = context_change(&ctx, EventKind::ContextCancelled, context, flag) {
+    if let Some((event, _)) = context_change(&ctx, EventKind::ContextCancelled, context, flag) {
         send(&event);
     }
     0
@@ -186,13 +187,20 @@ pub fn context_cancelled(ctx: ProbeContext) -> u32 {
 
 /// Fills `event.stack` with return addresses at a function's first instructions
 /// (before `PUSHQ BP`): [SP] is the return address, RBP still the caller's frame pointer.
-/// False if not even the return address could be read.
+/// Stops after the first one outside `context_text` ([lo, hi) of package `context`; (0, 0)
+/// walks the whole depth): that is the line that made the context, all the daemon looks for,
+/// and each frame read costs the target. False if not even the return address could be read.
 #[inline(always)]
-fn unwind(event: &mut ContextEvent, sp: u64, bp: u64) -> bool {
+fn unwind(event: &mut ContextEvent, sp: u64, bp: u64, context_text: (u64, u64)) -> bool {
     let Some(caller) = read_u64(sp, 0) else {
         return false;
     };
     event.stack[0] = caller;
+    let (lo, hi) = context_text;
+    let outside = |pc: u64| hi != 0 && (pc < lo || pc >= hi);
+    if outside(caller) {
+        return true;
+    }
     // Go keeps frame pointers: [BP] is the caller's saved BP, [BP+8] its return address.
     let mut frame = bp;
     for slot in 1..CONTEXT_STACK_DEPTH {
@@ -205,6 +213,9 @@ fn unwind(event: &mut ContextEvent, sp: u64, bp: u64) -> bool {
             break;
         };
         event.stack[slot] = ret;
+        if outside(ret) {
+            break;
+        }
         // Stacks grow down: a caller's frame is always above. Anything else ends the chain.
         if next <= frame {
             break;
@@ -236,15 +247,16 @@ pub fn floor(_ctx: ProbeContext) -> u32 {
     0
 }
 
-/// A context event from the current goroutine (R14) of a target process; `None` (and nothing
-/// sent) for other processes or when the goroutine cannot be read.
+/// A context event from the current goroutine (R14) of a target process, and the process's
+/// configuration; `None` (and nothing sent) for other processes or when the goroutine cannot
+/// be read.
 #[inline(always)]
 fn context_change(
     ctx: &ProbeContext,
     kind: EventKind,
     context: u64,
     detail: u64,
-) -> Option<ContextChange> {
+) -> Option<(ContextChange, &'static TargetConfig)> {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
     let target = unsafe { TARGETS.get(&pid) }?;
@@ -254,15 +266,18 @@ fn context_change(
         count(Counter::ReadErrors);
         return None;
     };
-    Some(ContextChange {
-        kind: kind as u32,
-        pid,
-        // SAFETY: no preconditions.
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-        goid,
-        context,
-        detail,
-    })
+    Some((
+        ContextChange {
+            kind: kind as u32,
+            pid,
+            // SAFETY: no preconditions.
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+            goid,
+            context,
+            detail,
+        },
+        target,
+    ))
 }
 
 #[inline(always)]

@@ -107,6 +107,10 @@ pub struct ContextProbes {
     pub registered: u64,
     /// Inside `context.(*cancelCtx).cancel`, after its stack check.
     pub cancelled: u64,
+    /// From the lowest entry to the highest end of package `context`'s functions (the linker
+    /// lays a package's code out together): the creation probe's stack walk stops at the
+    /// first return address outside, the user's line (or the library's that made the context).
+    pub text: (u64, u64),
 }
 
 /// A loadable segment: how link-time addresses map to file offsets.
@@ -375,7 +379,14 @@ fn context_probes<'d>(
         );
         return None;
     }
+    let text = pclntab
+        .functions()
+        .filter(|function| package_of(&function.name) == "context")
+        .fold((u64::MAX, 0), |(lo, hi), function| {
+            (lo.min(function.entry), hi.max(function.end))
+        });
     Some(ContextProbes {
+        text,
         created: disasm::after_stack_check(propagate_code, propagate.entry),
         registered,
         cancelled: code(&cancel).map(|c| disasm::after_stack_check(c, cancel.entry))?,
