@@ -350,6 +350,19 @@ fn cpu_ns(pid: u32) -> Result<u64> {
     Ok(total)
 }
 
+/// Starts the net/http target on a free loopback port: it, its stdout (kept open while it
+/// runs), and its address.
+fn start_httpserver(
+    tools: &Tools,
+) -> Result<(Running, BufReader<std::process::ChildStdout>, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let (server, stdout) = start_target(&tools.httpserver, &[&address], "listening")?;
+    Ok((server, stdout, address))
+}
+
 /// `wrk` on CPU 1 for `seconds`, with latencies: its output.
 fn wrk(url: &str, seconds: u32) -> Result<String> {
     process::output(Command::new("taskset").args([
@@ -386,11 +399,7 @@ struct ProbeShare {
 /// metrics before and after). Not one of the timed modes: the counting adds two clock reads
 /// to every run.
 fn profile_probes(tools: &Tools) -> Result<Vec<ProbeShare>> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let (server, _stdout) = start_target(&tools.httpserver, &[&address], "listening")?;
+    let (server, _stdout, address) = start_httpserver(tools)?;
     let (_ctxleak, metrics) = attach_serving(tools, server.0.id(), &["--probe-stats"])?;
     let url = format!("http://{address}/");
     wrk(&url, 1)?;
@@ -473,11 +482,7 @@ fn http_get(address: &str, path: &str) -> Result<String> {
 }
 
 fn measure_http(tools: &Tools, ctxleak: Option<&[&str]>) -> Result<HttpRun> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let (server, _stdout) = start_target(&tools.httpserver, &[&address], "listening")?;
+    let (server, _stdout, address) = start_httpserver(tools)?;
     let _ctxleak = ctxleak
         .map(|args| attach(tools, server.0.id(), args))
         .transpose()?;
