@@ -183,7 +183,6 @@ fn context_rows(n: usize) -> Vec<Value> {
     let event = |kind: EventKind, goid: u64, detail: u64| ContextEvent {
         kind: kind as u32,
         pid: 1,
-        ktime_ns: 1_000 + goid,
         goid,
         context: 0xc000_0000_0000 + goid * 0x60,
         detail,
@@ -207,9 +206,10 @@ fn context_rows(n: usize) -> Vec<Value> {
         measure(|| {
             let mut tracker = ContextTracker::default();
             for (goid, created) in (1..=count).zip(&events) {
-                tracker.apply(created, |_| Some(site.clone()));
+                tracker.apply(created, 1_000 + goid, |_| Some(site.clone()));
                 tracker.apply(
                     &event(EventKind::ContextRegistered, goid, 0xc000_1000),
+                    1_000 + goid,
                     |_| None,
                 );
                 if creators_exit {

@@ -168,10 +168,13 @@ pub struct ContextTracker {
 }
 
 impl ContextTracker {
-    /// Applies one context event; `resolve` turns a creation stack into the user's call site.
+    /// Applies one context event, received (drained from the ring) at `received_ns` on the
+    /// monotonic clock, which stands for when it happened; `resolve` turns a creation stack
+    /// into the user's call site.
     pub fn apply(
         &mut self,
         event: &ContextEvent,
+        received_ns: u64,
         resolve: impl FnOnce(&[u64]) -> Option<Arc<SourceLocation>>,
     ) {
         match EventKind::from_u32(event.kind) {
@@ -202,7 +205,7 @@ impl ContextTracker {
                         flags: 0,
                         creator: event.goid,
                         children_map: 0,
-                        at_ns: event.ktime_ns,
+                        at_ns: received_ns,
                     },
                 );
                 self.bind(
@@ -236,7 +239,7 @@ impl ContextTracker {
                 }
                 let was_unreleased = record.unreleased();
                 record.flags |= CANCELLED;
-                record.at_ns = event.ktime_ns;
+                record.at_ns = received_ns;
                 let map = record.children_map;
                 if was_unreleased {
                     self.leave_map(map);
@@ -575,7 +578,6 @@ mod tests {
         ContextEvent {
             kind: kind as u32,
             pid: 1,
-            ktime_ns: 1000 + context,
             goid,
             context,
             detail,
@@ -595,6 +597,7 @@ mod tests {
     fn create(t: &mut ContextTracker, goid: u64, context: u64, line: u64) {
         t.apply(
             &event(EventKind::ContextCreated, goid, context, 0, line),
+            1000 + context,
             |s| site(s[0] as u32),
         );
     }
@@ -605,6 +608,7 @@ mod tests {
         create(&mut t, 7, 0x100, 10);
         t.apply(
             &event(EventKind::ContextRegistered, 7, 0x100, 0xaa, 0),
+            1000 + 0x100,
             |_| None,
         );
         create(&mut t, 7, 0x200, 20); // under Background: never registered
@@ -614,9 +618,11 @@ mod tests {
         t.apply_goroutine(&goroutine(EventKind::Exited, 7, 0));
         assert_eq!(t.sizes(), (1, 0), "the unregistered context is forgotten");
         assert_eq!(t.children_maps().collect::<Vec<_>>(), vec![(0xaa, 1)]);
-        t.apply(&event(EventKind::ContextCancelled, 9, 0x100, 0, 0), |_| {
-            None
-        });
+        t.apply(
+            &event(EventKind::ContextCancelled, 9, 0x100, 0, 0),
+            1000 + 0x100,
+            |_| None,
+        );
         assert_eq!(t.unreleased().count(), 0);
         assert_eq!(t.sizes(), (0, 0));
         assert_eq!(t.children_maps().count(), 0);
@@ -628,9 +634,11 @@ mod tests {
         t.apply_goroutine(&goroutine(EventKind::Created, 5, 1)); // unbound creator: no binding
         create(&mut t, 1, 0x100, 10);
         t.apply_goroutine(&goroutine(EventKind::Created, 6, 1)); // inherits 0x100
-        t.apply(&event(EventKind::ContextCancelled, 1, 0x100, 1, 0), |_| {
-            None
-        });
+        t.apply(
+            &event(EventKind::ContextCancelled, 1, 0x100, 1, 0),
+            1000 + 0x100,
+            |_| None,
+        );
         let outliving: Vec<_> = t.bound_to_cancelled(u64::MAX).collect();
         assert_eq!(outliving.len(), 1);
         assert_eq!(outliving[0].goid, 6);
@@ -649,9 +657,11 @@ mod tests {
         create(&mut t, 1, 0x100, 10);
         t.apply_goroutine(&goroutine(EventKind::Created, 2, 1));
         create(&mut t, 3, 0x100, 30); // the GC reused the address
-        t.apply(&event(EventKind::ContextCancelled, 3, 0x100, 1, 0), |_| {
-            None
-        });
+        t.apply(
+            &event(EventKind::ContextCancelled, 3, 0x100, 1, 0),
+            1000 + 0x100,
+            |_| None,
+        );
         // Goroutine 2 was bound to the old context, which was never cancelled.
         assert!(t.bound_to_cancelled(u64::MAX).all(|b| b.goid != 2));
     }
@@ -661,9 +671,11 @@ mod tests {
         let mut t = ContextTracker::default();
         create(&mut t, 1, 0x100, 10); // a request's context
         t.apply_goroutine(&goroutine(EventKind::Created, 2, 1)); // its handler's goroutine
-        t.apply(&event(EventKind::ContextCancelled, 1, 0x100, 0, 0), |_| {
-            None
-        });
+        t.apply(
+            &event(EventKind::ContextCancelled, 1, 0x100, 0, 0),
+            1000 + 0x100,
+            |_| None,
+        );
         create(&mut t, 1, 0x100, 10); // the next request's, where the GC freed the first
         let outliving: Vec<_> = t.bound_to_cancelled(u64::MAX).collect();
         assert_eq!(outliving.len(), 1, "{outliving:?}");

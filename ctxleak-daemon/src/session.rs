@@ -167,10 +167,12 @@ impl Session {
         self.contexts.apply_goroutine(event);
     }
 
-    pub fn apply_context(&mut self, event: &ContextEvent) {
+    /// Applies a context event drained at `received_ns` (monotonic; context events carry no
+    /// timestamp of their own).
+    pub fn apply_context(&mut self, event: &ContextEvent, received_ns: u64) {
         let symbolizer = &mut self.symbolizer;
         self.contexts
-            .apply(event, |stack| symbolizer.context_site(stack));
+            .apply(event, received_ns, |stack| symbolizer.context_site(stack));
     }
 
     /// Brings the metrics up to date with the events applied since the last call.

@@ -441,6 +441,9 @@ impl Watcher {
     pub fn drain(&mut self) {
         let sessions = &mut self.sessions;
         let ring = self.events.get_mut();
+        // One clock read per drain: context events are stamped with it (they are at most one
+        // drain interval old, 10 ms, unless the ring backs up).
+        let received_ns = crate::session::monotonic_ns();
         while let Some(item) = ring.next() {
             match crate::probes::decode_record(&item) {
                 Some(Record::Goroutine(event)) => {
@@ -450,7 +453,7 @@ impl Watcher {
                 }
                 Some(Record::Context(event)) => {
                     if let Some(watched) = sessions.get_mut(&event.pid) {
-                        watched.session.apply_context(&event);
+                        watched.session.apply_context(&event, received_ns);
                     }
                 }
                 None => {}

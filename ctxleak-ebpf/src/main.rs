@@ -137,7 +137,6 @@ pub fn context_created(ctx: ProbeContext) -> u32 {
     let mut event = ContextEvent {
         kind: change.kind,
         pid: change.pid,
-        ktime_ns: change.ktime_ns,
         goid: change.goid,
         context: change.context,
         detail: change.detail,
@@ -249,7 +248,7 @@ pub fn floor(_ctx: ProbeContext) -> u32 {
 
 /// A context event from the current goroutine (R14) of a target process, and the process's
 /// configuration; `None` (and nothing sent) for other processes or when the goroutine cannot
-/// be read.
+/// be read. Not timestamped: the daemon stamps it on receipt (see [`ContextEvent`]).
 #[inline(always)]
 fn context_change(
     ctx: &ProbeContext,
@@ -270,8 +269,6 @@ fn context_change(
         ContextChange {
             kind: kind as u32,
             pid,
-            // SAFETY: no preconditions.
-            ktime_ns: unsafe { bpf_ktime_get_ns() },
             goid,
             context,
             detail,
