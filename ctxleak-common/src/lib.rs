@@ -127,13 +127,13 @@ impl GoroutineEvent {
 pub const CONTEXT_STACK_DEPTH: usize = 8;
 
 /// A [`EventKind::ContextRegistered`] or [`EventKind::ContextCancelled`] record: a
-/// [`ContextEvent`] without its stack (those kinds have none). Same fields, same offsets.
+/// [`ContextEvent`] without its creator and stack (those kinds need neither, and reading the
+/// goroutine would cost the target a memory read per event). Same fields, same offsets.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ContextChange {
     pub kind: u32,
     pub pid: u32,
-    pub goid: u64,
     pub context: u64,
     pub detail: u64,
 }
@@ -156,8 +156,6 @@ pub struct ContextEvent {
     /// An [`EventKind`] as `u32`: one of the `Context*` kinds.
     pub kind: u32,
     pub pid: u32,
-    /// The goroutine that created, registered or cancelled the context.
-    pub goid: u64,
     /// Address of the context (its embedded cancelCtx is at offset 0 in every type).
     pub context: u64,
     /// [`EventKind::ContextRegistered`]: the parent's `children` map (its first word is the
@@ -165,6 +163,8 @@ pub struct ContextEvent {
     /// cancel by the owner's cancel func, a deadline or `AfterFunc`'s stop; 0 when a parent's
     /// cancellation propagates). Zero otherwise.
     pub detail: u64,
+    /// [`EventKind::ContextCreated`]: the goroutine that created the context. Zero otherwise.
+    pub goid: u64,
     /// [`EventKind::ContextCreated`]: return addresses, innermost first (the caller of
     /// `propagateCancel`, then its callers by frame pointer), zero-padded.
     pub stack: [u64; CONTEXT_STACK_DEPTH],
@@ -175,7 +175,7 @@ impl ContextEvent {
 }
 
 // Every record starts with `kind` and `pid`, a goroutine record with an [`EventHeader`], and a
-// [`ContextChange`] is a [`ContextEvent`] up to its stack: the daemon decodes a short record
+// [`ContextChange`] is a [`ContextEvent`] up to its creator: the daemon decodes a short record
 // into the long one, zero-filled.
 const _: () = {
     use core::mem::offset_of;
@@ -183,9 +183,9 @@ const _: () = {
     assert!(offset_of!(GoroutineEvent, parent_goid) == EventHeader::SIZE);
     assert!(offset_of!(ContextChange, pid) == offset_of!(EventHeader, pid));
     assert!(offset_of!(ContextEvent, pid) == offset_of!(EventHeader, pid));
-    assert!(offset_of!(ContextChange, goid) == offset_of!(ContextEvent, goid));
+    assert!(offset_of!(ContextEvent, context) == offset_of!(ContextChange, context));
     assert!(offset_of!(ContextEvent, detail) == offset_of!(ContextChange, detail));
-    assert!(offset_of!(ContextEvent, stack) == ContextChange::SIZE);
+    assert!(offset_of!(ContextEvent, goid) == ContextChange::SIZE);
 };
 
 /// Index into [`COUNTERS_MAP`], a per-CPU array of `u64`.

@@ -131,15 +131,21 @@ pub fn goroutine_parked(_ctx: ProbeContext) -> u32 {
 pub fn context_created(ctx: ProbeContext) -> u32 {
     // SAFETY: the kernel hands uprobe programs a valid pt_regs.
     let (context, sp, bp) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rsp, (*ctx.regs).rbp) };
-    let Some((change, target)) = context_change(&ctx, EventKind::ContextCreated, context, 0) else {
+    let Some((change, target)) = context_change(EventKind::ContextCreated, context, 0) else {
+        return 0;
+    };
+    // SAFETY: as in goroutine_created.
+    let g = unsafe { (*ctx.regs).r14 };
+    let Some(goid) = read_u64(g, target.offsets.g_goid) else {
+        count(Counter::ReadErrors);
         return 0;
     };
     let mut event = ContextEvent {
         kind: change.kind,
         pid: change.pid,
-        goid: change.goid,
         context: change.context,
         detail: change.detail,
+        goid,
         stack: [0; CONTEXT_STACK_DEPTH],
     };
     let text = (target.context_text_lo, target.context_text_hi);
@@ -165,7 +171,7 @@ pub fn context_registered(ctx: ProbeContext) -> u32 {
         count(Counter::ReadErrors);
         return 0;
     };
-    if let Some((event, _)) = context_change(&ctx, EventKind::ContextRegistered, child, map) {
+    if let Some((event, _)) = context_change(EventKind::ContextRegistered, child, map) {
         send(&event);
     }
     0
@@ -178,7 +184,7 @@ pub fn context_registered(ctx: ProbeContext) -> u32 {
 pub fn context_cancelled(ctx: ProbeContext) -> u32 {
     // SAFETY: as above.
     let (context, flag) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx & 0xff) };
-    if let Some((event, _)) = context_change(&ctx, EventKind::ContextCancelled, context, flag) {
+    if let Some((event, _)) = context_change(EventKind::ContextCancelled, context, flag) {
         send(&event);
     }
     0
@@ -246,12 +252,12 @@ pub fn floor(_ctx: ProbeContext) -> u32 {
     0
 }
 
-/// A context event from the current goroutine (R14) of a target process, and the process's
-/// configuration; `None` (and nothing sent) for other processes or when the goroutine cannot
-/// be read. Not timestamped: the daemon stamps it on receipt (see [`ContextEvent`]).
+/// A context event in a target process, and the process's configuration; `None` (and
+/// nothing sent) for other processes. Neither timestamped nor attributed to a goroutine: the
+/// daemon stamps it on receipt, and only creations need their goroutine (see
+/// [`ContextEvent`]).
 #[inline(always)]
 fn context_change(
-    ctx: &ProbeContext,
     kind: EventKind,
     context: u64,
     detail: u64,
@@ -259,17 +265,10 @@ fn context_change(
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
     let target = unsafe { TARGETS.get(&pid) }?;
-    // SAFETY: as in goroutine_created.
-    let g = unsafe { (*ctx.regs).r14 };
-    let Some(goid) = read_u64(g, target.offsets.g_goid) else {
-        count(Counter::ReadErrors);
-        return None;
-    };
     Some((
         ContextChange {
             kind: kind as u32,
             pid,
-            goid,
             context,
             detail,
         },
