@@ -47,9 +47,17 @@ pub enum ProbeError {
 
 impl ProbeError {
     /// Whether the kernel refused for lack of privileges (EPERM/EACCES anywhere in the chain).
+    /// Not when the verifier ran and rejected a program: it says EACCES for a bad memory
+    /// access too, and its log is the cause to show.
     pub fn is_permission_denied(&self) -> bool {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
         while let Some(error) = source {
+            if let Some(aya::programs::ProgramError::LoadError { verifier_log, .. }) =
+                error.downcast_ref::<aya::programs::ProgramError>()
+                && !verifier_log.to_string().trim().is_empty()
+            {
+                return false;
+            }
             if let Some(io) = error.downcast_ref::<std::io::Error>()
                 && matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES))
             {
@@ -461,5 +469,24 @@ pub fn decode_record(bytes: &[u8]) -> Option<Record> {
         EventKind::ContextRegistered | EventKind::ContextCancelled => {
             decode_prefix(bytes, ContextChange::SIZE).map(Record::Context)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(verifier_log: &str) -> ProbeError {
+        load_error(aya::programs::ProgramError::LoadError {
+            io_error: std::io::Error::from_raw_os_error(libc::EACCES),
+            verifier_log: aya_obj::VerifierLog::new(verifier_log.into()),
+        })
+    }
+
+    #[test]
+    fn a_verifier_rejection_is_not_a_lack_of_privileges() {
+        assert!(refused("").is_permission_denied());
+        let rejected = refused("257: (79) r2 = *(u64 *)(r3 +8)\ninvalid access to map value");
+        assert!(!rejected.is_permission_denied());
     }
 }
