@@ -7,6 +7,7 @@
 //! Go executable (its ELF section headers only), and only then is its binary parsed, once
 //! per executable file. Exits come from each process's pidfd.
 
+use crate::error_line::ErrorLine;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -194,7 +195,7 @@ impl Discovery {
                     tracing::debug!(pid, exe, "exited while ctxleak was attaching")
                 }
                 _ => {
-                    tracing::warn!(pid, exe, "not watched: {error:#}");
+                    tracing::warn!(pid, exe, "not watched: {}", ErrorLine(error.as_ref()));
                     watcher.shared().metrics.attach_failures.inc();
                 }
             },

@@ -11,6 +11,7 @@ pub mod contexts;
 #[cfg(feature = "probes")]
 pub mod daemon;
 pub mod discover;
+pub mod error_line;
 pub mod goexe;
 pub mod groups;
 #[cfg(feature = "probes")]

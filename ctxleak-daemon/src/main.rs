@@ -493,7 +493,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("ctxleak: error: {error:#}");
+            eprintln!(
+                "ctxleak: error: {}",
+                ctxleak_daemon::error_line::ErrorLine(error.as_ref())
+            );
             // `report` keeps 1 for "leaks found"; its errors are 2.
             if is_report {
                 ExitCode::from(2)

@@ -5,6 +5,7 @@
 //! `ctxleak attach` is a watcher with one process, `ctxleak daemon` one that a discovery
 //! keeps adding processes to (see [`crate::daemon`]).
 
+use crate::error_line::ErrorLine;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -502,11 +503,15 @@ impl Watcher {
                 Ok(census) => census,
                 // Its exit is on its way through the pidfd.
                 Err(error) if watched.session.is_exiting() => {
-                    tracing::debug!(pid, "census of a process that is exiting: {error:#}");
+                    tracing::debug!(
+                        pid,
+                        "census of a process that is exiting: {}",
+                        ErrorLine(error.as_ref())
+                    );
                     continue;
                 }
                 Err(error) => {
-                    tracing::warn!(pid, "census failed: {error:#}");
+                    tracing::warn!(pid, "census failed: {}", ErrorLine(error.as_ref()));
                     continue;
                 }
             };
@@ -562,7 +567,11 @@ impl Watcher {
             for watched in self.sessions.values_mut() {
                 watched.session.count_resync();
                 if let Err(error) = watched.session.resync() {
-                    tracing::warn!(pid = watched.session.pid(), "resync failed: {error:#}");
+                    tracing::warn!(
+                        pid = watched.session.pid(),
+                        "resync failed: {}",
+                        ErrorLine(error.as_ref())
+                    );
                 }
             }
         }
