@@ -17,8 +17,9 @@
 //! functions, 5 % one of 8 runtime functions (system goroutines).
 //!
 //! Each variant runs the same records (laid out as the kernel's BPF ring buffer lays them
-//! out: an 8-byte header, then the 48-byte event, 8-aligned), drained a ring's worth at a
-//! time as the daemon drains them:
+//! out: an 8-byte header, then the event as the probes send it, 48 bytes for a creation and
+//! a 24-byte [`EventHeader`] for an exit, 8-aligned), drained in one pass as the daemon
+//! drains a ring:
 //! - `decode`, the baseline: the loop and `decode_record` alone (the records are read,
 //!   nothing is kept);
 //! - `hashmap`: the same plus a plain `HashMap<goid, startpc>` insert or remove per event,
@@ -37,7 +38,7 @@ use std::path::Path;
 use std::process::exit;
 use std::time::{Duration, Instant};
 
-use ctxleak_common::{EVENTS_RING_BYTES, EventKind, GoroutineEvent};
+use ctxleak_common::{EventHeader, EventKind, GoroutineEvent};
 use ctxleak_daemon::contexts::ContextTracker;
 use ctxleak_daemon::goexe::GoBinary;
 use ctxleak_daemon::probes::{Record, decode_record};
@@ -50,6 +51,7 @@ const DEFAULT_EVENTS: usize = 2_000_000;
 const PID: u32 = 4242;
 /// The BPF ring buffer's record header (length and page offset, `struct bpf_ringbuf_hdr`).
 const HEADER: usize = 8;
+/// A creation's ring-buffer record, the larger kind (an exit's is 32 bytes).
 const RECORD: usize = (HEADER + GoroutineEvent::SIZE + 7) & !7;
 /// Clock step between events: 1 µs, 1 M events/s.
 const STEP_NS: u64 = 1_000;
@@ -108,15 +110,20 @@ fn start_pcs(binary: &GoBinary) -> (Vec<u64>, Vec<u64>) {
 }
 
 /// Appends one event as a ring-buffer record.
+/// Appends `event` as the probes send it: an exit is its header alone.
 fn push_record(ring: &mut Vec<u8>, event: &GoroutineEvent) {
-    let start = ring.len();
-    ring.resize(start + RECORD, 0);
-    ring[start..start + 4].copy_from_slice(&(GoroutineEvent::SIZE as u32).to_ne_bytes());
-    // SAFETY: GoroutineEvent is plain #[repr(C)] integers without padding holes.
-    let bytes = unsafe {
-        std::slice::from_raw_parts(std::ptr::from_ref(event).cast::<u8>(), GoroutineEvent::SIZE)
+    let size = if event.kind == EventKind::Exited as u32 {
+        EventHeader::SIZE
+    } else {
+        GoroutineEvent::SIZE
     };
-    ring[start + HEADER..start + HEADER + GoroutineEvent::SIZE].copy_from_slice(bytes);
+    let start = ring.len();
+    ring.resize(start + ((HEADER + size + 7) & !7), 0);
+    ring[start..start + 4].copy_from_slice(&(size as u32).to_ne_bytes());
+    // SAFETY: GoroutineEvent is plain #[repr(C)] integers without padding holes, and an
+    // EventHeader is its prefix.
+    let bytes = unsafe { std::slice::from_raw_parts(std::ptr::from_ref(event).cast::<u8>(), size) };
+    ring[start + HEADER..start + HEADER + size].copy_from_slice(bytes);
 }
 
 /// The seed (the live set's creations) and the measured stream, as ring-buffer records.
@@ -177,21 +184,18 @@ fn stream(live: usize, events: usize, user: &[u64], system: &[u64]) -> Stream {
     }
 }
 
-/// Drains `records` a ring's worth at a time, as `attach::Session::drain` does: each record's
-/// header gives its length, the event is decoded and, if it is the target's, handed on.
-fn drain(records: &[u8], mut handle: impl FnMut(&GoroutineEvent)) {
-    let per_ring = EVENTS_RING_BYTES as usize / RECORD * RECORD;
-    for ring in records.chunks(per_ring) {
-        let mut at = 0;
-        while at + HEADER <= ring.len() {
-            let len = u32::from_ne_bytes(ring[at..at + 4].try_into().unwrap_or_default()) as usize;
-            let item = &ring[at + HEADER..(at + HEADER + len).min(ring.len())];
-            at += (HEADER + len + 7) & !7;
-            if let Some(Record::Goroutine(event)) = decode_record(item)
-                && event.pid == PID
-            {
-                handle(&event);
-            }
+/// Drains `records` as `attach::Session::drain` drains a ring: each record's header gives its
+/// length, the event is decoded and, if it is the target's, handed on.
+fn drain(ring: &[u8], mut handle: impl FnMut(&GoroutineEvent)) {
+    let mut at = 0;
+    while at + HEADER <= ring.len() {
+        let len = u32::from_ne_bytes(ring[at..at + 4].try_into().unwrap_or_default()) as usize;
+        let item = &ring[at + HEADER..(at + HEADER + len).min(ring.len())];
+        at += (HEADER + len + 7) & !7;
+        if let Some(Record::Goroutine(event)) = decode_record(item)
+            && event.pid == PID
+        {
+            handle(&event);
         }
     }
 }
@@ -332,7 +336,7 @@ fn main() {
                 "live": live,
                 "events": s.events,
                 "rounds": ROUNDS,
-                "record_bytes": RECORD,
+                "record_bytes": s.records.len() as f64 / s.events as f64,
                 "start_functions": { "user": user.len(), "system": system.len() },
                 "functions_in_binary": binary.pclntab.functions().count(),
                 "final_counts": { "user": counts.user, "system": counts.system },

@@ -128,7 +128,11 @@ fn a_process_that_is_not_go() {
         "{line}"
     );
     assert!(line.contains("give the PID of a Go process"), "{line}");
-    assert_eq!(line.matches("is not a Go program").count(), 1, "said once: {line}");
+    assert_eq!(
+        line.matches("is not a Go program").count(),
+        1,
+        "said once: {line}"
+    );
     assert!(sleep.is_running());
 }
 

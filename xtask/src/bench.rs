@@ -610,7 +610,7 @@ fn ingest(ws: &Workspace, out: &Path) -> Result<()> {
     writeln!(md, "Go {version}, kernel {kernel}; `{shown}`\n")?;
     writeln!(
         md,
-        "{} events ({} bytes each as ring-buffer records), creations and exits one for one \
+        "{} events ({} bytes each on average as ring-buffer records: 56 for a creation, 32 for an exit), creations and exits one for one \
          over a live set of N goroutines (seeded first, untimed); goids increase, each exit is \
          of a live goroutine drawn at random, the clock advances 1 µs per event. Start PCs are \
          entries of {} non-runtime and {} runtime functions of `{}` ({} functions). Median of \
