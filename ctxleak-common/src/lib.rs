@@ -27,7 +27,8 @@ pub struct TargetConfig {
     pub offsets: GoOffsets,
     /// Non-zero: `goroutine_parked` records park times and `goroutine_exited` forgets them.
     pub park_times: u32,
-    pub _pad: u32,
+    /// Benchmarks only: how long [`PROG_FLOOR_SPIN`] spins, in nanoseconds.
+    pub floor_spin_ns: u32,
     /// Package `context`'s code in this process, [lo, hi) at run time: `context_created`
     /// stops its stack walk after the first return address outside. Zero: walk the whole
     /// depth.
@@ -241,6 +242,9 @@ pub const PROG_PROCESS_EXEC: &str = "process_exec";
 /// Does nothing: attached at the same addresses as the real programs, it measures the floor,
 /// the kernel's cost of the traps alone.
 pub const PROG_FLOOR: &str = "floor";
+/// The floor made to spin for `TargetConfig::floor_spin_ns` (benchmarks only): what the
+/// target pays per nanosecond spent inside a uprobe program.
+pub const PROG_FLOOR_SPIN: &str = "floor_spin";
 
 /// Ring buffer size in bytes (a power of two, a multiple of the page size). 4 MiB holds
 /// about 70 000 events: a burst of that many goroutine starts without a reader.

@@ -213,6 +213,7 @@ impl DaemonArgs {
                 probe_mode: ctxleak_daemon::probes::ProbeMode {
                     park_times: self.park_times || config.park_times.unwrap_or(false),
                     floor: false,
+                    floor_spin_ns: 0,
                     no_contexts: self.no_contexts || config.no_contexts.unwrap_or(false),
                     run_stats: self.probe_stats || config.probe_stats.unwrap_or(false),
                 },
@@ -287,6 +288,10 @@ struct WatchArgs {
     /// Benchmarks only: attach do-nothing programs at the same places (the trap cost alone).
     #[arg(long, hide = true)]
     floor: bool,
+    /// Benchmarks only: like --floor, with programs that spin this many nanoseconds (what
+    /// time inside a program costs the target).
+    #[arg(long, hide = true, value_name = "NS", default_value_t = 0)]
+    floor_spin_ns: u32,
 }
 
 impl WatchArgs {
@@ -304,7 +309,8 @@ impl WatchArgs {
             census_interval: self.census_interval,
             probe_mode: ctxleak_daemon::probes::ProbeMode {
                 park_times: self.park_times,
-                floor: self.floor,
+                floor: self.floor || self.floor_spin_ns > 0,
+                floor_spin_ns: self.floor_spin_ns,
                 no_contexts: self.no_contexts,
                 run_stats: self.probe_stats,
             },

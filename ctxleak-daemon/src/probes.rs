@@ -11,9 +11,9 @@ use aya::{Ebpf, EbpfLoader};
 use ctxleak_common::{
     COUNTERS_MAP, ContextChange, ContextEvent, Counter, EVENTS_MAP, EXECS_MAP, EventHeader,
     EventKind, GoroutineEvent, GoroutineKey, PARKS_MAP, PROG_CONTEXT_CANCELLED,
-    PROG_CONTEXT_CREATED, PROG_CONTEXT_REGISTERED, PROG_FLOOR, PROG_GOROUTINE_CREATED,
-    PROG_GOROUTINE_ENQUEUED, PROG_GOROUTINE_EXITED, PROG_GOROUTINE_PARKED, PROG_PROCESS_EXEC,
-    TARGETS_MAP, TargetConfig,
+    PROG_CONTEXT_CREATED, PROG_CONTEXT_REGISTERED, PROG_FLOOR, PROG_FLOOR_SPIN,
+    PROG_GOROUTINE_CREATED, PROG_GOROUTINE_ENQUEUED, PROG_GOROUTINE_EXITED, PROG_GOROUTINE_PARKED,
+    PROG_PROCESS_EXEC, TARGETS_MAP, TargetConfig,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -80,6 +80,9 @@ pub struct ProbeMode {
     pub park_times: bool,
     /// Attach the do-nothing program everywhere instead (benchmarks: the cost of the traps).
     pub floor: bool,
+    /// With `floor`: programs that spin this many nanoseconds instead (benchmarks: what time
+    /// inside a program costs the target).
+    pub floor_spin_ns: u32,
     /// Leave the `context` probes out (goroutines only).
     pub no_contexts: bool,
     /// Have the kernel count each program's runs and time (two clock reads per probe hit),
@@ -114,7 +117,7 @@ pub struct ProgramRuns {
 }
 
 /// The uprobe programs, as [`Probes::program_runs`] reports them.
-const UPROBE_PROGRAMS: [&str; 8] = [
+const UPROBE_PROGRAMS: [&str; 9] = [
     PROG_GOROUTINE_CREATED,
     PROG_GOROUTINE_ENQUEUED,
     PROG_GOROUTINE_EXITED,
@@ -123,6 +126,7 @@ const UPROBE_PROGRAMS: [&str; 8] = [
     PROG_CONTEXT_REGISTERED,
     PROG_CONTEXT_CANCELLED,
     PROG_FLOOR,
+    PROG_FLOOR_SPIN,
 ];
 
 /// Probe events, readable from async code.
@@ -224,7 +228,7 @@ impl Probes {
         let config = TargetConfig {
             offsets: binary.g_layout.probe_offsets(),
             park_times: u32::from(mode.park_times),
-            _pad: 0,
+            floor_spin_ns: mode.floor_spin_ns,
             context_text_lo: lo.wrapping_add(bias),
             context_text_hi: hi.wrapping_add(bias),
         };
@@ -317,7 +321,11 @@ impl Probes {
             .chain(contexts);
         let mut attachment = Attachment { links: Vec::new() };
         for (program, address) in points {
-            let program = if mode.floor { PROG_FLOOR } else { program };
+            let program = match (mode.floor, mode.floor_spin_ns) {
+                (false, _) => program,
+                (true, 0) => PROG_FLOOR,
+                (true, _) => PROG_FLOOR_SPIN,
+            };
             let attached = binary
                 .file_offset(address)
                 .ok_or_else(|| ProbeError::BadAddress {

@@ -292,6 +292,30 @@ pub fn floor(_ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Clock reads at most in one [`floor_spin`] run (a bound the verifier can see): about 25 µs.
+const FLOOR_SPIN_MAX_READS: u32 = 1024;
+
+/// The floor, spinning on the clock for the target's `floor_spin_ns` (benchmarks only):
+/// two spin lengths give what each nanosecond inside a uprobe program costs the target.
+#[uprobe]
+pub fn floor_spin(_ctx: ProbeContext) -> u32 {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
+    let Some(target) = (unsafe { TARGETS.get(&pid) }) else {
+        return 0;
+    };
+    let spin = u64::from(target.floor_spin_ns);
+    // SAFETY: no preconditions.
+    let start = unsafe { bpf_ktime_get_ns() };
+    for _ in 0..FLOOR_SPIN_MAX_READS {
+        // SAFETY: as above.
+        if unsafe { bpf_ktime_get_ns() }.wrapping_sub(start) >= spin {
+            break;
+        }
+    }
+    0
+}
+
 /// A context event in a target process, and the process's configuration; `None` (and
 /// nothing sent) for other processes. Neither timestamped nor attributed to a goroutine: the
 /// daemon stamps it on receipt, and only creations need their goroutine (see

@@ -9,7 +9,8 @@
 //! Modes, interleaved over rounds (medians reported): no ctxleak; the floor (the same uprobes
 //! with do-nothing programs: the kernel's trap cost, which no uprobe tool can beat); ctxleak's
 //! default; and with --park-times, with its own floor. Ratios are to "no ctxleak"; ctxleak's
-//! extra cost is also given as a multiple of its floor.
+//! extra cost is also given as a multiple of its floor. Two more floors, with programs that
+//! spin for a known time, give what each nanosecond inside a program costs the target.
 
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -36,7 +37,27 @@ const MODES: &[(&str, Option<&[&str]>)] = &[
     ("ctxleak --park-times", Some(&["--park-times"])),
     // The goroutine probes alone: the difference to "ctxleak" is what the context probes cost.
     ("ctxleak --no-contexts", Some(&["--no-contexts"])),
+    // The floor with programs that spin for a known time: the difference between the two is
+    // what each nanosecond inside a uprobe program costs the target (see `report`).
+    (
+        "floor, programs spinning 100 ns",
+        Some(&["--floor-spin-ns", "100"]),
+    ),
+    (
+        "floor, programs spinning 500 ns",
+        Some(&["--floor-spin-ns", "500"]),
+    ),
 ];
+
+/// Indices in [`MODES`] of the two spinning floors, shorter first.
+const SPINNING: (usize, usize) = (6, 7);
+
+/// How long mode `i`'s programs spin, from its `--floor-spin-ns` argument.
+fn spin_ns(i: usize) -> Option<f64> {
+    let args = MODES.get(i)?.1?;
+    let at = args.iter().position(|arg| *arg == "--floor-spin-ns")?;
+    args.get(at + 1)?.parse().ok()
+}
 
 struct Tools {
     ctxleak: PathBuf,
@@ -200,8 +221,42 @@ fn report(
             .map(|share| share.runs_per_request)
             .sum::<f64>()
     )?;
+    // Each spinning run spins at least its length and stops within a clock read of it, so
+    // the difference between the two spinning floors is (difference of lengths) x (runs per
+    // request) of program time, whatever a run's fixed part costs.
+    let (short, long) = SPINNING;
+    let runs: f64 = probes.iter().map(|share| share.runs_per_request).sum();
+    let spun = spin_ns(long)
+        .zip(spin_ns(short))
+        .map(|(l, s)| (l - s) * runs);
+    let per_program_ns = spun
+        .filter(|spun| *spun > 0.0)
+        .map(|spun| (cpu[long] - cpu[short]) / spun);
+    writeln!(
+        md,
+        "\n## What time inside a program costs the target\n\nThe floor again, its programs \
+         spinning on the clock for {:.0} ns and for {:.0} ns per run ({runs:.2} runs per \
+         request, from the profile above): {:.0} vs {:.0} ns of the target's CPU per request.",
+        spin_ns(short).unwrap_or(f64::NAN),
+        spin_ns(long).unwrap_or(f64::NAN),
+        cpu[short],
+        cpu[long],
+    )?;
+    match per_program_ns {
+        Some(factor) => writeln!(
+            md,
+            "Each nanosecond inside a uprobe program costs the target {factor:.2} ns. At that \
+             rate ctxleak's programs ({total:.0} ns per request as counted above, the \
+             counting included) account for about {:.0} ns of the {:.0} ns ctxleak adds over \
+             the floor.",
+            factor * total,
+            cpu_per_request(2) - cpu_per_request(1),
+        )?,
+        None => writeln!(md, "No runs were counted: no factor.")?,
+    }
     let json = json!({
         "go": go::NEWEST,
+        "target_cpu_ns_per_program_ns": per_program_ns,
         "probe_profile": probes.iter().map(|share| json!({
             "probe": share.probe,
             "runs_per_request": share.runs_per_request,
