@@ -109,8 +109,7 @@ fn start_pcs(binary: &GoBinary) -> (Vec<u64>, Vec<u64>) {
     (user, system)
 }
 
-/// Appends one event as a ring-buffer record.
-/// Appends `event` as the probes send it: an exit is its header alone.
+/// Appends `event` as a ring-buffer record, as the probes send it: an exit is its header alone.
 fn push_record(ring: &mut Vec<u8>, event: &GoroutineEvent) {
     let size = if event.kind == EventKind::Exited as u32 {
         EventHeader::SIZE
@@ -184,7 +183,7 @@ fn stream(live: usize, events: usize, user: &[u64], system: &[u64]) -> Stream {
     }
 }
 
-/// Drains `records` as `attach::Session::drain` drains a ring: each record's header gives its
+/// Drains `ring` as `attach::Session::drain` does: each record's header gives its
 /// length, the event is decoded and, if it is the target's, handed on.
 fn drain(ring: &[u8], mut handle: impl FnMut(&GoroutineEvent)) {
     let mut at = 0;

@@ -7,12 +7,12 @@
 //! Go executable (its ELF section headers only), and only then is its binary parsed, once
 //! per executable file. Exits come from each process's pidfd.
 
-use crate::error_line::ErrorLine;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::config::ListenAddress;
 use crate::discover::{self, ExeIdentity, Filters};
+use crate::error_line::ErrorLine;
 use crate::probes::Probes;
 use crate::session::{LeakChanges, Session};
 use crate::target::{self, ProcessHandle, TargetError};

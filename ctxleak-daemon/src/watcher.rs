@@ -5,7 +5,6 @@
 //! `ctxleak attach` is a watcher with one process, `ctxleak daemon` one that a discovery
 //! keeps adding processes to (see [`crate::daemon`]).
 
-use crate::error_line::ErrorLine;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::discover::ExeIdentity;
+use crate::error_line::ErrorLine;
 use crate::goexe::GoBinary;
 use crate::http::{Shared, TargetEntry};
 use crate::metrics::TargetInfo;
@@ -444,7 +444,7 @@ impl Watcher {
         let ring = self.events.get_mut();
         // One clock read per drain: context events are stamped with it (they are at most one
         // drain interval old, 10 ms, unless the ring backs up).
-        let received_ns = crate::session::monotonic_ns();
+        let received_ns = monotonic_ns();
         while let Some(item) = ring.next() {
             match crate::probes::decode_record(&item) {
                 Some(Record::Goroutine(event)) => {

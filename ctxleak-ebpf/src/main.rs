@@ -76,9 +76,7 @@ pub fn goroutine_enqueued(ctx: ProbeContext) -> u32 {
 pub fn goroutine_exited(ctx: ProbeContext) -> u32 {
     // SAFETY: as above.
     let g = unsafe { (*ctx.regs).r14 };
-    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
-    let Some(target) = (unsafe { TARGETS.get(&pid) }) else {
+    let Some((pid, target)) = current_target() else {
         return 0;
     };
     let Some(goid) = read_u64(g, target.offsets.g_goid) else {
@@ -104,9 +102,7 @@ pub fn goroutine_exited(ctx: ProbeContext) -> u32 {
 /// update per park, no event.
 #[uprobe]
 pub fn goroutine_parked(_ctx: ProbeContext) -> u32 {
-    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
-    let Some(target) = (unsafe { TARGETS.get(&pid) }) else {
+    let Some((pid, target)) = current_target() else {
         return 0;
     };
     if target.park_times == 0 {
@@ -299,9 +295,7 @@ const FLOOR_SPIN_MAX_READS: u32 = 1024;
 /// two spin lengths give what each nanosecond inside a uprobe program costs the target.
 #[uprobe]
 pub fn floor_spin(_ctx: ProbeContext) -> u32 {
-    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
-    let Some(target) = (unsafe { TARGETS.get(&pid) }) else {
+    let Some((_, target)) = current_target() else {
         return 0;
     };
     let spin = u64::from(target.floor_spin_ns);
@@ -326,9 +320,7 @@ fn context_change(
     context: u64,
     detail: u64,
 ) -> Option<(ContextChange, &'static TargetConfig)> {
-    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
-    let target = unsafe { TARGETS.get(&pid) }?;
+    let (pid, target) = current_target()?;
     Some((
         ContextChange {
             kind: kind as u32,
@@ -338,6 +330,16 @@ fn context_change(
         },
         target,
     ))
+}
+
+/// The current process and its configuration, if the daemon registered it; `None` for every
+/// other process running a probed executable.
+#[inline(always)]
+fn current_target() -> Option<(u32, &'static TargetConfig)> {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
+    let target = unsafe { TARGETS.get(&pid) }?;
+    Some((pid, target))
 }
 
 #[inline(always)]
@@ -350,9 +352,7 @@ fn send<T: Copy + 'static>(event: &T) {
 /// Sends the creation of `g`, with its parent and sites.
 #[inline(always)]
 fn report_created(ctx: &ProbeContext, g: u64) {
-    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: a map lookup by value; the entry is plain data written by the daemon.
-    let Some(target) = (unsafe { TARGETS.get(&pid) }) else {
+    let Some((pid, target)) = current_target() else {
         return;
     };
     match read_created(pid, g, &target.offsets) {

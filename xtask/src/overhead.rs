@@ -49,9 +49,6 @@ const MODES: &[(&str, Option<&[&str]>)] = &[
     ),
 ];
 
-/// Indices in [`MODES`] of the two spinning floors, shorter first.
-const SPINNING: (usize, usize) = (6, 7);
-
 /// How long mode `i`'s programs spin, from its `--floor-spin-ns` argument.
 fn spin_ns(i: usize) -> Option<f64> {
     let args = MODES.get(i)?.1?;
@@ -213,19 +210,24 @@ fn report(
         .iter()
         .map(|share| share.runs_per_request * share.ns_per_run)
         .sum();
-    writeln!(
-        md,
-        "| all | {:.2} | | {total:.0} |",
-        probes
-            .iter()
-            .map(|share| share.runs_per_request)
-            .sum::<f64>()
-    )?;
+    let runs: f64 = probes.iter().map(|share| share.runs_per_request).sum();
+    writeln!(md, "| all | {runs:.2} | | {total:.0} |")?;
+    // The two spinning floors of MODES, shorter first.
+    let mut spinning: Vec<usize> = (0..MODES.len()).filter(|&i| spin_ns(i).is_some()).collect();
+    spinning.sort_by(|&a, &b| {
+        spin_ns(a)
+            .partial_cmp(&spin_ns(b))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let [short, long] = spinning[..] else {
+        bail!(
+            "MODES must hold two floors with --floor-spin-ns, not {}",
+            spinning.len()
+        );
+    };
     // Each spinning run spins at least its length and stops within a clock read of it, so
     // the difference between the two spinning floors is (difference of lengths) x (runs per
     // request) of program time, whatever a run's fixed part costs.
-    let (short, long) = SPINNING;
-    let runs: f64 = probes.iter().map(|share| share.runs_per_request).sum();
     let spun = spin_ns(long)
         .zip(spin_ns(short))
         .map(|(l, s)| (l - s) * runs);
