@@ -162,7 +162,9 @@ pub struct ContextEvent {
     /// [`EventKind::ContextRegistered`]: the parent's `children` map (its first word is the
     /// map's length). [`EventKind::ContextCancelled`]: `removeFromParent` (1 for a direct
     /// cancel by the owner's cancel func, a deadline or `AfterFunc`'s stop; 0 when a parent's
-    /// cancellation propagates). Zero otherwise.
+    /// cancellation propagates). [`EventKind::ContextCreated`]: the parent context (the data
+    /// word of the `Context` interface it was made from, which `propagateCancel` stores at
+    /// +8 of the new context).
     pub detail: u64,
     /// [`EventKind::ContextCreated`]: the goroutine that created the context. Zero otherwise.
     pub goid: u64,

@@ -148,6 +148,24 @@ pub struct LeaksResponse {
     /// Contexts ctxleak holds in memory (unreleased, or with goroutines bound to them).
     pub contexts_tracked: u64,
     pub goroutines_bound: u64,
+    /// Whether the probes were on, and so whether the figures above are totals or samples.
+    #[serde(default)]
+    pub probes: ProbeState,
+}
+
+/// The probes of a watched process under `--max-overhead` (see `budget.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbeState {
+    /// `--max-overhead`: "exact", "1%", "0%" (memory only).
+    pub max_overhead: String,
+    /// Whether they are attached now.
+    pub on: bool,
+    /// Share of the last minute they were attached.
+    pub duty: f64,
+    /// They were off at some time since ctxleak attached: contexts (created, cancelled,
+    /// unreleased, outliving) and created/exited goroutines are samples of what happened,
+    /// not totals. Goroutine counts, states and stacks come from memory and stay exact.
+    pub sampled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{GroupsResponse, LeaksResponse};
+use crate::budget::ProbePolicy;
 use crate::config::ListenAddress;
 use crate::groups::SuspectRules;
 use crate::http::Shared;
@@ -33,6 +34,8 @@ pub struct AttachOptions {
     pub suspect_rules: SuspectRules,
     /// A goroutine outliving its context is reported once the context was cancelled this long.
     pub context_grace: Duration,
+    /// Whether the probes run always, under a CPU budget, or never.
+    pub policy: crate::budget::ProbePolicy,
     /// Watch this long, take a last census and end (`ctxleak report`); None: until the
     /// target exits or ctxleak is interrupted.
     pub watch_for: Option<Duration>,
@@ -57,32 +60,35 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
         probes.enable_run_stats()?;
     }
     let shared = Arc::new(Shared::default());
-    let mut watcher = Watcher::new(
-        probes,
-        events,
-        shared.clone(),
-        WatchOptions {
-            probe_mode: options.probe_mode,
-            judgement: Judgement {
-                suspect_rules: options.suspect_rules,
-                context_grace: options.context_grace,
-            },
-            census_interval: options.census_interval,
-            per_process: true,
+    let watch = WatchOptions {
+        probe_mode: options.probe_mode,
+        judgement: Judgement {
+            suspect_rules: options.suspect_rules,
+            context_grace: options.context_grace,
         },
-    );
+        census_interval: options.census_interval,
+        per_process: true,
+        policy: options.policy,
+    };
+    let mut watcher = Watcher::new(probes, events, shared.clone(), watch);
     let exe = prepared.path.display().to_string();
     let version = prepared.binary.version.to_string();
     let has_contexts = prepared.binary.probes.contexts.is_some();
+    let contexts_probed = watch.contexts_probed(&prepared.binary);
     let probe_count = watcher.add(prepared)?;
     let listen = listener
         .local_addr()
         .map_or_else(|_| options.listen.to_string(), |a| a.to_string());
     tokio::spawn(crate::http::serve(listener, shared.clone()));
-    let contexts_probed =
-        has_contexts && !options.probe_mode.no_contexts && !options.probe_mode.floor;
     eprintln!(
-        "ctxleak: attached to PID {pid} ({exe}, {version}, {probe_count} probes{}); metrics at http://{listen}/metrics",
+        "ctxleak: attached to PID {pid} ({exe}, {version}, {}{}); metrics at http://{listen}/metrics",
+        match options.policy {
+            ProbePolicy::Exact => format!("{probe_count} probes"),
+            ProbePolicy::Budget { .. } if !options.policy.probes() => {
+                "memory only: no probes (--max-overhead 0)".to_owned()
+            }
+            policy => format!("{probe_count} probes within --max-overhead {policy}"),
+        },
         if contexts_probed {
             ", contexts"
         } else if !has_contexts {

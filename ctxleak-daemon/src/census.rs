@@ -223,6 +223,10 @@ pub struct Census {
     pub goroutines: Vec<GoroutineRecord>,
     /// g pointers that could not be read (the slice moved under us, or memory was unmapped).
     pub unreadable: usize,
+    /// The highest goid in any g, dead ones included (a dead g keeps the goid of the last
+    /// goroutine that ran on it): about the last goid handed out, so how far it moves between
+    /// two censuses bounds the goroutines created meanwhile, even those already gone.
+    pub high_goid: u64,
 }
 
 /// g structs this close to each other are read as one range, the bytes between them
@@ -328,6 +332,7 @@ pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Cens
         records[index] = read_alone(addresses[index], &mut unreadable);
     }
 
+    let high_goid = records.iter().flatten().map(|r| r.goid).max().unwrap_or(0);
     Ok(Census {
         goroutines: records
             .into_iter()
@@ -335,6 +340,7 @@ pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Cens
             .filter(|record| is_live_status(record.status))
             .collect(),
         unreadable,
+        high_goid,
     })
 }
 

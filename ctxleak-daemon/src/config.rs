@@ -27,6 +27,7 @@ pub const KEYS: &[&str] = &[
     "park-times",
     "no-contexts",
     "probe-stats",
+    "max-overhead",
     "exe",
     "process-name",
     "cgroup",
@@ -36,7 +37,7 @@ pub const KEYS: &[&str] = &[
 
 /// What a config file set; `None` or empty where it said nothing, so the flag's default
 /// (or the flag itself) applies.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DaemonConfig {
     pub census_interval: Option<Duration>,
     pub suspect_window_short: Option<Duration>,
@@ -49,6 +50,8 @@ pub struct DaemonConfig {
     pub park_times: Option<bool>,
     pub no_contexts: Option<bool>,
     pub probe_stats: Option<bool>,
+    /// `max-overhead`: "1%", "0" or "exact".
+    pub max_overhead: Option<crate::budget::ProbePolicy>,
     /// Globs on the executable's path (checked to compile; matched by `discover::Filters`).
     pub exe: Vec<String>,
     /// Globs on the process name (`/proc/PID/comm`).
@@ -109,6 +112,7 @@ struct RawConfig {
     park_times: Option<bool>,
     no_contexts: Option<bool>,
     probe_stats: Option<bool>,
+    max_overhead: Option<String>,
     #[serde(default)]
     exe: Vec<String>,
     #[serde(default)]
@@ -248,6 +252,10 @@ impl RawConfig {
             park_times: self.park_times,
             no_contexts: self.no_contexts,
             probe_stats: self.probe_stats,
+            max_overhead: self
+                .max_overhead
+                .map(|text| text.parse().map_err(|error| ("max-overhead", error)))
+                .transpose()?,
             exe,
             process_name,
             cgroup,
@@ -481,6 +489,7 @@ mod tests {
             "exe" | "process-name" | "cgroup" => r#"["/usr/bin/*"]"#,
             "web.listen-address" => r#"":9789""#,
             "log.format" => r#""json""#,
+            "max-overhead" => r#""2.5%""#,
             _ => r#""7s""#,
         };
         match key.split_once('.') {
@@ -518,6 +527,7 @@ mod tests {
                 park_times: Some(true),
                 no_contexts: Some(true),
                 probe_stats: Some(true),
+                max_overhead: Some(crate::budget::ProbePolicy::Budget { share: 0.025 }),
                 exe: vec!["/usr/bin/*".into()],
                 process_name: vec!["/usr/bin/*".into()],
                 cgroup: vec!["/usr/bin/*".into()],

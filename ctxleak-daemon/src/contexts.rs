@@ -39,6 +39,10 @@ use crate::api::{
 };
 use crate::groups::GoroutineView;
 
+/// Words of a `cancelCtx` that [`ContextTracker::check_memory`] reads: its parent
+/// `Context` (+0, +8), `mu` (+16), `done` (+24, +32), `children` (+40) and `err` (+48).
+pub const CONTEXT_WORDS: usize = 7;
+
 /// Index into the [`SiteTable`]. 0 is "unknown" (a context first seen after lost events).
 pub type SiteId = u32;
 
@@ -94,7 +98,7 @@ impl SiteTable {
     }
 }
 
-/// One tracked context: 40 bytes, as there may be millions of them (see `cargo xtask bench
+/// One tracked context: 48 bytes, as there may be millions of them (see `cargo xtask bench
 /// memory`). Keyed by address in [`ContextTracker`]; `generation` tells apart contexts the GC
 /// put at the same address, so a binding never follows an address to a newer context.
 #[derive(Clone, Copy, Debug)]
@@ -108,6 +112,10 @@ struct ContextRecord {
     creator: u64,
     /// The parent's `children` map once registered.
     children_map: u64,
+    /// The parent context (the data word of `cancelCtx.Context`, at +8): while the context
+    /// lives, its memory says so; another value there means the GC freed it and reused the
+    /// memory ([`ContextTracker::check_memory`]).
+    parent: u64,
     /// When it was created, until it is cancelled; then when it was cancelled (only bound
     /// contexts are kept once cancelled, and they only need that).
     at_ns: u64,
@@ -205,6 +213,7 @@ impl ContextTracker {
                         flags: 0,
                         creator: event.goid,
                         children_map: 0,
+                        parent: event.detail,
                         at_ns: received_ns,
                     },
                 );
@@ -231,23 +240,73 @@ impl ContextTracker {
             }
             Some(EventKind::ContextCancelled) => {
                 self.cancelled += 1;
-                let Some(record) = self.records.get_mut(&event.context) else {
-                    return;
-                };
-                if record.cancelled() {
-                    return; // Cancelled again (a deferred cancel after the parent's).
-                }
-                let was_unreleased = record.unreleased();
-                record.flags |= CANCELLED;
-                record.at_ns = received_ns;
-                let map = record.children_map;
-                if was_unreleased {
-                    self.leave_map(map);
-                }
-                self.forget_if_unused(event.context);
+                self.cancel(event.context, received_ns);
             }
             _ => {}
         }
+    }
+
+    /// Marks the context at `address` cancelled at `at_ns`, unless it is already.
+    fn cancel(&mut self, address: u64, at_ns: u64) {
+        let Some(record) = self.records.get_mut(&address) else {
+            return;
+        };
+        if record.cancelled() {
+            return; // Cancelled again (a deferred cancel after the parent's).
+        }
+        let was_unreleased = record.unreleased();
+        record.flags |= CANCELLED;
+        record.at_ns = at_ns;
+        let map = record.children_map;
+        if was_unreleased {
+            self.leave_map(map);
+        }
+        self.forget_if_unused(address);
+    }
+
+    /// Reads from the target's memory what the probes could not say while they were off:
+    /// each tracked context not known cancelled is cancelled if its `err` (+48) is set (a
+    /// cancelled `cancelCtx` has it, in every Go release: an `error` up to 1.24, an
+    /// `atomic.Value` from 1.25, non-zero first word either way), as of `now_ns`; and gone if
+    /// its memory no longer holds it (unreadable, or another parent at +8: the GC freed it
+    /// and reused the memory; a context still in a parent's `children` map cannot be freed,
+    /// so it was released). `read` reads [`CONTEXT_WORDS`] words at an address. Returns
+    /// (cancelled, gone).
+    pub fn check_memory(
+        &mut self,
+        now_ns: u64,
+        read: impl FnOnce(&[u64]) -> Vec<Option<[u64; CONTEXT_WORDS]>>,
+    ) -> (u64, u64) {
+        let addresses: Vec<u64> = self
+            .records
+            .iter()
+            .filter(|(_, record)| !record.cancelled())
+            .map(|(&address, _)| address)
+            .collect();
+        let words = read(&addresses);
+        let (mut cancelled, mut gone) = (0, 0);
+        for (address, words) in addresses.into_iter().zip(words) {
+            let Some(record) = self.records.get(&address) else {
+                continue;
+            };
+            match words {
+                Some(words) if words[1] == record.parent && words[6] == 0 => {}
+                Some(words) if words[1] == record.parent => {
+                    cancelled += 1;
+                    self.cancelled += 1;
+                    self.cancel(address, now_ns);
+                }
+                _ => {
+                    gone += 1;
+                    if let Some(record) = self.records.remove(&address)
+                        && record.unreleased()
+                    {
+                        self.leave_map(record.children_map);
+                    }
+                }
+            }
+        }
+        (cancelled, gone)
     }
 
     /// A goroutine event: a new goroutine inherits its creator's binding; an exited one
@@ -688,6 +747,66 @@ mod tests {
             (1, 1),
             "the retired context goes with its last goroutine"
         );
+    }
+
+    /// A creation under parent `parent` (the event's detail), registered in map 0xaa.
+    fn create_registered(t: &mut ContextTracker, goid: u64, context: u64, parent: u64) {
+        t.apply(
+            &event(EventKind::ContextCreated, goid, context, parent, 10),
+            1000,
+            |s| site(s[0] as u32),
+        );
+        t.apply(
+            &event(EventKind::ContextRegistered, goid, context, 0xaa, 0),
+            1000,
+            |_| None,
+        );
+    }
+
+    #[test]
+    fn releases_the_probes_missed_are_read_from_memory() {
+        let mut t = ContextTracker::default();
+        create_registered(&mut t, 1, 0x100, 0x900); // still registered in memory
+        create_registered(&mut t, 1, 0x200, 0x900); // cancelled: err set
+        create_registered(&mut t, 1, 0x300, 0x900); // freed and reused: another parent
+        create_registered(&mut t, 1, 0x400, 0x900); // unmapped
+        t.apply_goroutine(&goroutine(EventKind::Created, 2, 1)); // bound to 0x400
+        create(&mut t, 1, 0x500, 50); // bound, under Background, still alive
+        t.apply_goroutine(&goroutine(EventKind::Created, 3, 1)); // bound to 0x500
+        assert_eq!(t.unreleased().count(), 4);
+        let memory = |address: u64| -> Option<[u64; CONTEXT_WORDS]> {
+            match address {
+                0x100 => Some([0x77, 0x900, 0, 0, 0, 0xaa, 0]),
+                0x200 => Some([0x77, 0x900, 0, 0, 0, 0xaa, 0x55]),
+                0x300 => Some([0x77, 0x123, 0, 0, 0, 0, 0]),
+                0x500 => Some([0x77, 0, 0, 0, 0, 0, 0]),
+                _ => None,
+            }
+        };
+        let (cancelled, gone) = t.check_memory(5000, |addresses| {
+            addresses.iter().map(|&a| memory(a)).collect()
+        });
+        assert_eq!((cancelled, gone), (1, 2));
+        assert_eq!(t.unreleased().count(), 1, "0x100 only");
+        assert_eq!(t.children_maps().collect::<Vec<_>>(), vec![(0xaa, 1)]);
+        assert_eq!(t.cancelled, 1);
+        // Goroutine 3's context is alive; goroutine 2's is gone, not cancelled: neither
+        // outlived a cancellation.
+        assert_eq!(t.bound_to_cancelled(u64::MAX).count(), 0);
+        // A bound context found cancelled in memory gives the verdict, as of the check.
+        let (cancelled, _) = t.check_memory(6000, |addresses| {
+            addresses
+                .iter()
+                .map(|&a| match a {
+                    0x500 => Some([0x77, 0, 0, 0, 0, 0, 0x55]),
+                    a => memory(a),
+                })
+                .collect()
+        });
+        assert_eq!(cancelled, 1);
+        let outliving: Vec<_> = t.bound_to_cancelled(u64::MAX).collect();
+        assert_eq!(outliving.len(), 1);
+        assert_eq!((outliving[0].goid, outliving[0].cancelled_ns), (3, 6000));
     }
 
     #[test]

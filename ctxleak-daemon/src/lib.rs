@@ -4,6 +4,7 @@
 pub mod api;
 #[cfg(feature = "probes")]
 pub mod attach;
+pub mod budget;
 pub mod census;
 pub mod cgroup;
 pub mod config;

@@ -23,6 +23,8 @@ const DEFAULT_SUSPECT_WINDOW_LONG: &str = "10m";
 const DEFAULT_SUSPECT_MIN_AGE: &str = "30s";
 const DEFAULT_CONTEXT_GRACE: &str = "5s";
 const DEFAULT_RESCAN_INTERVAL: &str = "10s";
+/// `--max-overhead` unless given: probes always on, as before budgets existed.
+const DEFAULT_MAX_OVERHEAD: &str = "exact";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -164,6 +166,11 @@ struct DaemonArgs {
     /// CAP_SYS_ADMIN).
     #[arg(long)]
     probe_stats: bool,
+    /// What the probes may cost each watched process, as a share of one CPU: 1%, 0.5%, 0
+    /// (memory only: no probes) or exact (probes always on) [default: exact]. See attach
+    /// --help.
+    #[arg(long, value_name = "SHARE")]
+    max_overhead: Option<ctxleak_daemon::budget::ProbePolicy>,
 }
 
 impl DaemonArgs {
@@ -231,6 +238,12 @@ impl DaemonArgs {
                     DEFAULT_CENSUS_INTERVAL,
                 ),
                 per_process: false,
+                policy: match self.max_overhead.or(config.max_overhead) {
+                    Some(policy) => policy,
+                    None => DEFAULT_MAX_OVERHEAD
+                        .parse()
+                        .map_err(|error: String| anyhow::anyhow!(error))?,
+                },
             },
             filters,
             rescan_interval: or(
@@ -285,6 +298,16 @@ struct WatchArgs {
     /// target, probe by probe. Costs two clock reads per probe hit; needs CAP_SYS_ADMIN.
     #[arg(long)]
     probe_stats: bool,
+    /// What the probes may cost the target, as a share of one CPU: 1%, 0.5%, ... Each probe
+    /// hit costs the target about a microsecond; under a budget, ctxleak estimates the cost
+    /// from the hits it sees and switches the probes off and on in windows so that it
+    /// averages at most the budget (ctxleak_probe_duty_ratio says how much of the time they
+    /// were on). Goroutine counts and stacks come from memory either way and stay exact;
+    /// created/exited counts and context findings are samples while the probes are off part
+    /// of the time. 0: memory only (no probes, no context findings); exact: probes always
+    /// on, whatever they cost.
+    #[arg(long, value_name = "SHARE", default_value = DEFAULT_MAX_OVERHEAD)]
+    max_overhead: ctxleak_daemon::budget::ProbePolicy,
     /// Benchmarks only: attach do-nothing programs at the same places (the trap cost alone).
     #[arg(long, hide = true)]
     floor: bool,
@@ -320,6 +343,7 @@ impl WatchArgs {
                 min_age: self.suspect_min_age,
             },
             context_grace: self.context_grace,
+            policy: self.max_overhead,
             watch_for,
         }
     }

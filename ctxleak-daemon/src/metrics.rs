@@ -117,6 +117,9 @@ pub struct Metrics {
     orphaned: Family<ContextSiteLabels, Gauge>,
     outliving: Family<OutlivingLabels, Gauge>,
     children_mismatch: Family<TargetLabels, Gauge>,
+    probe_duty: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    probe_cost: Family<TargetLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    probe_budget: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     series: std::sync::Mutex<std::collections::HashMap<u32, TargetSeries>>,
     pub events_lost: Counter,
     pub probe_read_errors: Counter,
@@ -151,6 +154,9 @@ impl Default for Metrics {
             orphaned: Family::default(),
             outliving: Family::default(),
             children_mismatch: Family::default(),
+            probe_duty: Family::default(),
+            probe_cost: Family::default(),
+            probe_budget: Family::default(),
             series: Default::default(),
             events_lost: Counter::default(),
             probe_read_errors: Counter::default(),
@@ -273,6 +279,21 @@ impl Default for Metrics {
             metrics.children_mismatch.clone(),
         );
         registry.register(
+            "probe_duty_ratio",
+            "Share of the last minute the probes were attached to a watched process (1 with --exact, 0 with --max-overhead 0): the share of its probe events ctxleak saw; figures from events are samples when it is below 1",
+            metrics.probe_duty.clone(),
+        );
+        registry.register(
+            "probe_cost_seconds",
+            "Estimated CPU time the probes cost a watched process: its probe hits (the events received) times the cost of one hit (the trap and the program)",
+            metrics.probe_cost.clone(),
+        );
+        registry.register(
+            "probe_budget_ratio",
+            "The CPU share the probes may cost each watched process (--max-overhead, as a fraction of one CPU); absent with --exact",
+            metrics.probe_budget.clone(),
+        );
+        registry.register(
             "target_info",
             "A watched process (always 1): its executable, Go version, and the container id and Kubernetes pod UID from its cgroup",
             metrics.target_info.clone(),
@@ -294,6 +315,14 @@ pub struct TargetMetrics {
     pub disagreements: Counter,
     pub contexts_created: Counter,
     pub contexts_cancelled: Counter,
+    /// `ctxleak_probe_duty_ratio`.
+    pub probe_duty: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// `ctxleak_probe_cost_seconds_total`.
+    pub probe_cost: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// `ctxleak_probe_budget_ratio`: set only under a budget.
+    pub probe_budget: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// To create `probe_budget` only under a budget (the family holds the series).
+    pid: u32,
 }
 
 impl TargetMetrics {
@@ -335,7 +364,20 @@ impl Metrics {
             disagreements: self.disagreements.get_or_create(&target).clone(),
             contexts_created: self.contexts_created.get_or_create(&target).clone(),
             contexts_cancelled: self.contexts_cancelled.get_or_create(&target).clone(),
+            probe_duty: self.probe_duty.get_or_create(&target).clone(),
+            probe_cost: self.probe_cost.get_or_create(&target).clone(),
+            probe_budget: Gauge::default(),
+            pid,
         }
+    }
+
+    /// Exports the probe budget of `target` (`ctxleak_probe_budget_ratio`).
+    pub fn set_probe_budget(&self, target: &mut TargetMetrics, share: f64) {
+        target.probe_budget = self
+            .probe_budget
+            .get_or_create(&TargetLabels { pid: target.pid })
+            .clone();
+        target.probe_budget.set(share);
     }
 
     /// Removes every series of `pid`: it is no longer watched.
@@ -367,6 +409,9 @@ impl Metrics {
         }
         self.suspect_count.remove(&target);
         self.children_mismatch.remove(&target);
+        self.probe_duty.remove(&target);
+        self.probe_cost.remove(&target);
+        self.probe_budget.remove(&target);
     }
 
     fn with_series<T>(&self, pid: u32, f: impl FnOnce(&mut TargetSeries) -> T) -> Option<T> {

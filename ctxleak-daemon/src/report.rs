@@ -74,6 +74,23 @@ pub fn suspect_summary(group: &Group) -> String {
     )
 }
 
+/// What a report's context figures are, when the probes were not on all the time: a line
+/// saying so, with the share of the time they were on. None when they are totals.
+pub fn sampling_line(probes: &crate::api::ProbeState) -> Option<String> {
+    if !probes.sampled {
+        return None;
+    }
+    Some(if probes.max_overhead == "0%" {
+        "  memory only (--max-overhead 0): goroutines are counted and grouped from memory; no context findings".to_owned()
+    } else {
+        format!(
+            "  sampled: probes on {:.1}% of the last minute (--max-overhead {}): context figures and created/exited counts are samples",
+            probes.duty * 100.0,
+            probes.max_overhead
+        )
+    })
+}
+
 /// Whether a report has anything to act on: a context verdict or a leak-suspect group.
 pub fn found(leaks: &LeaksResponse, groups: &GroupsResponse) -> bool {
     !leaks.unreleased.is_empty()
@@ -104,6 +121,10 @@ pub fn text(leaks: &LeaksResponse, groups: &GroupsResponse, watched_s: f64) -> S
         &leaks.outliving,
         leaks.children_check.mismatch,
     );
+    if let Some(line) = sampling_line(&leaks.probes) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     if suspects.is_empty() && contexts.is_empty() {
         out.push_str("  no leaks found\n");
     }

@@ -57,6 +57,20 @@ pub struct Session {
     top_suspect: Option<String>,
     /// (created, exited) at the last summary line.
     summarized: (u64, u64),
+    /// Whether its executable's probes are attached now (see [`crate::budget`]).
+    probes_on: bool,
+    /// The probes were off at some time since the live set was last read from memory: the
+    /// events alone no longer keep it, [`Session::count_from_memory`] does.
+    events_gap: bool,
+    /// The probes were off at some time since the tracked contexts were last checked in
+    /// memory: cancellations may have been missed.
+    contexts_gap: bool,
+    /// Events applied since [`Session::take_hits`]: one per probe hit.
+    hits: u64,
+    /// When [`Session::count_from_memory`] may read the goroutines again.
+    next_memory_count: Instant,
+    /// What `/api/leaks` says of the probes.
+    probe_state: crate::api::ProbeState,
 }
 
 impl Session {
@@ -70,6 +84,7 @@ impl Session {
         target_metrics: TargetMetrics,
         contexts_probed: bool,
         judgement: Judgement,
+        policy: crate::budget::ProbePolicy,
     ) -> Self {
         Self {
             pid: process.pid(),
@@ -92,11 +107,80 @@ impl Session {
             groups: GroupTracker::new(judgement.suspect_rules),
             top_suspect: None,
             summarized: (0, 0),
+            probes_on: true,
+            events_gap: false,
+            contexts_gap: false,
+            hits: 0,
+            next_memory_count: Instant::now(),
+            probe_state: crate::api::ProbeState {
+                max_overhead: policy.to_string(),
+                on: true,
+                duty: 1.0,
+                sampled: false,
+            },
         }
+    }
+
+    /// The share of the last minute its probes were on (the watcher measures it).
+    pub fn set_probe_duty(&mut self, duty: f64) {
+        self.probe_state.duty = duty;
+        self.target_metrics.probe_duty.set(duty);
+    }
+
+    /// The probes of its executable were attached (`on`) or detached. Detached, the events
+    /// stop: from now on the live set is read from memory, and the tracked contexts are
+    /// checked in memory at each census. Attached again, the live set is read afresh at once
+    /// (after the attach, as at the first attach) and the events keep it from there.
+    pub fn probes_switched(&mut self, on: bool) -> anyhow::Result<()> {
+        self.probes_on = on;
+        self.probe_state.on = on;
+        if !on {
+            self.probe_state.sampled = true;
+            self.events_gap = true;
+            self.contexts_gap = true;
+            return Ok(());
+        }
+        self.count_from_memory(Instant::now(), true)
+    }
+
+    pub fn probes_on(&self) -> bool {
+        self.probes_on
+    }
+
+    /// Probe events applied since the last call: the probe hits of this process.
+    pub fn take_hits(&mut self) -> u64 {
+        std::mem::take(&mut self.hits)
+    }
+
+    /// While the probes are off (or as they come back on, `now_due`), reads the live
+    /// goroutines from memory and estimates how many were created and exited since the last
+    /// read (see [`GoroutineTracker::reset_estimating`]). Rate-limited so that reading a
+    /// huge target takes at most a tenth of the daemon's time: at most every second, and
+    /// every ten times as long as the last read took.
+    pub fn count_from_memory(&mut self, now: Instant, now_due: bool) -> anyhow::Result<()> {
+        if !self.events_gap || (!now_due && now < self.next_memory_count) {
+            return Ok(());
+        }
+        let ktime = monotonic_ns();
+        let census = self.take_census()?;
+        let took = now.elapsed();
+        self.next_memory_count = now + (took * 10).max(Duration::from_secs(1));
+        let (binary, bias) = (&*self.binary, self.bias);
+        self.tracker
+            .reset_estimating(ktime, &census.goroutines, census.high_goid, |startpc| {
+                Self::classify(binary, bias, startpc)
+            });
+        self.events_gap = !self.probes_on;
+        self.publish_counts();
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    pub fn metrics(&self) -> &TargetMetrics {
+        &self.target_metrics
     }
 
     pub fn info(&self) -> &TargetInfo {
@@ -161,6 +245,7 @@ impl Session {
     }
 
     pub fn apply_goroutine(&mut self, event: &GoroutineEvent) {
+        self.hits += 1;
         let (binary, bias) = (&*self.binary, self.bias);
         self.tracker
             .apply(event, |startpc| Self::classify(binary, bias, startpc));
@@ -170,6 +255,7 @@ impl Session {
     /// Applies a context event drained at `received_ns` (monotonic; context events carry no
     /// timestamp of their own).
     pub fn apply_context(&mut self, event: &ContextEvent, received_ns: u64) {
+        self.hits += 1;
         let symbolizer = &mut self.symbolizer;
         self.contexts
             .apply(event, received_ns, |stack| symbolizer.context_site(stack));
@@ -213,6 +299,7 @@ impl Session {
         self.tracker.reset(ktime, &census.goroutines, |startpc| {
             Self::classify(binary, bias, startpc)
         });
+        self.tracker.saw_goid(census.high_goid);
         self.target_metrics.set_counts(self.tracker.counts());
         Ok(())
     }
@@ -234,12 +321,27 @@ impl Session {
         shared: &Shared,
     ) -> LeakChanges {
         let pid = self.pid;
-        let (binary, bias) = (&*self.binary, self.bias);
-        let disagreements = self
-            .tracker
-            .reconcile(ktime, &census.goroutines, |startpc| {
-                Self::classify(binary, bias, startpc)
-            });
+        let binary_arc = self.binary.clone();
+        let (binary, bias) = (&*binary_arc, self.bias);
+        let disagreements = if self.events_gap {
+            // The events missed whatever happened while the probes were off: the census is
+            // the count, not a check of it.
+            self.tracker
+                .reset_estimating(ktime, &census.goroutines, census.high_goid, |startpc| {
+                    Self::classify(binary, bias, startpc)
+                });
+            self.events_gap = !self.probes_on;
+            self.publish_counts();
+            Vec::new()
+        } else {
+            self.tracker
+                .reconcile(ktime, &census.goroutines, |startpc| {
+                    Self::classify(binary, bias, startpc)
+                })
+        };
+        if self.contexts_gap {
+            self.check_contexts_in_memory(ktime);
+        }
         if !disagreements.is_empty() && self.process.is_exiting() {
             // Its goroutines vanish without exit events when a process ends: not a miss.
             tracing::debug!(
@@ -324,6 +426,40 @@ impl Session {
             "census"
         );
         changes
+    }
+
+    /// Reads the tracked contexts' cancellations that the probes could not see (see
+    /// [`ContextTracker::check_memory`]).
+    fn check_contexts_in_memory(&mut self, ktime: u64) {
+        let memory = &self.memory;
+        let (cancelled, gone) = self.contexts.check_memory(ktime, |addresses| {
+            let mut buffer = vec![0u8; addresses.len() * contexts::CONTEXT_WORDS * 8];
+            let mut reads: Vec<(u64, &mut [u8])> = addresses
+                .iter()
+                .copied()
+                .zip(buffer.chunks_exact_mut(contexts::CONTEXT_WORDS * 8))
+                .collect();
+            let read = memory.read_many(&mut reads);
+            buffer
+                .chunks_exact(contexts::CONTEXT_WORDS * 8)
+                .zip(read)
+                .map(|(bytes, read)| {
+                    read.then(|| {
+                        std::array::from_fn(|i| {
+                            let word = &bytes[i * 8..i * 8 + 8];
+                            u64::from_le_bytes(word.try_into().unwrap_or_default())
+                        })
+                    })
+                })
+                .collect()
+        });
+        self.contexts_gap = !self.probes_on;
+        tracing::debug!(
+            pid = self.pid,
+            cancelled,
+            gone,
+            "contexts checked in memory"
+        );
     }
 
     /// Whether the process has exited or is exiting.
@@ -426,6 +562,7 @@ impl Session {
             contexts_cancelled: self.contexts.cancelled,
             contexts_tracked: tracked as u64,
             goroutines_bound: bound as u64,
+            probes: self.probe_state.clone(),
         };
         (leaks, changes)
     }
@@ -435,8 +572,19 @@ impl Session {
         let counts = self.tracker.counts();
         let (created_before, exited_before) = self.summarized;
         self.summarized = (self.tracker.created, self.tracker.exited);
+        let state = &self.probe_state;
+        let probes = if state.max_overhead == "exact" {
+            String::new()
+        } else {
+            format!(
+                " | probes {} ({:.1}% of the last minute; --max-overhead {})",
+                if state.on { "on" } else { "off" },
+                state.duty * 100.0,
+                state.max_overhead
+            )
+        };
         format!(
-            "ctxleak: PID {} {}: {} goroutines ({} system) | +{} created -{} exited /s | {} events lost{}{}",
+            "ctxleak: PID {} {}: {} goroutines ({} system) | +{} created -{} exited /s | {} events lost{probes}{}{}",
             self.pid,
             self.binary.version,
             counts.user,

@@ -71,6 +71,9 @@ pub struct GoroutineTracker {
     unconfirmed: HashSet<u64>,
     /// (ktime, goid) of exits within [`RECENT_EXIT_NS`] of the newest one.
     recent_exits: VecDeque<(u64, u64)>,
+    /// The highest goid seen, by events or snapshots: goids are handed out in increasing
+    /// order, so its growth between two snapshots bounds the goroutines created meanwhile.
+    goid_high: u64,
     pub created: u64,
     pub exited: u64,
 }
@@ -94,6 +97,45 @@ impl GoroutineTracker {
         {
             self.insert(record.goid, classify(record.startpc), 0);
         }
+        self.goid_high = self.goid_high.max(
+            goroutines
+                .iter()
+                .map(|record| record.goid)
+                .max()
+                .unwrap_or(0),
+        );
+    }
+
+    /// Notes the highest goid of a snapshot's g's, dead ones included (see
+    /// [`GoroutineTracker::reset_estimating`]), so that goroutines from before it are not
+    /// counted as created after it.
+    pub fn saw_goid(&mut self, goid: u64) {
+        self.goid_high = self.goid_high.max(goid);
+    }
+
+    /// [`GoroutineTracker::reset`] after a time without events (the probes were off): the
+    /// goroutines created and exited meanwhile are estimated from the snapshots. Created: how
+    /// far the highest goid moved (`high_goid`, the highest in any g of the snapshot, dead
+    /// ones included: the runtime hands goids out in order, but in batches of 16 per P, so
+    /// this can be off by up to 16 × GOMAXPROCS); exited: whatever the live count does not
+    /// account for. `created - exited` stays exactly the change in live goroutines.
+    pub fn reset_estimating(
+        &mut self,
+        ktime_ns: u64,
+        goroutines: &[GoroutineRecord],
+        high_goid: u64,
+        classify: impl Fn(u64) -> GoroutineKind,
+    ) {
+        let live_before = self.counts.user + self.counts.system;
+        let high_before = self.goid_high;
+        self.reset(ktime_ns, goroutines, classify);
+        self.goid_high = self.goid_high.max(high_goid);
+        let live_after = self.counts.user + self.counts.system;
+        let created = self.goid_high.saturating_sub(high_before);
+        // live_after = live_before + created - exited, with neither count negative.
+        let created = created.max(live_after.saturating_sub(live_before));
+        self.created += created;
+        self.exited += (live_before + created).saturating_sub(live_after);
     }
 
     /// Checks the live set against a census read after `ktime_ns`, once every event up to now
@@ -146,6 +188,7 @@ impl GoroutineTracker {
         match EventKind::from_u32(event.kind) {
             Some(EventKind::Created) => {
                 self.created += 1;
+                self.goid_high = self.goid_high.max(event.goid);
                 if event.ktime_ns >= self.snapshot_ktime {
                     self.insert(event.goid, classify(event.startpc), event.ktime_ns);
                 }
@@ -328,5 +371,56 @@ mod tests {
         // The next snapshot still sees g3's g as running: it must stay gone.
         tracker.reset(210, &[record(1, 9), record(3, 9)], classify);
         assert_eq!(tracker.counts(), Counts { user: 1, system: 0 });
+    }
+
+    #[test]
+    fn counts_without_events_are_estimated_from_goids() {
+        let mut tracker = GoroutineTracker::default();
+        tracker.reset(100, &[record(1, 9), record(2, 1), record(3, 9)], classify);
+        tracker.apply(&event(EventKind::Created, 4, 110, 9), classify);
+        assert_eq!((tracker.created, tracker.exited), (1, 0));
+        // Probes off: goroutines 5..=20 were created, all but 20 exited, and so did 3.
+        // (16 created, 16 exited.)
+        tracker.reset_estimating(
+            200,
+            &[record(1, 9), record(2, 1), record(4, 9), record(20, 9)],
+            20,
+            classify,
+        );
+        assert_eq!(tracker.counts(), Counts { user: 3, system: 1 });
+        assert_eq!((tracker.created, tracker.exited), (17, 16));
+        // 21..=30 came and went: only the dead g's goids show it.
+        tracker.reset_estimating(
+            250,
+            &[record(1, 9), record(2, 1), record(4, 9), record(20, 9)],
+            30,
+            classify,
+        );
+        assert_eq!((tracker.created, tracker.exited), (27, 26));
+        // Rewind the counts for what follows.
+        tracker.created -= 10;
+        tracker.exited -= 10;
+        assert_eq!(tracker.counts(), Counts { user: 3, system: 1 });
+        assert_eq!((tracker.created, tracker.exited), (17, 16));
+        // A goroutine from a P's older goid batch (below the highest seen) still counts.
+        tracker.reset_estimating(
+            300,
+            &[
+                record(1, 9),
+                record(2, 1),
+                record(4, 9),
+                record(20, 9),
+                record(19, 9),
+            ],
+            30,
+            classify,
+        );
+        assert_eq!(tracker.counts(), Counts { user: 4, system: 1 });
+        assert_eq!((tracker.created, tracker.exited), (18, 16));
+        assert_eq!(
+            tracker.created - tracker.exited,
+            5 - 3,
+            "live now minus live at start"
+        );
     }
 }

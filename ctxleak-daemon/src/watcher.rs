@@ -14,6 +14,7 @@ use ctxleak_common::Counter;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::budget::{Bucket, ProbePolicy, Switch};
 use crate::discover::ExeIdentity;
 use crate::error_line::ErrorLine;
 use crate::goexe::GoBinary;
@@ -36,16 +37,39 @@ pub struct WatchOptions {
     /// running the executable, filtered by the programs (`ctxleak daemon`: one attachment
     /// per file however many processes run it).
     pub per_process: bool,
+    /// Whether the probes run always, under a CPU budget, or never.
+    pub policy: ProbePolicy,
 }
 
-/// An executable file with probes attached, and the watched processes running it.
+impl WatchOptions {
+    /// Whether the `context` probes run on `binary` (some of the time, under a budget).
+    pub fn contexts_probed(&self, binary: &GoBinary) -> bool {
+        binary.probes.contexts.is_some()
+            && !self.probe_mode.no_contexts
+            && !self.probe_mode.floor
+            && self.policy.probes()
+    }
+}
+
+/// An executable file with probes attached (or, under a budget, switched off for now), and
+/// the watched processes running it.
 struct Executable {
     binary: Arc<GoBinary>,
-    attachment: Attachment,
+    /// None while its probes are off (under a budget).
+    attachment: Option<Attachment>,
+    /// Under a budget: when its probes go off and on.
+    bucket: Option<Bucket>,
+    /// (when, time on so far) once a second over the last minute, for the duty gauge.
+    duty: std::collections::VecDeque<(Instant, Duration)>,
+    /// Estimated cost already added to each process's `ctxleak_probe_cost_seconds_total`.
+    cost_exported: f64,
     pids: Vec<u32>,
     /// Since when no watched process runs it: its probes stay for [`DETACH_GRACE`].
     idle_since: Option<Instant>,
 }
+
+/// How far back `ctxleak_probe_duty_ratio` looks.
+const DUTY_WINDOW: Duration = Duration::from_secs(60);
 
 /// How long an executable keeps its probes (and its parsed binary) after its last watched
 /// process exits. A service that restarts, or a command run in a loop, is back within it:
@@ -210,16 +234,31 @@ impl Watcher {
                 let _ = tokio::task::block_in_place(|| detaching.join());
             }
             let only = self.options.per_process.then_some(pid);
-            match self
-                .probes
-                .attach(&link, &binary, self.options.probe_mode, only)
-            {
+            let attached = if self.options.policy.probes() {
+                self.probes
+                    .attach(&link, &binary, self.options.probe_mode, only)
+                    .map(Some)
+            } else {
+                Ok(None)
+            };
+            match attached {
                 Ok(attachment) => {
+                    let bucket = match self.options.policy {
+                        ProbePolicy::Exact => None,
+                        ProbePolicy::Budget { share } => Some(Bucket::new(
+                            share,
+                            crate::budget::DEFAULT_HIT_COST,
+                            Instant::now(),
+                        )),
+                    };
                     self.executables.insert(
                         identity,
                         Executable {
                             binary: binary.clone(),
                             attachment,
+                            bucket,
+                            duty: Default::default(),
+                            cost_exported: 0.0,
                             pids: Vec::new(),
                             idle_since: None,
                         },
@@ -245,7 +284,11 @@ impl Watcher {
             .context("the executable vanished while attaching")?;
         executable.pids.push(pid);
         executable.idle_since = None;
-        let probe_count = executable.attachment.probe_count();
+        let probe_count = executable
+            .attachment
+            .as_ref()
+            .map_or(0, Attachment::probe_count);
+        let probes_on = executable.attachment.is_some();
 
         let info = TargetInfo {
             exe: path.display().to_string(),
@@ -253,10 +296,13 @@ impl Watcher {
             container_id: container.container_id.clone(),
             pod_uid: container.pod_uid.clone(),
         };
-        let target_metrics = self.shared.metrics.add_target(pid, &info);
-        let contexts_probed = binary.probes.contexts.is_some()
-            && !self.options.probe_mode.no_contexts
-            && !self.options.probe_mode.floor;
+        let mut target_metrics = self.shared.metrics.add_target(pid, &info);
+        if let ProbePolicy::Budget { share } = self.options.policy {
+            self.shared
+                .metrics
+                .set_probe_budget(&mut target_metrics, share);
+        }
+        let contexts_probed = self.options.contexts_probed(&binary);
         let handle = match process.try_clone() {
             Ok(handle) => handle,
             Err(error) => {
@@ -273,7 +319,12 @@ impl Watcher {
             target_metrics,
             contexts_probed,
             self.options.judgement,
+            self.options.policy,
         );
+        if !probes_on {
+            // Its executable's probes are off for now: its live set comes from memory.
+            let _ = session.probes_switched(false);
+        }
         if let Err(error) = session.resync() {
             self.forget(pid, identity);
             if exited(&process) {
@@ -346,18 +397,180 @@ impl Watcher {
             .map(|(&identity, _)| identity)
             .collect();
         for identity in idle {
-            if let Some(executable) = self.executables.remove(&identity) {
-                let links = self.probes.detach(executable.attachment);
-                // ~100 ms per probe in the kernel: not on the loop that drains the events.
-                let detaching = std::thread::spawn(move || drop(links));
-                self.detaching.retain(|_, thread| !thread.is_finished());
-                self.detaching.insert(identity, detaching);
+            if let Some(attachment) = self
+                .executables
+                .remove(&identity)
+                .and_then(|executable| executable.attachment)
+            {
+                self.detach_in_background(identity, attachment);
             }
         }
         self.shared
             .metrics
             .attached_executables
             .set(self.executables.len() as i64);
+    }
+
+    /// Removes the probes of an executable away from the event loop: unregistering a
+    /// uprobe waits for an RCU grace period (about 100 ms each when idle, seconds on a busy
+    /// host). One thread per probe, so that every breakpoint goes at once (the kernel removes
+    /// it before the wait) rather than one grace period after another.
+    fn detach_in_background(&mut self, identity: ExeIdentity, attachment: Attachment) {
+        let links = self.probes.detach(attachment);
+        let detaching = std::thread::spawn(move || {
+            let threads: Vec<_> = links
+                .into_iter()
+                .map(|link| std::thread::spawn(move || drop(link)))
+                .collect();
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        self.detaching.retain(|_, thread| !thread.is_finished());
+        self.detaching.insert(identity, detaching);
+    }
+
+    /// Under a budget: accounts each executable's probe hits since the last call and
+    /// switches its probes off or on as its bucket says (see [`crate::budget`]).
+    fn steer_budget(&mut self, now: Instant) {
+        let identities: Vec<ExeIdentity> = self
+            .executables
+            .iter()
+            .filter(|(_, executable)| executable.bucket.is_some())
+            .map(|(&identity, _)| identity)
+            .collect();
+        for identity in identities {
+            let Some(executable) = self.executables.get_mut(&identity) else {
+                continue;
+            };
+            // The budget is per process: the busiest process of the file sets the pace.
+            let mut hits = 0;
+            for pid in &executable.pids {
+                if let Some(watched) = self.sessions.get_mut(pid) {
+                    hits = hits.max(watched.session.take_hits());
+                }
+            }
+            let Some(bucket) = executable.bucket.as_mut() else {
+                continue;
+            };
+            match bucket.update(now, hits) {
+                Switch::Stay => {}
+                Switch::Detach => {
+                    let pids = executable.pids.clone();
+                    if let Some(attachment) = executable.attachment.take() {
+                        self.detach_in_background(identity, attachment);
+                    }
+                    for pid in pids {
+                        if let Some(watched) = self.sessions.get_mut(&pid) {
+                            let _ = watched.session.probes_switched(false);
+                        }
+                    }
+                    tracing::debug!(?identity, "probe budget spent: probes off");
+                }
+                Switch::Attach => self.reattach(identity),
+            }
+        }
+    }
+
+    /// Attaches an executable's probes again after its budget refilled.
+    fn reattach(&mut self, identity: ExeIdentity) {
+        // Its probes from the last window may still be going: both would fire.
+        if self
+            .detaching
+            .get(&identity)
+            .is_some_and(|thread| !thread.is_finished())
+        {
+            if let Some(bucket) = self
+                .executables
+                .get_mut(&identity)
+                .and_then(|executable| executable.bucket.as_mut())
+            {
+                bucket.attach_failed();
+            }
+            return;
+        }
+        self.detaching.remove(&identity);
+        let Some(executable) = self.executables.get_mut(&identity) else {
+            return;
+        };
+        let Some(&pid) = executable.pids.first() else {
+            return; // Idle: detach_idle will take it.
+        };
+        let link = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+        let only = self.options.per_process.then_some(pid);
+        match self
+            .probes
+            .attach(&link, &executable.binary, self.options.probe_mode, only)
+        {
+            Ok(attachment) => {
+                executable.attachment = Some(attachment);
+                for pid in executable.pids.clone() {
+                    if let Some(watched) = self.sessions.get_mut(&pid)
+                        && let Err(error) = watched.session.probes_switched(true)
+                    {
+                        tracing::debug!(
+                            pid,
+                            "cannot read the goroutines after attaching: {}",
+                            ErrorLine(error.as_ref())
+                        );
+                    }
+                }
+                tracing::debug!(?identity, "probe budget refilled: probes on");
+            }
+            Err(error) => {
+                if let Some(bucket) = executable.bucket.as_mut() {
+                    bucket.attach_failed();
+                }
+                tracing::warn!(pid, "cannot attach the probes again: {}", ErrorLine(&error));
+            }
+        }
+    }
+
+    /// Once a second: each process's probe duty over the last minute and estimated cost, and
+    /// its live set read from memory while its probes are off.
+    fn publish_budget(&mut self, now: Instant) {
+        for executable in self.executables.values_mut() {
+            let attached = f64::from(u8::from(executable.attachment.is_some()));
+            let (duty, cost) = match &executable.bucket {
+                // Exact: on whenever attached; no estimate of the cost.
+                None => (attached, 0.0),
+                Some(bucket) => {
+                    let on_time = bucket.on_time();
+                    executable.duty.push_back((now, on_time));
+                    while executable
+                        .duty
+                        .front()
+                        .is_some_and(|&(at, _)| now.duration_since(at) > DUTY_WINDOW)
+                    {
+                        executable.duty.pop_front();
+                    }
+                    let duty = match executable.duty.front() {
+                        Some(&(at, before)) if now > at => {
+                            (on_time - before).as_secs_f64() / now.duration_since(at).as_secs_f64()
+                        }
+                        _ => attached,
+                    };
+                    let cost = bucket.spent() - executable.cost_exported;
+                    executable.cost_exported = bucket.spent();
+                    (duty, cost)
+                }
+            };
+            for pid in &executable.pids {
+                if let Some(watched) = self.sessions.get_mut(pid) {
+                    watched.session.set_probe_duty(duty.clamp(0.0, 1.0));
+                    watched.session.metrics().probe_cost.inc_by(cost.max(0.0));
+                }
+            }
+        }
+        for watched in self.sessions.values_mut() {
+            if let Err(error) = watched.session.count_from_memory(now, false) {
+                tracing::debug!(
+                    pid = watched.session.pid(),
+                    "cannot count the goroutines from memory: {}",
+                    ErrorLine(error.as_ref())
+                );
+            }
+        }
     }
 
     /// Watches until interrupted, until `watch_for` elapsed (a last census is taken), or,
@@ -396,6 +609,7 @@ impl Watcher {
                 }
                 _ = drain_tick.tick() => {
                     self.drain();
+                    self.steer_budget(Instant::now());
                     let pids = self.drain_execs();
                     if !pids.is_empty() {
                         hooks.execs(self, pids);
@@ -407,6 +621,7 @@ impl Watcher {
                 }
                 _ = tick.tick() => {
                     self.detach_idle(Some(Instant::now()));
+                    self.publish_budget(Instant::now());
                     if self.check_kernel_counters() {
                         hooks.execs_lost(self);
                     }

@@ -6,21 +6,15 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{Ctxleak, Driven, fixture, go_versions, http_get_status};
+use common::{Ctxleak, Driven, fixture, go_versions, http_get_status, now_ms};
 use serde_json::Value;
 
 /// Runs one load command (`ok N`, `leak N`) and waits for the server's checkpoint after it.
 fn command(server: &mut Driven, line: &str) -> Result<(), String> {
     server.send(line);
     server.checkpoint(line.split(' ').next().unwrap_or_default())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The first report taken at least 1.5 s (the grace period and a census) after `since_ms`.

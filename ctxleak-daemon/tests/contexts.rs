@@ -9,78 +9,17 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use common::{Ctxleak, Driven, fixture, go_versions, http_get_status, sample};
+use common::{
+    Ctxleak, Driven, advance_to, count, fixture, go_versions, report_after, sample, site,
+    unreleased_at,
+};
 use serde_json::Value;
-
-/// Lets the fixture go on to its checkpoint `name`; returns when it got there.
-fn advance_to(fx: &mut Driven, name: &str) -> Result<u64, String> {
-    fx.send("");
-    fx.checkpoint(name)?;
-    Ok(now_ms())
-}
 
 /// The last `len(parent.children)` the fixture printed.
 fn children_of(fx: &Driven) -> Result<u64, String> {
     fx.fact("children")?
         .parse()
         .map_err(|e| format!("bad children fact: {e}"))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// `function:line` of a site in the report.
-fn site(value: &Value) -> String {
-    format!(
-        "{}:{}",
-        value["function"].as_str().unwrap_or("?"),
-        value["line"]
-    )
-}
-
-/// The unreleased entry at `at`, if any.
-fn unreleased_at<'r>(report: &'r Value, at: &str) -> Option<&'r Value> {
-    report["unreleased"]
-        .as_array()?
-        .iter()
-        .find(|u| site(&u["site"]) == at)
-}
-
-fn count(entry: Option<&Value>, field: &str) -> u64 {
-    entry.and_then(|e| e[field].as_u64()).unwrap_or(0)
-}
-
-/// Polls /api/leaks until a report taken at least `settle_ms` after `since_ms` passes
-/// `check`; returns the last error otherwise.
-fn report_after(
-    ctxleak: &Ctxleak,
-    since_ms: u64,
-    settle_ms: u64,
-    check: impl Fn(&Value) -> Result<(), String>,
-) -> Result<Value, String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = String::from("no report");
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        let (status, body) = http_get_status(&ctxleak.metrics_url, "/api/leaks");
-        if status != 200 {
-            continue;
-        }
-        let report: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        if report["taken_at_unix_ms"].as_u64().unwrap_or(0) < since_ms + settle_ms {
-            continue;
-        }
-        match check(&report) {
-            Ok(()) => return Ok(report),
-            Err(error) => last = format!("{error}\nreport: {body}"),
-        }
-    }
-    Err(last)
 }
 
 fn mismatch_free(report: &Value, children: u64, parent_tracked: u64) -> Result<(), String> {

@@ -124,14 +124,22 @@ pub fn goroutine_parked(_ctx: ProbeContext) -> u32 {
 
 /// Placed after the stack check of `context.(*cancelCtx).propagateCancel`, which every
 /// cancelCtx, timerCtx and afterFuncCtx goes through when it is made: RAX is the new context,
-/// R14 the goroutine making it. The prologue has not run yet, so the return address is at
+/// RBX/RCX the parent `Context` interface (its data word is sent as the event's detail: the
+/// daemon tells the context from a reuse of its memory by it), R14 the goroutine making it. The prologue has not run yet, so the return address is at
 /// [SP] and RBP is still the caller's frame pointer: the creation stack is read from there,
 /// up to the user's line outside package `context`.
 #[uprobe]
 pub fn context_created(ctx: ProbeContext) -> u32 {
     // SAFETY: the kernel hands uprobe programs a valid pt_regs.
-    let (context, sp, bp) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rsp, (*ctx.regs).rbp) };
-    let Some((change, target)) = context_change(EventKind::ContextCreated, context, 0) else {
+    let (context, parent, sp, bp) = unsafe {
+        (
+            (*ctx.regs).rax,
+            (*ctx.regs).rcx,
+            (*ctx.regs).rsp,
+            (*ctx.regs).rbp,
+        )
+    };
+    let Some((change, target)) = context_change(EventKind::ContextCreated, context, parent) else {
         return 0;
     };
     // SAFETY: as in goroutine_created.

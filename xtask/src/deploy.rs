@@ -52,6 +52,7 @@ const CONFIG_KEYS: &[&str] = &[
     "park-times",
     "no-contexts",
     "probe-stats",
+    "max-overhead",
     "exe",
     "process-name",
     "cgroup",
@@ -1286,6 +1287,9 @@ fn check_config(name: &str, doc: &Value) -> Result<()> {
                     .all(|g| g.as_str().is_some_and(|g| !g.trim().is_empty()))
             }),
             "log.format" => value.as_str().is_some_and(|f| f == "text" || f == "json"),
+            "max-overhead" => value
+                .as_str()
+                .is_some_and(|v| v == "exact" || v == "0" || v.ends_with('%')),
             "web.listen-address" => value.as_str().is_some_and(|a| {
                 a.rsplit_once(':')
                     .is_some_and(|(_, p)| p.parse::<u16>().is_ok())

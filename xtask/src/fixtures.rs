@@ -30,9 +30,9 @@ const PLAIN: Variant = Variant {
     programs: &[],
 };
 
-/// The goroutine-count matrix program, and with it the census and context programs.
+/// The goroutine-count matrix program, and with it the census, context and budget programs.
 const PHASES: &[&str] = &["phases"];
-const PHASES_AND_PARKED: &[&str] = &["phases", "parked", "moving", "contexts"];
+const PHASES_AND_PARKED: &[&str] = &["phases", "parked", "moving", "contexts", "budget"];
 
 const VARIANTS: &[Variant] = &[
     // DWARF removed, symbol table kept.

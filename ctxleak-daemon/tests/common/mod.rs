@@ -9,7 +9,9 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
 
 /// Where `cargo xtask fixtures` put the Go programs: `<dir>/go<version>/<name>`.
 pub fn fixtures_dir() -> PathBuf {
@@ -533,6 +535,14 @@ impl Driven {
                 ["fact", key, value] => {
                     self.facts.insert((*key).to_owned(), (*value).to_owned());
                 }
+                ["checkpoint", got, rest] if *got == name => {
+                    // "goroutines N": runtime.NumGoroutine() there, as the fact "goroutines".
+                    if let Some(count) = rest.strip_prefix("goroutines ") {
+                        self.facts
+                            .insert("goroutines".to_owned(), count.trim().to_owned());
+                    }
+                    return Ok(());
+                }
                 ["checkpoint", got, ..] if *got == name => return Ok(()),
                 _ => return Err(format!("unexpected line {line:?} before checkpoint {name}")),
             }
@@ -567,4 +577,69 @@ impl Ctxleak {
             .env("CTXLEAK_LOG", filter);
         Self::from_command(command, "ctxleak daemon did not finish its initial scan")
     }
+}
+
+// What the context tests read from `/api/leaks`.
+
+/// Lets the fixture go on to its checkpoint `name`; returns when it got there.
+pub fn advance_to(fx: &mut Driven, name: &str) -> Result<u64, String> {
+    fx.send("");
+    fx.checkpoint(name)?;
+    Ok(now_ms())
+}
+
+/// Milliseconds since the Unix epoch: what `/api/*` stamps its answers with.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `function:line` of a site in the report.
+pub fn site(value: &Value) -> String {
+    format!(
+        "{}:{}",
+        value["function"].as_str().unwrap_or("?"),
+        value["line"]
+    )
+}
+
+/// The unreleased entry at `at`, if any.
+pub fn unreleased_at<'r>(report: &'r Value, at: &str) -> Option<&'r Value> {
+    report["unreleased"]
+        .as_array()?
+        .iter()
+        .find(|u| site(&u["site"]) == at)
+}
+
+pub fn count(entry: Option<&Value>, field: &str) -> u64 {
+    entry.and_then(|e| e[field].as_u64()).unwrap_or(0)
+}
+
+/// Polls /api/leaks until a report taken at least `settle_ms` after `since_ms` passes
+/// `check`; returns the last error otherwise.
+pub fn report_after(
+    ctxleak: &Ctxleak,
+    since_ms: u64,
+    settle_ms: u64,
+    check: impl Fn(&Value) -> Result<(), String>,
+) -> Result<Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = String::from("no report");
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let (status, body) = http_get_status(&ctxleak.metrics_url, "/api/leaks");
+        if status != 200 {
+            continue;
+        }
+        let report: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        if report["taken_at_unix_ms"].as_u64().unwrap_or(0) < since_ms + settle_ms {
+            continue;
+        }
+        match check(&report) {
+            Ok(()) => return Ok(report),
+            Err(error) => last = format!("{error}\nreport: {body}"),
+        }
+    }
+    Err(last)
 }

@@ -1,0 +1,299 @@
+//! The CPU budget of the probes (`--max-overhead`): what share of one CPU the uprobe hits may
+//! cost each target, and the switch that keeps them within it.
+//!
+//! A uprobe hit costs the target a trap (about 0.9 µs on this project's VMs, whatever the
+//! program does) plus its program's time (each nanosecond inside a program costs the target
+//! about 1.7 ns): see README "How it works, and what it costs". Its rate is the target's
+//! traffic, so per-event probing alone has no bound. Under a budget, each executable's probes
+//! are switched on and off so that the *estimated* cost (hits counted from the events the
+//! daemon receives, times the cost of one hit) averages at most the budget:
+//!
+//! - a token bucket holds CPU-seconds: it fills at the budget's rate up to
+//!   [`WINDOW`] × budget, and every hit takes its cost out of it;
+//! - while the probes are on and the bucket runs dry, they are detached (off the event loop:
+//!   the kernel waits for an RCU grace period per probe); hits that still come while they go
+//!   are paid for too, so the bucket may go below zero and the next window waits longer;
+//! - while they are off and the bucket is full again, they are attached again.
+//!
+//! At a rate the budget covers the bucket never runs dry and the probes stay on: exact, as
+//! with `--exact`. At a higher rate they are on for `budget / cost` of the time, in windows of
+//! at most one bucket's worth, so a target whose traffic jumps from 0 to 100 k requests a
+//! second pays the full price for at most one window. A budget of 0 is memory only: the
+//! probes are never attached.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// What one probe hit is taken to cost the target when no better figure is known: the trap
+/// (0.93 µs per hit for empty programs) plus ctxleak's programs (1.34 µs of program time per
+/// 8 hits, at 1.7 ns of the target's time per ns), as `cargo xtask bench overhead` measured it
+/// on this project's 2-core VMs (README, Benchmarks). On faster hosts (bare metal traps cost
+/// about 0.3 µs) it over-estimates, which errs on the side of the service.
+pub const DEFAULT_HIT_COST: Duration = Duration::from_nanos(1_300);
+
+/// How much of the budget may be spent at once: the bucket holds `WINDOW × budget`. At a rate
+/// over budget, probes are on for a burst worth one bucket and then off for about a window.
+pub const WINDOW: Duration = Duration::from_secs(10);
+
+/// Whether and how much the probes may cost.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ProbePolicy {
+    /// Probes always on: every event seen, whatever it costs (`--exact`).
+    Exact,
+    /// Probes on within this share of one CPU per target (0.01 is 1%); 0: memory only.
+    Budget { share: f64 },
+}
+
+impl ProbePolicy {
+    /// Whether probes are ever attached.
+    pub fn probes(&self) -> bool {
+        !matches!(self, Self::Budget { share } if *share <= 0.0)
+    }
+}
+
+impl fmt::Display for ProbePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exact => f.write_str("exact"),
+            Self::Budget { share } => write!(f, "{}%", share * 100.0),
+        }
+    }
+}
+
+/// The largest budget: one whole CPU. More than that is no budget at all: say `--exact`.
+const MAX_PERCENT: f64 = 100.0;
+
+impl FromStr for ProbePolicy {
+    type Err = String;
+
+    /// `1%`, `0.5%`, `0` (memory only), or `exact`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "exact" {
+            return Ok(Self::Exact);
+        }
+        let number = text.strip_suffix('%').unwrap_or(text).trim();
+        let percent: f64 = number.parse().map_err(|_| {
+            format!(
+                "{text:?} is not a CPU share: give a percentage of one CPU such as 1% or 0.5%, 0 for memory only, or exact"
+            )
+        })?;
+        if !(0.0..=MAX_PERCENT).contains(&percent) {
+            return Err(format!(
+                "{text} is not a share of one CPU: give 0% to {MAX_PERCENT}% (or exact for no limit)"
+            ));
+        }
+        if percent > 0.0 && !text.ends_with('%') {
+            return Err(format!(
+                "{text:?} has no unit: write {text}% (a percentage of one CPU)"
+            ));
+        }
+        Ok(Self::Budget {
+            share: percent / 100.0,
+        })
+    }
+}
+
+/// What the probes of an executable should do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    Stay,
+    Attach,
+    Detach,
+}
+
+/// The token bucket of one executable's probes (see the module doc).
+#[derive(Clone, Debug)]
+pub struct Bucket {
+    /// CPU-seconds per second.
+    share: f64,
+    /// CPU-seconds.
+    capacity: f64,
+    tokens: f64,
+    hit_cost: f64,
+    on: bool,
+    last: Instant,
+    /// Estimated CPU-seconds the probes cost the target, all told.
+    spent: f64,
+    /// Time the probes were on, all told.
+    on_time: Duration,
+    /// Switches from off to on, all told (the first attach included).
+    windows: u64,
+}
+
+impl Bucket {
+    /// A full bucket, with the probes on (the caller attached them).
+    pub fn new(share: f64, hit_cost: Duration, now: Instant) -> Self {
+        let capacity = share * WINDOW.as_secs_f64();
+        Self {
+            share,
+            capacity,
+            tokens: capacity,
+            hit_cost: hit_cost.as_secs_f64(),
+            on: share > 0.0,
+            last: now,
+            spent: 0.0,
+            on_time: Duration::ZERO,
+            windows: u64::from(share > 0.0),
+        }
+    }
+
+    /// Accounts for `hits` since the last call, and says whether to switch.
+    pub fn update(&mut self, now: Instant, hits: u64) -> Switch {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = now;
+        if self.on {
+            self.on_time += elapsed;
+        }
+        let cost = hits as f64 * self.hit_cost;
+        self.spent += cost;
+        self.tokens = (self.tokens + self.share * elapsed.as_secs_f64()).min(self.capacity) - cost;
+        match self.on {
+            true if self.tokens <= 0.0 => {
+                self.on = false;
+                Switch::Detach
+            }
+            false if self.share > 0.0 && self.tokens >= self.capacity => {
+                self.on = true;
+                self.windows += 1;
+                Switch::Attach
+            }
+            _ => Switch::Stay,
+        }
+    }
+
+    /// The attach that [`Switch::Attach`] asked for failed: count it as a window spent off.
+    pub fn attach_failed(&mut self) {
+        self.on = false;
+        self.tokens = 0.0;
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// Estimated CPU-seconds the probes cost the target so far.
+    pub fn spent(&self) -> f64 {
+        self.spent
+    }
+
+    /// Time the probes were on so far.
+    pub fn on_time(&self) -> Duration {
+        self.on_time
+    }
+
+    pub fn windows(&self) -> u64 {
+        self.windows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_shares_and_refuses_nonsense() {
+        assert_eq!("1%".parse(), Ok(ProbePolicy::Budget { share: 0.01 }));
+        assert_eq!("0.5%".parse(), Ok(ProbePolicy::Budget { share: 0.005 }));
+        assert_eq!("0".parse(), Ok(ProbePolicy::Budget { share: 0.0 }));
+        assert_eq!("0%".parse(), Ok(ProbePolicy::Budget { share: 0.0 }));
+        assert_eq!("exact".parse(), Ok(ProbePolicy::Exact));
+        for bad in ["", "-1%", "101%", "one", "2", "1%%", "NaN%"] {
+            let error = bad.parse::<ProbePolicy>().unwrap_err();
+            assert!(!error.contains('\n'), "{error}");
+        }
+        assert!("2".parse::<ProbePolicy>().unwrap_err().contains("2%"));
+        assert!(!ProbePolicy::Budget { share: 0.0 }.probes());
+        assert!(ProbePolicy::Budget { share: 0.01 }.probes());
+        assert!(ProbePolicy::Exact.probes());
+        assert_eq!(ProbePolicy::Budget { share: 0.01 }.to_string(), "1%");
+    }
+
+    /// Drives a bucket with `rate` hits a second for `seconds`, in 10 ms steps as the
+    /// watcher's drain does, hits coming only while the probes are on. Returns the share of
+    /// time on and the estimated CPU share spent.
+    fn run(bucket: &mut Bucket, start: Instant, seconds: u64, rate: u64) -> (f64, f64) {
+        let step = Duration::from_millis(10);
+        let hits_per_step = rate / 100;
+        let (on_before, spent_before) = (bucket.on_time(), bucket.spent());
+        let mut now = start;
+        for _ in 0..seconds * 100 {
+            now += step;
+            let hits = if bucket.is_on() { hits_per_step } else { 0 };
+            bucket.update(now, hits);
+        }
+        let total = seconds as f64;
+        (
+            (bucket.on_time() - on_before).as_secs_f64() / total,
+            (bucket.spent() - spent_before) / total,
+        )
+    }
+
+    #[test]
+    fn a_rate_within_budget_keeps_the_probes_on() {
+        let start = Instant::now();
+        // 1% of a CPU at 1.3 µs a hit is about 7 700 hits a second.
+        let mut bucket = Bucket::new(0.01, DEFAULT_HIT_COST, start);
+        let (duty, spent) = run(&mut bucket, start, 60, 5_000);
+        assert_eq!(duty, 1.0);
+        assert!(spent < 0.01, "{spent}");
+        assert_eq!(bucket.windows(), 1);
+    }
+
+    #[test]
+    fn a_rate_over_budget_is_sampled_within_it() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(0.01, DEFAULT_HIT_COST, start);
+        // 100 000 hits a second cost 13% of a CPU: on about 1/13 of the time.
+        let (duty, spent) = run(&mut bucket, start, 120, 100_000);
+        assert!(spent <= 0.0101, "spent {spent}");
+        assert!(spent >= 0.008, "spent {spent}: the budget should be used");
+        assert!((0.06..0.08).contains(&duty), "duty {duty}");
+        assert!(bucket.windows() >= 10, "{}", bucket.windows());
+    }
+
+    #[test]
+    fn a_jump_in_traffic_costs_at_most_one_window() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(0.01, DEFAULT_HIT_COST, start);
+        run(&mut bucket, start, 30, 0);
+        // 0 -> 1 M hits a second: the probes must go within one bucket's worth.
+        let mut now = start + Duration::from_secs(30);
+        let mut on_for = Duration::ZERO;
+        while bucket.is_on() {
+            now += Duration::from_millis(10);
+            on_for += Duration::from_millis(10);
+            bucket.update(now, 10_000);
+        }
+        // One bucket is 0.1 CPU-seconds: 77 ms of 1.3 CPU-seconds a second.
+        assert!(on_for <= Duration::from_millis(100), "{on_for:?}");
+    }
+
+    #[test]
+    fn hits_after_the_switch_are_paid_for() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(0.01, DEFAULT_HIT_COST, start);
+        let mut now = start + Duration::from_millis(10);
+        assert_eq!(bucket.update(now, 100_000), Switch::Detach);
+        // The detach takes a while: 100 000 more hits come meanwhile (0.13 CPU-seconds).
+        now += Duration::from_millis(10);
+        assert_eq!(bucket.update(now, 100_000), Switch::Stay);
+        // Refilling 0.1 CPU-seconds of debt on top of the bucket takes two windows, not one.
+        let mut off = Duration::ZERO;
+        while bucket.update(now, 0) != Switch::Attach {
+            now += Duration::from_millis(100);
+            off += Duration::from_millis(100);
+        }
+        assert!(off > WINDOW * 2, "{off:?}");
+    }
+
+    #[test]
+    fn memory_only_never_attaches() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(0.0, DEFAULT_HIT_COST, start);
+        assert!(!bucket.is_on());
+        assert_eq!(bucket.update(start + WINDOW * 10, 0), Switch::Stay);
+        assert_eq!(bucket.windows(), 0);
+    }
+}
