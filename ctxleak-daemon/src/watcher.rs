@@ -42,6 +42,19 @@ pub struct WatchOptions {
 }
 
 impl WatchOptions {
+    /// Options that cannot go together, in one line with the fix.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.probe_mode.park_times && self.policy != ProbePolicy::Exact {
+            // Park times are kept in a kernel map, not sent as events: their hits would not
+            // be counted against the budget.
+            anyhow::bail!(
+                "--park-times cannot run under --max-overhead {}: its probe sends no events for ctxleak to count against the budget; add --max-overhead exact, or leave --park-times out",
+                self.policy
+            );
+        }
+        Ok(())
+    }
+
     /// Whether the `context` probes run on `binary` (some of the time, under a budget).
     pub fn contexts_probed(&self, binary: &GoBinary) -> bool {
         binary.probes.contexts.is_some()
@@ -599,6 +612,7 @@ impl Watcher {
         // Far enough to never come when there is no limit.
         let watched = tokio::time::sleep(watch_for.unwrap_or(Duration::from_secs(86_400 * 365)));
         tokio::pin!(watched);
+        let shared = self.shared.clone();
         loop {
             tokio::select! {
                 ready = self.events.readable_mut() => {
@@ -632,6 +646,12 @@ impl Watcher {
                     self.census_all(hooks);
                 }
                 _ = rescan_tick.tick(), if rescan_every.is_some() => hooks.rescan(self),
+                () = shared.census_wanted.notified() => {
+                    // A request wants an answer as of now (http.rs: at most one census a
+                    // second per process, however many ask).
+                    let wanted = self.shared.take_wanted();
+                    self.census(hooks, wanted);
+                }
                 Some((pid, generation)) = self.exits_rx.recv() => {
                     let current = self.sessions.get(&pid).is_some_and(|w| w.generation == generation);
                     if current {
