@@ -532,3 +532,61 @@ fn a_go_executable_too_large_to_read() {
     );
     assert!(target.is_running());
 }
+
+/// A period shorter than its minimum is refused, by a flag as by the daemon's config file,
+/// naming the smallest value accepted (`--census-interval 1ns` used to be accepted, and a
+/// census every nanosecond burned a core).
+#[test]
+fn periods_too_short() {
+    for (args, line) in [
+        (
+            &["attach", "--pid", "1", "--census-interval", "1ns"][..],
+            "error: invalid value '1ns' for '--census-interval <CENSUS_INTERVAL>': \"1ns\" is too short: give 100ms or more (a census more often costs CPU and shows nothing new)",
+        ),
+        (
+            &["daemon", "--census-interval", "10ms"],
+            "error: invalid value '10ms' for '--census-interval <CENSUS_INTERVAL>': \"10ms\" is too short: give 100ms or more (a census more often costs CPU and shows nothing new)",
+        ),
+        (
+            &["daemon", "--rescan-interval", "1ms"],
+            "error: invalid value '1ms' for '--rescan-interval <RESCAN_INTERVAL>': \"1ms\" is too short: give 1s or more (the exec tracepoint finds new processes at once; rescans of /proc only catch what it missed)",
+        ),
+    ] {
+        let output = refused(ctxleak().args(args), &args.join(" "));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // A usage error, as clap reports every bad flag: its line, then a pointer to --help.
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().next(), Some(line), "{args:?}: {stderr}");
+    }
+    let dir = TempDir::new("periods");
+    for (text, reason) in [
+        (
+            "census-interval = \"1ns\"\n",
+            "census-interval: \"1ns\" is too short: give 100ms or more",
+        ),
+        (
+            "rescan-interval = \"500ms\"\n",
+            "rescan-interval: \"500ms\" is too short: give 1s or more",
+        ),
+    ] {
+        let config = dir.0.join("ctxleak.toml");
+        std::fs::write(&config, text).expect("config");
+        // Should the value be accepted, the daemon watches nothing and serves on a free port.
+        let mut daemon = ctxleak();
+        daemon
+            .args([
+                "daemon",
+                "--exe",
+                "/nonexistent",
+                "--web.listen-address",
+                "127.0.0.1:0",
+            ])
+            .arg("--config")
+            .arg(&config);
+        let line = one_line_error(&refused(&mut daemon, text.trim()));
+        assert!(
+            line.starts_with(&format!("ctxleak: error: {}: {reason}", config.display())),
+            "{line}"
+        );
+    }
+}
