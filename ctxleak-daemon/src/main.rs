@@ -23,8 +23,6 @@ const DEFAULT_SUSPECT_WINDOW_LONG: &str = "10m";
 const DEFAULT_SUSPECT_MIN_AGE: &str = "30s";
 const DEFAULT_CONTEXT_GRACE: &str = "5s";
 const DEFAULT_RESCAN_INTERVAL: &str = "10s";
-/// `--max-overhead` unless given: probes always on, as before budgets existed.
-const DEFAULT_MAX_OVERHEAD: &str = "exact";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -168,8 +166,8 @@ struct DaemonArgs {
     #[arg(long)]
     probe_stats: bool,
     /// What the probes may cost each watched process, as a share of one CPU: 1%, 0.5%, 0
-    /// (memory only: no probes) or exact (probes always on) [default: exact]. See attach
-    /// --help.
+    /// (memory only: no probes) or exact (probes always on) [default: 1%; with --park-times:
+    /// exact]. See attach --help.
     #[arg(long, value_name = "SHARE")]
     max_overhead: Option<ctxleak_daemon::budget::ProbePolicy>,
 }
@@ -239,12 +237,10 @@ impl DaemonArgs {
                     DEFAULT_CENSUS_INTERVAL,
                 ),
                 per_process: false,
-                policy: match self.max_overhead.or(config.max_overhead) {
-                    Some(policy) => policy,
-                    None => DEFAULT_MAX_OVERHEAD
-                        .parse()
-                        .map_err(|error: String| anyhow::anyhow!(error))?,
-                },
+                policy: ctxleak_daemon::budget::ProbePolicy::resolve(
+                    self.max_overhead.or(config.max_overhead),
+                    self.park_times || config.park_times.unwrap_or(false),
+                ),
             },
             filters,
             rescan_interval: or(
@@ -307,9 +303,9 @@ struct WatchArgs {
     /// were on). Goroutine counts and stacks come from memory either way and stay exact;
     /// created/exited counts and context findings are samples while the probes are off part
     /// of the time. 0: memory only (no probes, no context findings); exact: probes always
-    /// on, whatever they cost.
-    #[arg(long, value_name = "SHARE", default_value = DEFAULT_MAX_OVERHEAD)]
-    max_overhead: ctxleak_daemon::budget::ProbePolicy,
+    /// on, whatever they cost [default: 1%; with --park-times: exact].
+    #[arg(long, value_name = "SHARE")]
+    max_overhead: Option<ctxleak_daemon::budget::ProbePolicy>,
     /// Benchmarks only: attach do-nothing programs at the same places (the trap cost alone).
     #[arg(long, hide = true)]
     floor: bool,
@@ -345,7 +341,10 @@ impl WatchArgs {
                 min_age: self.suspect_min_age,
             },
             context_grace: self.context_grace,
-            policy: self.max_overhead,
+            policy: ctxleak_daemon::budget::ProbePolicy::resolve(
+                self.max_overhead,
+                self.park_times,
+            ),
             watch_for,
         }
     }

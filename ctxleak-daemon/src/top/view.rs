@@ -353,6 +353,7 @@ impl App {
                         " │ census {}{stale}",
                         utc_time_of_day(data.taken_at_unix_ms)
                     )),
+                    Span::raw(probes_text(&data.probes)),
                 ]
             }
         };
@@ -938,5 +939,18 @@ mod tests {
         assert_eq!(location_cell(Some(&location), 30), "server.(*Conn).serve");
         assert_eq!(location_cell(Some(&location), 10), "server.(*…");
         assert_eq!(location_cell(None, 10), "-");
+    }
+}
+
+/// The probes under `--max-overhead`, for the header: nothing when they are always on.
+fn probes_text(probes: &crate::api::ProbeState) -> String {
+    match probes.max_overhead.as_str() {
+        "" | "exact" => String::new(),
+        "0%" => " │ memory only".to_owned(),
+        budget => format!(
+            " │ probes {} {:.0}% of 1m (≤{budget})",
+            if probes.on { "on," } else { "off," },
+            probes.duty * 100.0
+        ),
     }
 }
