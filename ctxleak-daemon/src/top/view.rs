@@ -877,6 +877,19 @@ pub fn utc_time_of_day(unix_ms: u64) -> String {
     format!("{:02}:{:02}:{:02} UTC", s / 3600, s / 60 % 60, s % 60)
 }
 
+/// The probes under `--max-overhead`, for the header: nothing when they are always on.
+fn probes_text(probes: &crate::api::ProbeState) -> String {
+    match probes.max_overhead.as_str() {
+        "" | "exact" => String::new(),
+        "0%" => " │ memory only".to_owned(),
+        budget => format!(
+            " │ probes {} {:.0}% of 1m (≤{budget})",
+            if probes.on { "on," } else { "off," },
+            probes.duty * 100.0
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -939,18 +952,5 @@ mod tests {
         assert_eq!(location_cell(Some(&location), 30), "server.(*Conn).serve");
         assert_eq!(location_cell(Some(&location), 10), "server.(*…");
         assert_eq!(location_cell(None, 10), "-");
-    }
-}
-
-/// The probes under `--max-overhead`, for the header: nothing when they are always on.
-fn probes_text(probes: &crate::api::ProbeState) -> String {
-    match probes.max_overhead.as_str() {
-        "" | "exact" => String::new(),
-        "0%" => " │ memory only".to_owned(),
-        budget => format!(
-            " │ probes {} {:.0}% of 1m (≤{budget})",
-            if probes.on { "on," } else { "off," },
-            probes.duty * 100.0
-        ),
     }
 }
