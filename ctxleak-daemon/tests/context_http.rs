@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{Ctxleak, Driven, fixture, go_versions, http_get_status, now_ms};
+use common::{Ctxleak, Driven, fixture, go_versions, now_ms, report_after};
 use serde_json::Value;
 
 /// Runs one load command (`ok N`, `leak N`) and waits for the server's checkpoint after it.
@@ -19,19 +17,7 @@ fn command(server: &mut Driven, line: &str) -> Result<(), String> {
 
 /// The first report taken at least 1.5 s (the grace period and a census) after `since_ms`.
 fn settled_report(ctxleak: &Ctxleak, since_ms: u64) -> Result<Value, String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        let (status, body) = http_get_status(&ctxleak.metrics_url, "/api/leaks");
-        if status != 200 {
-            continue;
-        }
-        let report: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        if report["taken_at_unix_ms"].as_u64().unwrap_or(0) >= since_ms + 1500 {
-            return Ok(report);
-        }
-    }
-    Err("no report".into())
+    report_after(ctxleak, since_ms, 1500, |_| Ok(()))
 }
 
 fn check(version: &str) -> Result<String, String> {
