@@ -45,9 +45,9 @@ pub enum GoBinaryError {
     )]
     TooOld { path: PathBuf, version: GoVersion },
     #[error(
-        "{path} has no DWARF (built with -ldflags=-w or stripped) and was built with {version}, which \
-         ctxleak's offset table does not know (it knows {known}): rebuild the target without -w, or add \
-         the version to GO_VERSIONS in xtask/src/go.rs and run `cargo xtask offsets`"
+        "{path} has no DWARF (built with -ldflags=-w or stripped) and was built with {version}, whose \
+         minor release ctxleak's offset table does not know (it knows {known}): rebuild the target \
+         without -w, or add a release of it to GO_VERSIONS in xtask/src/go.rs and run `cargo xtask offsets`"
     )]
     UnknownLayout {
         path: PathBuf,
@@ -80,7 +80,7 @@ pub enum GoBinaryError {
 pub enum LayoutSource {
     /// The binary's own DWARF.
     Dwarf,
-    /// The embedded offset table, by exact Go version (binaries without DWARF).
+    /// The embedded offset table, by minor release (binaries without DWARF).
     Table,
 }
 
@@ -183,7 +183,7 @@ impl GoBinary {
             })?;
             (layout, LayoutSource::Dwarf)
         } else {
-            match offsets::lookup(&version.raw) {
+            match offsets::lookup(&version) {
                 Some(layouts) => {
                     layouts.g.check().map_err(|source| GoBinaryError::Layout {
                         path: path.clone(),
