@@ -67,9 +67,12 @@ pub struct Inspection {
     pub path: String,
     pub go_version: String,
     pub pie: bool,
-    /// Where the layouts came from: "dwarf" or "table".
+    /// Where the layouts came from: "dwarf", "code" (derived from the runtime's machine code)
+    /// or "table" (the offset table, by minor release).
     pub layout_source: LayoutSource,
     pub layouts: ReleaseLayouts,
+    /// The layouts derived from the runtime's code (also when DWARF gave them), or why not.
+    pub layouts_derived: Result<ReleaseLayouts, String>,
     /// Link-time addresses.
     pub allgs: u64,
     pub functions: usize,
@@ -89,6 +92,11 @@ pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, G
         pie: binary.is_pie,
         layout_source: binary.layout_source,
         layouts: ReleaseLayouts { g: binary.g_layout },
+        layouts_derived: binary
+            .g_layout_derived
+            .as_ref()
+            .map(|&g| ReleaseLayouts { g })
+            .map_err(ToString::to_string),
         allgs: binary.allgs,
         functions: binary.pclntab.len(),
         wait_reasons: binary.wait_reasons.clone(),
@@ -118,6 +126,19 @@ impl std::fmt::Display for Inspection {
             "runtime.g ({:?}): size {}, atomicstatus +{}, goid +{}, parentGoid +{}, gopc +{}, startpc +{}",
             self.layout_source, g.size, g.atomicstatus, g.goid, g.parent_goid, g.gopc, g.startpc
         )?;
+        match &self.layouts_derived {
+            // The layout shown is the derived one.
+            _ if self.layout_source == LayoutSource::Code => {}
+            Ok(derived) if derived.g == *g => {
+                writeln!(f, "runtime.g derived from the runtime's code: the same")?
+            }
+            Ok(derived) => writeln!(
+                f,
+                "runtime.g derived from the runtime's code differs: {}",
+                derived.g.differences(g).join(", ")
+            )?,
+            Err(err) => writeln!(f, "{err}")?,
+        }
         writeln!(
             f,
             "runtime.allgs at {:#x}; {} functions",

@@ -158,13 +158,33 @@ impl PatchedVersion {
                 .position(|window| window == from.as_bytes())
                 .expect("the version string in .go.buildinfo");
         bytes[at..at + to.len()].copy_from_slice(to.as_bytes());
-        let dir = std::env::temp_dir().join(format!("ctxleak-{to}-{}", std::process::id()));
+        // Tests run in parallel: one folder per copy.
+        static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let copy = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ctxleak-{to}-{}-{copy}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let binary = dir.join("app");
         std::fs::write(&binary, &bytes).expect("write");
         std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
         Self { dir, binary }
+    }
+
+    /// Also replaces every `from` in the copy with `to` (same length), e.g. a function's name
+    /// in `.gopclntab`.
+    fn replacing(self, from: &[u8], to: &[u8]) -> Self {
+        assert_eq!(from.len(), to.len());
+        let mut bytes = std::fs::read(&self.binary).expect("the copy");
+        let mut replaced = 0;
+        let mut at = 0;
+        while let Some(found) = bytes[at..].windows(from.len()).position(|w| w == from) {
+            bytes[at + found..at + found + to.len()].copy_from_slice(to);
+            at += found + to.len();
+            replaced += 1;
+        }
+        assert!(replaced > 0, "nothing to replace");
+        std::fs::write(&self.binary, &bytes).expect("write");
+        self
     }
 }
 
@@ -192,31 +212,66 @@ fn go_older_than_1_21() {
     assert!(target.is_running());
 }
 
-#[test]
-fn a_stripped_binary_of_a_go_version_the_offset_table_lacks() {
-    // Without DWARF the struct layouts come from the offset table, keyed by exact version:
-    // stamp a patch release the table does not have (same length) into a stripped build.
+/// The newest fixture, stripped, stamped as a Go release whose minor the offset table lacks
+/// (same length): go1.27.3 -> go1.99.3.
+fn newer_go() -> (String, PatchedVersion) {
     let version = newest_go();
-    let last = if version.ends_with('9') { '8' } else { '9' };
-    let unknown = format!("go{}{last}", &version[..version.len() - 1]);
+    let unknown = format!("go1.99{}", &version[4..]);
     let patched = PatchedVersion::new(
         &fixture(&version, "phases-stripped"),
         &format!("go{version}"),
         &unknown,
     );
+    (unknown, patched)
+}
+
+#[test]
+fn a_stripped_binary_of_a_newer_go_gets_layouts_from_its_code() {
+    let (unknown, patched) = newer_go();
+    let target = Running::start(&patched.binary, &[]);
+    let ctxleak = Ctxleak::attach(target.pid());
+    let warning = format!(
+        "built with {unknown}, newer than the Go releases ctxleak was checked with: using the runtime.g layout derived from its code"
+    );
+    assert!(
+        ctxleak
+            .stderr
+            .seen
+            .iter()
+            .any(|line| line.contains(&warning)),
+        "{:?}",
+        ctxleak.stderr.seen
+    );
+    let series = format!(
+        r#"ctxleak_goroutines{{pid="{}",kind="user"}}"#,
+        target.pid()
+    );
+    let settled = common::wait_for_sample(&ctxleak, &series, 1.0, Duration::from_secs(15));
+    assert!(
+        settled.is_ok(),
+        "the fixture has one goroutine at its first checkpoint: {settled:?}"
+    );
+}
+
+#[test]
+fn a_stripped_binary_whose_layout_is_neither_derived_nor_in_the_table() {
+    // Renamed in the function table, runtime.casgstatus cannot give atomicstatus.
+    let (unknown, patched) = newer_go();
+    let patched = patched.replacing(b"runtime.casgstatus\0", b"runtime.casgstatuX\0");
     let mut target = Running::start(&patched.binary, &[]);
     let line = one_line_error(&attach(target.pid()));
     assert!(
-        line.contains(&format!(
-            "has no DWARF (built with -ldflags=-w or stripped) and was built with {unknown}"
-        )),
+        line.contains("has no DWARF (built with -ldflags=-w or stripped), ctxleak cannot derive runtime.g.atomicstatus from runtime.casgstatus: the binary has no such function"),
         "{line}"
     );
+    let minor: String = newest_go().split('.').take(2).collect::<Vec<_>>().join(".");
     assert!(
-        line.contains(&format!("go{version})")),
-        "the known versions are listed: {line}"
+        line.contains(&format!(
+            "does not know {unknown}'s minor release (it knows go1.21, "
+        )) && line.contains(&format!("go{minor})")),
+        "the known minor releases are listed: {line}"
     );
-    assert!(line.contains("rebuild the target without -w, or add the version to GO_VERSIONS in xtask/src/go.rs and run `cargo xtask offsets`"), "{line}");
+    assert!(line.contains("rebuild the target without -w, or add a release of its minor to GO_VERSIONS in xtask/src/go.rs and run `cargo xtask offsets`"), "{line}");
     assert!(target.is_running());
 }
 

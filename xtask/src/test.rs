@@ -4,11 +4,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::{deploy, fixtures, go, process, setup, workspace::Workspace};
+use crate::{deploy, fixtures, go, offsets, process, setup, workspace::Workspace};
 
 pub fn run(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
     setup::run(ws, false)?;
     fixtures::build(ws, go::GO_VERSIONS, &fixtures::programs(ws)?, true)?;
+    // tests/offset_table.rs checks a few more Go releases than the supported ones, different
+    // ones each day (`cargo xtask offsets --check` checks them all).
+    let extra = offsets::todays_extra_releases();
+    offsets::prepare(ws, &extra)?;
     // tests/prometheus.rs scrapes ctxleak with a real Prometheus server and queries it.
     let prometheus = deploy::ensure_prometheus(ws.root())?;
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -27,6 +31,7 @@ pub fn run(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
         .args(args)
         .env("CTXLEAK_FIXTURES", ws.fixtures_out())
         .env("CTXLEAK_GO_VERSIONS", go::GO_VERSIONS.join(","))
+        .env("CTXLEAK_OFFSETS_MATRIX", extra.join(","))
         .env("CTXLEAK_PROMETHEUS", &prometheus.prometheus);
     let status = cmd
         .status()

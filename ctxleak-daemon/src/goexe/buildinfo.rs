@@ -56,6 +56,13 @@ impl GoVersion {
         self.release
             .is_none_or(|(ma, mi, _)| (ma, mi) >= (major, minor))
     }
+
+    /// The minor release, `go1.24` for any `go1.24.x` (and its release candidates): struct
+    /// layouts only change between minor releases. `None` for development builds.
+    pub fn minor_release(&self) -> Option<String> {
+        self.release
+            .map(|(major, minor, _)| format!("go{major}.{minor}"))
+    }
 }
 
 impl fmt::Display for GoVersion {
@@ -192,5 +199,10 @@ mod tests {
         assert_eq!(devel.release, None);
         assert!(devel.at_least(1, 21));
         assert!(!GoVersion::parse("go1.20.14").at_least(1, 21));
+        assert_eq!(
+            GoVersion::parse("go1.24.3").minor_release().as_deref(),
+            Some("go1.24")
+        );
+        assert_eq!(devel.minor_release(), None);
     }
 }

@@ -91,20 +91,7 @@ impl GLayout {
         if self.size == 0 || self.size > Self::MAX_SIZE {
             return Err(bad("(size)"));
         }
-        let fields = [
-            ("atomicstatus", self.atomicstatus),
-            ("goid", self.goid),
-            ("parentGoid", self.parent_goid),
-            ("gopc", self.gopc),
-            ("startpc", self.startpc),
-            ("stack.hi", self.stack_hi),
-            ("sched.sp", self.sched_sp),
-            ("sched.pc", self.sched_pc),
-            ("sched.bp", self.sched_bp),
-            ("waitreason", self.waitreason),
-            ("trackingSeq", self.tracking_seq),
-        ];
-        if let Some(&(member, _)) = fields
+        if let Some(&(member, _)) = self.fields()[1..]
             .iter()
             .find(|(_, offset)| offset.saturating_add(8) > self.size)
         {
@@ -121,6 +108,34 @@ impl GLayout {
             }
         }
         Ok(())
+    }
+
+    /// Every field with its Go name (`(size)` first), for messages and comparisons.
+    pub fn fields(&self) -> [(&'static str, u64); 12] {
+        [
+            ("(size)", self.size),
+            ("atomicstatus", self.atomicstatus),
+            ("goid", self.goid),
+            ("parentGoid", self.parent_goid),
+            ("gopc", self.gopc),
+            ("startpc", self.startpc),
+            ("stack.hi", self.stack_hi),
+            ("sched.sp", self.sched_sp),
+            ("sched.pc", self.sched_pc),
+            ("sched.bp", self.sched_bp),
+            ("waitreason", self.waitreason),
+            ("trackingSeq", self.tracking_seq),
+        ]
+    }
+
+    /// The fields where `other` differs, as `goid +152, not +160` (this layout's value first).
+    pub fn differences(&self, other: &GLayout) -> Vec<String> {
+        self.fields()
+            .iter()
+            .zip(other.fields())
+            .filter(|((_, mine), (_, theirs))| mine != theirs)
+            .map(|((name, mine), (_, theirs))| format!("{name} +{mine}, not +{theirs}"))
+            .collect()
     }
 
     /// Bytes to read from a g to see every field above.
@@ -386,6 +401,20 @@ mod tests {
             huge.read_len(),
             456,
             "never past the struct, never overflowing"
+        );
+    }
+
+    #[test]
+    fn differences_name_each_field() {
+        assert!(layout().differences(&layout()).is_empty());
+        let other = GLayout {
+            goid: 160,
+            tracking_seq: 190,
+            ..layout()
+        };
+        assert_eq!(
+            layout().differences(&other),
+            vec!["goid +152, not +160", "trackingSeq +191, not +190"]
         );
     }
 

