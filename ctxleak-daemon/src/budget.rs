@@ -240,7 +240,15 @@ impl Bucket {
     /// The attach that [`Switch::Attach`] asked for failed: count it as a window spent off.
     pub fn attach_failed(&mut self) {
         self.on = false;
+        self.windows -= 1;
         self.tokens = 0.0;
+    }
+
+    /// The attach that [`Switch::Attach`] asked for must wait (the last window's probes are
+    /// still being removed): it is asked for again at the next update.
+    pub fn postpone(&mut self) {
+        self.on = false;
+        self.windows -= 1;
     }
 
     pub fn is_on(&self) -> bool {
@@ -380,6 +388,25 @@ mod tests {
             off += Duration::from_millis(100);
         }
         assert!(off > WINDOW * 2, "{off:?}");
+    }
+
+    #[test]
+    fn a_postponed_attach_is_asked_for_again_and_a_failed_one_waits_a_window() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(0.01, DEFAULT_HIT_COST, start);
+        let mut now = start + Duration::from_millis(10);
+        assert_eq!(bucket.update(now, 100_000), Switch::Detach);
+        while bucket.update(now, 0) != Switch::Attach {
+            now += Duration::from_millis(10);
+        }
+        bucket.postpone();
+        now += Duration::from_millis(10);
+        assert_eq!(bucket.update(now, 0), Switch::Attach);
+        assert_eq!(bucket.windows(), 2);
+        bucket.attach_failed();
+        now += Duration::from_millis(10);
+        assert_eq!(bucket.update(now, 0), Switch::Stay);
+        assert_eq!(bucket.update(now + WINDOW, 0), Switch::Attach);
     }
 
     #[test]

@@ -500,7 +500,7 @@ impl Watcher {
                 .get_mut(&identity)
                 .and_then(|executable| executable.bucket.as_mut())
             {
-                bucket.attach_failed();
+                bucket.postpone();
             }
             return;
         }
