@@ -80,6 +80,9 @@ const WARMUP_SECONDS: u32 = 3;
 /// windows of the budget.
 const CHURN_GOROUTINES: u32 = 20_000_000;
 
+/// The churn runs: without ctxleak before and after, as at each rate.
+const CHURN_RUNS: [Mode; 3] = [Mode::None, Mode::Budget, Mode::None];
+
 /// How long the detection runs wait for ctxleak to name both lines, leaking meanwhile.
 const DETECTION_TIMEOUT: Duration = Duration::from_secs(90);
 /// One leaked goroutine and one unreleased context this often.
@@ -234,7 +237,7 @@ pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
         rates.push(runs);
     }
     let mut churn = Vec::new();
-    for mode in [Mode::None, Mode::Budget] {
+    for mode in CHURN_RUNS {
         let run = measure_churn_budget(&tools, mode)
             .with_context(|| format!("churn, {}", mode.label()))?;
         println!(
@@ -624,8 +627,9 @@ fn report(
     writeln!(
         md,
         "The churn fixture: {CHURN_GOROUTINES} goroutines started and exited, each making and \
-         cancelling a WithTimeout, as fast as one core does. Extra CPU is the share of the \
-         target's time per goroutine over that without ctxleak; the estimate and \"on\" are \
+         cancelling a WithTimeout, as fast as one core does, without ctxleak before and after. \
+         Extra CPU is the share of the target's time per goroutine over the mean without \
+         ctxleak (for those runs: the noise); the estimate and \"on\" are \
          ctxleak's last figures before the fixture finished (since attaching, the first full \
          bucket included).\n"
     )?;
@@ -634,21 +638,25 @@ fn report(
         "| mode | ns/goroutine | vs none | extra CPU, measured | estimate | on |"
     )?;
     writeln!(md, "|---|---|---|---|---|---|")?;
-    let churn_none = churn
+    let none: Vec<f64> = churn
         .iter()
-        .find(|run| run.mode == Mode::None)
-        .context("no churn run without ctxleak")?;
+        .filter(|run| run.mode == Mode::None)
+        .map(|run| run.ns_per_goroutine)
+        .collect();
+    if none.is_empty() {
+        bail!("no churn run without ctxleak");
+    }
+    let none_ns = none.iter().sum::<f64>() / none.len() as f64;
     let mut json_churn = Vec::new();
     for run in churn {
-        let extra = (run.mode != Mode::None)
-            .then(|| 1.0 - churn_none.ns_per_goroutine / run.ns_per_goroutine);
+        let extra = 1.0 - none_ns / run.ns_per_goroutine;
         writeln!(
             md,
             "| {} | {:.0} | {:.3} | {} | {} | {} |",
             run.mode.label(),
             run.ns_per_goroutine,
-            run.ns_per_goroutine / churn_none.ns_per_goroutine,
-            extra.map_or_else(|| "—".into(), pct),
+            run.ns_per_goroutine / none_ns,
+            pct(extra),
             run.probes.map_or_else(|| "—".into(), |p| pct(p.cost_share)),
             run.probes.map_or_else(|| "—".into(), |p| pct(p.duty)),
         )?;
@@ -656,7 +664,7 @@ fn report(
             "mode": run.mode.label(),
             "goroutines": CHURN_GOROUTINES,
             "ns_per_goroutine": run.ns_per_goroutine,
-            "ratio_to_none": run.ns_per_goroutine / churn_none.ns_per_goroutine,
+            "ratio_to_none": run.ns_per_goroutine / none_ns,
             "extra_cpu_share_measured": extra,
             "probes": run.probes.map(probes_json),
         }));
