@@ -22,6 +22,10 @@ pub struct GroupsResponse {
     pub goroutines_system: u64,
     /// Sorted: suspects first by rank, then by count descending.
     pub groups: Vec<Group>,
+    /// The probes at the census (the groups come from memory either way; creation counts
+    /// and context figures are samples while they are off part of the time).
+    #[serde(default)]
+    pub probes: ProbeState,
 }
 
 /// Goroutines created by the same `go` statement and blocked at the same place for the same
@@ -94,6 +98,7 @@ mod tests {
             taken_at_unix_ms: 1_700_000_000_000,
             goroutines_user: 3,
             goroutines_system: 4,
+            probes: ProbeState::default(),
             groups: vec![Group {
                 id: "g1".into(),
                 count: 3,

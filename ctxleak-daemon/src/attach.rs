@@ -50,16 +50,6 @@ pub struct Outcome {
 
 pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
     let pid = options.pid;
-    let process = ProcessHandle::open(pid)?;
-    target::check_privileges(pid)?;
-    // Bound before anything touches the target, so a busy address fails without attaching.
-    let listener = crate::metrics::bind(&options.listen).await?;
-    let prepared = target::prepare(process, |_| None)?;
-    let (mut probes, events) = Probes::load_or_explain(options.ring_bytes)?;
-    if options.probe_mode.run_stats {
-        probes.enable_run_stats()?;
-    }
-    let shared = Arc::new(Shared::default());
     let watch = WatchOptions {
         probe_mode: options.probe_mode,
         judgement: Judgement {
@@ -70,6 +60,17 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
         per_process: true,
         policy: options.policy,
     };
+    watch.check()?;
+    let process = ProcessHandle::open(pid)?;
+    target::check_privileges(pid)?;
+    // Bound before anything touches the target, so a busy address fails without attaching.
+    let listener = crate::metrics::bind(&options.listen).await?;
+    let prepared = target::prepare(process, |_| None)?;
+    let (mut probes, events) = Probes::load_or_explain(options.ring_bytes)?;
+    if options.probe_mode.run_stats {
+        probes.enable_run_stats()?;
+    }
+    let shared = Arc::new(Shared::default());
     let mut watcher = Watcher::new(probes, events, shared.clone(), watch);
     let exe = prepared.path.display().to_string();
     let version = prepared.binary.version.to_string();

@@ -244,8 +244,7 @@ const BATCH_BYTES: usize = 4 << 20;
 /// holding g's that lie close together; a range that cannot be read is read again g by g,
 /// so each g is read, or counted as unreadable, as a read of that g alone would have it.
 pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Census, MemoryError> {
-    let array = memory.read_u64(allgs)?;
-    let len = memory.read_u64(allgs + 8)?;
+    let (array, len) = slice_header(memory, allgs)?;
     // Bounded: a slice header read mid-update must not make us allocate without limit.
     let len = usize::try_from(len.min(16 << 20)).unwrap_or(0);
     let mut pointers = vec![0u8; len * 8];
@@ -342,6 +341,24 @@ pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Cens
         unreadable,
         high_goid,
     })
+}
+
+/// `allgs`'s (array, len), read in one go. A process caught as its runtime starts can show
+/// a length with no array yet (the header is not written atomically): the header is read
+/// again, and a slice with no array is empty (no goroutine exists before the first `allgadd`).
+fn slice_header(memory: &ProcessMemory, allgs: u64) -> Result<(u64, u64), MemoryError> {
+    let mut header = [0u8; 16];
+    for _ in 0..3 {
+        memory.read_exact(allgs, &mut header)?;
+        let word =
+            |i: usize| u64::from_le_bytes(header[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        let (array, len) = (word(0), word(1));
+        if array != 0 || len == 0 {
+            return Ok((array, len));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok((0, 0))
 }
 
 /// Adjacent g structs read as one: `[start, end)`, holding `by_address[first..last]`.

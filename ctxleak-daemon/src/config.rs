@@ -35,6 +35,49 @@ pub const KEYS: &[&str] = &[
     "log.format",
 ];
 
+/// An option that says how often something is done, with the shortest period that makes
+/// sense: one definition for the flag and the config key, which [`Period::check`] applies
+/// to both. Zero, or a nanosecond, would run the work without pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    /// The shortest value accepted.
+    pub min: Duration,
+    /// Why shorter makes no sense, for the error.
+    why: &'static str,
+}
+
+/// `--census-interval`, `census-interval`: at least 100ms, the floor of `ctxleak top
+/// --interval`. Nothing reads a census more often (the per-second line, `top`, a scrape
+/// every few seconds), and each costs ctxleak CPU in proportion to the target's goroutines
+/// (1.3–1.9 s for a million): a nanosecond burned three CPU-seconds in four seconds.
+pub const CENSUS_INTERVAL: Period = Period {
+    min: Duration::from_millis(100),
+    why: "a census more often costs CPU and shows nothing new",
+};
+
+/// `--rescan-interval`, `rescan-interval`: at least 1s. The exec tracepoint finds new
+/// processes as they start; the rescan of `/proc` is a safety net for the ones it missed, a
+/// walk of every process that a shorter period would repeat for nothing.
+pub const RESCAN_INTERVAL: Period = Period {
+    min: Duration::from_secs(1),
+    why: "the exec tracepoint finds new processes at once; rescans of /proc only catch what it missed",
+};
+
+impl Period {
+    /// `period` (written `text`) if it is no shorter than [`Period::min`], else the one-line
+    /// reason and fix.
+    pub fn check(&self, period: Duration, text: &str) -> Result<Duration, String> {
+        if period < self.min {
+            return Err(format!(
+                "\"{text}\" is too short: give {} or more ({})",
+                humantime::format_duration(self.min),
+                self.why
+            ));
+        }
+        Ok(period)
+    }
+}
+
 /// What a config file set; `None` or empty where it said nothing, so the flag's default
 /// (or the flag itself) applies.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -242,12 +285,12 @@ impl RawConfig {
             })
             .transpose()?;
         Ok(DaemonConfig {
-            census_interval: interval("census-interval", self.census_interval)?,
+            census_interval: period("census-interval", CENSUS_INTERVAL, self.census_interval)?,
             suspect_window_short: duration("suspect-window-short", self.suspect_window_short)?,
             suspect_window_long: duration("suspect-window-long", self.suspect_window_long)?,
             suspect_min_age: duration("suspect-min-age", self.suspect_min_age)?,
             context_grace: duration("context-grace", self.context_grace)?,
-            rescan_interval: interval("rescan-interval", self.rescan_interval)?,
+            rescan_interval: period("rescan-interval", RESCAN_INTERVAL, self.rescan_interval)?,
             ring_buffer_size: self.ring_buffer_size.map(ring_buffer_size).transpose()?,
             park_times: self.park_times,
             no_contexts: self.no_contexts,
@@ -266,26 +309,31 @@ impl RawConfig {
 }
 
 fn duration(key: &'static str, text: Option<String>) -> Result<Option<Duration>, Invalid> {
-    text.map(|text| {
-        humantime::parse_duration(&text).map_err(|error| {
-            (
-                key,
-                format!("\"{text}\" is not a duration: {error} (write it like \"5s\", \"1m\" or \"500ms\")"),
-            )
-        })
-    })
-    .transpose()
+    text.map(|text| parse_duration(key, &text)).transpose()
 }
 
-/// A duration that is a period of something repeated, so it cannot be zero.
-fn interval(key: &'static str, text: Option<String>) -> Result<Option<Duration>, Invalid> {
-    match duration(key, text)? {
-        Some(period) if period.is_zero() => Err((
+fn parse_duration(key: &'static str, text: &str) -> Result<Duration, Invalid> {
+    humantime::parse_duration(text).map_err(|error| {
+        (
             key,
-            "must be longer than 0 (write it like \"5s\", \"1m\" or \"500ms\")".to_owned(),
-        )),
-        period => Ok(period),
-    }
+            format!(
+                "\"{text}\" is not a duration: {error} (write it like \"5s\", \"1m\" or \"500ms\")"
+            ),
+        )
+    })
+}
+
+/// A duration that is the period of something repeated: no shorter than `rule` says.
+fn period(
+    key: &'static str,
+    rule: Period,
+    text: Option<String>,
+) -> Result<Option<Duration>, Invalid> {
+    text.map(|text| {
+        let period = parse_duration(key, &text)?;
+        rule.check(period, &text).map_err(|reason| (key, reason))
+    })
+    .transpose()
 }
 
 fn ring_buffer_size(bytes: i64) -> Result<u32, Invalid> {
@@ -568,6 +616,21 @@ mod tests {
     }
 
     #[test]
+    fn shortest_periods_are_accepted() {
+        let config = parse("census-interval = \"100ms\"\nrescan-interval = \"1s\"\n").unwrap();
+        assert_eq!(config.census_interval, Some(CENSUS_INTERVAL.min));
+        assert_eq!(config.rescan_interval, Some(RESCAN_INTERVAL.min));
+        assert_eq!(
+            CENSUS_INTERVAL.check(Duration::from_nanos(1), "1ns"),
+            Err(
+                "\"1ns\" is too short: give 100ms or more (a census more often costs CPU and shows \
+                 nothing new)"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
     fn unknown_keys() {
         let error = parse("census-intreval = \"5s\"\n").unwrap_err();
         assert_eq!(
@@ -612,11 +675,23 @@ mod tests {
             ),
             (
                 "census-interval = \"0s\"\n",
-                "census-interval: must be longer than 0",
+                "census-interval: \"0s\" is too short: give 100ms or more (a census more often",
+            ),
+            (
+                "census-interval = \"1ns\"\n",
+                "census-interval: \"1ns\" is too short: give 100ms or more",
+            ),
+            (
+                "census-interval = \"99ms\"\n",
+                "census-interval: \"99ms\" is too short: give 100ms or more",
             ),
             (
                 "rescan-interval = \"0s\"\n",
-                "rescan-interval: must be longer than 0",
+                "rescan-interval: \"0s\" is too short: give 1s or more (the exec tracepoint",
+            ),
+            (
+                "rescan-interval = \"999ms\"\n",
+                "rescan-interval: \"999ms\" is too short: give 1s or more",
             ),
             (
                 "ring-buffer-size = 1000\n",

@@ -32,6 +32,7 @@ pub struct DaemonOptions {
 const MAX_SKIPPED: usize = 4096;
 
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
+    options.watch.check()?;
     target::check_privileges_for("load eBPF programs and read the memory of other processes")?;
     let listener = crate::metrics::bind(&options.listen).await?;
     let (mut probes, events) = Probes::load_or_explain(options.ring_bytes)?;

@@ -1,16 +1,14 @@
 //! Finding the processes `ctxleak daemon` may attach to: every process in `/proc`, what it
 //! runs and where, whether that executable is a Go program, and the user's filters.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use object::read::ReadCache;
-use object::read::elf::FileHeader;
 
 use crate::cgroup::{self, ContainerInfo};
+use crate::goexe::{ExecutableFile, GoBinaryError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
@@ -127,59 +125,29 @@ fn proc_error(pid: u32, path: PathBuf, error: io::Error) -> DiscoverError {
 /// Whether the file at `path` is a Go executable: an ELF file with a `.go.buildinfo`
 /// section, which the Go linker writes into every executable, stripped ones included.
 ///
-/// Cheap enough to run on every exec on the host: it reads the ELF header, the section
-/// headers and the section names, never the rest of the file. Anything that is not an ELF
-/// file with section headers (a script, an empty or truncated file, a directory, a FIFO) is
+/// Cheap enough to run on every exec on the host, whatever the file: it reads the ELF
+/// header, the section headers and the section names, each read bounded, never the rest of
+/// the file ([`ExecutableFile::check_go`]). Anything that is not an ELF file with section
+/// headers (a script, an empty or truncated file, a directory, a FIFO, a device) is
 /// `Ok(false)`; only failing to open the file is an error.
 pub fn is_go_executable(path: &Path) -> Result<bool, DiscoverError> {
-    let file = File::options()
-        .read(true)
-        // A FIFO must not block the open.
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|error| match error.kind() {
-            io::ErrorKind::PermissionDenied => DiscoverError::PermissionDenied {
-                path: path.to_owned(),
-            },
-            _ => DiscoverError::Io {
-                path: path.to_owned(),
-                source: error,
-            },
-        })?;
-    match file.metadata() {
-        Ok(metadata) if metadata.is_file() => {}
-        _ => return Ok(false),
-    }
-    let cache = ReadCache::new(file);
-    let data = &cache;
-    // Read errors surface from the cache as parse errors: a file that cannot be read
-    // through is not one we can attach to either.
-    let has_buildinfo = match object::FileKind::parse(data) {
-        Ok(object::FileKind::Elf64) => {
-            has_section::<object::elf::FileHeader64<object::Endianness>>(data, b".go.buildinfo")
+    let file = match ExecutableFile::open(path, path) {
+        Ok(file) => file,
+        Err(GoBinaryError::Read { source, .. }) => {
+            return Err(match source.kind() {
+                io::ErrorKind::PermissionDenied => DiscoverError::PermissionDenied {
+                    path: path.to_owned(),
+                },
+                _ => DiscoverError::Io {
+                    path: path.to_owned(),
+                    source,
+                },
+            });
         }
-        Ok(object::FileKind::Elf32) => {
-            has_section::<object::elf::FileHeader32<object::Endianness>>(data, b".go.buildinfo")
-        }
-        _ => false,
+        // Not a regular file.
+        Err(_) => return Ok(false),
     };
-    Ok(has_buildinfo)
-}
-
-fn has_section<Elf: FileHeader<Endian = object::Endianness>>(
-    data: &ReadCache<File>,
-    name: &[u8],
-) -> bool {
-    let Ok(header) = Elf::parse(data) else {
-        return false;
-    };
-    let Ok(endian) = header.endian() else {
-        return false;
-    };
-    // No section headers parse as an empty table: false, as documented.
-    header
-        .sections(endian, data)
-        .is_ok_and(|sections| sections.section_by_name(endian, name).is_some())
+    Ok(file.check_go().is_ok())
 }
 
 /// A glob as the filters compile it: `*` and `?` do not match `/`, `**` does.

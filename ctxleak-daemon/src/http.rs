@@ -3,6 +3,11 @@
 //! as JSON at `/api/groups` (what `ctxleak top` shows), `/api/goroutines` and `/api/leaks`,
 //! and as a goroutine profile that `go tool pprof` reads at `/debug/pprof/goroutine`. Those
 //! take `?pid=N`, which may be left out while only one process is watched.
+//!
+//! Those four answer as of at most [`FRESH`] ago, like Go's own endpoint: when the last census
+//! is older, the request asks the watcher for one and waits for it (one census serves every
+//! request that waits meanwhile, so a census runs at most about once a [`FRESH`] per process
+//! whatever the number of clients).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -36,12 +41,36 @@ pub struct TargetEntry {
     pub pod_uid: Option<String>,
 }
 
+/// How old a census `/api/*` and `/debug/pprof/goroutine` may serve.
+pub const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a request waits for the census it asked for before it serves the last one.
+const CENSUS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// State shared by the sessions (which write) and the HTTP handlers (which read).
-#[derive(Default)]
 pub struct Shared {
     pub metrics: Metrics,
     targets: RwLock<BTreeMap<u32, TargetEntry>>,
     latest: RwLock<BTreeMap<u32, Arc<Latest>>>,
+    /// Processes whose census a request wants now ([`Shared::take_wanted`]).
+    wanted: std::sync::Mutex<std::collections::BTreeSet<u32>>,
+    /// Wakes the watcher when `wanted` gained a process.
+    pub census_wanted: tokio::sync::Notify,
+    /// Bumped at every publish: waiting requests look again.
+    published: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            metrics: Metrics::default(),
+            targets: RwLock::default(),
+            latest: RwLock::default(),
+            wanted: std::sync::Mutex::default(),
+            census_wanted: tokio::sync::Notify::new(),
+            published: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Shared {
@@ -66,6 +95,47 @@ impl Shared {
         if let Ok(mut slot) = self.latest.write() {
             slot.insert(pid, Arc::new(latest));
         }
+        self.published
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// The processes whose census a request waits for, each once.
+    pub fn take_wanted(&self) -> Vec<u32> {
+        self.wanted
+            .lock()
+            .map(|mut wanted| std::mem::take(&mut *wanted).into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// The census of the process a request names, taken at most [`FRESH`] ago: the last one
+    /// if it is that recent, or else one the watcher takes now (the last one after
+    /// [`CENSUS_WAIT`], if none came).
+    async fn fresh_for(&self, query: Option<&str>) -> Result<Arc<Latest>, Box<Response>> {
+        let pid = self.pid_for(query)?;
+        let requested = unix_ms();
+        let fresh = |latest: &Latest| {
+            requested.saturating_sub(latest.groups.taken_at_unix_ms) <= FRESH.as_millis() as u64
+        };
+        if let Some(latest) = self.latest(pid).filter(|latest| fresh(latest)) {
+            return Ok(latest);
+        }
+        let mut published = self.published.subscribe();
+        if let Ok(mut wanted) = self.wanted.lock() {
+            wanted.insert(pid);
+        }
+        self.census_wanted.notify_one();
+        let taken = async {
+            loop {
+                let current = self
+                    .latest(pid)
+                    .is_some_and(|latest| latest.groups.taken_at_unix_ms >= requested);
+                if current || published.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CENSUS_WAIT, taken).await;
+        self.latest(pid).ok_or_else(|| Box::new(self.missing(pid)))
     }
 
     /// The last census of `pid`.
@@ -76,9 +146,9 @@ impl Shared {
             .and_then(|latest| latest.get(&pid).cloned())
     }
 
-    /// The last census of the process a request names (`?pid=N`), or of the only one.
-    fn latest_for(&self, query: Option<&str>) -> Result<Arc<Latest>, Box<Response>> {
-        let pid = match query_pid(query) {
+    /// The process a request names (`?pid=N`), or the only one.
+    fn pid_for(&self, query: Option<&str>) -> Result<u32, Box<Response>> {
+        Ok(match query_pid(query) {
             Ok(Some(pid)) => pid,
             Ok(None) => {
                 let targets = self
@@ -105,8 +175,7 @@ impl Shared {
                 }
             }
             Err(response) => return Err(response),
-        };
-        self.latest(pid).ok_or_else(|| Box::new(self.missing(pid)))
+        })
     }
 
     /// Why there is no census of `pid`.
@@ -205,14 +274,22 @@ async fn targets(State(shared): State<Arc<Shared>>) -> Response {
     json(&targets)
 }
 
+/// Milliseconds since the Unix epoch, as censuses are stamped.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 async fn groups(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
     shared
-        .latest_for(query.as_deref())
+        .fresh_for(query.as_deref())
+        .await
         .map_or_else(|r| *r, |latest| json(&latest.groups))
 }
 
 async fn profile(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
-    shared.latest_for(query.as_deref()).map_or_else(
+    shared.fresh_for(query.as_deref()).await.map_or_else(
         |r| *r,
         |latest| {
             let disposition = "attachment; filename=\"goroutine.pb.gz\"";
@@ -231,12 +308,14 @@ async fn profile(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -
 
 async fn goroutines(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
     shared
-        .latest_for(query.as_deref())
+        .fresh_for(query.as_deref())
+        .await
         .map_or_else(|r| *r, |latest| json(&latest.goroutines))
 }
 
 async fn leaks(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
     shared
-        .latest_for(query.as_deref())
+        .fresh_for(query.as_deref())
+        .await
         .map_or_else(|r| *r, |latest| json(&latest.leaks))
 }

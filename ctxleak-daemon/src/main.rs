@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use ctxleak_daemon::config::{DaemonConfig, ListenAddress, LogFormat};
+use ctxleak_daemon::config::{self, DaemonConfig, ListenAddress, LogFormat};
 use ctxleak_daemon::{attach, inspect};
 
 use std::process::ExitCode;
@@ -23,8 +23,6 @@ const DEFAULT_SUSPECT_WINDOW_LONG: &str = "10m";
 const DEFAULT_SUSPECT_MIN_AGE: &str = "30s";
 const DEFAULT_CONTEXT_GRACE: &str = "5s";
 const DEFAULT_RESCAN_INTERVAL: &str = "10s";
-/// `--max-overhead` unless given: probes always on, as before budgets existed.
-const DEFAULT_MAX_OVERHEAD: &str = "exact";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -129,8 +127,8 @@ struct DaemonArgs {
     #[arg(long, value_name = "GLOB")]
     cgroup: Vec<String>,
     /// How often /proc is scanned for processes the exec tracepoint could have missed
-    /// [default: 10s].
-    #[arg(long, value_parser = parse_period)]
+    /// (at least 1s) [default: 10s].
+    #[arg(long, value_parser = |text: &str| parse_period(text, config::RESCAN_INTERVAL))]
     rescan_interval: Option<Duration>,
     /// Log format on stderr: text, or json (one object per line) [default: text]. The level
     /// comes from CTXLEAK_LOG (default info).
@@ -140,8 +138,9 @@ struct DaemonArgs {
     /// [default: 4194304].
     #[arg(long, value_parser = parse_ring_bytes)]
     ring_buffer_size: Option<u32>,
-    /// How often every watched process's goroutines are read from memory [default: 5s].
-    #[arg(long, value_parser = parse_period)]
+    /// How often every watched process's goroutines are read from memory (at least 100ms)
+    /// [default: 5s].
+    #[arg(long, value_parser = |text: &str| parse_period(text, config::CENSUS_INTERVAL))]
     census_interval: Option<Duration>,
     /// Leak-suspect rule: growth over this window [default: 1m]...
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -167,8 +166,8 @@ struct DaemonArgs {
     #[arg(long)]
     probe_stats: bool,
     /// What the probes may cost each watched process, as a share of one CPU: 1%, 0.5%, 0
-    /// (memory only: no probes) or exact (probes always on) [default: exact]. See attach
-    /// --help.
+    /// (memory only: no probes) or exact (probes always on) [default: 1%; with --park-times:
+    /// exact]. See attach --help.
     #[arg(long, value_name = "SHARE")]
     max_overhead: Option<ctxleak_daemon::budget::ProbePolicy>,
 }
@@ -238,12 +237,10 @@ impl DaemonArgs {
                     DEFAULT_CENSUS_INTERVAL,
                 ),
                 per_process: false,
-                policy: match self.max_overhead.or(config.max_overhead) {
-                    Some(policy) => policy,
-                    None => DEFAULT_MAX_OVERHEAD
-                        .parse()
-                        .map_err(|error: String| anyhow::anyhow!(error))?,
-                },
+                policy: ctxleak_daemon::budget::ProbePolicy::resolve(
+                    self.max_overhead.or(config.max_overhead),
+                    self.park_times || config.park_times.unwrap_or(false),
+                ),
             },
             filters,
             rescan_interval: or(
@@ -267,9 +264,10 @@ struct WatchArgs {
     /// re-reads under bursts of goroutine creation.
     #[arg(long, default_value_t = ctxleak_common::EVENTS_RING_BYTES, value_parser = parse_ring_bytes)]
     ring_buffer_size: u32,
-    /// How often to read every goroutine's state, stack and creation site from memory
-    /// (costs the target nothing; costs ctxleak CPU in proportion to the goroutines).
-    #[arg(long, default_value = DEFAULT_CENSUS_INTERVAL, value_parser = parse_period)]
+    /// How often to read every goroutine's state, stack and creation site from memory, at
+    /// least 100ms (costs the target nothing; costs ctxleak CPU in proportion to the
+    /// goroutines).
+    #[arg(long, default_value = DEFAULT_CENSUS_INTERVAL, value_parser = |text: &str| parse_period(text, config::CENSUS_INTERVAL))]
     census_interval: std::time::Duration,
     /// A leak suspect grew over this window...
     #[arg(long, default_value = DEFAULT_SUSPECT_WINDOW_SHORT, value_parser = humantime::parse_duration)]
@@ -305,9 +303,9 @@ struct WatchArgs {
     /// were on). Goroutine counts and stacks come from memory either way and stay exact;
     /// created/exited counts and context findings are samples while the probes are off part
     /// of the time. 0: memory only (no probes, no context findings); exact: probes always
-    /// on, whatever they cost.
-    #[arg(long, value_name = "SHARE", default_value = DEFAULT_MAX_OVERHEAD)]
-    max_overhead: ctxleak_daemon::budget::ProbePolicy,
+    /// on, whatever they cost [default: 1%; with --park-times: exact].
+    #[arg(long, value_name = "SHARE")]
+    max_overhead: Option<ctxleak_daemon::budget::ProbePolicy>,
     /// Benchmarks only: attach do-nothing programs at the same places (the trap cost alone).
     #[arg(long, hide = true)]
     floor: bool,
@@ -343,7 +341,10 @@ impl WatchArgs {
                 min_age: self.suspect_min_age,
             },
             context_grace: self.context_grace,
-            policy: self.max_overhead,
+            policy: ctxleak_daemon::budget::ProbePolicy::resolve(
+                self.max_overhead,
+                self.park_times,
+            ),
             watch_for,
         }
     }
@@ -418,13 +419,10 @@ fn parse_hex(text: &str) -> Result<u64, String> {
     u64::from_str_radix(digits, 16).map_err(|e| format!("{text:?} is not a hex address: {e}"))
 }
 
-/// A duration for a timer: zero would make it fire without end.
-fn parse_period(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(period) if period.is_zero() => Err(format!("{text} is zero: give a period such as 5s")),
-        Ok(period) => Ok(period),
-        Err(error) => Err(error.to_string()),
-    }
+/// A duration for a timer, no shorter than `rule` allows (the same rule as the config key's).
+fn parse_period(text: &str, rule: config::Period) -> Result<Duration, String> {
+    let period = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    rule.check(period, text)
 }
 
 fn parse_ring_bytes(text: &str) -> Result<u32, String> {
@@ -533,6 +531,71 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error clap gives for `args`, on its first line.
+    fn refusal(args: &[&str]) -> String {
+        let error = Cli::try_parse_from(args).expect_err("refused");
+        error
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    #[test]
+    fn periods_shorter_than_their_minimum_are_refused() {
+        for command in [
+            &["ctxleak", "attach", "--pid", "1"][..],
+            &["ctxleak", "report", "--pid", "1"],
+            &["ctxleak", "daemon"],
+        ] {
+            let line = refusal(&[command, &["--census-interval", "1ns"]].concat());
+            assert!(
+                line.ends_with(
+                    "\"1ns\" is too short: give 100ms or more (a census more often costs CPU and \
+                     shows nothing new)"
+                ),
+                "{command:?}: {line}"
+            );
+        }
+        let line = refusal(&["ctxleak", "daemon", "--rescan-interval", "100ms"]);
+        assert!(
+            line.contains("\"100ms\" is too short: give 1s or more"),
+            "{line}"
+        );
+        let line = refusal(&["ctxleak", "attach", "--pid", "1", "--census-interval", "0s"]);
+        assert!(line.contains("give 100ms or more"), "{line}");
+    }
+
+    #[test]
+    fn shortest_periods_are_accepted() {
+        for args in [
+            &[
+                "ctxleak",
+                "attach",
+                "--pid",
+                "1",
+                "--census-interval",
+                "100ms",
+            ][..],
+            &[
+                "ctxleak",
+                "daemon",
+                "--census-interval",
+                "100ms",
+                "--rescan-interval",
+                "1s",
+            ],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|error| panic!("{args:?}: {error}"));
         }
     }
 }

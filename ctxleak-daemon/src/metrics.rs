@@ -119,6 +119,7 @@ pub struct Metrics {
     children_mismatch: Family<TargetLabels, Gauge>,
     probe_duty: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     probe_cost: Family<TargetLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    probe_cost_ratio: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     probe_budget: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     series: std::sync::Mutex<std::collections::HashMap<u32, TargetSeries>>,
     pub events_lost: Counter,
@@ -156,6 +157,7 @@ impl Default for Metrics {
             children_mismatch: Family::default(),
             probe_duty: Family::default(),
             probe_cost: Family::default(),
+            probe_cost_ratio: Family::default(),
             probe_budget: Family::default(),
             series: Default::default(),
             events_lost: Counter::default(),
@@ -289,6 +291,11 @@ impl Default for Metrics {
             metrics.probe_cost.clone(),
         );
         registry.register(
+            "probe_cost_ratio",
+            "Under --max-overhead: the share of one CPU the probes cost a watched process over the last minute, by the estimate; compare with ctxleak_probe_budget_ratio",
+            metrics.probe_cost_ratio.clone(),
+        );
+        registry.register(
             "probe_budget_ratio",
             "The CPU share the probes may cost each watched process (--max-overhead, as a fraction of one CPU); absent with --exact",
             metrics.probe_budget.clone(),
@@ -319,6 +326,8 @@ pub struct TargetMetrics {
     pub probe_duty: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// `ctxleak_probe_cost_seconds_total`.
     pub probe_cost: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// `ctxleak_probe_cost_ratio`.
+    pub probe_cost_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// `ctxleak_probe_budget_ratio`: set only under a budget.
     pub probe_budget: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// To create `probe_budget` only under a budget (the family holds the series).
@@ -366,6 +375,7 @@ impl Metrics {
             contexts_cancelled: self.contexts_cancelled.get_or_create(&target).clone(),
             probe_duty: self.probe_duty.get_or_create(&target).clone(),
             probe_cost: self.probe_cost.get_or_create(&target).clone(),
+            probe_cost_ratio: self.probe_cost_ratio.get_or_create(&target).clone(),
             probe_budget: Gauge::default(),
             pid,
         }
@@ -411,6 +421,7 @@ impl Metrics {
         self.children_mismatch.remove(&target);
         self.probe_duty.remove(&target);
         self.probe_cost.remove(&target);
+        self.probe_cost_ratio.remove(&target);
         self.probe_budget.remove(&target);
     }
 

@@ -407,6 +407,7 @@ impl Session {
                     goroutines_user: user,
                     goroutines_system: views.len() as u64 - user,
                     groups,
+                    probes: self.probe_state.clone(),
                 },
                 goroutines: GoroutinesResponse {
                     pid,
@@ -573,7 +574,8 @@ impl Session {
         let (created_before, exited_before) = self.summarized;
         self.summarized = (self.tracker.created, self.tracker.exited);
         let state = &self.probe_state;
-        let probes = if state.max_overhead == "exact" {
+        // Said once the probes have been off: until then every figure is exact.
+        let probes = if !state.sampled {
             String::new()
         } else {
             format!(

@@ -42,6 +42,19 @@ pub struct WatchOptions {
 }
 
 impl WatchOptions {
+    /// Options that cannot go together, in one line with the fix.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.probe_mode.park_times && self.policy != ProbePolicy::Exact {
+            // Park times are kept in a kernel map, not sent as events: their hits would not
+            // be counted against the budget.
+            anyhow::bail!(
+                "--park-times cannot run under --max-overhead {}: its probe sends no events for ctxleak to count against the budget; add --max-overhead exact, or leave --park-times out",
+                self.policy
+            );
+        }
+        Ok(())
+    }
+
     /// Whether the `context` probes run on `binary` (some of the time, under a budget).
     pub fn contexts_probed(&self, binary: &GoBinary) -> bool {
         binary.probes.contexts.is_some()
@@ -59,8 +72,8 @@ struct Executable {
     attachment: Option<Attachment>,
     /// Under a budget: when its probes go off and on.
     bucket: Option<Bucket>,
-    /// (when, time on so far) once a second over the last minute, for the duty gauge.
-    duty: std::collections::VecDeque<(Instant, Duration)>,
+    /// When the last "over budget" warning was logged.
+    overrun_logged: Option<Instant>,
     /// Estimated cost already added to each process's `ctxleak_probe_cost_seconds_total`.
     cost_exported: f64,
     pids: Vec<u32>,
@@ -68,8 +81,10 @@ struct Executable {
     idle_since: Option<Instant>,
 }
 
-/// How far back `ctxleak_probe_duty_ratio` looks.
-const DUTY_WINDOW: Duration = Duration::from_secs(60);
+/// The probes' estimated cost is reported as over budget when it was more than this many
+/// times the budget over at least [`OVERRUN_SPAN`] (once per span).
+const OVERRUN_FACTOR: f64 = 1.5;
+const OVERRUN_SPAN: Duration = Duration::from_secs(30);
 
 /// How long an executable keeps its probes (and its parsed binary) after its last watched
 /// process exits. A service that restarts, or a command run in a loop, is back within it:
@@ -257,7 +272,7 @@ impl Watcher {
                             binary: binary.clone(),
                             attachment,
                             bucket,
-                            duty: Default::default(),
+                            overrun_logged: None,
                             cost_exported: 0.0,
                             pids: Vec::new(),
                             idle_since: None,
@@ -526,39 +541,52 @@ impl Watcher {
         }
     }
 
-    /// Once a second: each process's probe duty over the last minute and estimated cost, and
-    /// its live set read from memory while its probes are off.
+    /// Once a second: each process's probe duty and estimated cost over the last minute (a
+    /// warning when the cost stays well over the budget), and its live set read from memory
+    /// while its probes are off.
     fn publish_budget(&mut self, now: Instant) {
         for executable in self.executables.values_mut() {
-            let attached = f64::from(u8::from(executable.attachment.is_some()));
-            let (duty, cost) = match &executable.bucket {
+            let (recent, spent) = match executable.bucket.as_mut() {
                 // Exact: on whenever attached; no estimate of the cost.
-                None => (attached, 0.0),
-                Some(bucket) => {
-                    let on_time = bucket.on_time();
-                    executable.duty.push_back((now, on_time));
-                    while executable
-                        .duty
-                        .front()
-                        .is_some_and(|&(at, _)| now.duration_since(at) > DUTY_WINDOW)
-                    {
-                        executable.duty.pop_front();
-                    }
-                    let duty = match executable.duty.front() {
-                        Some(&(at, before)) if now > at => {
-                            (on_time - before).as_secs_f64() / now.duration_since(at).as_secs_f64()
+                None => {
+                    let on = f64::from(u8::from(executable.attachment.is_some()));
+                    for pid in &executable.pids {
+                        if let Some(watched) = self.sessions.get_mut(pid) {
+                            watched.session.set_probe_duty(on);
                         }
-                        _ => attached,
-                    };
-                    let cost = bucket.spent() - executable.cost_exported;
-                    executable.cost_exported = bucket.spent();
-                    (duty, cost)
+                    }
+                    continue;
+                }
+                Some(bucket) => {
+                    let recent = bucket.recent();
+                    // A window's detach can take seconds on a busy host, the target paying
+                    // for every hit meanwhile: the bucket makes up for it later, but a
+                    // budget that a single window overruns cannot be met.
+                    if recent.span >= OVERRUN_SPAN
+                        && recent.cost > bucket.share() * OVERRUN_FACTOR
+                        && executable
+                            .overrun_logged
+                            .is_none_or(|at| now.duration_since(at) >= OVERRUN_SPAN)
+                    {
+                        executable.overrun_logged = Some(now);
+                        tracing::warn!(
+                            pids = ?executable.pids,
+                            cost_percent = recent.cost * 100.0,
+                            budget_percent = bucket.share() * 100.0,
+                            "the probes cost more than their budget over the last minute: a single window's hits (detaching takes a while on a busy host) overrun it; give a larger --max-overhead, or 0 for memory only"
+                        );
+                    }
+                    (recent, bucket.spent())
                 }
             };
+            let cost = spent - executable.cost_exported;
+            executable.cost_exported = spent;
             for pid in &executable.pids {
                 if let Some(watched) = self.sessions.get_mut(pid) {
-                    watched.session.set_probe_duty(duty.clamp(0.0, 1.0));
-                    watched.session.metrics().probe_cost.inc_by(cost.max(0.0));
+                    watched.session.set_probe_duty(recent.duty);
+                    let metrics = watched.session.metrics();
+                    metrics.probe_cost.inc_by(cost.max(0.0));
+                    metrics.probe_cost_ratio.set(recent.cost);
                 }
             }
         }
@@ -599,6 +627,7 @@ impl Watcher {
         // Far enough to never come when there is no limit.
         let watched = tokio::time::sleep(watch_for.unwrap_or(Duration::from_secs(86_400 * 365)));
         tokio::pin!(watched);
+        let shared = self.shared.clone();
         loop {
             tokio::select! {
                 ready = self.events.readable_mut() => {
@@ -632,6 +661,12 @@ impl Watcher {
                     self.census_all(hooks);
                 }
                 _ = rescan_tick.tick(), if rescan_every.is_some() => hooks.rescan(self),
+                () = shared.census_wanted.notified() => {
+                    // A request wants an answer as of now (http.rs: at most one census a
+                    // second per process, however many ask).
+                    let wanted = self.shared.take_wanted();
+                    self.census(hooks, wanted);
+                }
                 Some((pid, generation)) = self.exits_rx.recv() => {
                     let current = self.sessions.get(&pid).is_some_and(|w| w.generation == generation);
                     if current {

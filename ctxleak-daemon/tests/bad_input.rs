@@ -338,3 +338,255 @@ fn a_busy_metrics_address() {
     drop(first);
     assert!(target.is_running());
 }
+
+/// How long a refusal may take, and how much memory: far above what a refusal costs (a few
+/// ms, 15 MB here), far below what reading `/dev/zero` costs (it never ends and grows by
+/// hundreds of MB a second).
+const REFUSAL_TIME: Duration = Duration::from_secs(5);
+const REFUSAL_RSS_KIB: u64 = 100 << 10;
+
+/// Runs `command` to its end and returns its output, after checking it took less than
+/// [`REFUSAL_TIME`] and its peak resident memory (`ru_maxrss` from `wait4`) stayed under
+/// [`REFUSAL_RSS_KIB`]. Kills it and fails as soon as either is exceeded (memory is checked
+/// as it runs, so a runaway read is stopped early).
+fn refused(command: &mut Command, what: &str) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start ctxleak");
+    let pid = child.id() as libc::pid_t;
+    let started = std::time::Instant::now();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: status and usage are valid for writes; pid is our own child, reaped here
+        // only (std's Child is never waited on).
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(reaped >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if reaped == pid {
+            break;
+        }
+        let rss = common::vm_rss_kib(child.id()).unwrap_or(0);
+        if started.elapsed() > REFUSAL_TIME || rss > REFUSAL_RSS_KIB {
+            // SAFETY: kill and wait4 on our own unreaped child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::wait4(pid, &mut status, 0, &mut usage);
+            }
+            panic!(
+                "{what}: still running after {:?} with {rss} KiB resident: not refused",
+                started.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut child = child;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    if let (Some(out), Some(err)) = (child.stdout.as_mut(), child.stderr.as_mut()) {
+        // The child is gone: both pipes are at their end.
+        std::io::Read::read_to_end(out, &mut stdout).expect("stdout");
+        std::io::Read::read_to_end(err, &mut stderr).expect("stderr");
+    }
+    let peak = u64::try_from(usage.ru_maxrss).unwrap_or(0);
+    eprintln!(
+        "{what}: refused in {:?}, peak RSS {peak} KiB",
+        started.elapsed()
+    );
+    assert!(peak < REFUSAL_RSS_KIB, "{what}: peak RSS {peak} KiB");
+    Output {
+        status: std::os::unix::process::ExitStatusExt::from_raw(status),
+        stdout,
+        stderr,
+    }
+}
+
+/// `ctxleak inspect PATH` on a file that is not an executable: one line, quickly, small.
+fn inspect_refuses(path: &Path) -> String {
+    let mut command = ctxleak();
+    command.arg("inspect").arg(path);
+    one_line_error(&refused(&mut command, &path.display().to_string()))
+}
+
+/// A temporary directory, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ctxleak-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `bytes`, then a hole up to `len` bytes (no disk space used).
+fn sparse_file(path: &Path, bytes: &[u8], len: u64) {
+    std::fs::write(path, bytes).expect("write");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_len(len))
+        .expect("extend");
+}
+
+#[test]
+fn files_that_are_not_executables() {
+    let dir = TempDir::new("not-executables");
+    let fifo = dir.0.join("fifo");
+    let c_path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates the file.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let socket = dir.0.join("socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("socket");
+    let subdir = dir.0.join("dir");
+    std::fs::create_dir(&subdir).expect("dir");
+    for (path, what) in [
+        (Path::new("/dev/zero"), "a character device"),
+        (Path::new("/dev/urandom"), "a character device"),
+        (&fifo, "a FIFO (named pipe)"),
+        (&subdir, "a directory"),
+        (&socket, "a socket"),
+    ] {
+        assert_eq!(
+            inspect_refuses(path),
+            format!(
+                "ctxleak: error: {} is {what}, not an executable file: give the path of a Go program",
+                path.display()
+            )
+        );
+    }
+    let empty = dir.0.join("empty");
+    std::fs::write(&empty, "").expect("write");
+    let text = dir.0.join("text");
+    std::fs::write(&text, "hello\n").expect("write");
+    let zeros = dir.0.join("zeros");
+    sparse_file(&zeros, b"", 20 << 30);
+    for path in [&empty, &text, &zeros] {
+        assert_eq!(
+            inspect_refuses(path),
+            format!(
+                "ctxleak: error: {} is not an ELF executable: ctxleak watches Go programs on Linux",
+                path.display()
+            )
+        );
+    }
+    // An ELF header claiming 2^24 section headers (1 GiB; extended numbering: e_shnum 0 and
+    // the count in section 0's sh_size) over a sparse file: they are not read.
+    let mut header =
+        std::fs::read(fixture(&newest_go(), "phases")).expect("fixture")[..64].to_vec();
+    header[0x28..0x30].copy_from_slice(&64u64.to_le_bytes()); // e_shoff
+    header[0x3c..0x3e].copy_from_slice(&0u16.to_le_bytes()); // e_shnum
+    let mut section_0 = [0u8; 64];
+    section_0[0x20..0x28].copy_from_slice(&(1u64 << 24).to_le_bytes()); // sh_size
+    header.extend_from_slice(&section_0);
+    let claims = dir.0.join("claims");
+    sparse_file(&claims, &header, 2 << 30);
+    let line = inspect_refuses(&claims);
+    assert!(
+        line.ends_with(
+            "is not a Go program (it has no .go.buildinfo section): give the PID of a Go process"
+        ),
+        "{line}"
+    );
+}
+
+/// A Go program padded to 20 GiB (a sparse file; it runs as well as before): refused by
+/// `inspect`, `inspect --pid` and `attach` alike, without reading it.
+#[test]
+fn a_go_executable_too_large_to_read() {
+    let dir = TempDir::new("too-large");
+    let padded = dir.0.join("app");
+    let program = std::fs::read(fixture(&newest_go(), "phases")).expect("fixture");
+    sparse_file(&padded, &program, 20 << 30);
+    std::fs::set_permissions(&padded, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let too_large = format!(
+        "{} is 20 GiB, more than the 1 GiB ctxleak reads of an executable: give the path of a Go program",
+        padded.display()
+    );
+    assert_eq!(
+        inspect_refuses(&padded),
+        format!("ctxleak: error: {too_large}")
+    );
+    let mut target = Running::start(&padded, &[]);
+    let pid = target.pid().to_string();
+    let mut inspect = ctxleak();
+    inspect.args(["inspect", "--pid", &pid]);
+    assert_eq!(
+        one_line_error(&refused(&mut inspect, "inspect --pid")),
+        format!("ctxleak: error: {too_large}")
+    );
+    let mut attach = ctxleak();
+    attach.args(common::attach_args(target.pid()));
+    assert_eq!(
+        one_line_error(&refused(&mut attach, "attach --pid")),
+        format!("ctxleak: error: PID {pid}: {too_large}")
+    );
+    assert!(target.is_running());
+}
+
+/// A period shorter than its minimum is refused, by a flag as by the daemon's config file,
+/// naming the smallest value accepted (`--census-interval 1ns` used to be accepted, and a
+/// census every nanosecond burned a core).
+#[test]
+fn periods_too_short() {
+    for (args, line) in [
+        (
+            &["attach", "--pid", "1", "--census-interval", "1ns"][..],
+            "error: invalid value '1ns' for '--census-interval <CENSUS_INTERVAL>': \"1ns\" is too short: give 100ms or more (a census more often costs CPU and shows nothing new)",
+        ),
+        (
+            &["daemon", "--census-interval", "10ms"],
+            "error: invalid value '10ms' for '--census-interval <CENSUS_INTERVAL>': \"10ms\" is too short: give 100ms or more (a census more often costs CPU and shows nothing new)",
+        ),
+        (
+            &["daemon", "--rescan-interval", "1ms"],
+            "error: invalid value '1ms' for '--rescan-interval <RESCAN_INTERVAL>': \"1ms\" is too short: give 1s or more (the exec tracepoint finds new processes at once; rescans of /proc only catch what it missed)",
+        ),
+    ] {
+        let output = refused(ctxleak().args(args), &args.join(" "));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        // A usage error, as clap reports every bad flag: its line, then a pointer to --help.
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().next(), Some(line), "{args:?}: {stderr}");
+    }
+    let dir = TempDir::new("periods");
+    for (text, reason) in [
+        (
+            "census-interval = \"1ns\"\n",
+            "census-interval: \"1ns\" is too short: give 100ms or more",
+        ),
+        (
+            "rescan-interval = \"500ms\"\n",
+            "rescan-interval: \"500ms\" is too short: give 1s or more",
+        ),
+    ] {
+        let config = dir.0.join("ctxleak.toml");
+        std::fs::write(&config, text).expect("config");
+        // Should the value be accepted, the daemon watches nothing and serves on a free port.
+        let mut daemon = ctxleak();
+        daemon
+            .args([
+                "daemon",
+                "--exe",
+                "/nonexistent",
+                "--web.listen-address",
+                "127.0.0.1:0",
+            ])
+            .arg("--config")
+            .arg(&config);
+        let line = one_line_error(&refused(&mut daemon, text.trim()));
+        assert!(
+            line.starts_with(&format!("ctxleak: error: {}: {reason}", config.display())),
+            "{line}"
+        );
+    }
+}

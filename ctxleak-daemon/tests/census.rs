@@ -361,3 +361,34 @@ fn check_moving(version: &str, build: &str) -> Result<String, String> {
 fn goroutines_that_ran_are_reread_even_when_their_sched_is_unchanged() {
     on_every_version(["moving", "moving-stripped"], check_moving);
 }
+
+/// `/api/*` answers as of at most a second ago, whatever the census interval: a request finds
+/// the last census too old and has one taken (issue #15: a profile fetched 2 s after 1000
+/// goroutines parked showed none of them, because the census ran every 5 s).
+#[test]
+fn answers_are_fresh_whatever_the_census_interval() {
+    let newest = go_versions().pop().expect("a Go version");
+    let mut fx = common::Phases::start(&fixture(&newest, "phases"));
+    for _ in ["start", "pre-attach"] {
+        fx.checkpoint();
+        fx.advance();
+    }
+    let ctxleak = Ctxleak::attach_with(fx.pid(), &["--census-interval", "1h"]);
+    for _ in 0..3 {
+        let (name, want) = fx.checkpoint();
+        // A census up to a second old may answer: ask once the change is older than that.
+        std::thread::sleep(Duration::from_millis(1200));
+        let asked = Instant::now();
+        let (status, body) = http_get_status(&ctxleak.metrics_url, "/api/groups");
+        let took = asked.elapsed();
+        assert_eq!(status, 200, "{body}");
+        let groups: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(
+            groups["goroutines_user"].as_u64(),
+            Some(want),
+            "at {name}, NumGoroutine() is {want}, answered after {took:?}: {body}"
+        );
+        eprintln!("{name}: {want} goroutines, answered in {took:?}");
+        fx.advance();
+    }
+}

@@ -89,6 +89,7 @@ fn census() -> GroupsResponse {
         taken_at_unix_ms: 1_700_000_000_000,
         goroutines_user: 2387,
         goroutines_system: 6,
+        probes: Default::default(),
         groups: vec![
             group(
                 "a1",
@@ -350,6 +351,24 @@ fn rows_in_server_order_with_header() {
     );
     let b2 = &lines[row_of(&lines, needle("b2"))];
     assert!(b2.contains("3h"), "{b2}");
+}
+
+#[test]
+fn the_header_says_when_the_probes_run_under_a_budget() {
+    let exact = screen(&draw(&mut app_with(census()), 140, 30));
+    assert!(!exact.contains("probes"), "{exact}");
+    let mut sampled = census();
+    sampled.probes = ctxleak_daemon::api::ProbeState {
+        max_overhead: "1%".into(),
+        on: false,
+        duty: 0.123,
+        sampled: true,
+    };
+    let screen = screen(&draw(&mut app_with(sampled.clone()), 140, 30));
+    assert!(screen.contains("probes off, 12% of 1m (≤1%)"), "{screen}");
+    sampled.probes.max_overhead = "0%".into();
+    let screen = self::screen(&draw(&mut app_with(sampled), 140, 30));
+    assert!(screen.contains("memory only"), "{screen}");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 pub mod buildinfo;
 pub mod disasm;
+pub mod file;
 pub mod layout;
 pub mod offsets;
 pub mod pclntab;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use object::{Object as _, ObjectKind, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
 
 pub use buildinfo::GoVersion;
+pub use file::{ExecutableFile, MAX_EXECUTABLE_BYTES};
 pub use layout::GLayout;
 pub use pclntab::Pclntab;
 
@@ -28,6 +30,13 @@ pub enum GoBinaryError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} is {what}, not an executable file: give the path of a Go program")]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error(
+        "{path} is {}, more than the {} ctxleak reads of an executable: give the path of a Go program",
+        gib(*size), gib(MAX_EXECUTABLE_BYTES)
+    )]
+    TooLarge { path: PathBuf, size: u64 },
     #[error("{path} is not an ELF executable: ctxleak watches Go programs on Linux")]
     NotElf { path: PathBuf },
     #[error(
@@ -144,13 +153,13 @@ pub struct GoBinary {
 
 impl GoBinary {
     /// Reads and parses the executable at `path` (for a process, `/proc/PID/exe`, which also
-    /// reaches binaries in other mount namespaces). `display` names it in errors.
+    /// reaches binaries in other mount namespaces). `display` names it in errors. Only a
+    /// regular file of at most [`MAX_EXECUTABLE_BYTES`] is read, and only once its headers
+    /// say it is a Go executable (see [`ExecutableFile`]).
     pub fn open(path: &Path, display: &Path) -> Result<Self, GoBinaryError> {
-        let data = std::fs::read(path).map_err(|source| GoBinaryError::Read {
-            path: display.to_owned(),
-            source,
-        })?;
-        Self::parse(&data, display)
+        let file = ExecutableFile::open(path, display)?;
+        file.check_go()?;
+        Self::parse(&file.read()?, display)
     }
 
     pub fn parse(data: &[u8], path: &Path) -> Result<Self, GoBinaryError> {
@@ -344,6 +353,16 @@ impl GoBinary {
             .iter()
             .find(|s| s.file_offset == 0)
             .map(|s| s.address)
+    }
+}
+
+/// A size in GiB, for people: `20 GiB`, `1.5 GiB`.
+fn gib(bytes: u64) -> String {
+    let gib = bytes as f64 / f64::from(1u32 << 30);
+    if gib.fract() == 0.0 {
+        format!("{gib:.0} GiB")
+    } else {
+        format!("{gib:.1} GiB")
     }
 }
 

@@ -353,6 +353,7 @@ impl App {
                         " │ census {}{stale}",
                         utc_time_of_day(data.taken_at_unix_ms)
                     )),
+                    Span::raw(probes_text(&data.probes)),
                 ]
             }
         };
@@ -874,6 +875,19 @@ fn compact(n: u64, exact_below: u64) -> String {
 pub fn utc_time_of_day(unix_ms: u64) -> String {
     let s = (unix_ms / 1000) % 86400;
     format!("{:02}:{:02}:{:02} UTC", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// The probes under `--max-overhead`, for the header: nothing when they are always on.
+fn probes_text(probes: &crate::api::ProbeState) -> String {
+    match probes.max_overhead.as_str() {
+        "" | "exact" => String::new(),
+        "0%" => " │ memory only".to_owned(),
+        budget => format!(
+            " │ probes {} {:.0}% of 1m (≤{budget})",
+            if probes.on { "on," } else { "off," },
+            probes.duty * 100.0
+        ),
+    }
 }
 
 #[cfg(test)]
