@@ -6,8 +6,8 @@
 //!   the `load` fixture (wrk cannot hold a rate): throughput, the target's own CPU per request,
 //!   the probes' CPU share (ctxleak's estimate, `ctxleak_probe_cost_seconds_total`, and what
 //!   the target measurably spent over "none") against the budget, and the share of the time
-//!   the probes were on (`ctxleak_probe_duty_ratio`); with the probes always on (`exact`, the
-//!   default) for comparison;
+//!   the probes were on (`ctxleak_probe_duty_ratio`); with the probes always on (`exact`)
+//!   for comparison;
 //! - the churn fixture: time per goroutine, and the same shares;
 //! - detection latency: beside full-rate healthy traffic, one leaked goroutine and one
 //!   unreleased context a second (the fixture's `GET /leak`), from the first leaking request
@@ -34,7 +34,7 @@ use crate::overhead::{
 use crate::workspace::Workspace;
 use crate::{go, process};
 
-/// The budget measured, as given to `--max-overhead`.
+/// The budget measured, as given to `--max-overhead` (ctxleak's default).
 const BUDGET: &str = "1%";
 
 /// Keep-alive connections of the load generator, as wrk's in the overhead bench.
@@ -94,9 +94,9 @@ const POLL_EVERY: Duration = Duration::from_millis(250);
 enum Mode {
     /// No ctxleak.
     None,
-    /// `--max-overhead BUDGET`.
+    /// `--max-overhead BUDGET`: ctxleak's default.
     Budget,
-    /// `--max-overhead exact`: every probe always on (the default).
+    /// `--max-overhead exact`: every probe always on, whatever it costs.
     Exact,
 }
 

@@ -7,8 +7,10 @@
 //! - `churn`, which starts and exits goroutines as fast as it can: time per goroutine.
 //!
 //! Modes, interleaved over rounds (medians reported): no ctxleak; the floor (the same uprobes
-//! with do-nothing programs: the kernel's trap cost, which no uprobe tool can beat); ctxleak's
-//! default; and with --park-times, with its own floor. Ratios are to "no ctxleak"; ctxleak's
+//! with do-nothing programs: the kernel's trap cost, which no uprobe tool can beat); ctxleak
+//! with every probe on; and with --park-times, with its own floor. Every mode keeps its probes
+//! always on (`--max-overhead exact`, [`EXACT`]): this bench prices a probe hit; what the
+//! default budget makes of that price is `bench budget`'s (budget.rs). Ratios are to "no ctxleak"; ctxleak's
 //! extra cost is also given as a multiple of its floor. Two more floors, with programs that
 //! spin for a known time, give what each nanosecond inside a program costs the target.
 
@@ -28,7 +30,10 @@ const ROUNDS: usize = 3;
 const WRK_SECONDS: u32 = 5;
 const CHURN_GOROUTINES: u32 = 300_000;
 
-/// (name, extra `ctxleak attach` arguments; None: ctxleak not running).
+/// Given to ctxleak in every mode: probes always on, whatever the default budget.
+const EXACT: [&str; 2] = ["--max-overhead", "exact"];
+
+/// (name, extra `ctxleak attach` arguments besides [`EXACT`]; None: ctxleak not running).
 const MODES: &[(&str, Option<&[&str]>)] = &[
     ("none", None),
     ("floor", Some(&["--floor"])),
@@ -73,8 +78,10 @@ pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
     let mut churn: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     for round in 0..ROUNDS {
         for (i, (name, args)) in MODES.iter().enumerate() {
-            let run = measure_http(&tools, *args).with_context(|| format!("http, {name}"))?;
-            let ns = measure_churn(&tools, *args, CHURN_GOROUTINES, false)
+            let args = args.map(|args| [args, &EXACT].concat());
+            let args = args.as_deref();
+            let run = measure_http(&tools, args).with_context(|| format!("http, {name}"))?;
+            let ns = measure_churn(&tools, args, CHURN_GOROUTINES, false)
                 .with_context(|| format!("churn, {name}"))?
                 .ns_per_goroutine;
             println!(
@@ -273,7 +280,7 @@ fn report(
         "kernel": kernel,
         "modes": MODES.iter().enumerate().map(|(i, (name, args))| json!({
             "mode": name,
-            "ctxleak_args": args,
+            "ctxleak_args": args.map(|args| [args, &EXACT].concat()),
             "requests_per_second": rps[i],
             "p99_ms": p99[i],
             "target_cpu_ns_per_request": cpu[i],
@@ -464,7 +471,8 @@ struct ProbeShare {
 /// to every run.
 fn profile_probes(tools: &Tools) -> Result<Vec<ProbeShare>> {
     let (server, _stdout, address) = start_httpserver(tools)?;
-    let (_ctxleak, metrics) = attach_serving(tools, server.0.id(), &["--probe-stats"])?;
+    let args = [&["--probe-stats"][..], &EXACT].concat();
+    let (_ctxleak, metrics) = attach_serving(tools, server.0.id(), &args)?;
     let url = format!("http://{address}/");
     wrk(&url, 1)?;
     // ctxleak refreshes the statistics every second.
