@@ -9,6 +9,8 @@
 //!   with 100 000 parked goroutines, against Go's own goroutine dump in that program; and the
 //!   pauses the program sees meanwhile, against an idle window (the noise floor).
 //! - `overhead` (overhead.rs): what the probes cost the target.
+//! - `budget` (budget.rs): the probes under `--max-overhead`: their cost at several request
+//!   rates and under goroutine churn, and how fast leaks are still named.
 //! - `ingest`: probe events per second one core of the daemon decodes and tracks, from a
 //!   synthetic stream, against decoding alone.
 //! - `memory`: the daemon's heap per tracked goroutine with 1 000 000 live ones, against the
@@ -46,18 +48,20 @@ pub fn run(ws: &Workspace, only: Option<&str>) -> Result<()> {
             ingest(ws, &out)?;
             memory(ws, &out)?;
             attach_time::run(ws, &out)?;
-            crate::overhead::run(ws, &out)
+            crate::overhead::run(ws, &out)?;
+            crate::budget::run(ws, &out)
         }
         Some("parse") => parse(ws, &out),
         Some("census") => census(ws, &out),
         Some("overhead") => crate::overhead::run(ws, &out),
+        Some("budget") => crate::budget::run(ws, &out),
         Some("ingest") => ingest(ws, &out),
         Some("memory") => memory(ws, &out),
         Some("attach") => attach_time::run(ws, &out),
         Some(other) => {
             bail!(
                 "no benchmark named {other:?}: the benchmarks are: parse, census, overhead, \
-                 ingest, memory, attach"
+                 budget, ingest, memory, attach"
             )
         }
     }

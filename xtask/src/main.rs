@@ -2,6 +2,7 @@
 
 mod attach_time;
 mod bench;
+mod budget;
 mod deploy;
 mod fixtures;
 mod fuzz;
@@ -44,7 +45,7 @@ enum Command {
     },
     /// Run the benchmarks (all, or the one named) and write target/bench/<name>.md and .json.
     Bench {
-        /// One benchmark: parse, census, overhead, ingest, memory or attach.
+        /// One benchmark: parse, census, overhead, budget, ingest, memory or attach.
         name: Option<String>,
     },
     /// Check the deployment assets under deploy/ offline: systemd unit, Kubernetes manifests,

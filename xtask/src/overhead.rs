@@ -7,8 +7,10 @@
 //! - `churn`, which starts and exits goroutines as fast as it can: time per goroutine.
 //!
 //! Modes, interleaved over rounds (medians reported): no ctxleak; the floor (the same uprobes
-//! with do-nothing programs: the kernel's trap cost, which no uprobe tool can beat); ctxleak's
-//! default; and with --park-times, with its own floor. Ratios are to "no ctxleak"; ctxleak's
+//! with do-nothing programs: the kernel's trap cost, which no uprobe tool can beat); ctxleak
+//! with every probe on; and with --park-times, with its own floor. Every mode keeps its probes
+//! always on (`--max-overhead exact`, [`EXACT`]): this bench prices a probe hit; what the
+//! default budget makes of that price is `bench budget`'s (budget.rs). Ratios are to "no ctxleak"; ctxleak's
 //! extra cost is also given as a multiple of its floor. Two more floors, with programs that
 //! spin for a known time, give what each nanosecond inside a program costs the target.
 
@@ -28,7 +30,10 @@ const ROUNDS: usize = 3;
 const WRK_SECONDS: u32 = 5;
 const CHURN_GOROUTINES: u32 = 300_000;
 
-/// (name, extra `ctxleak attach` arguments; None: ctxleak not running).
+/// Given to ctxleak in every mode: probes always on, whatever the default budget.
+const EXACT: [&str; 2] = ["--max-overhead", "exact"];
+
+/// (name, extra `ctxleak attach` arguments besides [`EXACT`]; None: ctxleak not running).
 const MODES: &[(&str, Option<&[&str]>)] = &[
     ("none", None),
     ("floor", Some(&["--floor"])),
@@ -56,10 +61,14 @@ fn spin_ns(i: usize) -> Option<f64> {
     args.get(at + 1)?.parse().ok()
 }
 
-struct Tools {
-    ctxleak: PathBuf,
-    httpserver: PathBuf,
-    churn: PathBuf,
+/// What the overhead and budget benches run: ctxleak's release build and the Go fixtures of
+/// fixtures/go/bench, built with the newest Go.
+pub(crate) struct Tools {
+    pub(crate) ctxleak: PathBuf,
+    pub(crate) httpserver: PathBuf,
+    pub(crate) churn: PathBuf,
+    /// The rate-limited HTTP load generator (fixtures/go/bench/load).
+    pub(crate) load: PathBuf,
 }
 
 pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
@@ -69,8 +78,12 @@ pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
     let mut churn: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     for round in 0..ROUNDS {
         for (i, (name, args)) in MODES.iter().enumerate() {
-            let run = measure_http(&tools, *args).with_context(|| format!("http, {name}"))?;
-            let ns = measure_churn(&tools, *args).with_context(|| format!("churn, {name}"))?;
+            let args = args.map(|args| [args, &EXACT].concat());
+            let args = args.as_deref();
+            let run = measure_http(&tools, args).with_context(|| format!("http, {name}"))?;
+            let ns = measure_churn(&tools, args, CHURN_GOROUTINES, false)
+                .with_context(|| format!("churn, {name}"))?
+                .ns_per_goroutine;
             println!(
                 "overhead: round {}: {name}: {:.0} req/s, p99 {:.2} ms, target CPU {:.0} ns/request, churn {ns:.0} ns/goroutine",
                 round + 1,
@@ -87,7 +100,7 @@ pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
     report(out, &http, &churn, &probes)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -267,7 +280,7 @@ fn report(
         "kernel": kernel,
         "modes": MODES.iter().enumerate().map(|(i, (name, args))| json!({
             "mode": name,
-            "ctxleak_args": args,
+            "ctxleak_args": args.map(|args| [args, &EXACT].concat()),
             "requests_per_second": rps[i],
             "p99_ms": p99[i],
             "target_cpu_ns_per_request": cpu[i],
@@ -283,7 +296,7 @@ fn report(
     crate::bench::publish(out, "overhead", &md, &json)
 }
 
-fn ensure_wrk() -> Result<()> {
+pub(crate) fn ensure_wrk() -> Result<()> {
     if which::which("wrk").is_ok() {
         return Ok(());
     }
@@ -293,7 +306,7 @@ fn ensure_wrk() -> Result<()> {
         .context("cannot install wrk: run `apt-get install wrk` as root")
 }
 
-fn build(ws: &Workspace, out: &Path) -> Result<Tools> {
+pub(crate) fn build(ws: &Workspace, out: &Path) -> Result<Tools> {
     process::run(process::cargo().current_dir(ws.root()).args([
         "build",
         "--quiet",
@@ -318,11 +331,12 @@ fn build(ws: &Workspace, out: &Path) -> Result<Tools> {
         ctxleak: ws.cargo_target().join("release/ctxleak"),
         httpserver: binary("httpserver")?,
         churn: binary("churn")?,
+        load: binary("load")?,
     })
 }
 
 /// A child killed on drop.
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -332,7 +346,7 @@ impl Drop for Running {
 }
 
 /// Starts `program` pinned to CPU 0 with GOMAXPROCS=1, and waits for `ready` on its stdout.
-fn start_target(
+pub(crate) fn start_target(
     program: &Path,
     args: &[&str],
     ready: &str,
@@ -361,7 +375,7 @@ fn attach(tools: &Tools, pid: u32, args: &[&str]) -> Result<Running> {
 }
 
 /// [`attach`], and the address ctxleak serves its metrics at.
-fn attach_serving(tools: &Tools, pid: u32, args: &[&str]) -> Result<(Running, String)> {
+pub(crate) fn attach_serving(tools: &Tools, pid: u32, args: &[&str]) -> Result<(Running, String)> {
     let mut child = Command::new("taskset")
         .args(["-c", "1"])
         .arg(&tools.ctxleak)
@@ -391,7 +405,7 @@ fn attach_serving(tools: &Tools, pid: u32, args: &[&str]) -> Result<(Running, St
 
 /// Nanoseconds `pid` has run on a CPU, all its threads together (`/proc/PID/task/*/schedstat`,
 /// first field). Threads that exited in between are missed: Go keeps its threads.
-fn cpu_ns(pid: u32) -> Result<u64> {
+pub(crate) fn cpu_ns(pid: u32) -> Result<u64> {
     let mut total = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let path = task?.path().join("schedstat");
@@ -409,7 +423,7 @@ fn cpu_ns(pid: u32) -> Result<u64> {
 
 /// Starts the net/http target on a free loopback port: it, its stdout (kept open while it
 /// runs), and its address.
-fn start_httpserver(
+pub(crate) fn start_httpserver(
     tools: &Tools,
 ) -> Result<(Running, BufReader<std::process::ChildStdout>, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -457,7 +471,8 @@ struct ProbeShare {
 /// to every run.
 fn profile_probes(tools: &Tools) -> Result<Vec<ProbeShare>> {
     let (server, _stdout, address) = start_httpserver(tools)?;
-    let (_ctxleak, metrics) = attach_serving(tools, server.0.id(), &["--probe-stats"])?;
+    let args = [&["--probe-stats"][..], &EXACT].concat();
+    let (_ctxleak, metrics) = attach_serving(tools, server.0.id(), &args)?;
     let url = format!("http://{address}/");
     wrk(&url, 1)?;
     // ctxleak refreshes the statistics every second.
@@ -491,16 +506,8 @@ fn profile_probes(tools: &Tools) -> Result<Vec<ProbeShare>> {
 /// `ctxleak_probe_runs_total` and `ctxleak_probe_run_seconds_total` by probe, from the
 /// metrics endpoint at `address`.
 fn probe_stats(address: &str) -> Result<std::collections::BTreeMap<String, (f64, f64)>> {
-    let text = http_get(address, "/metrics")?;
     let mut stats = std::collections::BTreeMap::<String, (f64, f64)>::new();
-    for line in text.lines() {
-        let (series, value) = match line.rsplit_once(' ') {
-            Some(split) => split,
-            None => continue,
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
+    for (series, value) in scrape(address)? {
         let probe_of = |prefix: &str| {
             series
                 .strip_prefix(prefix)?
@@ -520,8 +527,22 @@ fn probe_stats(address: &str) -> Result<std::collections::BTreeMap<String, (f64,
     Ok(stats)
 }
 
+/// ctxleak's metrics at `address`: each sample's series (name and labels, as written:
+/// `ctxleak_probe_duty_ratio{pid="42"}`) and its value.
+pub(crate) fn scrape(address: &str) -> Result<std::collections::BTreeMap<String, f64>> {
+    let text = http_get(address, "/metrics")?;
+    Ok(text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse::<f64>().ok()?))
+        })
+        .collect())
+}
+
 /// `GET path` over HTTP/1.0 (no client crate for one local scrape): the body.
-fn http_get(address: &str, path: &str) -> Result<String> {
+pub(crate) fn http_get(address: &str, path: &str) -> Result<String> {
     use std::io::Read as _;
     let mut stream = std::net::TcpStream::connect(address)
         .with_context(|| format!("cannot connect to ctxleak at {address}"))?;
@@ -580,22 +601,76 @@ fn parse_ms(text: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|n| n * scale)
 }
 
-fn measure_churn(tools: &Tools, ctxleak: Option<&[&str]>) -> Result<f64> {
-    let n = CHURN_GOROUTINES.to_string();
+/// One run of the churn fixture.
+pub(crate) struct ChurnRun {
+    /// What the fixture measured in itself.
+    pub(crate) ns_per_goroutine: f64,
+    /// With `watch`: ctxleak's last metrics scraped before the fixture finished (it exits
+    /// then, and its series with it).
+    pub(crate) metrics: Option<std::collections::BTreeMap<String, f64>>,
+    pub(crate) pid: u32,
+}
+
+/// How often [`measure_churn`] scrapes ctxleak's metrics while it watches.
+const CHURN_SCRAPE_EVERY: Duration = Duration::from_millis(500);
+
+/// Starts and exits `goroutines` goroutines in the churn fixture, ctxleak attached with
+/// `ctxleak`'s arguments (None: not running); with `watch`, scraping ctxleak's metrics
+/// meanwhile.
+pub(crate) fn measure_churn(
+    tools: &Tools,
+    ctxleak: Option<&[&str]>,
+    goroutines: u32,
+    watch: bool,
+) -> Result<ChurnRun> {
+    let n = goroutines.to_string();
     let (mut target, mut stdout) = start_target(&tools.churn, &["-n", &n], "ready")?;
-    let _ctxleak = ctxleak
-        .map(|args| attach(tools, target.0.id(), args))
+    let pid = target.0.id();
+    let ctxleak = ctxleak
+        .map(|args| attach_serving(tools, pid, args))
         .transpose()?;
+    let metrics_at = ctxleak
+        .as_ref()
+        .filter(|_| watch)
+        .map(|(_, at)| at.as_str());
     target
         .0
         .stdin
         .as_mut()
         .context("stdin")?
         .write_all(b"go\n")?;
-    let mut line = String::new();
-    stdout.read_line(&mut line)?;
-    line.trim()
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (line, metrics) = std::thread::scope(|scope| {
+        let sampler = metrics_at.map(|address| {
+            let done = &done;
+            scope.spawn(move || {
+                let mut last = None;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(metrics) = scrape(address) {
+                        last = Some(metrics);
+                    }
+                    std::thread::sleep(CHURN_SCRAPE_EVERY);
+                }
+                last
+            })
+        });
+        let mut line = String::new();
+        let read = stdout.read_line(&mut line);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let metrics = sampler.and_then(|sampler| sampler.join().ok().flatten());
+        read.map(|_| (line, metrics))
+    })?;
+    let ns_per_goroutine = line
+        .trim()
         .strip_prefix("ns/op ")
         .and_then(|value| value.parse::<f64>().ok())
-        .with_context(|| format!("churn said {line:?}"))
+        .with_context(|| format!("churn said {line:?}"))?;
+    if watch && metrics.is_none() {
+        bail!("could not scrape ctxleak's metrics while the churn fixture ran");
+    }
+    Ok(ChurnRun {
+        ns_per_goroutine,
+        metrics,
+        pid,
+    })
 }
