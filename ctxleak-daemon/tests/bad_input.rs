@@ -242,15 +242,7 @@ fn a_stripped_binary_of_a_newer_go_gets_layouts_from_its_code() {
         "{:?}",
         ctxleak.stderr.seen
     );
-    let series = format!(
-        r#"ctxleak_goroutines{{pid="{}",kind="user"}}"#,
-        target.pid()
-    );
-    let settled = common::wait_for_sample(&ctxleak, &series, 1.0, Duration::from_secs(15));
-    assert!(
-        settled.is_ok(),
-        "the fixture has one goroutine at its first checkpoint: {settled:?}"
-    );
+    counts_its_one_goroutine(&ctxleak, target.pid());
 }
 
 #[test]
@@ -277,19 +269,21 @@ fn a_stripped_binary_whose_layout_is_neither_derived_nor_in_the_table() {
 
 /// A binary with symbols but without DWARF (-ldflags=-w) attaches like any other (the count on
 /// binaries without DWARF is checked at every checkpoint by goroutine_count's stripped matrix).
-#[test]
-fn a_binary_without_dwarf_attaches() {
-    let target = Running::start(&fixture(&newest_go(), "phases-nodwarf"), &[]);
-    let ctxleak = Ctxleak::attach(target.pid());
-    let series = format!(
-        r#"ctxleak_goroutines{{pid="{}",kind="user"}}"#,
-        target.pid()
-    );
-    let settled = common::wait_for_sample(&ctxleak, &series, 1.0, Duration::from_secs(15));
+/// The attached `phases` fixture, at its first checkpoint, is counted with its one goroutine.
+fn counts_its_one_goroutine(ctxleak: &Ctxleak, pid: u32) {
+    let series = format!(r#"ctxleak_goroutines{{pid="{pid}",kind="user"}}"#);
+    let settled = common::wait_for_sample(ctxleak, &series, 1.0, Duration::from_secs(15));
     assert!(
         settled.is_ok(),
         "the fixture has one goroutine at its first checkpoint: {settled:?}"
     );
+}
+
+#[test]
+fn a_binary_without_dwarf_attaches() {
+    let target = Running::start(&fixture(&newest_go(), "phases-nodwarf"), &[]);
+    let ctxleak = Ctxleak::attach(target.pid());
+    counts_its_one_goroutine(&ctxleak, target.pid());
 }
 
 /// ctxleak run as root with `drop` removed from its capability bounding set.
