@@ -57,8 +57,6 @@ pub struct Session {
     top_suspect: Option<String>,
     /// (created, exited) at the last summary line.
     summarized: (u64, u64),
-    /// Whether its executable's probes are attached now (see [`crate::budget`]).
-    probes_on: bool,
     /// The probes were off at some time since the live set was last read from memory: the
     /// events alone no longer keep it, [`Session::count_from_memory`] does.
     events_gap: bool,
@@ -69,7 +67,8 @@ pub struct Session {
     hits: u64,
     /// When [`Session::count_from_memory`] may read the goroutines again.
     next_memory_count: Instant,
-    /// What `/api/leaks` says of the probes.
+    /// What `/api/leaks` says of the probes; `on`: whether its executable's probes are
+    /// attached now (see [`crate::budget`]).
     probe_state: crate::api::ProbeState,
 }
 
@@ -107,7 +106,6 @@ impl Session {
             groups: GroupTracker::new(judgement.suspect_rules),
             top_suspect: None,
             summarized: (0, 0),
-            probes_on: true,
             events_gap: false,
             contexts_gap: false,
             hits: 0,
@@ -132,7 +130,6 @@ impl Session {
     /// checked in memory at each census. Attached again, the live set is read afresh at once
     /// (after the attach, as at the first attach) and the events keep it from there.
     pub fn probes_switched(&mut self, on: bool) -> anyhow::Result<()> {
-        self.probes_on = on;
         self.probe_state.on = on;
         if !on {
             self.probe_state.sampled = true;
@@ -141,10 +138,6 @@ impl Session {
             return Ok(());
         }
         self.count_from_memory(Instant::now(), true)
-    }
-
-    pub fn probes_on(&self) -> bool {
-        self.probes_on
     }
 
     /// Probe events applied since the last call: the probe hits of this process.
@@ -165,14 +158,20 @@ impl Session {
         let census = self.take_census()?;
         let took = now.elapsed();
         self.next_memory_count = now + (took * 10).max(Duration::from_secs(1));
+        self.recount(ktime, &census);
+        Ok(())
+    }
+
+    /// The live set from a census read after `ktime`, after a time without (all) events;
+    /// the events keep it from here if the probes are on.
+    fn recount(&mut self, ktime: u64, census: &census::Census) {
         let (binary, bias) = (&*self.binary, self.bias);
         self.tracker
             .reset_estimating(ktime, &census.goroutines, census.high_goid, |startpc| {
                 Self::classify(binary, bias, startpc)
             });
-        self.events_gap = !self.probes_on;
+        self.events_gap = !self.probe_state.on;
         self.publish_counts();
-        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
@@ -321,19 +320,13 @@ impl Session {
         shared: &Shared,
     ) -> LeakChanges {
         let pid = self.pid;
-        let binary_arc = self.binary.clone();
-        let (binary, bias) = (&*binary_arc, self.bias);
         let disagreements = if self.events_gap {
             // The events missed whatever happened while the probes were off: the census is
             // the count, not a check of it.
-            self.tracker
-                .reset_estimating(ktime, &census.goroutines, census.high_goid, |startpc| {
-                    Self::classify(binary, bias, startpc)
-                });
-            self.events_gap = !self.probes_on;
-            self.publish_counts();
+            self.recount(ktime, &census);
             Vec::new()
         } else {
+            let (binary, bias) = (&*self.binary, self.bias);
             self.tracker
                 .reconcile(ktime, &census.goroutines, |startpc| {
                     Self::classify(binary, bias, startpc)
@@ -353,7 +346,13 @@ impl Session {
         } else if !disagreements.is_empty() {
             // Which goroutines, and what they are: the cause of such misses is still open
             // (issue #7's note), and this line is what a rare occurrence leaves behind.
-            let missed = Self::describe(binary, bias, ktime, &census.goroutines, &disagreements);
+            let missed = Self::describe(
+                &self.binary,
+                self.bias,
+                ktime,
+                &census.goroutines,
+                &disagreements,
+            );
             tracing::warn!(
                 pid,
                 disagreements = disagreements.len(),
@@ -454,7 +453,7 @@ impl Session {
                 })
                 .collect()
         });
-        self.contexts_gap = !self.probes_on;
+        self.contexts_gap = !self.probe_state.on;
         tracing::debug!(
             pid = self.pid,
             cancelled,
