@@ -168,6 +168,10 @@ pub struct ContextEvent {
     pub detail: u64,
     /// [`EventKind::ContextCreated`]: the goroutine that created the context. Zero otherwise.
     pub goid: u64,
+    /// [`EventKind::ContextCreated`]: the type word (itab) of the `Context` interface it was
+    /// made from, stored at +0 of the new context: with `detail`, what tells the context from
+    /// another object the GC later put at its address.
+    pub parent_type: u64,
     /// [`EventKind::ContextCreated`]: return addresses, innermost first (the caller of
     /// `propagateCancel`, then its callers by frame pointer), zero-padded.
     pub stack: [u64; CONTEXT_STACK_DEPTH],

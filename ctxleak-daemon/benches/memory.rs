@@ -186,6 +186,7 @@ fn context_rows(n: usize) -> Vec<Value> {
         goid,
         context: 0xc000_0000_0000 + goid * 0x60,
         detail,
+        parent_type: 0,
         stack: [0x40_3000 + (goid % 16) * 0x10, 0x40_4000, 0, 0, 0, 0, 0, 0],
     };
     let (events, events_stats) = measure(|| {

@@ -63,6 +63,8 @@ pub struct Session {
     /// The probes were off at some time since the tracked contexts were last checked in
     /// memory: cancellations may have been missed.
     contexts_gap: bool,
+    /// When [`Session::check_releases`] may read the tracked contexts again.
+    next_release_check: Instant,
     /// Events applied since [`Session::take_hits`]: one per probe hit.
     hits: u64,
     /// When [`Session::count_from_memory`] may read the goroutines again.
@@ -108,6 +110,7 @@ impl Session {
             summarized: (0, 0),
             events_gap: false,
             contexts_gap: false,
+            next_release_check: Instant::now(),
             hits: 0,
             next_memory_count: Instant::now(),
             probe_state: crate::api::ProbeState {
@@ -160,6 +163,24 @@ impl Session {
         self.next_memory_count = now + (took * 10).max(Duration::from_secs(1));
         self.recount(ktime, &census);
         Ok(())
+    }
+
+    /// Reads the tracked contexts' cancellations from memory after a time with the probes
+    /// off, at most every second and every ten times as long as the last read took: a
+    /// context created in a window is followed to its end (see
+    /// [`ContextTracker::check_memory`]).
+    pub fn check_releases(&mut self, now: Instant) {
+        if !self.releases_unseen() || now < self.next_release_check {
+            return;
+        }
+        let started = Instant::now();
+        self.check_contexts_in_memory(monotonic_ns());
+        self.next_release_check = now + (started.elapsed() * 10).max(Duration::from_secs(1));
+    }
+
+    /// Whether cancellations of tracked contexts may have been missed.
+    fn releases_unseen(&self) -> bool {
+        self.contexts_probed && self.contexts_gap
     }
 
     /// The live set from a census read after `ktime`, after a time without (all) events;
@@ -332,7 +353,7 @@ impl Session {
                     Self::classify(binary, bias, startpc)
                 })
         };
-        if self.contexts_gap {
+        if self.releases_unseen() {
             self.check_contexts_in_memory(ktime);
         }
         if !disagreements.is_empty() && self.process.is_exiting() {

@@ -542,8 +542,8 @@ impl Watcher {
     }
 
     /// Once a second: each process's probe duty and estimated cost over the last minute (a
-    /// warning when the cost stays well over the budget), and its live set read from memory
-    /// while its probes are off.
+    /// warning when the cost stays well over the budget), its live set read from memory
+    /// while its probes are off, and the cancellations the probes do not trap.
     fn publish_budget(&mut self, now: Instant) {
         for executable in self.executables.values_mut() {
             let (recent, spent) = match executable.bucket.as_mut() {
@@ -591,6 +591,7 @@ impl Watcher {
             }
         }
         for watched in self.sessions.values_mut() {
+            watched.session.check_releases(now);
             if let Err(error) = watched.session.count_from_memory(now, false) {
                 tracing::debug!(
                     pid = watched.session.pid(),

@@ -131,9 +131,10 @@ pub fn goroutine_parked(_ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn context_created(ctx: ProbeContext) -> u32 {
     // SAFETY: the kernel hands uprobe programs a valid pt_regs.
-    let (context, parent, sp, bp) = unsafe {
+    let (context, parent_type, parent, sp, bp) = unsafe {
         (
             (*ctx.regs).rax,
+            (*ctx.regs).rbx,
             (*ctx.regs).rcx,
             (*ctx.regs).rsp,
             (*ctx.regs).rbp,
@@ -154,6 +155,7 @@ pub fn context_created(ctx: ProbeContext) -> u32 {
         context: change.context,
         detail: change.detail,
         goid,
+        parent_type,
         stack: [0; CONTEXT_STACK_DEPTH],
     };
     let text = (target.context_text_lo, target.context_text_hi);
