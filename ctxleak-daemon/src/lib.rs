@@ -5,6 +5,8 @@ pub mod api;
 #[cfg(feature = "probes")]
 pub mod attach;
 pub mod budget;
+#[cfg(feature = "probes")]
+pub mod calibrate;
 pub mod census;
 pub mod cgroup;
 pub mod config;

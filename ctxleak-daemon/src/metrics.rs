@@ -132,6 +132,8 @@ pub struct Metrics {
     pub attach_failures: Counter,
     /// Exec notifications lost (each triggers a rescan of /proc).
     pub exec_events_lost: Counter,
+    /// What the budget takes one probe hit to cost (see [`crate::calibrate`]).
+    pub probe_hit_cost: Gauge<f64, std::sync::atomic::AtomicU64>,
     probe_runs: Family<ProbeLabels, Counter>,
     probe_run_seconds: Family<ProbeLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
 }
@@ -166,6 +168,7 @@ impl Default for Metrics {
             attached_executables: Gauge::default(),
             attach_failures: Counter::default(),
             exec_events_lost: Counter::default(),
+            probe_hit_cost: Gauge::default(),
             probe_runs: Family::default(),
             probe_run_seconds: Family::default(),
             registry: Registry::default(),
@@ -189,6 +192,11 @@ impl Default for Metrics {
             "exec_events_lost",
             "Exec notifications dropped because their ring buffer was full (each triggers a rescan of /proc)",
             metrics.exec_events_lost.clone(),
+        );
+        registry.register(
+            "probe_hit_cost_seconds",
+            "Under --max-overhead: what one probe hit costs a process by ctxleak's estimate: the cost measured by its benchmarks, scaled by how fast this host traps (measured at start)",
+            metrics.probe_hit_cost.clone(),
         );
         registry.register(
             "probe_runs",

@@ -352,6 +352,28 @@ impl Probes {
         Ok(attachment)
     }
 
+    /// Attaches the do-nothing program at `offset` of `exe`, trapping in process `pid` only:
+    /// the bare price of a trap, for [`crate::calibrate`]. Dropping the link detaches it.
+    pub fn attach_floor(
+        &mut self,
+        exe: &Path,
+        offset: u64,
+        pid: u32,
+    ) -> Result<UProbeLink, ProbeError> {
+        let scope = std::num::NonZeroU32::new(pid)
+            .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        let attach_error = |source| ProbeError::Attach {
+            path: exe.display().to_string(),
+            offset,
+            source: Box::new(source),
+        };
+        let program = uprobe(&mut self.ebpf, PROG_FLOOR)?;
+        let link = program
+            .attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
+            .map_err(attach_error)?;
+        program.take_link(link).map_err(attach_error)
+    }
+
     /// Removes the probes of one executable. Unregistering a uprobe waits for the kernel to
     /// be done with it (about 100 ms each, measured): the links are handed back so that the
     /// caller can drop them away from its event loop.

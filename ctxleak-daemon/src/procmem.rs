@@ -233,24 +233,53 @@ struct MappedFile {
     inode: u64,
 }
 
-/// The start address of the first mapping of `file` at file offset 0.
-fn parse_maps_start(maps: &str, file: MappedFile) -> Option<u64> {
-    maps.lines().find_map(|line| {
-        // "start-end perms offset major:minor inode   path"
+/// One line of `/proc/PID/maps`.
+#[derive(Clone, Copy, Debug)]
+struct Mapping {
+    start: u64,
+    end: u64,
+    /// Where in the file the mapping starts.
+    offset: u64,
+    file: MappedFile,
+}
+
+/// The lines of `/proc/PID/maps` ("start-end perms offset major:minor inode   path") that
+/// parse.
+fn mappings(maps: &str) -> impl Iterator<Item = Mapping> + '_ {
+    maps.lines().filter_map(|line| {
         let mut fields = line.split_whitespace();
-        let range = fields.next()?;
+        let (start, end) = fields.next()?.split_once('-')?;
         let _perms = fields.next()?;
         let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
         let (major, minor) = fields.next()?.split_once(':')?;
         let inode: u64 = fields.next()?.parse().ok()?;
-        let mapped = MappedFile {
-            major: u32::from_str_radix(major, 16).ok()?,
-            minor: u32::from_str_radix(minor, 16).ok()?,
-            inode,
-        };
-        (offset == 0 && mapped == file)
-            .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())?
+        Some(Mapping {
+            start: u64::from_str_radix(start, 16).ok()?,
+            end: u64::from_str_radix(end, 16).ok()?,
+            offset,
+            file: MappedFile {
+                major: u32::from_str_radix(major, 16).ok()?,
+                minor: u32::from_str_radix(minor, 16).ok()?,
+                inode,
+            },
+        })
     })
+}
+
+/// The start address of the first mapping of `file` at file offset 0.
+fn parse_maps_start(maps: &str, file: MappedFile) -> Option<u64> {
+    mappings(maps)
+        .find(|mapping| mapping.offset == 0 && mapping.file == file)
+        .map(|mapping| mapping.start)
+}
+
+/// Where in its file the code at `address` of this process lies (for a uprobe on
+/// ctxleak's own code), if a file maps it.
+pub fn own_file_offset(address: u64) -> Option<u64> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    mappings(&maps)
+        .find(|mapping| (mapping.start..mapping.end).contains(&address) && mapping.file.inode != 0)
+        .map(|mapping| address - mapping.start + mapping.offset)
 }
 
 #[cfg(test)]

@@ -152,17 +152,28 @@ pub struct Watcher {
     execs_lost_seen: u64,
     /// Per program: runs and run time already added to the metrics.
     program_runs_seen: HashMap<&'static str, crate::probes::ProgramRuns>,
+    /// What one probe hit costs a target, for the budget ([`crate::calibrate`]).
+    hit_cost: Duration,
 }
 
 impl Watcher {
     pub fn new(
-        probes: Probes,
+        mut probes: Probes,
         events: EventStream,
         shared: Arc<Shared>,
         options: WatchOptions,
     ) -> Self {
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let hit_cost = match options.policy {
+            ProbePolicy::Budget { share } if share > 0.0 => {
+                let cost = crate::calibrate::hit_cost(&mut probes);
+                shared.metrics.probe_hit_cost.set(cost.as_secs_f64());
+                cost
+            }
+            _ => crate::budget::DEFAULT_HIT_COST,
+        };
         Self {
+            hit_cost,
             probes,
             events,
             execs: None,
@@ -260,11 +271,9 @@ impl Watcher {
                 Ok(attachment) => {
                     let bucket = match self.options.policy {
                         ProbePolicy::Exact => None,
-                        ProbePolicy::Budget { share } => Some(Bucket::new(
-                            share,
-                            crate::budget::DEFAULT_HIT_COST,
-                            Instant::now(),
-                        )),
+                        ProbePolicy::Budget { share } => {
+                            Some(Bucket::new(share, self.hit_cost, Instant::now()))
+                        }
                     };
                     self.executables.insert(
                         identity,
