@@ -80,6 +80,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn estimates_scale_samples_only() {
+        assert_eq!(estimate(10, 0.25), Some(40));
+        assert_eq!(estimate(3, 0.7), Some(4));
+        assert_eq!(
+            estimate(10, 1.0),
+            None,
+            "not sampled: the count is the total"
+        );
+        assert_eq!(estimate(1, 0.5), None, "one is no sample to scale");
+        assert_eq!(estimate(10, 0.001), None, "too little coverage to scale");
+    }
+
+    #[test]
     fn source_location_display() {
         let location = SourceLocation {
             function: "main.worker".into(),
@@ -150,6 +163,9 @@ pub struct LeaksResponse {
     pub children_check: ChildrenCheck,
     pub contexts_created: u64,
     pub contexts_cancelled: u64,
+    /// When sampled: `contexts_created` divided by `probes.coverage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contexts_created_estimate: Option<u64>,
     /// Contexts ctxleak holds in memory (unreleased, or with goroutines bound to them).
     pub contexts_tracked: u64,
     pub goroutines_bound: u64,
@@ -167,6 +183,10 @@ pub struct ProbeState {
     pub on: bool,
     /// Share of the last minute they were attached.
     pub duty: f64,
+    /// Share of the time since ctxleak attached that they were attached: sampled context
+    /// counts are about this share of the totals (the `estimate`s divide by it).
+    #[serde(default = "all_the_time")]
+    pub coverage: f64,
     /// They were off at some time since ctxleak attached: contexts (created, cancelled,
     /// unreleased, outliving) and created/exited goroutines are samples of what happened,
     /// not totals. Goroutine counts, states and stacks come from memory and stay exact.
@@ -186,6 +206,10 @@ pub struct UnreleasedContexts {
     /// Change in `count` over the last `window_s` seconds.
     pub growth: i64,
     pub window_s: u64,
+    /// When the probes were not on all the time (`probes.sampled`): `count` divided by
+    /// `probes.coverage`, an estimate of the total; absent when `count` is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,6 +225,9 @@ pub struct OutlivingGoroutines {
     pub oldest_cancelled_s: f64,
     pub growth: i64,
     pub window_s: u64,
+    /// As [`UnreleasedContexts::estimate`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -218,4 +245,16 @@ pub struct ParentChildren {
     pub tracked: u64,
     /// `len(children)` read from the target; None if unreadable.
     pub in_memory: Option<u64>,
+}
+
+/// `ProbeState::coverage` of a response that predates it: the probes were always on.
+fn all_the_time() -> f64 {
+    1.0
+}
+
+/// A sampled count scaled to an estimate of the total: `count / coverage`, when there is a
+/// sample to scale (a count of at least two, probes on at least 1% of the time).
+pub fn estimate(count: u64, coverage: f64) -> Option<u64> {
+    (count >= 2 && (0.01..1.0).contains(&coverage))
+        .then(|| (count as f64 / coverage).round() as u64)
 }

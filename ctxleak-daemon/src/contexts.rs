@@ -521,6 +521,9 @@ pub struct Inputs<'a> {
     pub read_len: &'a dyn Fn(u64) -> Option<u64>,
     /// Whether a function is the program's own code (not the standard library's).
     pub is_program_function: &'a dyn Fn(&str) -> bool,
+    /// When the probes were not always on: the share of the time they were
+    /// ([`crate::api::ProbeState::coverage`]), to estimate totals from the sampled counts.
+    pub coverage: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -558,6 +561,9 @@ pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs
                 oldest_age_s: inputs.now_ns.saturating_sub(oldest) as f64 / 1e9,
                 growth,
                 window_s,
+                estimate: inputs
+                    .coverage
+                    .and_then(|coverage| crate::api::estimate(count, coverage)),
             }
         })
         .collect();
@@ -610,6 +616,9 @@ pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs
                     oldest_cancelled_s: inputs.now_ns.saturating_sub(oldest) as f64 / 1e9,
                     growth,
                     window_s,
+                    estimate: inputs
+                        .coverage
+                        .and_then(|coverage| crate::api::estimate(count, coverage)),
                 }
             },
         )

@@ -118,6 +118,7 @@ pub struct Metrics {
     outliving: Family<OutlivingLabels, Gauge>,
     children_mismatch: Family<TargetLabels, Gauge>,
     probe_duty: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    probe_coverage: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     probe_cost: Family<TargetLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     probe_cost_ratio: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     probe_budget: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -158,6 +159,7 @@ impl Default for Metrics {
             outliving: Family::default(),
             children_mismatch: Family::default(),
             probe_duty: Family::default(),
+            probe_coverage: Family::default(),
             probe_cost: Family::default(),
             probe_cost_ratio: Family::default(),
             probe_budget: Family::default(),
@@ -294,6 +296,11 @@ impl Default for Metrics {
             metrics.probe_duty.clone(),
         );
         registry.register(
+            "probe_coverage_ratio",
+            "Share of the time since ctxleak attached that the probes were attached to a watched process: sampled context counts are about this share of the totals (divide by it for an estimate)",
+            metrics.probe_coverage.clone(),
+        );
+        registry.register(
             "probe_cost_seconds",
             "Estimated CPU time the probes cost a watched process: its probe hits (the events received) times the cost of one hit (the trap and the program)",
             metrics.probe_cost.clone(),
@@ -332,6 +339,8 @@ pub struct TargetMetrics {
     pub contexts_cancelled: Counter,
     /// `ctxleak_probe_duty_ratio`.
     pub probe_duty: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// `ctxleak_probe_coverage_ratio`.
+    pub probe_coverage: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// `ctxleak_probe_cost_seconds_total`.
     pub probe_cost: Counter<f64, std::sync::atomic::AtomicU64>,
     /// `ctxleak_probe_cost_ratio`.
@@ -382,6 +391,7 @@ impl Metrics {
             contexts_created: self.contexts_created.get_or_create(&target).clone(),
             contexts_cancelled: self.contexts_cancelled.get_or_create(&target).clone(),
             probe_duty: self.probe_duty.get_or_create(&target).clone(),
+            probe_coverage: self.probe_coverage.get_or_create(&target).clone(),
             probe_cost: self.probe_cost.get_or_create(&target).clone(),
             probe_cost_ratio: self.probe_cost_ratio.get_or_create(&target).clone(),
             probe_budget: Gauge::default(),
@@ -428,6 +438,7 @@ impl Metrics {
         self.suspect_count.remove(&target);
         self.children_mismatch.remove(&target);
         self.probe_duty.remove(&target);
+        self.probe_coverage.remove(&target);
         self.probe_cost.remove(&target);
         self.probe_cost_ratio.remove(&target);
         self.probe_budget.remove(&target);

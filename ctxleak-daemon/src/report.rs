@@ -11,6 +11,11 @@ pub fn short_site(site: &SourceLocation) -> String {
     format!("{} ({file}:{})", site.function, site.line)
 }
 
+/// " (about N in all)" after a sampled count, when there is an estimate.
+fn about(estimate: Option<u64>) -> String {
+    estimate.map_or_else(String::new, |n| format!(" (about {n} in all)"))
+}
+
 fn site(site: &Option<SourceLocation>) -> String {
     site.as_ref()
         .map_or_else(|| "an unknown site".to_owned(), short_site)
@@ -25,8 +30,9 @@ pub fn context_lines(
     let mut lines = Vec::new();
     for u in unreleased {
         lines.push(format!(
-            "  unreleased: {} contexts created at {} ({} orphaned), oldest {:.0}s, {:+} in {}s",
+            "  unreleased: {} contexts{} created at {} ({} orphaned), oldest {:.0}s, {:+} in {}s",
             u.count,
+            about(u.estimate),
             site(&u.site),
             u.orphaned,
             u.oldest_age_s,
@@ -36,8 +42,9 @@ pub fn context_lines(
     }
     for o in outliving {
         lines.push(format!(
-            "  outliving: {} goroutines started at {}, {} now, under a context created at {} and cancelled {:.0}s ago",
+            "  outliving: {} goroutines{} started at {}, {} now, under a context created at {} and cancelled {:.0}s ago",
             o.count,
+            about(o.estimate),
             site(&o.goroutine_site),
             if o.wait_reason.is_empty() {
                 &o.state
@@ -84,8 +91,9 @@ pub fn sampling_line(probes: &crate::api::ProbeState) -> Option<String> {
         "  memory only (--max-overhead 0): goroutines are counted and grouped from memory; no context findings".to_owned()
     } else {
         format!(
-            "  sampled: probes on {:.1}% of the last minute (--max-overhead {}): context figures and created/exited counts are samples",
+            "  sampled: probes on {:.1}% of the last minute, {:.1}% since attached (--max-overhead {}): context figures and created/exited counts are samples; \"about N in all\" scales them by the latter",
             probes.duty * 100.0,
+            probes.coverage * 100.0,
             probes.max_overhead
         )
     })
@@ -133,4 +141,37 @@ pub fn text(leaks: &LeaksResponse, groups: &GroupsResponse, watched_s: f64) -> S
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampled_counts_say_their_estimate() {
+        let unreleased = UnreleasedContexts {
+            site: None,
+            count: 12,
+            orphaned: 0,
+            oldest_age_s: 40.0,
+            growth: 3,
+            window_s: 60,
+            estimate: Some(60),
+        };
+        let exact = UnreleasedContexts {
+            estimate: None,
+            ..unreleased.clone()
+        };
+        let lines = context_lines(&[unreleased, exact], &[], 0);
+        assert!(
+            lines[0].starts_with("  unreleased: 12 contexts (about 60 in all) created at"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("  unreleased: 12 contexts created at"),
+            "{}",
+            lines[1]
+        );
+    }
 }

@@ -72,6 +72,11 @@ pub struct Session {
     /// What `/api/leaks` says of the probes; `on`: whether its executable's probes are
     /// attached now (see [`crate::budget`]).
     probe_state: crate::api::ProbeState,
+    /// For `probe_state.coverage`: since when the process is watched, how long the probes
+    /// were on before their last switch off, and since when they are on (None: off).
+    watched_since: Instant,
+    probes_on_for: Duration,
+    probes_on_since: Option<Instant>,
 }
 
 impl Session {
@@ -113,10 +118,14 @@ impl Session {
             next_release_check: Instant::now(),
             hits: 0,
             next_memory_count: Instant::now(),
+            watched_since: Instant::now(),
+            probes_on_for: Duration::ZERO,
+            probes_on_since: Some(Instant::now()),
             probe_state: crate::api::ProbeState {
                 max_overhead: policy.to_string(),
                 on: true,
                 duty: 1.0,
+                coverage: 1.0,
                 sampled: false,
             },
         }
@@ -126,6 +135,16 @@ impl Session {
     pub fn set_probe_duty(&mut self, duty: f64) {
         self.probe_state.duty = duty;
         self.target_metrics.probe_duty.set(duty);
+        let on = self.probes_on_for + self.probes_on_since.map_or(Duration::ZERO, |s| s.elapsed());
+        let watched = self.watched_since.elapsed().as_secs_f64();
+        self.probe_state.coverage = if watched > 0.0 {
+            (on.as_secs_f64() / watched).min(1.0)
+        } else {
+            1.0
+        };
+        self.target_metrics
+            .probe_coverage
+            .set(self.probe_state.coverage);
     }
 
     /// The probes of its executable were attached (`on`) or detached. Detached, the events
@@ -134,6 +153,11 @@ impl Session {
     /// (after the attach, as at the first attach) and the events keep it from there.
     pub fn probes_switched(&mut self, on: bool) -> anyhow::Result<()> {
         self.probe_state.on = on;
+        if on {
+            self.probes_on_since.get_or_insert_with(Instant::now);
+        } else if let Some(since) = self.probes_on_since.take() {
+            self.probes_on_for += since.elapsed();
+        }
         if !on {
             self.probe_state.sampled = true;
             self.events_gap = true;
@@ -524,6 +548,10 @@ impl Session {
                 views: &by_goid,
                 read_len: &|map| memory.read_u64(map).ok(),
                 is_program_function: &|name| binary.is_program_function(name),
+                coverage: self
+                    .probe_state
+                    .sampled
+                    .then_some(self.probe_state.coverage),
             },
         );
         let pid = self.pid;
@@ -581,6 +609,11 @@ impl Session {
             children_check: verdicts.children_check,
             contexts_created: self.contexts.created,
             contexts_cancelled: self.contexts.cancelled,
+            contexts_created_estimate: crate::api::estimate(
+                self.contexts.created,
+                self.probe_state.coverage,
+            )
+            .filter(|_| self.probe_state.sampled),
             contexts_tracked: tracked as u64,
             goroutines_bound: bound as u64,
             probes: self.probe_state.clone(),

@@ -362,6 +362,7 @@ fn the_header_says_when_the_probes_run_under_a_budget() {
         max_overhead: "1%".into(),
         on: false,
         duty: 0.123,
+        coverage: 0.2,
         sampled: true,
     };
     let screen = screen(&draw(&mut app_with(sampled.clone()), 140, 30));
