@@ -44,7 +44,7 @@ pub fn run(ws: &Workspace, only: Option<&str>) -> Result<()> {
     match only {
         None => {
             parse(ws, &out)?;
-            census(ws, &out)?;
+            census(ws, &out, CENSUS_GOROUTINES, "census")?;
             ingest(ws, &out)?;
             memory(ws, &out)?;
             attach_time::run(ws, &out)?;
@@ -52,7 +52,8 @@ pub fn run(ws: &Workspace, only: Option<&str>) -> Result<()> {
             crate::budget::run(ws, &out)
         }
         Some("parse") => parse(ws, &out),
-        Some("census") => census(ws, &out),
+        Some("census") => census(ws, &out, CENSUS_GOROUTINES, "census"),
+        Some("census-million") => census(ws, &out, 1_000_000, "census-million"),
         Some("overhead") => crate::overhead::run(ws, &out),
         Some("budget") => crate::budget::run(ws, &out),
         Some("ingest") => ingest(ws, &out),
@@ -61,7 +62,8 @@ pub fn run(ws: &Workspace, only: Option<&str>) -> Result<()> {
         Some(other) => {
             bail!(
                 "no benchmark named {other:?}: the benchmarks are: parse, census, overhead, \
-                 budget, ingest, memory, attach"
+                 budget, ingest, memory, attach (and census-million, not run by default: \
+                 the census of 1 000 000 goroutines)"
             )
         }
     }
@@ -261,7 +263,7 @@ const METER_PERIOD_MS: f64 = 1.0;
 /// `census` bench binary), against Go's own goroutine dump in the same process
 /// (`pprof.Lookup("goroutine").WriteTo(io.Discard, 1)`), with the largest scheduling gap the
 /// fixture measured in itself during each, and during an idle window of the same length.
-fn census(ws: &Workspace, out: &Path) -> Result<()> {
+fn census(ws: &Workspace, out: &Path, goroutines: u32, name: &str) -> Result<()> {
     let version = go::NEWEST;
     fixtures::build(ws, &[version], &["many".to_string()], false)?;
     let binary = ws.fixture(version, "many");
@@ -287,7 +289,7 @@ fn census(ws: &Workspace, out: &Path) -> Result<()> {
     build.current_dir(ws.root()).args(bench_args(false));
     process::run(&mut build).context("cannot build the census benchmark")?;
 
-    let mut fixture = Fixture::start(&binary, CENSUS_GOROUTINES)?;
+    let mut fixture = Fixture::start(&binary, goroutines)?;
     let pid = fixture.pid();
     let mut cmd = process::cargo();
     cmd.current_dir(ws.root())
@@ -376,11 +378,11 @@ fn census(ws: &Workspace, out: &Path) -> Result<()> {
     let goroutines = ctxleak["census"]["goroutines"].as_u64().unwrap_or(0);
 
     let mut md = String::new();
-    writeln!(md, "# Goroutine census of {CENSUS_GOROUTINES} goroutines\n")?;
+    writeln!(md, "# Goroutine census of {goroutines} goroutines\n")?;
     writeln!(md, "Go {version}, kernel {kernel}; `{shown}`\n")?;
     writeln!(
         md,
-        "Target: `many -n {CENSUS_GOROUTINES}` (fixtures/go/cmd/many): {goroutines} goroutines in \
+        "Target: `many -n {goroutines}` (fixtures/go/cmd/many): {goroutines} goroutines in \
          ctxleak's census ({} user, {} system, {} unreadable), {} frames, {} groups. \
          {CTXLEAK_CENSUS_ROUNDS} rounds after a first one with cold caches that reads every \
          stack. Every 12th rereads every stack (warm caches): what a census costs when every \
@@ -505,7 +507,7 @@ fn census(ws: &Workspace, out: &Path) -> Result<()> {
         "go": version,
         "kernel": kernel,
         "command": shown,
-        "fixture": format!("{} -n {CENSUS_GOROUTINES}", binary.display()),
+        "fixture": format!("{} -n {goroutines}", binary.display()),
         "goroutines": goroutines,
         "ctxleak": ctxleak,
         "go_dump": {
@@ -526,7 +528,7 @@ fn census(ws: &Workspace, out: &Path) -> Result<()> {
             "go_dump_debug2": { "max_gap_us": stacks["max_gap_us"], "window_us": stacks["window_us"] },
         },
     });
-    publish(out, "census", &md, &json)
+    publish(out, name, &md, &json)
 }
 
 /// The running `many` fixture, which answers requests on stdin with a line of JSON. Dropping it
