@@ -98,7 +98,7 @@ impl SiteTable {
     }
 }
 
-/// One tracked context: 56 bytes, as there may be millions of them (see `cargo xtask bench
+/// One tracked context: 48 bytes, as there may be millions of them (see `cargo xtask bench
 /// memory`). Keyed by address in [`ContextTracker`]; `generation` tells apart contexts the GC
 /// put at the same address, so a binding never follows an address to a newer context.
 #[derive(Clone, Copy, Debug)]
@@ -113,15 +113,25 @@ struct ContextRecord {
     /// The parent's `children` map once registered.
     children_map: u64,
     /// The parent context, as `cancelCtx.Context` holds it: type word (+0) and data word
-    /// (+8). While the context lives, its memory says so; other values there mean the GC
-    /// freed it and reused the memory ([`ContextTracker::check_memory`]). Both are needed:
-    /// the data word alone was seen to match in Swiss-table map groups that took the
-    /// memory of freed contexts (Go 1.24+).
-    parent: [u64; 2],
+    /// (+8), folded into one ([`parent_identity`]). While the context lives, its memory says
+    /// so; other values there mean the GC freed it and reused the memory
+    /// ([`ContextTracker::check_memory`]). Both words count: the data word alone was seen to
+    /// match in Swiss-table map groups that took the memory of freed contexts (Go 1.24+).
+    parent: u64,
     /// When it was created, until it is cancelled; then when it was cancelled (only bound
     /// contexts are kept once cancelled, and they only need that).
     at_ns: u64,
 }
+
+/// A context's parent `Context` (type word, data word) in one word, so that a record stays 48
+/// bytes: other words fold to the same value only by coincidence.
+fn parent_identity(type_word: u64, data_word: u64) -> u64 {
+    data_word ^ type_word.rotate_left(32)
+}
+
+// Millions of them may be kept (`cargo xtask bench memory`; issue #8's goal is 128 bytes per
+// context, hash table included).
+const _: () = assert!(size_of::<ContextRecord>() == 48);
 
 const REGISTERED: u32 = 1;
 const CANCELLED: u32 = 2;
@@ -215,7 +225,7 @@ impl ContextTracker {
                         flags: 0,
                         creator: event.goid,
                         children_map: 0,
-                        parent: [event.parent_type, event.detail],
+                        parent: parent_identity(event.parent_type, event.detail),
                         at_ns: received_ns,
                     },
                 );
@@ -311,8 +321,10 @@ impl ContextTracker {
                 continue;
             };
             match words {
-                Some(words) if words[..2] == record.parent && words[6] == 0 => {}
-                Some(words) if words[..2] == record.parent => {
+                Some(words) if parent_identity(words[0], words[1]) == record.parent => {
+                    if words[6] == 0 {
+                        continue;
+                    }
                     cancelled += 1;
                     self.cancelled += 1;
                     self.cancel(address, now_ns);
