@@ -102,6 +102,14 @@ enum Command {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// Internal: holds the probes of a stopping ctxleak until it is gone, so that they are
+    /// removed in the background (see the `release` module).
+    #[command(name = ctxleak_daemon::release::HELPER_COMMAND, hide = true)]
+    ReleaseProbes {
+        /// The ctxleak whose probes these are.
+        #[arg(long)]
+        parent: u32,
+    },
 }
 
 /// `ctxleak daemon`'s options. Each may come from the config file instead (the key is the
@@ -512,6 +520,10 @@ fn main() -> ExitCode {
                 pcs,
                 json,
             } => run_inspect(path, pid, &pcs, json).map(|()| ExitCode::SUCCESS),
+            Command::ReleaseProbes { parent } => {
+                ctxleak_daemon::release::hold_until_gone(parent).await;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Top { url, interval, pid } => {
                 ctxleak_daemon::top::run(ctxleak_daemon::top::TopOptions { url, interval, pid })
                     .map(|()| ExitCode::SUCCESS)

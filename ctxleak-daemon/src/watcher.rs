@@ -23,6 +23,7 @@ use crate::metrics::TargetInfo;
 use crate::probes::{Attachment, EventStream, ProbeMode, Probes, Record};
 use crate::session::{Judgement, LeakChanges, Session, monotonic_ns};
 use crate::target::{Prepared, TargetError};
+use aya::programs::uprobe::UProbeLink;
 
 /// How often the event rings are drained without a wakeup from the probes.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
@@ -432,15 +433,7 @@ impl Watcher {
     /// it before the wait) rather than one grace period after another.
     fn detach_in_background(&mut self, identity: ExeIdentity, attachment: Attachment) {
         let links = self.probes.detach(attachment);
-        let detaching = std::thread::spawn(move || {
-            let threads: Vec<_> = links
-                .into_iter()
-                .map(|link| std::thread::spawn(move || drop(link)))
-                .collect();
-            for thread in threads {
-                let _ = thread.join();
-            }
-        });
+        let detaching = std::thread::spawn(move || drop_at_once(links));
         self.detaching.retain(|_, thread| !thread.is_finished());
         self.detaching.insert(identity, detaching);
     }
@@ -835,5 +828,57 @@ impl Watcher {
             return true;
         }
         false
+    }
+}
+
+/// At most this many threads remove probes at once when ctxleak stops (each waits for the
+/// kernel on its share of the probes).
+const MAX_DETACH_THREADS: usize = 64;
+
+/// Removes probes at once, one thread each (up to [`MAX_DETACH_THREADS`]), and returns when
+/// all are gone. Each removal waits for an RCU grace period after taking its breakpoint out:
+/// in parallel the waits overlap, one after another they add up (0.1 s each when idle, more
+/// on a busy host).
+fn drop_at_once(links: Vec<UProbeLink>) {
+    let threads = links.len().min(MAX_DETACH_THREADS);
+    let mut shares: Vec<Vec<UProbeLink>> = (0..threads).map(|_| Vec::new()).collect();
+    for (index, link) in links.into_iter().enumerate() {
+        shares[index % threads].push(link);
+    }
+    let threads: Vec<_> = shares
+        .into_iter()
+        .map(|share| std::thread::spawn(move || drop(share)))
+        .collect();
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+impl Drop for Watcher {
+    /// Hands every probe to a helper process that outlives ctxleak and removes them in the
+    /// background ([`crate::release`]), so that a stop does not wait for the kernel. Without
+    /// the helper, removes them all at once here (faster than the eBPF programs going,
+    /// which removes their probes one after another).
+    fn drop(&mut self) {
+        let links: Vec<UProbeLink> = self
+            .executables
+            .values_mut()
+            .filter_map(|executable| executable.attachment.take())
+            .flat_map(|attachment| self.probes.detach(attachment))
+            .collect();
+        if let Err(error) = crate::release::hand_over() {
+            tracing::debug!("cannot start the helper that removes the probes: {error}");
+            let detach = || drop_at_once(links);
+            // Inside the runtime (attach and daemon drop the watcher in their async
+            // function): let its other tasks run meanwhile.
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle)
+                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
+                    tokio::task::block_in_place(detach)
+                }
+                _ => detach(),
+            }
+        }
     }
 }
