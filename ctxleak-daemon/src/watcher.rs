@@ -22,7 +22,7 @@ use crate::http::{Shared, TargetEntry};
 use crate::metrics::TargetInfo;
 use crate::probes::{Attachment, EventStream, ProbeMode, Probes, Record};
 use crate::session::{Judgement, LeakChanges, Session, monotonic_ns};
-use crate::target::{Prepared, TargetError};
+use crate::target::{ExeFile, Prepared, ProcessHandle, TargetError};
 use aya::programs::uprobe::UProbeLink;
 
 /// How often the event rings are drained without a wakeup from the probes.
@@ -68,6 +68,8 @@ impl WatchOptions {
 /// An executable file with probes attached (or, under a budget, switched off for now), and
 /// the watched processes running it.
 struct Executable {
+    /// The file, held open: its probes attach to it (again, under a budget).
+    exe: ExeFile,
     binary: Arc<GoBinary>,
     /// None while its probes are off (under a budget).
     attachment: Option<Attachment>,
@@ -101,6 +103,20 @@ struct Watched {
     exit_watch: tokio::task::AbortHandle,
 }
 
+/// Why [`Watcher::watch`] did not watch a process.
+#[derive(Debug)]
+pub enum NotWatched {
+    /// Its executable is not a Go program.
+    NotGo,
+    /// It exited, or exec'd again, before ctxleak could read it (an exec comes back as an
+    /// exec event).
+    Gone,
+    /// A Go executable ctxleak cannot read (the error says why).
+    Unreadable(anyhow::Error),
+    /// Anything else (the error says what).
+    Failed(anyhow::Error),
+}
+
 /// Why [`Watcher::run`] returned (all are normal ends).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -110,6 +126,9 @@ pub enum Ending {
     TargetExited,
     /// The watch duration elapsed.
     Watched,
+    /// The last watched process exec'd and the hooks did not watch its new program (only
+    /// when told to end then).
+    Execd,
 }
 
 /// What the watcher's loop does besides watching.
@@ -118,7 +137,8 @@ pub trait Hooks {
     fn every_second(&mut self, _watcher: &mut Watcher) {}
     /// A census of `session` changed its context leak findings.
     fn leaks_changed(&mut self, _session: &Session, _changes: &LeakChanges) {}
-    /// Processes that called exec since the last drain (daemon only).
+    /// Processes that called exec since the last drain (after [`Watcher::watch_execs`]):
+    /// every exec on the host, watched processes or not.
     fn execs(&mut self, _watcher: &mut Watcher, _pids: Vec<u32>) {}
     /// Exec notifications were lost: whatever started meanwhile must be found another way.
     fn execs_lost(&mut self, _watcher: &mut Watcher) {}
@@ -183,7 +203,7 @@ impl Watcher {
         }
     }
 
-    /// Follows every exec on the host from now on (`ctxleak daemon`).
+    /// Follows every exec on the host from now on ([`Hooks::execs`]).
     pub fn watch_execs(&mut self) -> Result<(), crate::probes::ProbeError> {
         self.execs = Some(self.probes.watch_execs()?);
         Ok(())
@@ -221,11 +241,12 @@ impl Watcher {
     /// Starts watching a prepared process: registers it with the programs, attaches the
     /// probes to its executable unless they are there already, and seeds its goroutines from
     /// memory. Returns the number of probes on its executable. Nothing is left behind on
-    /// error; an error its exit explains is [`TargetError::ExitedDuringAttach`].
+    /// error; an error its exit or an exec explains is [`TargetError::ExitedDuringAttach`]
+    /// or [`TargetError::ExecdDuringAttach`].
     pub fn add(&mut self, prepared: Prepared) -> anyhow::Result<usize> {
         let Prepared {
             process,
-            link,
+            exe,
             path,
             identity,
             binary,
@@ -234,11 +255,13 @@ impl Watcher {
             container,
         } = prepared;
         let pid = process.pid();
-        let exited = |process: &crate::target::ProcessHandle| {
-            matches!(
-                process.explain(TargetError::NoSuchProcess { pid }),
-                TargetError::ExitedDuringAttach { .. }
-            )
+        // The error to give instead when the process exited or exec'd meanwhile.
+        let gone = |process: &crate::target::ProcessHandle| match process
+            .explain(TargetError::NoSuchProcess { pid })
+        {
+            error @ (TargetError::ExitedDuringAttach { .. }
+            | TargetError::ExecdDuringAttach { .. }) => Some(error),
+            _ => None,
         };
         self.probes
             .register(pid, &binary, bias, self.options.probe_mode)
@@ -252,7 +275,7 @@ impl Watcher {
             let only = self.options.per_process.then_some(pid);
             let attached = if self.options.policy.probes() {
                 self.probes
-                    .attach(&link, &binary, self.options.probe_mode, only)
+                    .attach(&exe.path(), &binary, self.options.probe_mode, only)
                     .map(Some)
             } else {
                 Ok(None)
@@ -270,6 +293,7 @@ impl Watcher {
                     self.executables.insert(
                         identity,
                         Executable {
+                            exe,
                             binary: binary.clone(),
                             attachment,
                             bucket,
@@ -287,10 +311,7 @@ impl Watcher {
                 Err(error) => {
                     self.probes
                         .unregister(pid, self.options.probe_mode.park_times);
-                    if exited(&process) {
-                        return Err(TargetError::ExitedDuringAttach { pid }.into());
-                    }
-                    return Err(error.into());
+                    return Err(gone(&process).map_or_else(|| error.into(), Into::into));
                 }
             }
         }
@@ -343,10 +364,7 @@ impl Watcher {
         }
         if let Err(error) = session.resync() {
             self.forget(pid, identity);
-            if exited(&process) {
-                return Err(TargetError::ExitedDuringAttach { pid }.into());
-            }
-            return Err(error);
+            return Err(gone(&process).map_or(error, Into::into));
         }
         session.start_summaries();
         self.shared.add_target(TargetEntry {
@@ -376,6 +394,44 @@ impl Watcher {
         self.shared.metrics.targets.set(self.sessions.len() as i64);
         self.fresh.push(pid);
         Ok(probe_count)
+    }
+
+    /// Watches `pid`, which runs the executable `identity`, if it is a Go program: reads its
+    /// executable (unless a watched process runs the same file), prepares it and
+    /// [`Watcher::add`]s it. The daemon's way for every process it finds, and attach's for
+    /// the program its target exec'd. Returns the number of probes on its executable.
+    pub fn watch(&mut self, pid: u32, identity: ExeIdentity) -> Result<usize, NotWatched> {
+        let known = self.known_binary(identity);
+        if known.is_none() {
+            let link = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+            match crate::discover::is_go_executable(&link) {
+                Ok(true) => {}
+                Ok(false) => return Err(NotWatched::NotGo),
+                // Most often it exited meanwhile.
+                Err(error) => {
+                    tracing::debug!(pid, "cannot read the executable: {error}");
+                    return Err(NotWatched::Gone);
+                }
+            }
+        }
+        let process = ProcessHandle::open(pid).map_err(|_| NotWatched::Gone)?;
+        // Parsing a binary the first time takes up to a few hundred ms: let the other tasks
+        // (the HTTP endpoint) run meanwhile.
+        let prepared = tokio::task::block_in_place(|| crate::target::prepare(process, |_| known))
+            .map_err(|error| match error {
+            TargetError::ExitedDuringAttach { .. }
+            | TargetError::ExecdDuringAttach { .. }
+            | TargetError::NoSuchProcess { .. } => NotWatched::Gone,
+            error @ TargetError::Binary { .. } => NotWatched::Unreadable(error.into()),
+            error => NotWatched::Failed(error.into()),
+        })?;
+        self.add(prepared)
+            .map_err(|error| match error.downcast_ref::<TargetError>() {
+                Some(
+                    TargetError::ExitedDuringAttach { .. } | TargetError::ExecdDuringAttach { .. },
+                ) => NotWatched::Gone,
+                _ => NotWatched::Failed(error),
+            })
     }
 
     /// Stops watching `pid` (it exited, or exec'd another program): its series go, and its
@@ -504,12 +560,13 @@ impl Watcher {
         let Some(&pid) = executable.pids.first() else {
             return; // Idle: detach_idle will take it.
         };
-        let link = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
         let only = self.options.per_process.then_some(pid);
-        match self
-            .probes
-            .attach(&link, &executable.binary, self.options.probe_mode, only)
-        {
+        match self.probes.attach(
+            &executable.exe.path(),
+            &executable.binary,
+            self.options.probe_mode,
+            only,
+        ) {
             Ok(attachment) => {
                 executable.attachment = Some(attachment);
                 for pid in executable.pids.clone() {
@@ -635,6 +692,9 @@ impl Watcher {
                     let pids = self.drain_execs();
                     if !pids.is_empty() {
                         hooks.execs(self, pids);
+                        if end_when_empty && self.sessions.is_empty() {
+                            return Ok(Ending::Execd);
+                        }
                     }
                     if !self.fresh.is_empty() {
                         let fresh = std::mem::take(&mut self.fresh);
