@@ -19,7 +19,7 @@ use crate::http::Shared;
 use crate::probes::{ProbeMode, Probes};
 use crate::session::{Judgement, LeakChanges, Session};
 use crate::target::{self, ProcessHandle};
-use crate::watcher::{Hooks, NotWatched, WatchOptions, Watcher};
+use crate::watcher::{Hooks, Interrupts, NotWatched, WatchOptions, Watcher};
 
 pub use crate::watcher::Ending;
 
@@ -63,6 +63,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
         policy: options.policy,
     };
     watch.check()?;
+    let interrupts = Interrupts::catch()?;
     let process = ProcessHandle::open(pid)?;
     target::check_privileges(pid)?;
     // Bound before anything touches the target, so a busy address fails without attaching.
@@ -72,7 +73,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
         probes.enable_run_stats()?;
     }
     let shared = Arc::new(Shared::default());
-    let mut watcher = Watcher::new(probes, events, shared.clone(), watch);
+    let mut watcher = Watcher::new(probes, events, shared.clone(), watch, interrupts);
     // Before the target is read: an exec from then on is seen, however early.
     if let Err(error) = watcher.watch_execs() {
         tracing::warn!(

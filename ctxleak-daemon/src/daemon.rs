@@ -16,7 +16,7 @@ use crate::error_line::ErrorLine;
 use crate::probes::Probes;
 use crate::session::{LeakChanges, Session};
 use crate::target;
-use crate::watcher::{Hooks, NotWatched, WatchOptions, Watcher};
+use crate::watcher::{Hooks, Interrupts, NotWatched, WatchOptions, Watcher};
 
 pub struct DaemonOptions {
     pub listen: ListenAddress,
@@ -33,6 +33,7 @@ const MAX_SKIPPED: usize = 4096;
 
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     options.watch.check()?;
+    let interrupts = Interrupts::catch()?;
     target::check_privileges_for("load eBPF programs and read the memory of other processes")?;
     let listener = crate::metrics::bind(&options.listen).await?;
     let (mut probes, events) = Probes::load_or_explain(options.ring_bytes)?;
@@ -48,6 +49,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             per_process: false,
             ..options.watch
         },
+        interrupts,
     );
     // Before the first scan, so that a process started during it is not missed.
     watcher.watch_execs().map_err(|error| {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ctxleak_common::Counter;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::budget::{Bucket, ProbePolicy, Switch};
@@ -151,8 +151,33 @@ pub trait Hooks {
     fn exited(&mut self, _pid: u32) {}
 }
 
+/// SIGINT and SIGTERM, caught from when this is made (at the start of `attach` and `daemon`):
+/// one that comes while ctxleak attaches ends the watch as soon as it starts, with the
+/// probes handed over as on any stop, rather than killing ctxleak half-way.
+pub struct Interrupts {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Interrupts {
+    pub fn catch() -> anyhow::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
 pub struct Watcher {
     probes: Probes,
+    interrupts: Interrupts,
     events: EventStream,
     execs: Option<aya::maps::RingBuf<aya::maps::MapData>>,
     shared: Arc<Shared>,
@@ -181,10 +206,12 @@ impl Watcher {
         events: EventStream,
         shared: Arc<Shared>,
         options: WatchOptions,
+        interrupts: Interrupts,
     ) -> Self {
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         Self {
             probes,
+            interrupts,
             events,
             execs: None,
             shared,
@@ -651,7 +678,7 @@ impl Watcher {
         }
     }
 
-    /// Watches until interrupted, until `watch_for` elapsed (a last census is taken), or,
+    /// Watches until interrupted (also by a signal that came before), until `watch_for` elapsed (a last census is taken), or,
     /// with `end_when_empty`, until no watched process is left.
     pub async fn run(
         &mut self,
@@ -659,8 +686,6 @@ impl Watcher {
         watch_for: Option<Duration>,
         end_when_empty: bool,
     ) -> anyhow::Result<Ending> {
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The probes wake ctxleak only when the ring fills up (a wakeup per event costs the
@@ -735,8 +760,7 @@ impl Watcher {
                     self.census_all(hooks);
                     return Ok(Ending::Watched);
                 }
-                _ = interrupt.recv() => return Ok(Ending::Interrupted),
-                _ = terminate.recv() => return Ok(Ending::Interrupted),
+                () = self.interrupts.recv() => return Ok(Ending::Interrupted),
             }
         }
     }
