@@ -1,5 +1,7 @@
 //! `ctxleak attach --pid N`: watch one Go process until it exits or ctxleak is interrupted
-//! (and `ctxleak report`: the same for a while, then a report).
+//! (and `ctxleak report`: the same for a while, then a report). A target that execs another
+//! Go program is followed (watched afresh, as the daemon does); one that execs anything else
+//! ends the watch.
 //!
 //! Order matters for exactness: probes are attached first, then the live set is seeded from
 //! the target's memory; events that raced with the snapshot are reconciled by the tracker.
@@ -17,7 +19,7 @@ use crate::http::Shared;
 use crate::probes::{ProbeMode, Probes};
 use crate::session::{Judgement, LeakChanges, Session};
 use crate::target::{self, ProcessHandle};
-use crate::watcher::{Hooks, WatchOptions, Watcher};
+use crate::watcher::{Hooks, Interrupts, NotWatched, WatchOptions, Watcher};
 
 pub use crate::watcher::Ending;
 
@@ -61,17 +63,24 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
         policy: options.policy,
     };
     watch.check()?;
+    let interrupts = Interrupts::catch()?;
     let process = ProcessHandle::open(pid)?;
     target::check_privileges(pid)?;
     // Bound before anything touches the target, so a busy address fails without attaching.
     let listener = crate::metrics::bind(&options.listen).await?;
-    let prepared = target::prepare(process, |_| None)?;
     let (mut probes, events) = Probes::load_or_explain(options.ring_bytes)?;
     if options.probe_mode.run_stats {
         probes.enable_run_stats()?;
     }
     let shared = Arc::new(Shared::default());
-    let mut watcher = Watcher::new(probes, events, shared.clone(), watch);
+    let mut watcher = Watcher::new(probes, events, shared.clone(), watch, interrupts);
+    // Before the target is read: an exec from then on is seen, however early.
+    if let Err(error) = watcher.watch_execs() {
+        tracing::warn!(
+            "cannot see execs (BTF tracepoint sched_process_exec: {error}): if PID {pid} execs another program, ctxleak will not notice; the kernel needs BTF (CONFIG_DEBUG_INFO_BTF) for that"
+        );
+    }
+    let prepared = target::prepare(process, |_| None)?;
     let exe = prepared.path.display().to_string();
     let version = prepared.binary.version.to_string();
     let has_contexts = prepared.binary.probes.contexts.is_some();
@@ -101,6 +110,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
     let mut printer = Printer {
         pid,
         summary: options.summary,
+        execd: None,
     };
     let ending = watcher.run(&mut printer, options.watch_for, true).await?;
     let latest = shared.latest(pid);
@@ -110,6 +120,11 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
             eprintln!("ctxleak: detached from PID {pid}; it keeps running")
         }
         Ending::TargetExited => eprintln!("ctxleak: PID {pid} exited; detached"),
+        Ending::Execd => match printer.execd.take() {
+            Some(Ok(line)) => eprintln!("{line}"),
+            Some(Err(error)) => return Err(error),
+            None => eprintln!("ctxleak: PID {pid} exec'd another program; detached"),
+        },
     }
     Ok(Outcome {
         ending,
@@ -118,13 +133,56 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
     })
 }
 
-/// `ctxleak attach`'s output: a summary line every second and each changed leak report.
+/// `ctxleak attach`'s output: a summary line every second and each changed leak report;
+/// and its target's execs, followed when the new program is a Go program.
 struct Printer {
     pid: u32,
     summary: bool,
+    /// Why watching ended when the target exec'd a program ctxleak does not watch: the line
+    /// to say (a program that is not Go), or the error (a Go program it cannot read).
+    execd: Option<anyhow::Result<String>>,
 }
 
 impl Hooks for Printer {
+    /// The target exec'd: the program ctxleak watched is gone, the process is not. A Go
+    /// program in its place is watched afresh, as the daemon does (its own executable, probes
+    /// and counts); otherwise attach ends.
+    fn execs(&mut self, watcher: &mut Watcher, pids: Vec<u32>) {
+        let pid = self.pid;
+        if !pids.contains(&pid) || watcher.remove(pid).is_none() {
+            return;
+        }
+        let (exe, watched) = match crate::discover::candidate(pid) {
+            Ok(candidate) => (
+                candidate.exe_path.display().to_string(),
+                watcher.watch(pid, candidate.identity),
+            ),
+            Err(_) => ("another program".to_owned(), Err(NotWatched::Gone)),
+        };
+        self.execd = match watched {
+            Ok(probes) => {
+                let version = watcher
+                    .session_mut(pid)
+                    .map(|session| session.info().go_version.clone())
+                    .unwrap_or_default();
+                eprintln!(
+                    "ctxleak: PID {pid} exec'd {exe} ({version}); watching it now ({probes} probes)"
+                );
+                None
+            }
+            Err(NotWatched::NotGo) => Some(Ok(format!(
+                "ctxleak: PID {pid} exec'd {exe}, which is not a Go program; detached"
+            ))),
+            Err(NotWatched::Gone) => Some(Ok(format!(
+                "ctxleak: PID {pid} exec'd {exe}, then exited or exec'd again before ctxleak could read it; detached"
+            ))),
+            Err(NotWatched::Unreadable(error) | NotWatched::Failed(error)) => Some(Err(error
+                .context(format!(
+                    "PID {pid} exec'd {exe}, which ctxleak cannot watch"
+                )))),
+        };
+    }
+
     fn every_second(&mut self, watcher: &mut Watcher) {
         if !self.summary {
             return;

@@ -15,8 +15,8 @@ use crate::discover::{self, ExeIdentity, Filters};
 use crate::error_line::ErrorLine;
 use crate::probes::Probes;
 use crate::session::{LeakChanges, Session};
-use crate::target::{self, ProcessHandle, TargetError};
-use crate::watcher::{Hooks, WatchOptions, Watcher};
+use crate::target;
+use crate::watcher::{Hooks, Interrupts, NotWatched, WatchOptions, Watcher};
 
 pub struct DaemonOptions {
     pub listen: ListenAddress,
@@ -33,6 +33,7 @@ const MAX_SKIPPED: usize = 4096;
 
 pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     options.watch.check()?;
+    let interrupts = Interrupts::catch()?;
     target::check_privileges_for("load eBPF programs and read the memory of other processes")?;
     let listener = crate::metrics::bind(&options.listen).await?;
     let (mut probes, events) = Probes::load_or_explain(options.ring_bytes)?;
@@ -48,6 +49,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             per_process: false,
             ..options.watch
         },
+        interrupts,
     );
     // Before the first scan, so that a process started during it is not missed.
     watcher.watch_execs().map_err(|error| {
@@ -136,70 +138,37 @@ impl Discovery {
             tracing::debug!(pid, exe = %candidate.exe_path.display(), "skipped: {why:?}");
             return;
         }
-        let known = watcher.known_binary(identity);
-        if known.is_none() {
-            match discover::is_go_executable(&std::path::PathBuf::from(format!("/proc/{pid}/exe")))
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::debug!(pid, exe = %candidate.exe_path.display(), "not a Go program");
-                    self.skip(identity, Skip::NotGo);
-                    return;
-                }
-                // Most often it exited meanwhile.
-                Err(error) => {
-                    tracing::debug!(pid, "cannot read the executable: {error}");
-                    return;
+        match watcher.watch(pid, identity) {
+            Ok(probes) => {
+                if let Some(session) = watcher.session_mut(pid) {
+                    let info = session.info();
+                    tracing::info!(
+                        pid,
+                        exe = info.exe,
+                        go_version = info.go_version,
+                        container_id = info.container_id.as_deref().unwrap_or_default(),
+                        pod_uid = info.pod_uid.as_deref().unwrap_or_default(),
+                        probes,
+                        "attached"
+                    );
                 }
             }
-        }
-        let Ok(process) = ProcessHandle::open(pid) else {
-            return;
-        };
-        let exe = candidate.exe_path.display().to_string();
-        // Parsing a binary the first time takes up to a few hundred ms: let the other tasks
-        // (the HTTP endpoint) run meanwhile.
-        let prepared = tokio::task::block_in_place(|| target::prepare(process, |_| known));
-        let prepared = match prepared {
-            Ok(prepared) => prepared,
-            Err(TargetError::ExitedDuringAttach { .. } | TargetError::NoSuchProcess { .. }) => {
-                tracing::debug!(pid, exe, "exited before ctxleak could watch it");
-                return;
+            Err(NotWatched::NotGo) => {
+                tracing::debug!(pid, exe = %candidate.exe_path.display(), "not a Go program");
+                self.skip(identity, Skip::NotGo);
             }
-            Err(error @ TargetError::Binary { .. }) => {
-                tracing::warn!(pid, exe, "not watched: {error}");
+            Err(NotWatched::Gone) => {
+                tracing::debug!(pid, exe = %candidate.exe_path.display(), "exited (or exec'd) before ctxleak could watch it");
+            }
+            Err(NotWatched::Unreadable(error)) => {
+                tracing::warn!(pid, exe = %candidate.exe_path.display(), "not watched: {}", ErrorLine(error.as_ref()));
                 watcher.shared().metrics.attach_failures.inc();
                 self.skip(identity, Skip::Unreadable);
-                return;
             }
-            Err(error) => {
-                tracing::warn!(pid, exe, "not watched: {error}");
+            Err(NotWatched::Failed(error)) => {
+                tracing::warn!(pid, exe = %candidate.exe_path.display(), "not watched: {}", ErrorLine(error.as_ref()));
                 watcher.shared().metrics.attach_failures.inc();
-                return;
             }
-        };
-        let go_version = prepared.binary.version.raw.clone();
-        let container_id = prepared.container.container_id.clone().unwrap_or_default();
-        let pod_uid = prepared.container.pod_uid.clone().unwrap_or_default();
-        match watcher.add(prepared) {
-            Ok(probes) => tracing::info!(
-                pid,
-                exe,
-                go_version,
-                container_id,
-                pod_uid,
-                probes,
-                "attached"
-            ),
-            Err(error) => match error.downcast_ref::<TargetError>() {
-                Some(TargetError::ExitedDuringAttach { .. }) => {
-                    tracing::debug!(pid, exe, "exited while ctxleak was attaching")
-                }
-                _ => {
-                    tracing::warn!(pid, exe, "not watched: {}", ErrorLine(error.as_ref()));
-                    watcher.shared().metrics.attach_failures.inc();
-                }
-            },
         }
     }
 

@@ -56,6 +56,21 @@ pub struct ExeIdentity {
     pub ino: u64,
 }
 
+impl ExeIdentity {
+    /// The file's metadata as an identity.
+    pub fn from_metadata(metadata: &std::fs::Metadata) -> Self {
+        Self {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+        }
+    }
+
+    /// The executable `pid` runs now (stat of `/proc/PID/exe`).
+    pub fn of_process(pid: u32) -> io::Result<Self> {
+        std::fs::metadata(format!("/proc/{pid}/exe")).map(|metadata| Self::from_metadata(&metadata))
+    }
+}
+
 /// A running process and what it runs.
 #[derive(Debug, Clone)]
 pub struct Candidate {
@@ -99,10 +114,7 @@ pub fn candidate(pid: u32) -> Result<Candidate, DiscoverError> {
     Ok(Candidate {
         pid,
         exe_path,
-        identity: ExeIdentity {
-            dev: metadata.dev(),
-            ino: metadata.ino(),
-        },
+        identity: ExeIdentity::from_metadata(&metadata),
         comm,
         container,
     })

@@ -27,6 +27,8 @@ pub mod probes;
 pub mod procmem;
 #[cfg(feature = "probes")]
 pub mod readable;
+#[cfg(feature = "probes")]
+pub mod release;
 pub mod report;
 #[cfg(feature = "probes")]
 pub mod session;

@@ -38,7 +38,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Attach to one running Go process and serve its goroutine metrics until it exits or
-    /// ctxleak is interrupted (Ctrl-C detaches and leaves the process running).
+    /// ctxleak is interrupted (Ctrl-C detaches and leaves the process running). A Go program
+    /// the process execs is followed; any other program ends the watch. Exit status: 0 when
+    /// the watch ended (interrupted, the process exited or exec'd a program that is not Go),
+    /// 1 on error.
     Attach {
         #[command(flatten)]
         watch: WatchArgs,
@@ -101,6 +104,14 @@ enum Command {
         /// /api/targets lists them).
         #[arg(long)]
         pid: Option<u32>,
+    },
+    /// Internal: holds the probes of a stopping ctxleak until it is gone, so that they are
+    /// removed in the background (see the `release` module).
+    #[command(name = ctxleak_daemon::release::HELPER_COMMAND, hide = true)]
+    ReleaseProbes {
+        /// The ctxleak whose probes these are.
+        #[arg(long)]
+        parent: u32,
     },
 }
 
@@ -361,7 +372,9 @@ async fn run_report(
     let listen: ListenAddress = "127.0.0.1:0".parse()?;
     let outcome = attach::run(watch.options(listen, false, Some(duration))).await?;
     let (Some(leaks), Some(groups)) = (outcome.leaks, outcome.groups) else {
-        anyhow::bail!("PID {pid} exited before ctxleak could read it: nothing to report");
+        anyhow::bail!(
+            "PID {pid} exited, or exec'd a program that is not Go, before the end of the watch: nothing to report; watch a process that lives as long as --for"
+        );
     };
     let found = ctxleak_daemon::report::found(&leaks, &groups);
     let text = if json {
@@ -512,6 +525,10 @@ fn main() -> ExitCode {
                 pcs,
                 json,
             } => run_inspect(path, pid, &pcs, json).map(|()| ExitCode::SUCCESS),
+            Command::ReleaseProbes { parent } => {
+                ctxleak_daemon::release::hold_until_gone(parent).await;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Top { url, interval, pid } => {
                 ctxleak_daemon::top::run(ctxleak_daemon::top::TopOptions { url, interval, pid })
                     .map(|()| ExitCode::SUCCESS)

@@ -273,8 +273,9 @@ impl Probes {
             .map_err(|source| ProbeError::Register { pid, source })
     }
 
-    /// Attaches the probes to an executable file, reached as `exe` (use `/proc/PID/exe`: it
-    /// works across mount namespaces). A uprobe belongs to the file, not to a process: with
+    /// Attaches the probes to an executable file, reached as `exe` (use an
+    /// [`ExeFile`](crate::target::ExeFile)'s path: it works across mount namespaces, and
+    /// names the file that was read even if the process it came from exec'd since). A uprobe belongs to the file, not to a process: with
     /// `only` None it is hit in every process running the file, and the programs report
     /// the registered ones; with `only` set, the kernel traps in that process alone. Nothing
     /// stays attached on error.

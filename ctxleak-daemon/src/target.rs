@@ -2,7 +2,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,6 +20,10 @@ pub enum TargetError {
     NoExecutable { pid: u32 },
     #[error("PID {pid} exited while ctxleak was attaching: nothing to watch")]
     ExitedDuringAttach { pid: u32 },
+    #[error(
+        "PID {pid} exec'd another program ({exe}) while ctxleak attached, so what ctxleak read no longer matches it: attach again to watch the new program (if it is a Go program)"
+    )]
+    ExecdDuringAttach { pid: u32, exe: String },
     #[error(
         "ctxleak lacks the privileges to {action}: run it as root (sudo), or with the capabilities CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (and CAP_DAC_READ_SEARCH for processes of other users)"
     )]
@@ -66,6 +69,9 @@ pub fn check_privileges_for(action: &str) -> Result<(), TargetError> {
 pub struct ProcessHandle {
     pid: u32,
     fd: AsyncFd<OwnedFd>,
+    /// The executable it ran when the handle was opened (None: it had none), to tell an
+    /// exec from other errors while attaching.
+    exe: Option<ExeIdentity>,
 }
 
 impl ProcessHandle {
@@ -87,7 +93,8 @@ impl ProcessHandle {
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let fd = crate::readable::watch_readable(fd)
             .map_err(|source| TargetError::Io { pid, source })?;
-        Ok(Self { pid, fd })
+        let exe = ExeIdentity::of_process(pid).ok();
+        Ok(Self { pid, fd, exe })
     }
 
     pub fn pid(&self) -> u32 {
@@ -104,7 +111,11 @@ impl ProcessHandle {
             .try_clone()
             .and_then(crate::readable::watch_readable)
             .map_err(|source| TargetError::Io { pid, source })?;
-        Ok(Self { pid, fd })
+        Ok(Self {
+            pid,
+            fd,
+            exe: self.exe,
+        })
     }
 
     /// Whether the process has exited or is exiting: it was gone, or went within 250 ms
@@ -132,12 +143,22 @@ impl ProcessHandle {
         let _ = self.fd.readable().await;
     }
 
-    /// Replaces an error met while attaching with "it exited" when that is what happened:
-    /// the process existed when its pidfd was opened, so an error that a vanished process
-    /// explains is checked against its exit (waiting a moment for its last threads).
+    /// Replaces an error met while attaching with "it exited" or "it exec'd" when that is
+    /// what happened: the process existed when its pidfd was opened, so an error that a
+    /// vanished process explains is checked against its exit (waiting a moment for its last
+    /// threads), then against the file it runs. An exec of the same file is not seen here
+    /// (the exec events are for that).
     pub fn explain(&self, error: TargetError) -> TargetError {
+        let pid = self.pid;
         if self.exits_within(250) {
-            return TargetError::ExitedDuringAttach { pid: self.pid };
+            return TargetError::ExitedDuringAttach { pid };
+        }
+        if let Some(before) = self.exe
+            && ExeIdentity::of_process(pid).is_ok_and(|now| now != before)
+        {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .map_or_else(|_| "?".to_owned(), |path| path.display().to_string());
+            return TargetError::ExecdDuringAttach { pid, exe };
         }
         match error {
             // Still there, yet no /proc/PID/exe: a process without an executable.
@@ -147,13 +168,24 @@ impl ProcessHandle {
     }
 }
 
+/// An executable file held open, reached as `/proc/self/fd/N`: what is read and probed
+/// through it is this file whatever the process it came from runs by then (after an exec,
+/// `/proc/PID/exe` names the new program: probes at the old one's offsets would land in it),
+/// in whichever mount namespace it lives.
+pub struct ExeFile(std::fs::File);
+
+impl ExeFile {
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.0.as_raw_fd()))
+    }
+}
+
 /// A Go process read and ready to watch: its executable parsed (or shared with other
 /// processes running the same file), its memory open, its load address known.
 pub struct Prepared {
     pub process: ProcessHandle,
-    /// `/proc/PID/exe`: where uprobes attach (it reaches the file even in another mount
-    /// namespace) and where the executable is read.
-    pub link: PathBuf,
+    /// The executable, opened through `/proc/PID/exe`: where uprobes attach.
+    pub exe: ExeFile,
     /// The path the process was started from, for people and labels.
     pub path: PathBuf,
     pub identity: ExeIdentity,
@@ -181,16 +213,19 @@ pub fn prepare(
         _ => TargetError::Io { pid, source },
     };
     let path = std::fs::read_link(&link).map_err(|error| process.explain(path_error(error)))?;
-    let identity = std::fs::metadata(&link)
-        .map(|meta| ExeIdentity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })
+    // Opened once: everything below reads this file, even if the process execs meanwhile.
+    let exe = std::fs::File::open(&link)
+        .map(ExeFile)
+        .map_err(|error| process.explain(path_error(error)))?;
+    let identity = exe
+        .0
+        .metadata()
+        .map(|metadata| ExeIdentity::from_metadata(&metadata))
         .map_err(|error| process.explain(path_error(error)))?;
     let binary = match known(identity) {
         Some(binary) => binary,
         None => Arc::new(
-            GoBinary::open(&link, &path)
+            GoBinary::open(&exe.path(), &path)
                 .map_err(|source| process.explain(TargetError::Binary { pid, source }))?,
         ),
     };
@@ -207,7 +242,7 @@ pub fn prepare(
     })?;
     let bias = if binary.is_pie {
         let first = binary.first_segment_address().unwrap_or(0);
-        procmem::load_bias(pid, &link, first).map_err(|error| {
+        procmem::load_bias(pid, &exe.path(), first).map_err(|error| {
             process.explain(TargetError::Io {
                 pid,
                 source: io::Error::other(error.to_string()),
@@ -220,7 +255,7 @@ pub fn prepare(
     let container = crate::cgroup::read(pid).unwrap_or_default();
     Ok(Prepared {
         process,
-        link,
+        exe,
         path,
         identity,
         binary,
@@ -228,4 +263,49 @@ pub fn prepare(
         bias,
         container,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    #[tokio::test]
+    async fn an_exec_while_attaching_is_told_from_other_errors() {
+        let mut child = Command::new("/bin/sh")
+            .args(["-c", "read line; exec sleep 60"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start sh");
+        let pid = child.id();
+        let process = ProcessHandle::open(pid).expect("open the child");
+        assert!(
+            matches!(
+                process.explain(TargetError::NoSuchProcess { pid }),
+                TargetError::NoExecutable { .. }
+            ),
+            "not exec'd yet: the error stays"
+        );
+        let before = ExeIdentity::of_process(pid).expect("the child's executable");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        std::io::Write::write_all(&mut stdin, b"\n").expect("tell sh to exec");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ExeIdentity::of_process(pid).is_ok_and(|now| now == before) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sh did not exec sleep"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let explained = process.explain(TargetError::NoSuchProcess { pid });
+        let _ = child.kill();
+        let _ = child.wait();
+        match explained {
+            TargetError::ExecdDuringAttach { pid: said, exe } => {
+                assert_eq!(said, pid);
+                assert!(exe.ends_with("/sleep"), "{exe}");
+            }
+            other => panic!("an exec explained as {other}"),
+        }
+    }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ctxleak_common::Counter;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::budget::{Bucket, ProbePolicy, Switch};
@@ -22,7 +22,8 @@ use crate::http::{Shared, TargetEntry};
 use crate::metrics::TargetInfo;
 use crate::probes::{Attachment, EventStream, ProbeMode, Probes, Record};
 use crate::session::{Judgement, LeakChanges, Session, monotonic_ns};
-use crate::target::{Prepared, TargetError};
+use crate::target::{ExeFile, Prepared, ProcessHandle, TargetError};
+use aya::programs::uprobe::UProbeLink;
 
 /// How often the event rings are drained without a wakeup from the probes.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
@@ -67,6 +68,8 @@ impl WatchOptions {
 /// An executable file with probes attached (or, under a budget, switched off for now), and
 /// the watched processes running it.
 struct Executable {
+    /// The file, held open: its probes attach to it (again, under a budget).
+    exe: ExeFile,
     binary: Arc<GoBinary>,
     /// None while its probes are off (under a budget).
     attachment: Option<Attachment>,
@@ -100,6 +103,20 @@ struct Watched {
     exit_watch: tokio::task::AbortHandle,
 }
 
+/// Why [`Watcher::watch`] did not watch a process.
+#[derive(Debug)]
+pub enum NotWatched {
+    /// Its executable is not a Go program.
+    NotGo,
+    /// It exited, or exec'd again, before ctxleak could read it (an exec comes back as an
+    /// exec event).
+    Gone,
+    /// A Go executable ctxleak cannot read (the error says why).
+    Unreadable(anyhow::Error),
+    /// Anything else (the error says what).
+    Failed(anyhow::Error),
+}
+
 /// Why [`Watcher::run`] returned (all are normal ends).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ending {
@@ -109,6 +126,9 @@ pub enum Ending {
     TargetExited,
     /// The watch duration elapsed.
     Watched,
+    /// The last watched process exec'd and the hooks did not watch its new program (only
+    /// when told to end then).
+    Execd,
 }
 
 /// What the watcher's loop does besides watching.
@@ -117,7 +137,8 @@ pub trait Hooks {
     fn every_second(&mut self, _watcher: &mut Watcher) {}
     /// A census of `session` changed its context leak findings.
     fn leaks_changed(&mut self, _session: &Session, _changes: &LeakChanges) {}
-    /// Processes that called exec since the last drain (daemon only).
+    /// Processes that called exec since the last drain (after [`Watcher::watch_execs`]):
+    /// every exec on the host, watched processes or not.
     fn execs(&mut self, _watcher: &mut Watcher, _pids: Vec<u32>) {}
     /// Exec notifications were lost: whatever started meanwhile must be found another way.
     fn execs_lost(&mut self, _watcher: &mut Watcher) {}
@@ -130,8 +151,33 @@ pub trait Hooks {
     fn exited(&mut self, _pid: u32) {}
 }
 
+/// SIGINT and SIGTERM, caught from when this is made (at the start of `attach` and `daemon`):
+/// one that comes while ctxleak attaches ends the watch as soon as it starts, with the
+/// probes handed over as on any stop, rather than killing ctxleak half-way.
+pub struct Interrupts {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Interrupts {
+    pub fn catch() -> anyhow::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
 pub struct Watcher {
     probes: Probes,
+    interrupts: Interrupts,
     events: EventStream,
     execs: Option<aya::maps::RingBuf<aya::maps::MapData>>,
     shared: Arc<Shared>,
@@ -162,6 +208,7 @@ impl Watcher {
         events: EventStream,
         shared: Arc<Shared>,
         options: WatchOptions,
+        interrupts: Interrupts,
     ) -> Self {
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         let hit_cost = match options.policy {
@@ -175,6 +222,7 @@ impl Watcher {
         Self {
             hit_cost,
             probes,
+            interrupts,
             events,
             execs: None,
             shared,
@@ -193,7 +241,7 @@ impl Watcher {
         }
     }
 
-    /// Follows every exec on the host from now on (`ctxleak daemon`).
+    /// Follows every exec on the host from now on ([`Hooks::execs`]).
     pub fn watch_execs(&mut self) -> Result<(), crate::probes::ProbeError> {
         self.execs = Some(self.probes.watch_execs()?);
         Ok(())
@@ -231,11 +279,12 @@ impl Watcher {
     /// Starts watching a prepared process: registers it with the programs, attaches the
     /// probes to its executable unless they are there already, and seeds its goroutines from
     /// memory. Returns the number of probes on its executable. Nothing is left behind on
-    /// error; an error its exit explains is [`TargetError::ExitedDuringAttach`].
+    /// error; an error its exit or an exec explains is [`TargetError::ExitedDuringAttach`]
+    /// or [`TargetError::ExecdDuringAttach`].
     pub fn add(&mut self, prepared: Prepared) -> anyhow::Result<usize> {
         let Prepared {
             process,
-            link,
+            exe,
             path,
             identity,
             binary,
@@ -244,11 +293,13 @@ impl Watcher {
             container,
         } = prepared;
         let pid = process.pid();
-        let exited = |process: &crate::target::ProcessHandle| {
-            matches!(
-                process.explain(TargetError::NoSuchProcess { pid }),
-                TargetError::ExitedDuringAttach { .. }
-            )
+        // The error to give instead when the process exited or exec'd meanwhile.
+        let gone = |process: &crate::target::ProcessHandle| match process
+            .explain(TargetError::NoSuchProcess { pid })
+        {
+            error @ (TargetError::ExitedDuringAttach { .. }
+            | TargetError::ExecdDuringAttach { .. }) => Some(error),
+            _ => None,
         };
         self.probes
             .register(pid, &binary, bias, self.options.probe_mode)
@@ -262,7 +313,7 @@ impl Watcher {
             let only = self.options.per_process.then_some(pid);
             let attached = if self.options.policy.probes() {
                 self.probes
-                    .attach(&link, &binary, self.options.probe_mode, only)
+                    .attach(&exe.path(), &binary, self.options.probe_mode, only)
                     .map(Some)
             } else {
                 Ok(None)
@@ -278,6 +329,7 @@ impl Watcher {
                     self.executables.insert(
                         identity,
                         Executable {
+                            exe,
                             binary: binary.clone(),
                             attachment,
                             bucket,
@@ -295,10 +347,7 @@ impl Watcher {
                 Err(error) => {
                     self.probes
                         .unregister(pid, self.options.probe_mode.park_times);
-                    if exited(&process) {
-                        return Err(TargetError::ExitedDuringAttach { pid }.into());
-                    }
-                    return Err(error.into());
+                    return Err(gone(&process).map_or_else(|| error.into(), Into::into));
                 }
             }
         }
@@ -351,10 +400,7 @@ impl Watcher {
         }
         if let Err(error) = session.resync() {
             self.forget(pid, identity);
-            if exited(&process) {
-                return Err(TargetError::ExitedDuringAttach { pid }.into());
-            }
-            return Err(error);
+            return Err(gone(&process).map_or(error, Into::into));
         }
         session.start_summaries();
         self.shared.add_target(TargetEntry {
@@ -384,6 +430,44 @@ impl Watcher {
         self.shared.metrics.targets.set(self.sessions.len() as i64);
         self.fresh.push(pid);
         Ok(probe_count)
+    }
+
+    /// Watches `pid`, which runs the executable `identity`, if it is a Go program: reads its
+    /// executable (unless a watched process runs the same file), prepares it and
+    /// [`Watcher::add`]s it. The daemon's way for every process it finds, and attach's for
+    /// the program its target exec'd. Returns the number of probes on its executable.
+    pub fn watch(&mut self, pid: u32, identity: ExeIdentity) -> Result<usize, NotWatched> {
+        let known = self.known_binary(identity);
+        if known.is_none() {
+            let link = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+            match crate::discover::is_go_executable(&link) {
+                Ok(true) => {}
+                Ok(false) => return Err(NotWatched::NotGo),
+                // Most often it exited meanwhile.
+                Err(error) => {
+                    tracing::debug!(pid, "cannot read the executable: {error}");
+                    return Err(NotWatched::Gone);
+                }
+            }
+        }
+        let process = ProcessHandle::open(pid).map_err(|_| NotWatched::Gone)?;
+        // Parsing a binary the first time takes up to a few hundred ms: let the other tasks
+        // (the HTTP endpoint) run meanwhile.
+        let prepared = tokio::task::block_in_place(|| crate::target::prepare(process, |_| known))
+            .map_err(|error| match error {
+            TargetError::ExitedDuringAttach { .. }
+            | TargetError::ExecdDuringAttach { .. }
+            | TargetError::NoSuchProcess { .. } => NotWatched::Gone,
+            error @ TargetError::Binary { .. } => NotWatched::Unreadable(error.into()),
+            error => NotWatched::Failed(error.into()),
+        })?;
+        self.add(prepared)
+            .map_err(|error| match error.downcast_ref::<TargetError>() {
+                Some(
+                    TargetError::ExitedDuringAttach { .. } | TargetError::ExecdDuringAttach { .. },
+                ) => NotWatched::Gone,
+                _ => NotWatched::Failed(error),
+            })
     }
 
     /// Stops watching `pid` (it exited, or exec'd another program): its series go, and its
@@ -441,15 +525,7 @@ impl Watcher {
     /// it before the wait) rather than one grace period after another.
     fn detach_in_background(&mut self, identity: ExeIdentity, attachment: Attachment) {
         let links = self.probes.detach(attachment);
-        let detaching = std::thread::spawn(move || {
-            let threads: Vec<_> = links
-                .into_iter()
-                .map(|link| std::thread::spawn(move || drop(link)))
-                .collect();
-            for thread in threads {
-                let _ = thread.join();
-            }
-        });
+        let detaching = std::thread::spawn(move || drop_at_once(links));
         self.detaching.retain(|_, thread| !thread.is_finished());
         self.detaching.insert(identity, detaching);
     }
@@ -520,12 +596,13 @@ impl Watcher {
         let Some(&pid) = executable.pids.first() else {
             return; // Idle: detach_idle will take it.
         };
-        let link = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
         let only = self.options.per_process.then_some(pid);
-        match self
-            .probes
-            .attach(&link, &executable.binary, self.options.probe_mode, only)
-        {
+        match self.probes.attach(
+            &executable.exe.path(),
+            &executable.binary,
+            self.options.probe_mode,
+            only,
+        ) {
             Ok(attachment) => {
                 executable.attachment = Some(attachment);
                 for pid in executable.pids.clone() {
@@ -611,7 +688,7 @@ impl Watcher {
         }
     }
 
-    /// Watches until interrupted, until `watch_for` elapsed (a last census is taken), or,
+    /// Watches until interrupted (also by a signal that came before), until `watch_for` elapsed (a last census is taken), or,
     /// with `end_when_empty`, until no watched process is left.
     pub async fn run(
         &mut self,
@@ -619,8 +696,6 @@ impl Watcher {
         watch_for: Option<Duration>,
         end_when_empty: bool,
     ) -> anyhow::Result<Ending> {
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The probes wake ctxleak only when the ring fills up (a wakeup per event costs the
@@ -652,6 +727,9 @@ impl Watcher {
                     let pids = self.drain_execs();
                     if !pids.is_empty() {
                         hooks.execs(self, pids);
+                        if end_when_empty && self.sessions.is_empty() {
+                            return Ok(Ending::Execd);
+                        }
                     }
                     if !self.fresh.is_empty() {
                         let fresh = std::mem::take(&mut self.fresh);
@@ -692,8 +770,7 @@ impl Watcher {
                     self.census_all(hooks);
                     return Ok(Ending::Watched);
                 }
-                _ = interrupt.recv() => return Ok(Ending::Interrupted),
-                _ = terminate.recv() => return Ok(Ending::Interrupted),
+                () = self.interrupts.recv() => return Ok(Ending::Interrupted),
             }
         }
     }
@@ -845,5 +922,57 @@ impl Watcher {
             return true;
         }
         false
+    }
+}
+
+/// At most this many threads remove probes at once when ctxleak stops (each waits for the
+/// kernel on its share of the probes).
+const MAX_DETACH_THREADS: usize = 64;
+
+/// Removes probes at once, one thread each (up to [`MAX_DETACH_THREADS`]), and returns when
+/// all are gone. Each removal waits for an RCU grace period after taking its breakpoint out:
+/// in parallel the waits overlap, one after another they add up (0.1 s each when idle, more
+/// on a busy host).
+fn drop_at_once(links: Vec<UProbeLink>) {
+    let threads = links.len().min(MAX_DETACH_THREADS);
+    let mut shares: Vec<Vec<UProbeLink>> = (0..threads).map(|_| Vec::new()).collect();
+    for (index, link) in links.into_iter().enumerate() {
+        shares[index % threads].push(link);
+    }
+    let threads: Vec<_> = shares
+        .into_iter()
+        .map(|share| std::thread::spawn(move || drop(share)))
+        .collect();
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
+
+impl Drop for Watcher {
+    /// Hands every probe to a helper process that outlives ctxleak and removes them in the
+    /// background ([`crate::release`]), so that a stop does not wait for the kernel. Without
+    /// the helper, removes them all at once here (faster than the eBPF programs going,
+    /// which removes their probes one after another).
+    fn drop(&mut self) {
+        let links: Vec<UProbeLink> = self
+            .executables
+            .values_mut()
+            .filter_map(|executable| executable.attachment.take())
+            .flat_map(|attachment| self.probes.detach(attachment))
+            .collect();
+        if let Err(error) = crate::release::hand_over() {
+            tracing::debug!("cannot start the helper that removes the probes: {error}");
+            let detach = || drop_at_once(links);
+            // Inside the runtime (attach and daemon drop the watcher in their async
+            // function): let its other tasks run meanwhile.
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle)
+                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+                {
+                    tokio::task::block_in_place(detach)
+                }
+                _ => detach(),
+            }
+        }
     }
 }
