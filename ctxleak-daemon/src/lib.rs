@@ -32,5 +32,6 @@ pub mod session;
 pub mod target;
 pub mod top;
 pub mod tracker;
+pub mod trim;
 #[cfg(feature = "probes")]
 pub mod watcher;
