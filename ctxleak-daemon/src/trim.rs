@@ -9,8 +9,9 @@
 //!
 //! Measured with `cargo xtask chaos --duration 45s --processes 8 --seed 1` (RSS: before the
 //! churn, at its peak, 30 s after it):
-//! - glibc as it was: 18.9, 38.6, 38.6 MB; one `malloc_trim(0)` (through gdb) at the end
-//!   took it to 19.4 MB: everything kept was free memory, nothing was still in use;
+//! - glibc as it was: 18.8, 38.0, 38.0 MB; in the same run again, one `malloc_trim(0)`
+//!   (through gdb) in the idle daemon took it from 39.5 to 19.4 MB: everything kept was free
+//!   memory, nothing was still in use;
 //! - mimalloc 0.1: 60.1, 78.4, 66.4 MB;
 //! - jemalloc (tikv-jemallocator 0.7): 35.7, 40.8, 21.5 MB, and 1 min 50 s more to build;
 //! - glibc with this module: 18.7, 37.6, 18.8 MB.

@@ -1014,3 +1014,17 @@ fn publish(
         Ok(ExitCode::FAILURE)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_read_from_series() {
+        let series = r#"ctxleak_target_info{pid="42",exe="/srv/app",go_version="go1.27.3"}"#;
+        assert_eq!(label(series, "pid"), Some("42"));
+        assert_eq!(label(series, "exe"), Some("/srv/app"));
+        assert_eq!(label(series, "container_id"), None);
+        assert_eq!(label("ctxleak_targets", "pid"), None);
+    }
+}
