@@ -36,5 +36,6 @@ pub mod session;
 pub mod target;
 pub mod top;
 pub mod tracker;
+pub mod trim;
 #[cfg(feature = "probes")]
 pub mod watcher;

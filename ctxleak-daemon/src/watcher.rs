@@ -200,6 +200,8 @@ pub struct Watcher {
     program_runs_seen: HashMap<&'static str, crate::probes::ProgramRuns>,
     /// What one probe hit costs a target, for the budget ([`crate::calibrate`]).
     hit_cost: Duration,
+    /// Gives what departed processes and executables freed back to the kernel.
+    trimmer: crate::trim::Trimmer,
 }
 
 impl Watcher {
@@ -238,6 +240,7 @@ impl Watcher {
             read_errors_seen: 0,
             execs_lost_seen: 0,
             program_runs_seen: HashMap::new(),
+            trimmer: crate::trim::Trimmer::default(),
         }
     }
 
@@ -477,6 +480,7 @@ impl Watcher {
         watched.exit_watch.abort();
         self.forget(pid, watched.identity);
         self.shared.metrics.targets.set(self.sessions.len() as i64);
+        self.trimmer.freed();
         Some(watched.session)
     }
 
@@ -505,6 +509,7 @@ impl Watcher {
             .map(|(&identity, _)| identity)
             .collect();
         for identity in idle {
+            self.trimmer.freed();
             if let Some(attachment) = self
                 .executables
                 .remove(&identity)
@@ -738,6 +743,7 @@ impl Watcher {
                 }
                 _ = tick.tick() => {
                     self.detach_idle(Some(Instant::now()));
+                    self.trimmer.tick(Instant::now());
                     self.publish_budget(Instant::now());
                     if self.check_kernel_counters() {
                         hooks.execs_lost(self);

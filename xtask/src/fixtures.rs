@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use crate::{go, process, setup, workspace::Workspace};
 
 /// A build of one program. Plain builds are made for every program and Go version; the
-/// variants, of the `phases` program only, make the matrix of binaries the tests attach to.
+/// variants, of the programs each lists, make the matrix of binaries the tests (and the
+/// `chaos` drill) attach to.
 struct Variant {
     suffix: &'static str,
     ldflags: Option<&'static str>,
@@ -30,9 +31,11 @@ const PLAIN: Variant = Variant {
     programs: &[],
 };
 
-/// The goroutine-count matrix program, and with it the census, context and budget programs.
+/// The goroutine-count matrix program, and with it the census, context and budget programs,
+/// and the `cargo xtask chaos` drill's program.
 const PHASES: &[&str] = &["phases"];
-const PHASES_AND_PARKED: &[&str] = &["phases", "parked", "moving", "contexts", "budget"];
+const PHASES_AND_CHAOS: &[&str] = &["phases", "chaos"];
+const PHASES_AND_PARKED: &[&str] = &["phases", "parked", "moving", "contexts", "budget", "chaos"];
 
 const VARIANTS: &[Variant] = &[
     // DWARF removed, symbol table kept.
@@ -59,7 +62,7 @@ const VARIANTS: &[Variant] = &[
         pie: true,
         cgo: false,
         versions: every,
-        programs: PHASES,
+        programs: PHASES_AND_CHAOS,
     },
     Variant {
         suffix: "-pie-stripped",
@@ -69,14 +72,14 @@ const VARIANTS: &[Variant] = &[
         versions: every,
         programs: PHASES,
     },
-    // Links C (fixtures/go/cmd/phases/cgo.go): dynamically linked, with cgo's extra Ms.
+    // Links C (fixtures/go/cmd/phases/cgo.go, chaos/cgo.go): dynamically linked, with cgo's extra Ms.
     Variant {
         suffix: "-cgo",
         ldflags: None,
         pie: false,
         cgo: true,
         versions: cgo_versions,
-        programs: PHASES,
+        programs: PHASES_AND_CHAOS,
     },
 ];
 

@@ -3,6 +3,7 @@
 mod attach_time;
 mod bench;
 mod budget;
+mod chaos;
 mod deploy;
 mod fixtures;
 mod fuzz;
@@ -47,6 +48,26 @@ enum Command {
     Bench {
         /// One benchmark: parse, census, overhead, budget, ingest, memory or attach.
         name: Option<String>,
+    },
+    /// The daemon's reliability drill (issue #20): `ctxleak daemon` watching a churn of
+    /// short-lived Go processes of every Go version and build (ending by exit, SIGKILL, panic
+    /// or exec); its memory, threads and descriptors, stale targets and series, and gauges at
+    /// quiet checkpoints against each program's own count. Writes target/bench/chaos.md and
+    /// .json; fails when a bound of the issue is broken.
+    Chaos {
+        /// How long processes keep being started (then the last ones end, and 30 s later
+        /// the "after" sample is taken).
+        #[arg(long, default_value = "5m")]
+        duration: humantime::Duration,
+        /// Processes alive at once.
+        #[arg(long, default_value_t = 20)]
+        processes: usize,
+        /// Seed of the random lifetimes, endings and builds (default: from the clock; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Loopback port for the daemon's endpoint.
+        #[arg(long, default_value_t = 19790)]
+        port: u16,
     },
     /// Check the deployment assets under deploy/ offline: systemd unit, Kubernetes manifests,
     /// Prometheus config, alerts and their tests, Grafana dashboard, Containerfile.
@@ -104,6 +125,20 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(&ws, true).map(|()| ExitCode::SUCCESS),
         Command::Bench { name } => bench::run(&ws, name.as_deref()).map(|()| ExitCode::SUCCESS),
         Command::Offsets { check, go } => offsets::run(&ws, check, &go).map(|()| ExitCode::SUCCESS),
+        Command::Chaos {
+            duration,
+            processes,
+            seed,
+            port,
+        } => chaos::run(
+            &ws,
+            &chaos::Options {
+                duration: duration.into(),
+                processes,
+                seed,
+                port,
+            },
+        ),
         Command::DeployCheck => deploy::check(ws.root()).map(|()| ExitCode::SUCCESS),
         Command::Fuzz {
             target,

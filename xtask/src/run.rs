@@ -33,7 +33,7 @@ pub fn run(ws: &Workspace, pid: Option<u32>, go: &str, extra: &[String]) -> Resu
     }
 }
 
-fn build_ctxleak(ws: &Workspace) -> Result<PathBuf> {
+pub(crate) fn build_ctxleak(ws: &Workspace) -> Result<PathBuf> {
     let mut cmd = process::cargo();
     cmd.current_dir(ws.root())
         .args(["build", "--release", "--package", "ctxleak-daemon"]);
