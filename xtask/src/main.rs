@@ -68,6 +68,12 @@ enum Command {
         /// Loopback port for the daemon's endpoint.
         #[arg(long, default_value_t = 19790)]
         port: u16,
+        /// Report the 2 s lag bounds without failing on them (CI): the daemon attaches
+        /// probes on its event loop, and a kernel busy removing other probes can hold an
+        /// attach for most of a second (measured up to 0.73 s), which the drill then sees as
+        /// lag. The other bounds still fail the run.
+        #[arg(long)]
+        lag_not_enforced: bool,
     },
     /// Check the deployment assets under deploy/ offline: systemd unit, Kubernetes manifests,
     /// Prometheus config, alerts and their tests, Grafana dashboard, Containerfile.
@@ -130,6 +136,7 @@ fn main() -> ExitCode {
             processes,
             seed,
             port,
+            lag_not_enforced,
         } => chaos::run(
             &ws,
             &chaos::Options {
@@ -137,6 +144,7 @@ fn main() -> ExitCode {
                 processes,
                 seed,
                 port,
+                lag_not_enforced,
             },
         ),
         Command::DeployCheck => deploy::check(ws.root()).map(|()| ExitCode::SUCCESS),
