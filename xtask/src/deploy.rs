@@ -46,6 +46,8 @@ const CONFIG_KEYS: &[&str] = &[
     "suspect-window-short",
     "suspect-window-long",
     "suspect-min-age",
+    "suspect-min-growth",
+    "suspect-min-growth-percent",
     "context-grace",
     "rescan-interval",
     "ring-buffer-size",
