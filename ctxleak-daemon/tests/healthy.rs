@@ -3,10 +3,12 @@
 //! exits 0 on the `healthy` fixture, whose goroutine groups move with load (keep-alive HTTP
 //! connections opening and closing, a connection pool, a cache refresher, a worker pool
 //! growing to its cap in the first 10 s, a ticker, a pipeline), and exits 1 on the `demo`
-//! fixture's leak, ranked first. `--no-contexts`: the suspect rules alone decide.
+//! fixture's leak, ranked first, and on the same keep-alive server with a client that never
+//! closes its response bodies (connection-scoped goroutines are judged like any other).
+//! `--no-contexts`: the suspect rules alone decide.
 //!
 //! The healthy program's own count is the truth that it leaks nothing: runtime.NumGoroutine()
-//! at the end is within the bound its modes have by design. Oldest and newest Go, all four
+//! at the end is within the bound its modes have by design. Oldest and newest Go, all six
 //! reports at once, so the test takes one watch (about a minute).
 
 mod common;
@@ -135,6 +137,43 @@ fn leaking(version: &str) -> Result<String, String> {
     Ok(format!("demo: exit 1, suspect #1 {}", describe(first)))
 }
 
+/// The keep-alive server and a client that never closes its response bodies: the
+/// connections' readLoop (or writeLoop) group is a suspect, about as large as the bodies left
+/// open by the program's own count.
+fn unclosed_bodies(version: &str) -> Result<String, String> {
+    let mut fx = Driven::start_with(&fixture(version, "healthy"), &["-modes", "unclosedbody"]);
+    fx.checkpoint("started")?;
+    let (child, _stderr) = start_report(fx.pid(), WATCH);
+    fx.send("");
+    fx.checkpoint("running")?;
+    let (status, json) = finish(child)?;
+    fx.send("");
+    fx.checkpoint("status")?;
+    let unclosed: i64 = fx.fact("unclosed")?.parse().map_err(|_| "unclosed")?;
+    let groups = groups(&json);
+    let suspect = groups
+        .iter()
+        .find(|g| g["suspect"] == true && blocked_in(g).starts_with("net/http.(*persistConn)."));
+    match suspect {
+        Some(group)
+            if status == Some(1)
+                && (unclosed / 2..=unclosed).contains(&group["count"].as_i64().unwrap_or(0)) =>
+        {
+            Ok(format!(
+                "unclosed bodies: exit 1, suspect #{} {}; {unclosed} bodies left open",
+                group["rank"],
+                describe(group)
+            ))
+        }
+        _ => {
+            let shown: Vec<String> = groups.iter().take(6).map(describe).collect();
+            Err(format!(
+                "exit {status:?}, no persistConn suspect near {unclosed} bodies left open: {shown:#?}"
+            ))
+        }
+    }
+}
+
 #[test]
 fn healthy_services_do_not_page_and_a_leak_still_does_within_the_same_watch() {
     let versions = common::go_versions();
@@ -146,7 +185,7 @@ fn healthy_services_do_not_page_and_a_leak_still_does_within_the_same_watch() {
         let runs: Vec<_> = versions
             .iter()
             .flat_map(|version| {
-                let checks: [Check; 2] = [healthy, leaking];
+                let checks: [Check; 3] = [healthy, leaking, unclosed_bodies];
                 checks.map(|check| (version, scope.spawn(move || check(version))))
             })
             .collect();

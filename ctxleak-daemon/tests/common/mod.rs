@@ -518,7 +518,13 @@ pub struct Driven {
 
 impl Driven {
     pub fn start(path: &std::path::Path) -> Self {
+        Self::start_with(path, &[])
+    }
+
+    /// Starts the fixture at `path` with these arguments.
+    pub fn start_with(path: &std::path::Path, args: &[&str]) -> Self {
         let mut child = Command::new(path)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
