@@ -659,20 +659,38 @@ fn rising_floor(
     if quarter.is_zero() {
         return None;
     }
-    let mut floors = [0u64; 4];
-    for (i, floor) in (0u32..).zip(floors.iter_mut()) {
-        let from = start + quarter * i;
-        let to = if i == 3 { now } else { from + quarter };
-        let at_from = history
-            .iter()
-            .rev()
-            .find(|(time, _)| *time <= from)
-            .map(|&(_, count)| count)?;
-        *floor = history
-            .iter()
-            .filter(|(time, _)| *time > from && (*time < to || (i == 3 && *time <= to)))
-            .map(|&(_, count)| count)
-            .fold(at_from, u64::min);
+    // One pass: `value` is the count holding since the last sample, each quarter's floor the
+    // smallest count that held in it (a sample at a quarter's very start replaces the value
+    // before it there).
+    let mut samples = history
+        .iter()
+        .skip_while(|(time, _)| *time <= start)
+        .peekable();
+    let mut value = history
+        .iter()
+        .take_while(|(time, _)| *time <= start)
+        .last()
+        .map(|&(_, count)| count)?;
+    let mut floors = [value, u64::MAX, u64::MAX, u64::MAX];
+    let mut current = 0;
+    let quarter_ns = quarter.as_nanos();
+    while current < 3 || samples.peek().is_some() {
+        let Some(&(time, count)) = samples.next() else {
+            current += 1;
+            floors[current] = floors[current].min(value);
+            continue;
+        };
+        let since = time.duration_since(start).as_nanos();
+        let index = usize::try_from(since / quarter_ns).unwrap_or(3).min(3);
+        while current < index {
+            current += 1;
+            let at_start = current == index && since == quarter_ns * current as u128;
+            if !at_start {
+                floors[current] = floors[current].min(value);
+            }
+        }
+        floors[index] = floors[index].min(count);
+        value = count;
     }
     floors
         .windows(2)
@@ -932,5 +950,29 @@ mod tests {
             ..leaked(goid)
         });
         assert!(leaked_state.suspect, "{leaked_state:?}");
+    }
+
+    #[test]
+    fn floors_are_per_quarter_and_a_sample_at_a_quarter_start_opens_it() {
+        let start = Instant::now();
+        let at = |s: u64, count: u64| (start + Duration::from_secs(s), count);
+        let now = start + Duration::from_secs(4);
+        let window = Duration::from_secs(4);
+        // One sample at the start of each quarter: the floors are 0, 1, 2 and 3.
+        let history: VecDeque<_> = (0..=4).map(|s| at(s, s)).collect();
+        assert_eq!(rising_floor(&history, now, window), Some((0, 3)));
+        // A dip inside the third quarter brings its floor to the second's: not rising.
+        let mut dipped = history.clone();
+        dipped.insert(3, (start + Duration::from_millis(2500), 1));
+        assert_eq!(rising_floor(&dipped, now, window), None);
+        // Quarters without a sample hold the count before them.
+        let sparse: VecDeque<_> = [at(0, 0), at(4, 9)].into_iter().collect();
+        assert_eq!(rising_floor(&sparse, now, window), None);
+        // The window reaches back no further than the history; an empty one says nothing.
+        assert_eq!(
+            rising_floor(&history, now, Duration::from_secs(60)),
+            Some((0, 3))
+        );
+        assert_eq!(rising_floor(&history, now, Duration::ZERO), None);
     }
 }
