@@ -52,7 +52,8 @@ pub struct Group {
     pub growth_long: i64,
     pub window_short_s: u64,
     pub window_long_s: u64,
-    /// Leak suspect: keeps growing and its oldest member is older than the threshold.
+    /// Leak suspect: blocked at a line of the program, still growing by enough to matter, and
+    /// its oldest member older than the threshold (`groups::SuspectRules`).
     pub suspect: bool,
     /// 1 = most suspicious; 0 for non-suspects.
     pub rank: u32,

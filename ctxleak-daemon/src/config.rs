@@ -21,6 +21,8 @@ pub const KEYS: &[&str] = &[
     "suspect-window-short",
     "suspect-window-long",
     "suspect-min-age",
+    "suspect-min-growth",
+    "suspect-min-growth-percent",
     "context-grace",
     "rescan-interval",
     "ring-buffer-size",
@@ -86,6 +88,10 @@ pub struct DaemonConfig {
     pub suspect_window_short: Option<Duration>,
     pub suspect_window_long: Option<Duration>,
     pub suspect_min_age: Option<Duration>,
+    /// Goroutines.
+    pub suspect_min_growth: Option<u64>,
+    /// Percent, checked by [`crate::groups::check_growth_percent`].
+    pub suspect_min_growth_percent: Option<f64>,
     pub context_grace: Option<Duration>,
     pub rescan_interval: Option<Duration>,
     /// Bytes: a power of two, at least 4096.
@@ -149,6 +155,8 @@ struct RawConfig {
     suspect_window_short: Option<String>,
     suspect_window_long: Option<String>,
     suspect_min_age: Option<String>,
+    suspect_min_growth: Option<i64>,
+    suspect_min_growth_percent: Option<f64>,
     context_grace: Option<String>,
     rescan_interval: Option<String>,
     ring_buffer_size: Option<i64>,
@@ -289,6 +297,24 @@ impl RawConfig {
             suspect_window_short: duration("suspect-window-short", self.suspect_window_short)?,
             suspect_window_long: duration("suspect-window-long", self.suspect_window_long)?,
             suspect_min_age: duration("suspect-min-age", self.suspect_min_age)?,
+            suspect_min_growth: self
+                .suspect_min_growth
+                .map(|count| {
+                    u64::try_from(count).map_err(|_| {
+                        (
+                            "suspect-min-growth",
+                            format!("{count} is not a number of goroutines (give 0 or more)"),
+                        )
+                    })
+                })
+                .transpose()?,
+            suspect_min_growth_percent: self
+                .suspect_min_growth_percent
+                .map(|percent| {
+                    crate::groups::check_growth_percent(percent)
+                        .map_err(|reason| ("suspect-min-growth-percent", reason))
+                })
+                .transpose()?,
             context_grace: duration("context-grace", self.context_grace)?,
             rescan_interval: period("rescan-interval", RESCAN_INTERVAL, self.rescan_interval)?,
             ring_buffer_size: self.ring_buffer_size.map(ring_buffer_size).transpose()?,
@@ -538,6 +564,7 @@ mod tests {
             "web.listen-address" => r#"":9789""#,
             "log.format" => r#""json""#,
             "max-overhead" => r#""2.5%""#,
+            "suspect-min-growth" | "suspect-min-growth-percent" => "7",
             _ => r#""7s""#,
         };
         match key.split_once('.') {
@@ -569,6 +596,8 @@ mod tests {
                 suspect_window_short: seven,
                 suspect_window_long: seven,
                 suspect_min_age: seven,
+                suspect_min_growth: Some(7),
+                suspect_min_growth_percent: Some(7.0),
                 context_grace: seven,
                 rescan_interval: seven,
                 ring_buffer_size: Some(65536),

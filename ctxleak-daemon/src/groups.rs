@@ -4,11 +4,13 @@
 //! Each goroutine is symbolized (its stack from `g.sched`, its creation site from `g.gopc`),
 //! user goroutines are grouped by (state and wait reason, the `go` statement that created
 //! them, where they are blocked), and each group's count is followed over a short and a long
-//! window. A group is a leak suspect when it grew over both windows and its oldest member has
-//! been blocked there longer than a threshold, the signal LeakProf used in production:
-//! goroutines piling up at one line.
+//! window. A group is a leak suspect when goroutines keep piling up at one line, the signal
+//! LeakProf used in production, judged so that healthy services do not page
+//! ([`SuspectRules`]): its members are blocked (waiting) at a line of the program, its low
+//! point rose in every quarter of a window (still growing, not grown once since attach), by
+//! enough to matter, and its oldest member has been blocked there longer than a threshold.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -391,13 +393,35 @@ fn source_location(frame: &StackFrame) -> SourceLocation {
     }
 }
 
-/// When a group is a leak suspect (flags of `ctxleak attach`).
+/// When a group is a leak suspect (flags of `ctxleak attach`). All of these must hold:
+///
+/// - **Blocked.** Its members are waiting (parked), not runnable, running or in a system
+///   call: a goroutine that runs is making progress. Go 1.26+'s `leaked` state counts as
+///   blocked.
+/// - **At a line of the program.** Its stack was unwound to a frame outside the runtime
+///   (`blocked_at` is known): a group whose stack could not be read says nothing about where
+///   a leak would be. The main goroutine (started at `runtime.main`) is never a suspect.
+/// - **Still growing.** Over the short window, or over the long one (each as far back as
+///   ctxleak has watched), the group's low point rose in every quarter: each quarter's
+///   smallest count is above the quarter's before. Leaked goroutines never leave, so a leak's
+///   floor climbs steadily; a pool that filled up and then stayed flat stops at its first
+///   flat quarter, and connections that come and go with load pull the floor back down.
+/// - **By enough to matter.** The floor rose, from the first quarter to the last, by at least
+///   `min_growth` goroutines and by at least `min_growth_percent` of the first quarter's
+///   floor (a group of 1 000 idle connections that gains 10 is noise). A group stays a
+///   suspect while it keeps growing by `min_growth`, however large it has become.
+/// - **For long enough.** Its oldest member has been blocked there at least `min_age`.
 #[derive(Clone, Copy, Debug)]
 pub struct SuspectRules {
     pub window_short: Duration,
     pub window_long: Duration,
     /// The oldest member must have been blocked in the group at least this long.
     pub min_age: Duration,
+    /// The floor must rise by at least this many goroutines over the window...
+    pub min_growth: u64,
+    /// ...and by at least this share (percent) of its value in the window's first quarter,
+    /// to become a suspect.
+    pub min_growth_percent: f64,
 }
 
 impl Default for SuspectRules {
@@ -406,8 +430,30 @@ impl Default for SuspectRules {
             window_short: Duration::from_secs(60),
             window_long: Duration::from_secs(600),
             min_age: Duration::from_secs(30),
+            min_growth: 5,
+            min_growth_percent: 10.0,
         }
     }
+}
+
+/// Checks a `--suspect-min-growth-percent` value (flag or config key): a finite number, at
+/// least 0.
+pub fn check_growth_percent(percent: f64) -> Result<f64, String> {
+    if percent.is_finite() && percent >= 0.0 {
+        Ok(percent)
+    } else {
+        Err(format!(
+            "{percent} is not a percentage of the group's size: give a number such as 10 (0 to turn the relative threshold off)"
+        ))
+    }
+}
+
+/// Whether a group's members can be leak suspects at all (see [`SuspectRules`]): blocked at
+/// a known line of the program, and not the main goroutine.
+fn may_be_suspect(goroutine: &GoroutineView, blocked: Option<&StackFrame>) -> bool {
+    matches!(goroutine.state, "waiting" | "leaked")
+        && blocked.is_some()
+        && goroutine.start_function.as_deref() != Some("runtime.main")
 }
 
 struct Member {
@@ -428,6 +474,9 @@ pub struct GroupTracker {
     censuses: u64,
     /// group id -> (time, count), oldest first, reaching back one sample past the long window.
     history: HashMap<u64, VecDeque<(Instant, u64)>>,
+    /// The groups that were suspects at the last census: the relative threshold does not
+    /// apply to them (a leak stays one however large it has grown).
+    suspects: HashSet<u64, foldhash::fast::RandomState>,
 }
 
 impl GroupTracker {
@@ -438,6 +487,7 @@ impl GroupTracker {
             members: FastMap::default(),
             censuses: 0,
             history: HashMap::new(),
+            suspects: HashSet::default(),
         }
     }
 
@@ -445,7 +495,8 @@ impl GroupTracker {
     /// count.
     pub fn update(&mut self, now: Instant, goroutines: &[GoroutineView]) -> Vec<Group> {
         let first = *self.first_census.get_or_insert(now);
-        let mut groups: FastMap<u64, Group> = FastMap::default();
+        // Each group, and whether its members may be suspects at all.
+        let mut groups: FastMap<u64, (Group, bool)> = FastMap::default();
         // Members are updated in place; those this census did not see are dropped after it.
         self.censuses += 1;
         let census = self.censuses;
@@ -488,22 +539,26 @@ impl GroupTracker {
             member.seen = census;
             let since = parked_since.unwrap_or(member.since);
             member.since = since;
-            let group = groups.entry(id).or_insert_with(|| Group {
-                id: format!("{id:016x}"),
-                count: 0,
-                state: goroutine.state.to_owned(),
-                wait_reason: goroutine.wait_reason.to_string(),
-                created_by: goroutine.created_by.as_deref().cloned(),
-                blocked_at: blocked.map(source_location),
-                oldest_age_s: 0.0,
-                growth_short: 0,
-                growth_long: 0,
-                window_short_s: self.rules.window_short.as_secs(),
-                window_long_s: self.rules.window_long.as_secs(),
-                suspect: false,
-                rank: 0,
-                stack: goroutine.stack.iter().map(source_location).collect(),
+            let (group, eligible) = groups.entry(id).or_insert_with(|| {
+                let group = Group {
+                    id: format!("{id:016x}"),
+                    count: 0,
+                    state: goroutine.state.to_owned(),
+                    wait_reason: goroutine.wait_reason.to_string(),
+                    created_by: goroutine.created_by.as_deref().cloned(),
+                    blocked_at: blocked.map(source_location),
+                    oldest_age_s: 0.0,
+                    growth_short: 0,
+                    growth_long: 0,
+                    window_short_s: self.rules.window_short.as_secs(),
+                    window_long_s: self.rules.window_long.as_secs(),
+                    suspect: false,
+                    rank: 0,
+                    stack: goroutine.stack.iter().map(source_location).collect(),
+                };
+                (group, true)
             });
+            *eligible &= may_be_suspect(goroutine, blocked);
             group.count += 1;
             group.oldest_age_s = group
                 .oldest_age_s
@@ -512,7 +567,7 @@ impl GroupTracker {
         self.members.retain(|_, member| member.seen == census);
 
         // Count histories: a group first seen after the first census grew from nothing.
-        for (id, group) in &groups {
+        for (id, (group, _)) in &groups {
             let history = self.history.entry(*id).or_default();
             if history.is_empty() && now > first {
                 history.push_back((first, 0));
@@ -532,15 +587,28 @@ impl GroupTracker {
         self.history
             .retain(|_, history| history.iter().any(|&(_, count)| count > 0));
 
+        let rules = self.rules;
+        let was_suspect = std::mem::take(&mut self.suspects);
         let mut groups: Vec<Group> = groups
             .into_iter()
-            .map(|(id, mut group)| {
+            .map(|(id, (mut group, eligible))| {
                 let history = &self.history[&id];
-                group.growth_short = growth(history, now, self.rules.window_short);
-                group.growth_long = growth(history, now, self.rules.window_long);
-                group.suspect = group.growth_short > 0
+                group.growth_short = growth(history, now, rules.window_short);
+                group.growth_long = growth(history, now, rules.window_long);
+                let enough = |window| {
+                    rising_floor(history, now, window).is_some_and(|(base, rise)| {
+                        rise >= rules.min_growth
+                            && (was_suspect.contains(&id)
+                                || rise as f64 * 100.0 >= rules.min_growth_percent * base as f64)
+                    })
+                };
+                group.suspect = eligible
                     && group.growth_long > 0
-                    && group.oldest_age_s >= self.rules.min_age.as_secs_f64();
+                    && group.oldest_age_s >= rules.min_age.as_secs_f64()
+                    && (enough(rules.window_short) || enough(rules.window_long));
+                if group.suspect {
+                    self.suspects.insert(id);
+                }
                 group
             })
             .collect();
@@ -572,6 +640,62 @@ fn growth(history: &VecDeque<(Instant, u64)>, now: Instant, window: Duration) ->
         .or(history.front())
         .map_or(current, |&(_, count)| count);
     i64::try_from(current).unwrap_or(i64::MAX) - i64::try_from(base).unwrap_or(i64::MAX)
+}
+
+/// Whether the group is still growing over the window ending at `now` (as far back as the
+/// history reaches): the smallest count of each quarter of the window is above the quarter's
+/// before. The history is a step function (a count holds until the next census). Gives the
+/// first quarter's floor and how far the floor rose to the last quarter's.
+fn rising_floor(
+    history: &VecDeque<(Instant, u64)>,
+    now: Instant,
+    window: Duration,
+) -> Option<(u64, u64)> {
+    let &(oldest, _) = history.front()?;
+    let start = now
+        .checked_sub(window)
+        .map_or(oldest, |start| start.max(oldest));
+    let quarter = now.checked_duration_since(start)? / 4;
+    if quarter.is_zero() {
+        return None;
+    }
+    // One pass: `value` is the count holding since the last sample, each quarter's floor the
+    // smallest count that held in it (a sample at a quarter's very start replaces the value
+    // before it there).
+    let mut samples = history
+        .iter()
+        .skip_while(|(time, _)| *time <= start)
+        .peekable();
+    let mut value = history
+        .iter()
+        .take_while(|(time, _)| *time <= start)
+        .last()
+        .map(|&(_, count)| count)?;
+    let mut floors = [value, u64::MAX, u64::MAX, u64::MAX];
+    let mut current = 0;
+    let quarter_ns = quarter.as_nanos();
+    while current < 3 || samples.peek().is_some() {
+        let Some(&(time, count)) = samples.next() else {
+            current += 1;
+            floors[current] = floors[current].min(value);
+            continue;
+        };
+        let since = time.duration_since(start).as_nanos();
+        let index = usize::try_from(since / quarter_ns).unwrap_or(3).min(3);
+        while current < index {
+            current += 1;
+            let at_start = current == index && since == quarter_ns * current as u128;
+            if !at_start {
+                floors[current] = floors[current].min(value);
+            }
+        }
+        floors[index] = floors[index].min(count);
+        value = count;
+    }
+    floors
+        .windows(2)
+        .all(|pair| pair[1] > pair[0])
+        .then(|| (floors[0], floors[3] - floors[0]))
 }
 
 /// Stable across censuses and restarts: FNV-1a of the grouping key.
@@ -676,6 +800,7 @@ mod tests {
             window_short: Duration::from_secs(10),
             window_long: Duration::from_secs(60),
             min_age: Duration::from_secs(5),
+            ..SuspectRules::default()
         };
         let mut tracker = GroupTracker::new(rules);
         let start = Instant::now();
@@ -708,5 +833,146 @@ mod tests {
             (8, 0, 0, false, 0)
         );
         assert_ne!(leak.id, pool.id);
+    }
+
+    /// Feeds `counts[i]` goroutines at line 30 (made by `make`, goids from 1000) at census i,
+    /// one every 5 s, with the default rules; the group as the last census saw it.
+    fn judge(counts: &[u64], make: impl Fn(u64) -> GoroutineView) -> Group {
+        judge_with(SuspectRules::default(), counts, make)
+    }
+
+    fn judge_with(
+        rules: SuspectRules,
+        counts: &[u64],
+        make: impl Fn(u64) -> GoroutineView,
+    ) -> Group {
+        let mut tracker = GroupTracker::new(rules);
+        let start = Instant::now();
+        let mut last = Vec::new();
+        for (step, &count) in (0u32..).zip(counts) {
+            let census: Vec<GoroutineView> = (0..count).map(|i| make(1000 + i)).collect();
+            last = tracker.update(start + Duration::from_secs(5) * step, &census);
+        }
+        last.into_iter()
+            .next()
+            .expect("the group is in the last census")
+    }
+
+    fn leaked(goid: u64) -> GoroutineView {
+        goroutine(goid, 30)
+    }
+
+    #[test]
+    fn a_leak_growing_two_a_census_is_a_suspect_within_45_s() {
+        let counts: Vec<u64> = (0..10).map(|step| 2 * step).collect();
+        let group = judge(&counts, leaked);
+        assert!(group.suspect, "{group:?}");
+    }
+
+    #[test]
+    fn a_pool_that_filled_up_then_stayed_flat_is_not_a_suspect() {
+        // Grows to its cap of 10 in the first 10 s of a 45 s watch, then flat for 35 s: it
+        // grew by 9 since attach, but not in every quarter.
+        let group = judge(&[1, 5, 10, 10, 10, 10, 10, 10, 10, 10], leaked);
+        assert_eq!(group.growth_long, 9);
+        assert!(!group.suspect, "{group:?}");
+    }
+
+    #[test]
+    fn connections_coming_and_going_with_load_are_not_suspects() {
+        // Up with load and back down, and up further: the floor falls back each time.
+        let group = judge(&[2, 6, 3, 9, 2, 8, 12, 4, 14, 16], leaked);
+        assert!(group.growth_long > 0);
+        assert!(!group.suspect, "{group:?}");
+    }
+
+    #[test]
+    fn growth_by_one_connection_is_too_little_to_matter() {
+        // Still growing in every quarter, by one goroutine each: under --suspect-min-growth.
+        let group = judge(&[1, 1, 2, 2, 3, 3, 4, 4, 5, 5], leaked);
+        assert!(!group.suspect, "{group:?}");
+    }
+
+    #[test]
+    fn growth_small_beside_the_group_needs_the_relative_threshold() {
+        // 1000 idle connections gaining 2 a census: +12 from the first quarter to the last,
+        // 1.2%.
+        let counts: Vec<u64> = (0..10).map(|step| 1000 + 2 * step).collect();
+        let group = judge(&counts, leaked);
+        assert!(!group.suspect, "{group:?}");
+        // The same growth from 20 is a leak.
+        let counts: Vec<u64> = (0..10).map(|step| 20 + 2 * step).collect();
+        assert!(judge(&counts, leaked).suspect);
+    }
+
+    #[test]
+    fn a_suspect_stays_one_however_large_it_grows() {
+        // With a 2-minute long window, a leak of 2 a census grows by 48 over either window:
+        // under 10% of the group once it is past 480.
+        let rules = SuspectRules {
+            window_long: Duration::from_secs(120),
+            ..SuspectRules::default()
+        };
+        // Flagged early, it is still one at 1 000 goroutines...
+        let counts: Vec<u64> = (0..520).map(|step| 2 * step).collect();
+        let group = judge_with(rules, &counts, leaked);
+        assert!(group.count > 1000 && group.suspect, "{group:?}");
+        // ...where the same growth, first seen there, is not enough to become one.
+        let counts: Vec<u64> = (490..520).map(|step| 2 * step).collect();
+        let group = judge_with(rules, &counts, leaked);
+        assert!(group.count > 1000 && !group.suspect, "{group:?}");
+    }
+
+    #[test]
+    fn only_blocked_goroutines_at_a_known_line_outside_main_are_suspects() {
+        let counts: Vec<u64> = (0..10).map(|step| 2 * step).collect();
+        let runnable = judge(&counts, |goid| GoroutineView {
+            state: "runnable",
+            wait_reason: "".into(),
+            ..leaked(goid)
+        });
+        assert!(!runnable.suspect, "{runnable:?}");
+        let unwound = judge(&counts, |goid| GoroutineView {
+            stack: vec![frame("runtime.gopark", 1)].into(),
+            ..leaked(goid)
+        });
+        assert!(
+            unwound.blocked_at.is_none() && !unwound.suspect,
+            "{unwound:?}"
+        );
+        let main = judge(&counts, |goid| GoroutineView {
+            start_function: Some("runtime.main".into()),
+            ..leaked(goid)
+        });
+        assert!(!main.suspect, "{main:?}");
+        let leaked_state = judge(&counts, |goid| GoroutineView {
+            state: "leaked",
+            ..leaked(goid)
+        });
+        assert!(leaked_state.suspect, "{leaked_state:?}");
+    }
+
+    #[test]
+    fn floors_are_per_quarter_and_a_sample_at_a_quarter_start_opens_it() {
+        let start = Instant::now();
+        let at = |s: u64, count: u64| (start + Duration::from_secs(s), count);
+        let now = start + Duration::from_secs(4);
+        let window = Duration::from_secs(4);
+        // One sample at the start of each quarter: the floors are 0, 1, 2 and 3.
+        let history: VecDeque<_> = (0..=4).map(|s| at(s, s)).collect();
+        assert_eq!(rising_floor(&history, now, window), Some((0, 3)));
+        // A dip inside the third quarter brings its floor to the second's: not rising.
+        let mut dipped = history.clone();
+        dipped.insert(3, (start + Duration::from_millis(2500), 1));
+        assert_eq!(rising_floor(&dipped, now, window), None);
+        // Quarters without a sample hold the count before them.
+        let sparse: VecDeque<_> = [at(0, 0), at(4, 9)].into_iter().collect();
+        assert_eq!(rising_floor(&sparse, now, window), None);
+        // The window reaches back no further than the history; an empty one says nothing.
+        assert_eq!(
+            rising_floor(&history, now, Duration::from_secs(60)),
+            Some((0, 3))
+        );
+        assert_eq!(rising_floor(&history, now, Duration::ZERO), None);
     }
 }

@@ -5,6 +5,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use ctxleak_daemon::config::{self, DaemonConfig, ListenAddress, LogFormat};
+use ctxleak_daemon::groups::SuspectRules;
 use ctxleak_daemon::{attach, inspect};
 
 use std::process::ExitCode;
@@ -159,9 +160,16 @@ struct DaemonArgs {
     /// ...and over this one [default: 10m]...
     #[arg(long, value_parser = humantime::parse_duration)]
     suspect_window_long: Option<Duration>,
-    /// ...and blocked at the same place at least this long [default: 30s].
+    /// ...and blocked at the same place at least this long [default: 30s]...
     #[arg(long, value_parser = humantime::parse_duration)]
     suspect_min_age: Option<Duration>,
+    /// ...and its low point rose by at least this many goroutines over a window
+    /// [default: 5]...
+    #[arg(long, value_name = "GOROUTINES")]
+    suspect_min_growth: Option<u64>,
+    /// ...and by at least this percentage of its size [default: 10]. See attach --help.
+    #[arg(long, value_name = "PERCENT", value_parser = parse_growth_percent)]
+    suspect_min_growth_percent: Option<f64>,
     /// Probe runtime.gopark for exact blocked-since times (one more trap per park).
     #[arg(long)]
     park_times: bool,
@@ -203,7 +211,7 @@ impl DaemonArgs {
             &list(self.process_name, config.process_name),
             &list(self.cgroup, config.cgroup),
         )?;
-        let suspect_rules = ctxleak_daemon::groups::SuspectRules {
+        let suspect_rules = SuspectRules {
             window_short: or(
                 self.suspect_window_short,
                 config.suspect_window_short,
@@ -219,6 +227,14 @@ impl DaemonArgs {
                 config.suspect_min_age,
                 DEFAULT_SUSPECT_MIN_AGE,
             ),
+            min_growth: self
+                .suspect_min_growth
+                .or(config.suspect_min_growth)
+                .unwrap_or(SuspectRules::default().min_growth),
+            min_growth_percent: self
+                .suspect_min_growth_percent
+                .or(config.suspect_min_growth_percent)
+                .unwrap_or(SuspectRules::default().min_growth_percent),
         };
         Ok(ctxleak_daemon::daemon::DaemonOptions {
             listen,
@@ -280,15 +296,28 @@ struct WatchArgs {
     /// goroutines).
     #[arg(long, default_value = DEFAULT_CENSUS_INTERVAL, value_parser = |text: &str| parse_period(text, config::CENSUS_INTERVAL))]
     census_interval: std::time::Duration,
-    /// A leak suspect grew over this window...
+    /// Leak-suspect rule: a group of goroutines is a suspect when its members are blocked
+    /// (waiting, not runnable or running) at a line of the program (not the main goroutine,
+    /// not a stack that could not be read), when it is still growing over this window or the
+    /// long one (its smallest count rose in every quarter of the window, as far back as
+    /// ctxleak has watched: a pool that filled up and stayed flat, or connections coming and
+    /// going with load, are not)...
     #[arg(long, default_value = DEFAULT_SUSPECT_WINDOW_SHORT, value_parser = humantime::parse_duration)]
     suspect_window_short: std::time::Duration,
-    /// ...and over this one (growth since attach while ctxleak has watched for less)...
+    /// ...the long window, growth over which also ranks the suspects...
     #[arg(long, default_value = DEFAULT_SUSPECT_WINDOW_LONG, value_parser = humantime::parse_duration)]
     suspect_window_long: std::time::Duration,
-    /// ...and its oldest goroutine has been blocked at the same place at least this long.
+    /// ...when its oldest goroutine has been blocked at the same place at least this long...
     #[arg(long, default_value = DEFAULT_SUSPECT_MIN_AGE, value_parser = humantime::parse_duration)]
     suspect_min_age: std::time::Duration,
+    /// ...when its smallest count rose over the window by at least this many goroutines...
+    #[arg(long, value_name = "GOROUTINES", default_value_t = SuspectRules::default().min_growth)]
+    suspect_min_growth: u64,
+    /// ...and by at least this percentage of the smallest count in the window's first
+    /// quarter, to become a suspect (a group of 1000 idle connections that gains 10 is
+    /// noise); a suspect stays one while it keeps growing by --suspect-min-growth.
+    #[arg(long, value_name = "PERCENT", default_value_t = SuspectRules::default().min_growth_percent, value_parser = parse_growth_percent)]
+    suspect_min_growth_percent: f64,
     /// Probe runtime.gopark too, to know exactly since when each goroutine is blocked
     /// (one more trap per park, which costs the target CPU on busy services; without it,
     /// ages are measured from the census that first saw the goroutine blocked).
@@ -346,10 +375,12 @@ impl WatchArgs {
                 no_contexts: self.no_contexts,
                 run_stats: self.probe_stats,
             },
-            suspect_rules: ctxleak_daemon::groups::SuspectRules {
+            suspect_rules: SuspectRules {
                 window_short: self.suspect_window_short,
                 window_long: self.suspect_window_long,
                 min_age: self.suspect_min_age,
+                min_growth: self.suspect_min_growth,
+                min_growth_percent: self.suspect_min_growth_percent,
             },
             context_grace: self.context_grace,
             policy: ctxleak_daemon::budget::ProbePolicy::resolve(
@@ -436,6 +467,15 @@ fn parse_hex(text: &str) -> Result<u64, String> {
 fn parse_period(text: &str, rule: config::Period) -> Result<Duration, String> {
     let period = humantime::parse_duration(text).map_err(|error| error.to_string())?;
     rule.check(period, text)
+}
+
+fn parse_growth_percent(text: &str) -> Result<f64, String> {
+    let percent: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number (a percentage such as 10)"))?;
+    ctxleak_daemon::groups::check_growth_percent(percent)
 }
 
 fn parse_ring_bytes(text: &str) -> Result<u32, String> {

@@ -3,32 +3,19 @@
 
 mod common;
 
-use std::process::{Child, Output, Stdio};
-use std::time::Duration;
+use std::process::{Child, Output};
 
 use common::{Driven, Lines, ctxleak, fixture};
 use serde_json::Value;
 
-/// Starts `ctxleak report` on `pid` and waits until it is attached.
+/// Starts `ctxleak report` on `pid` with a 1 s census and context grace, and waits until it
+/// is attached.
 fn report(pid: u32, extra: &[&str]) -> (Child, Lines) {
-    let mut child = ctxleak()
-        .args(["report", "--pid", &pid.to_string()])
-        .args(["--census-interval", "1s", "--context-grace", "1s"])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start ctxleak report");
-    let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
-    assert!(
-        stderr
-            .wait_for("ctxleak: attached to PID", Duration::from_secs(60))
-            .is_some(),
-        "ctxleak report did not attach: {:?}",
-        stderr.seen
-    );
-    (child, stderr)
+    let args: Vec<&str> = ["--census-interval", "1s", "--context-grace", "1s"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    common::start_report(pid, &args)
 }
 
 fn finish(child: Child) -> Output {

@@ -46,6 +46,8 @@ const CONFIG_KEYS: &[&str] = &[
     "suspect-window-short",
     "suspect-window-long",
     "suspect-min-age",
+    "suspect-min-growth",
+    "suspect-min-growth-percent",
     "context-grace",
     "rescan-interval",
     "ring-buffer-size",
@@ -1281,6 +1283,8 @@ fn check_config(name: &str, doc: &Value) -> Result<()> {
                 .as_u64()
                 .is_some_and(|n| n >= 4096 && n.is_power_of_two()),
             "park-times" | "no-contexts" | "probe-stats" => value.is_boolean(),
+            "suspect-min-growth" => value.as_u64().is_some(),
+            "suspect-min-growth-percent" => value.as_f64().is_some_and(|p| p >= 0.0),
             key if GLOB_LIST_KEYS.contains(&key) => value.as_array().is_some_and(|globs| {
                 globs
                     .iter()
@@ -1445,6 +1449,8 @@ mod tests {
         let good = json!({
             "rescan-interval": "10s",
             "no-contexts": true,
+            "suspect-min-growth": 5,
+            "suspect-min-growth-percent": 2.5,
             "exe": ["/srv/**"],
             "process-name": [],
             "log": {"format": "json"},
@@ -1457,6 +1463,8 @@ mod tests {
             json!({"no-contexts": "no"}),
             json!({"log": {"format": "xml"}}),
             json!({"rescan-interval": "10"}),
+            json!({"suspect-min-growth": -1}),
+            json!({"suspect-min-growth-percent": "10%"}),
             json!({"log": {"level": "info"}}),
         ] {
             assert!(check_config("t", &bad).is_err(), "accepted {bad}");

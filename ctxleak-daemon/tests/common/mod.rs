@@ -221,6 +221,28 @@ pub fn ctxleak() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ctxleak"))
 }
 
+/// Starts `ctxleak report --pid PID ARGS` (stdout and stderr piped) and waits until it is
+/// attached: the child, and its stderr's lines so far.
+pub fn start_report(pid: u32, args: &[&str]) -> (Child, Lines) {
+    let mut child = ctxleak()
+        .args(["report", "--pid", &pid.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start ctxleak report");
+    let mut stderr = Lines::new(child.stderr.take().expect("piped stderr"));
+    assert!(
+        stderr
+            .wait_for("ctxleak: attached to PID", Duration::from_secs(60))
+            .is_some(),
+        "ctxleak report did not attach: {:?}",
+        stderr.seen
+    );
+    (child, stderr)
+}
+
 /// A running `ctxleak attach`.
 pub struct Ctxleak {
     pub child: Child,
@@ -496,7 +518,13 @@ pub struct Driven {
 
 impl Driven {
     pub fn start(path: &std::path::Path) -> Self {
+        Self::start_with(path, &[])
+    }
+
+    /// Starts the fixture at `path` with these arguments.
+    pub fn start_with(path: &std::path::Path, args: &[&str]) -> Self {
         let mut child = Command::new(path)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
