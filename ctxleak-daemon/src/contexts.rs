@@ -550,9 +550,12 @@ pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs
     let site = |id: SiteId| tracker.sites.get(id).map(|s| SourceLocation::clone(s));
     let mut keys = HashSet::new();
 
-    // Unreleased children, by creation site.
+    // Unreleased children older than the grace period, by creation site: a request's context
+    // is registered and uncancelled while the request is in flight, which a busy server
+    // always has some of.
+    let young = inputs.now_ns.saturating_sub(inputs.grace_ns);
     let mut by_site: HashMap<SiteId, (u64, u64, u64)> = HashMap::new();
-    for context in tracker.unreleased() {
+    for context in tracker.unreleased().filter(|c| c.created_ns <= young) {
         let entry = by_site.entry(context.site).or_insert((0, 0, u64::MAX));
         entry.0 += 1;
         if !(inputs.is_live)(context.creator) {

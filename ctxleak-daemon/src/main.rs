@@ -173,8 +173,8 @@ struct DaemonArgs {
     /// Probe runtime.gopark for exact blocked-since times (one more trap per park).
     #[arg(long)]
     park_times: bool,
-    /// A goroutine outlives its context once the context was cancelled this long
-    /// [default: 5s].
+    /// A goroutine outlives its context once the context was cancelled this long, and an
+    /// uncancelled child context counts as unreleased once it is this old [default: 5s].
     #[arg(long, value_parser = humantime::parse_duration)]
     context_grace: Option<Duration>,
     /// Do not probe the context package.
@@ -324,7 +324,8 @@ struct WatchArgs {
     #[arg(long)]
     park_times: bool,
     /// A goroutine started under a context is reported as outliving it once the context
-    /// has been cancelled this long and the goroutine is still alive.
+    /// has been cancelled this long and the goroutine is still alive; an uncancelled child
+    /// context is reported as unreleased once it is this old (in-flight requests are not).
     #[arg(long, default_value = DEFAULT_CONTEXT_GRACE, value_parser = humantime::parse_duration)]
     context_grace: std::time::Duration,
     /// Do not probe the context package (three probes: context creation, registration

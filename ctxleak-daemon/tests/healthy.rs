@@ -5,7 +5,8 @@
 //! growing to its cap in the first 10 s, a ticker, a pipeline), and exits 1 on the `demo`
 //! fixture's leak, ranked first, and on the same keep-alive server with a client that never
 //! closes its response bodies (connection-scoped goroutines are judged like any other).
-//! `--no-contexts`: the suspect rules alone decide.
+//! Default options, contexts included: the healthy server's in-flight requests hold
+//! registered contexts at every moment, which must not count as unreleased.
 //!
 //! The healthy program's own count is the truth that it leaks nothing: runtime.NumGoroutine()
 //! at the end is within the bound its modes have by design. Oldest and newest Go, all six
@@ -18,7 +19,7 @@ use std::process::{Command, Stdio};
 use common::{Driven, fixture, start_report};
 use serde_json::Value;
 
-const WATCH: &[&str] = &["--for", "45s", "--json", "--no-contexts"];
+const WATCH: &[&str] = &["--for", "45s", "--json"];
 
 /// One version's check: a summary, or what went wrong.
 type Check = fn(&str) -> Result<String, String>;
