@@ -95,7 +95,7 @@ pub struct EventHeader {
 }
 
 impl EventHeader {
-    pub const SIZE: usize = core::mem::size_of::<Self>();
+    pub const SIZE: usize = size_of::<Self>();
 }
 
 /// One goroutine lifecycle event, streamed through [`EVENTS_MAP`]: sent whole for
@@ -119,7 +119,7 @@ pub struct GoroutineEvent {
 }
 
 impl GoroutineEvent {
-    pub const SIZE: usize = core::mem::size_of::<Self>();
+    pub const SIZE: usize = size_of::<Self>();
 }
 
 /// Return addresses kept per context creation: enough to climb out of package `context`
@@ -140,7 +140,7 @@ pub struct ContextChange {
 }
 
 impl ContextChange {
-    pub const SIZE: usize = core::mem::size_of::<Self>();
+    pub const SIZE: usize = size_of::<Self>();
 }
 
 /// One `context` cancel-tree event, streamed through [`EVENTS_MAP`] beside
@@ -178,7 +178,7 @@ pub struct ContextEvent {
 }
 
 impl ContextEvent {
-    pub const SIZE: usize = core::mem::size_of::<Self>();
+    pub const SIZE: usize = size_of::<Self>();
 }
 
 // Every record starts with `kind` and `pid`, a goroutine record with an [`EventHeader`], and a

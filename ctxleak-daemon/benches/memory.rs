@@ -361,7 +361,7 @@ fn main() {
         json!({
             "goroutines": n,
             "event_bytes": GoroutineEvent::SIZE,
-            "census_record_bytes": std::mem::size_of::<GoroutineRecord>(),
+            "census_record_bytes": size_of::<GoroutineRecord>(),
             "tracked_bytes_per_goroutine": live_stats.held as f64 / n as f64,
             "rows": rows,
         })

@@ -37,7 +37,7 @@ pub struct AttachOptions {
     /// A goroutine outliving its context is reported once the context was cancelled this long.
     pub context_grace: Duration,
     /// Whether the probes run always, under a CPU budget, or never.
-    pub policy: crate::budget::ProbePolicy,
+    pub policy: ProbePolicy,
     /// Watch this long, take a last census and end (`ctxleak report`); None: until the
     /// target exits or ctxleak is interrupted.
     pub watch_for: Option<Duration>,

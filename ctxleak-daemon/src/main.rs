@@ -68,7 +68,7 @@ enum Command {
         watch: WatchArgs,
         /// How long to watch before reporting.
         #[arg(long = "for", default_value = "30s", value_parser = humantime::parse_duration)]
-        duration: std::time::Duration,
+        duration: Duration,
         /// Print the report as JSON ({"leaks_found", "leaks", "groups"}) instead of text.
         #[arg(long)]
         json: bool,
@@ -100,7 +100,7 @@ enum Command {
         url: String,
         /// How often to refresh: 1s, 500ms, 2m (at least 100ms).
         #[arg(long, default_value = "1s", value_parser = ctxleak_daemon::top::parse_interval)]
-        interval: std::time::Duration,
+        interval: Duration,
         /// The process to show when --url is a `ctxleak daemon` watching several (its
         /// /api/targets lists them).
         #[arg(long)]
@@ -295,7 +295,7 @@ struct WatchArgs {
     /// least 100ms (costs the target nothing; costs ctxleak CPU in proportion to the
     /// goroutines).
     #[arg(long, default_value = DEFAULT_CENSUS_INTERVAL, value_parser = |text: &str| parse_period(text, config::CENSUS_INTERVAL))]
-    census_interval: std::time::Duration,
+    census_interval: Duration,
     /// Leak-suspect rule: a group of goroutines is a suspect when its members are blocked
     /// (waiting, not runnable or running) at a line of the program (not the main goroutine,
     /// not a stack that could not be read), when it is still growing over this window or the
@@ -303,13 +303,13 @@ struct WatchArgs {
     /// ctxleak has watched: a pool that filled up and stayed flat, or connections coming and
     /// going with load, are not)...
     #[arg(long, default_value = DEFAULT_SUSPECT_WINDOW_SHORT, value_parser = humantime::parse_duration)]
-    suspect_window_short: std::time::Duration,
+    suspect_window_short: Duration,
     /// ...the long window, growth over which also ranks the suspects...
     #[arg(long, default_value = DEFAULT_SUSPECT_WINDOW_LONG, value_parser = humantime::parse_duration)]
-    suspect_window_long: std::time::Duration,
+    suspect_window_long: Duration,
     /// ...when its oldest goroutine has been blocked at the same place at least this long...
     #[arg(long, default_value = DEFAULT_SUSPECT_MIN_AGE, value_parser = humantime::parse_duration)]
-    suspect_min_age: std::time::Duration,
+    suspect_min_age: Duration,
     /// ...when its smallest count rose over the window by at least this many goroutines...
     #[arg(long, value_name = "GOROUTINES", default_value_t = SuspectRules::default().min_growth)]
     suspect_min_growth: u64,
@@ -327,7 +327,7 @@ struct WatchArgs {
     /// has been cancelled this long and the goroutine is still alive; an uncancelled child
     /// context is reported as unreleased once it is this old (in-flight requests are not).
     #[arg(long, default_value = DEFAULT_CONTEXT_GRACE, value_parser = humantime::parse_duration)]
-    context_grace: std::time::Duration,
+    context_grace: Duration,
     /// Do not probe the context package (three probes: context creation, registration
     /// under a parent, cancellation); goroutine metrics only.
     #[arg(long)]
@@ -361,7 +361,7 @@ impl WatchArgs {
         self,
         listen: ListenAddress,
         summary: bool,
-        watch_for: Option<std::time::Duration>,
+        watch_for: Option<Duration>,
     ) -> attach::AttachOptions {
         attach::AttachOptions {
             pid: self.pid,
@@ -394,11 +394,7 @@ impl WatchArgs {
 }
 
 /// `ctxleak report`: the exit status says whether leaks were found.
-async fn run_report(
-    watch: WatchArgs,
-    duration: std::time::Duration,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+async fn run_report(watch: WatchArgs, duration: Duration, json: bool) -> anyhow::Result<ExitCode> {
     let pid = watch.pid;
     // Its own free port: a report must not collide with an `attach` serving on the default.
     let listen: ListenAddress = "127.0.0.1:0".parse()?;

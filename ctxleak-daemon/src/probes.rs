@@ -463,7 +463,7 @@ fn decode_prefix<T: aya::Pod + Default>(bytes: &[u8], min: usize) -> Option<T> {
         return None;
     }
     let mut value = T::default();
-    let len = bytes.len().min(std::mem::size_of::<T>());
+    let len = bytes.len().min(size_of::<T>());
     // SAFETY: T is plain #[repr(C)] integers (Pod), so any bytes make a valid T; `len` is
     // within both the source and the destination.
     unsafe {

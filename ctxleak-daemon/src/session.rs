@@ -244,7 +244,7 @@ impl Session {
         binary: &GoBinary,
         bias: u64,
         census_ktime: u64,
-        goroutines: &[crate::census::GoroutineRecord],
+        goroutines: &[census::GoroutineRecord],
         disagreements: &[crate::tracker::Disagreement],
     ) -> String {
         use crate::tracker::Disagreement;

@@ -288,7 +288,7 @@ mod tests {
         );
         let before = ExeIdentity::of_process(pid).expect("the child's executable");
         let mut stdin = child.stdin.take().expect("piped stdin");
-        std::io::Write::write_all(&mut stdin, b"\n").expect("tell sh to exec");
+        io::Write::write_all(&mut stdin, b"\n").expect("tell sh to exec");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while ExeIdentity::of_process(pid).is_ok_and(|now| now == before) {
             assert!(

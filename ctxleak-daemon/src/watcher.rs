@@ -297,13 +297,12 @@ impl Watcher {
         } = prepared;
         let pid = process.pid();
         // The error to give instead when the process exited or exec'd meanwhile.
-        let gone = |process: &crate::target::ProcessHandle| match process
-            .explain(TargetError::NoSuchProcess { pid })
-        {
-            error @ (TargetError::ExitedDuringAttach { .. }
-            | TargetError::ExecdDuringAttach { .. }) => Some(error),
-            _ => None,
-        };
+        let gone =
+            |process: &ProcessHandle| match process.explain(TargetError::NoSuchProcess { pid }) {
+                error @ (TargetError::ExitedDuringAttach { .. }
+                | TargetError::ExecdDuringAttach { .. }) => Some(error),
+                _ => None,
+            };
         self.probes
             .register(pid, &binary, bias, self.options.probe_mode)
             .context("cannot register the process with the eBPF programs")?;
@@ -815,7 +814,7 @@ impl Watcher {
         };
         let mut pids = Vec::new();
         while let Some(item) = ring.next() {
-            if item.len() >= std::mem::size_of::<ctxleak_common::ExecEvent>() {
+            if item.len() >= size_of::<ctxleak_common::ExecEvent>() {
                 // SAFETY: ExecEvent is plain #[repr(C)] integers and the record is long enough.
                 let event = unsafe {
                     std::ptr::read_unaligned(item.as_ptr().cast::<ctxleak_common::ExecEvent>())
