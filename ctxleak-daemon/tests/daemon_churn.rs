@@ -110,9 +110,9 @@ struct Log {
     attached: BTreeMap<u32, f64>,
     /// PID -> when the daemon logged `detached`.
     detached: BTreeMap<u32, f64>,
-    /// `exited before ctxleak could read it` or `... could watch it`, `exited while ctxleak
-    /// was attaching` or
-    /// `cannot read the executable` (it exited before the daemon could read it).
+    /// `exited (or exec'd) before ctxleak could watch it` (as `Watcher::watch` says it: it
+    /// exited while the daemon read or attached to it), `exited before ctxleak could read
+    /// it` or `cannot read the executable` (it exited before the daemon could read it).
     too_short: BTreeSet<u32>,
     /// `the census found goroutines the probe events missed` lines, by PID: a known, counted
     /// and repaired miss not explained yet (see below), tolerated at a low rate.
@@ -147,9 +147,8 @@ impl Log {
             } else if words.contains(&"detached") {
                 self.detached
                     .insert(pid, log_time(&line).expect("timestamp of the log line"));
-            } else if line.contains("exited before ctxleak could watch it")
+            } else if line.contains("exited (or exec'd) before ctxleak could watch it")
                 || line.contains("exited before ctxleak could read it")
-                || line.contains("exited while ctxleak was attaching")
                 // /proc/PID/exe unreadable: "most often it exited meanwhile" (the daemon).
                 || line.contains("cannot read the executable")
             {
