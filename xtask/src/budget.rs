@@ -678,8 +678,9 @@ fn report(
          that nobody cancels and a goroutine waiting for it forever. Seconds from the first \
          leaking request until `/api/leaks` lists the context's line as unreleased, and until \
          `/api/groups` has a suspect group created at the `go` line or blocked at the \
-         goroutine's line (asked every {} ms; a group is a suspect once its oldest member is \
-         30 s old, `--suspect-min-age`). Given up after {} s.\n",
+         goroutine's line (asked every {} ms; a group is a suspect once it grew in every quarter \
+         of a window, by at least 5 goroutines and 10%, and its oldest member is 30 s old: see \
+         the README's Leak suspects). Given up after {} s.\n",
         POLL_EVERY.as_millis(),
         DETECTION_TIMEOUT.as_secs(),
     )?;

@@ -541,7 +541,7 @@ impl App {
             lines.push(Line::styled(
                 truncate(
                     &format!(
-                        "LEAK SUSPECT #{}: keeps growing, and its oldest member is older than the threshold",
+                        "LEAK SUSPECT #{}: blocked, still growing by enough to matter, oldest member past the threshold",
                         group.rank
                     ),
                     width,
