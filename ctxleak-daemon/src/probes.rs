@@ -286,9 +286,7 @@ impl Probes {
         mode: ProbeMode,
         only: Option<u32>,
     ) -> Result<Attachment, ProbeError> {
-        let scope = only
-            .and_then(std::num::NonZeroU32::new)
-            .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        let scope = scope(only);
         let parked = mode
             .park_times
             .then_some((PROG_GOROUTINE_PARKED, binary.probes.goroutine_parked));
@@ -336,11 +334,7 @@ impl Probes {
                 .and_then(|offset| {
                     uprobe(&mut self.ebpf, program)?
                         .attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
-                        .map_err(|source| ProbeError::Attach {
-                            path: binary.path.display().to_string(),
-                            offset,
-                            source: Box::new(source),
-                        })
+                        .map_err(attach_error(&binary.path, offset))
                 });
             match attached {
                 Ok(link) => attachment.links.push((program, link)),
@@ -361,18 +355,15 @@ impl Probes {
         offset: u64,
         pid: u32,
     ) -> Result<UProbeLink, ProbeError> {
-        let scope = std::num::NonZeroU32::new(pid)
-            .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
-        let attach_error = |source| ProbeError::Attach {
-            path: exe.display().to_string(),
-            offset,
-            source: Box::new(source),
-        };
         let program = uprobe(&mut self.ebpf, PROG_FLOOR)?;
         let link = program
-            .attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
-            .map_err(attach_error)?;
-        program.take_link(link).map_err(attach_error)
+            .attach(
+                UProbeAttachLocation::AbsoluteOffset(offset),
+                exe,
+                scope(Some(pid)),
+            )
+            .map_err(attach_error(exe, offset))?;
+        program.take_link(link).map_err(attach_error(exe, offset))
     }
 
     /// Removes the probes of one executable. Unregistering a uprobe waits for the kernel to
@@ -446,6 +437,24 @@ impl Probes {
             .get(&(counter as u32), 0)
             .map(|values| values.iter().sum())
             .unwrap_or(0)
+    }
+}
+
+/// Trapping in process `only` alone, or (None, or 0) in every process running the file.
+fn scope(only: Option<u32>) -> UProbeScope {
+    only.and_then(std::num::NonZeroU32::new)
+        .map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess)
+}
+
+/// The error of attaching at `offset` of the file at `path`.
+fn attach_error(
+    path: &Path,
+    offset: u64,
+) -> impl Fn(aya::programs::ProgramError) -> ProbeError + '_ {
+    move |source| ProbeError::Attach {
+        path: path.display().to_string(),
+        offset,
+        source: Box::new(source),
     }
 }
 

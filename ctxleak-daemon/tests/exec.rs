@@ -6,47 +6,31 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Ctxleak, Lines, fixture, go_versions, wait_for_sample, wait_timeout};
+use common::{Ctxleak, Driven, Lines, fixture, go_versions, wait_for_sample, wait_timeout};
 
 const SETTLE: Duration = Duration::from_secs(20);
 
 /// The `execs` fixture, told to exec `then` (and its arguments) on a line on stdin.
-struct Execs {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: Lines,
-}
+struct Execs(Driven);
 
 impl Execs {
     fn start(binary: &Path, then: &[&str]) -> Self {
-        let mut child = Command::new(binary)
-            .args(then)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = Lines::new(child.stdout.take().expect("piped stdout"));
-        Self {
-            child,
-            stdin,
-            stdout,
-        }
+        Self(Driven::start_with(binary, then))
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.0.pid()
     }
 
     /// The running program's own count: `runtime.NumGoroutine()` on its ready line.
     fn ready(&mut self) -> f64 {
         let line = self
-            .stdout
-            .wait_for("ready goroutines ", SETTLE)
-            .unwrap_or_else(|| panic!("no ready line: {:?}", self.stdout.seen));
+            .0
+            .line_with("ready goroutines ", SETTLE)
+            .unwrap_or_else(|seen| panic!("no ready line: {seen}"));
         line.rsplit(' ')
             .next()
             .and_then(|n| n.parse().ok())
@@ -55,16 +39,7 @@ impl Execs {
 
     /// Lets the running program exec its successor.
     fn exec(&mut self) {
-        std::io::Write::write_all(&mut self.stdin, b"\n")
-            .and_then(|()| std::io::Write::flush(&mut self.stdin))
-            .expect("the fixture's stdin is closed");
-    }
-}
-
-impl Drop for Execs {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.send("");
     }
 }
 
@@ -142,7 +117,7 @@ fn attach_follows_a_go_program_the_target_execs_and_ends_at_one_that_is_not_go()
         "attach did not end with status 0 after an exec of a program that is not Go: {status:?}"
     );
     assert!(
-        target.child.try_wait().ok().flatten().is_none(),
+        target.0.child.try_wait().ok().flatten().is_none(),
         "the process itself lives on"
     );
 }

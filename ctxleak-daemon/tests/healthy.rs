@@ -36,6 +36,20 @@ fn finish(child: std::process::Child) -> Result<(Option<i32>, Value), String> {
     Ok((output.status.code(), json))
 }
 
+/// The `healthy` fixture's modes started under a report's watch (the worker pool grows to
+/// its cap in its first 10 s), then its own status read once the report ended: the report's
+/// exit status and JSON.
+fn watched(fx: &mut Driven) -> Result<(Option<i32>, Value), String> {
+    fx.checkpoint("started")?;
+    let (child, _stderr) = start_report(fx.pid(), WATCH);
+    fx.send("");
+    fx.checkpoint("running")?;
+    let report = finish(child)?;
+    fx.send("");
+    fx.checkpoint("status")?;
+    Ok(report)
+}
+
 fn groups(json: &Value) -> Vec<Value> {
     json["groups"]["groups"]
         .as_array()
@@ -64,14 +78,7 @@ fn describe(group: &Value) -> String {
 
 fn healthy(version: &str) -> Result<String, String> {
     let mut fx = Driven::start(&fixture(version, "healthy"));
-    fx.checkpoint("started")?;
-    let (child, _stderr) = start_report(fx.pid(), WATCH);
-    // The modes start under the watch: the worker pool grows to its cap in its first 10 s.
-    fx.send("");
-    fx.checkpoint("running")?;
-    let (status, json) = finish(child)?;
-    fx.send("");
-    fx.checkpoint("status")?;
+    let (status, json) = watched(&mut fx)?;
     let goroutines: u64 = fx.fact("goroutines")?.parse().map_err(|_| "goroutines")?;
     let bound: u64 = fx.fact("bound")?.parse().map_err(|_| "bound")?;
     if goroutines > bound {
@@ -143,13 +150,7 @@ fn leaking(version: &str) -> Result<String, String> {
 /// open by the program's own count.
 fn unclosed_bodies(version: &str) -> Result<String, String> {
     let mut fx = Driven::start_with(&fixture(version, "healthy"), &["-modes", "unclosedbody"]);
-    fx.checkpoint("started")?;
-    let (child, _stderr) = start_report(fx.pid(), WATCH);
-    fx.send("");
-    fx.checkpoint("running")?;
-    let (status, json) = finish(child)?;
-    fx.send("");
-    fx.checkpoint("status")?;
+    let (status, json) = watched(&mut fx)?;
     let unclosed: i64 = fx.fact("unclosed")?.parse().map_err(|_| "unclosed")?;
     let groups = groups(&json);
     let suspect = groups

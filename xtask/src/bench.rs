@@ -549,15 +549,7 @@ impl Fixture {
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
         let stdin = child.stdin.take().context("no stdin")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = process::lines_of(&mut child)?;
         let mut fixture = Self {
             child,
             stdin,

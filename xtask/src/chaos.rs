@@ -23,9 +23,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -703,7 +703,7 @@ fn run_one(plan: &Plan, events: &mpsc::Sender<Event>) -> Result<()> {
     let mut current: Incarnation = (pid, exe_name(Path::new(&program))?);
     let _ = events.send(Event::Process(plan.ending));
     let _ = events.send(Event::Started(current.clone()));
-    let lines = lines_of(&mut child.0)?;
+    let lines = crate::process::lines_of(&mut child.0)?;
     let deadline = (plan.ending != Ending::Exit && plan.ending != Ending::Panic)
         .then_some(started + plan.life);
     let mut deadline = deadline;
@@ -759,20 +759,6 @@ fn exe_name(path: &Path) -> Result<String> {
         .with_context(|| format!("cannot resolve {}", path.display()))?
         .display()
         .to_string())
-}
-
-/// The child's stdout, line by line, from a thread (the channel closes at EOF).
-fn lines_of(child: &mut Child) -> Result<mpsc::Receiver<String>> {
-    let stdout = child.stdout.take().context("no stdout")?;
-    let (send, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if send.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(lines)
 }
 
 /// The bounds the run broke, one line each, and those it broke that are only reported.

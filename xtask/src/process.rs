@@ -59,3 +59,21 @@ pub fn show(cmd: &Command) -> String {
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
+
+/// The child's stdout, line by line, from a thread (the channel closes at EOF).
+pub fn lines_of(child: &mut std::process::Child) -> Result<std::sync::mpsc::Receiver<String>> {
+    use std::io::BufRead as _;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(lines)
+}

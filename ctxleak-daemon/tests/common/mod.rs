@@ -544,6 +544,14 @@ impl Driven {
         self.child.id()
     }
 
+    /// The next line of the fixture's that contains `needle`, within `timeout`; the lines
+    /// seen so far if none came.
+    pub fn line_with(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        self.stdout
+            .wait_for(needle, timeout)
+            .ok_or_else(|| format!("no line with {needle:?}: {:?}", self.stdout.seen))
+    }
+
     /// Writes one line to the fixture (an empty one lets it go on to its next phase).
     pub fn send(&mut self, line: &str) {
         writeln!(self.stdin, "{line}")
