@@ -19,7 +19,7 @@ use crate::http::Shared;
 use crate::probes::{ProbeMode, Probes};
 use crate::session::{Judgement, LeakChanges, Session};
 use crate::target::{self, ProcessHandle};
-use crate::watcher::{Hooks, Interrupts, NotWatched, WatchOptions, Watcher};
+use crate::watcher::{Attached, Hooks, Interrupts, NotWatched, WatchOptions, Watcher};
 
 pub use crate::watcher::Ending;
 
@@ -73,7 +73,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
         probes.enable_run_stats()?;
     }
     let shared = Arc::new(Shared::default());
-    let mut watcher = Watcher::new(probes, events, shared.clone(), watch, interrupts);
+    let mut watcher = Watcher::new(probes, events, shared.clone(), watch, interrupts)?;
     // Before the target is read: an exec from then on is seen, however early.
     if let Err(error) = watcher.watch_execs() {
         tracing::warn!(
@@ -85,7 +85,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
     let version = prepared.binary.version.to_string();
     let has_contexts = prepared.binary.probes.contexts.is_some();
     let contexts_probed = watch.contexts_probed(&prepared.binary);
-    let probe_count = watcher.add(prepared)?;
+    let probe_count = watcher.add_and_wait(prepared).await?;
     let listen = listener
         .local_addr()
         .map_or_else(|_| options.listen.to_string(), |a| a.to_string());
@@ -143,24 +143,19 @@ struct Printer {
     execd: Option<anyhow::Result<String>>,
 }
 
-impl Hooks for Printer {
-    /// The target exec'd: the program ctxleak watched is gone, the process is not. A Go
-    /// program in its place is watched afresh, as the daemon does (its own executable, probes
-    /// and counts); otherwise attach ends.
-    fn execs(&mut self, watcher: &mut Watcher, pids: Vec<u32>) {
+impl Printer {
+    /// Says what became of the target after it exec'd `exe`.
+    fn execd_to(
+        &mut self,
+        watcher: &mut Watcher,
+        exe: &str,
+        watched: Result<Option<usize>, NotWatched>,
+    ) {
         let pid = self.pid;
-        if !pids.contains(&pid) || watcher.remove(pid).is_none() {
-            return;
-        }
-        let (exe, watched) = match crate::discover::candidate(pid) {
-            Ok(candidate) => (
-                candidate.exe_path.display().to_string(),
-                watcher.watch(pid, candidate.identity),
-            ),
-            Err(_) => ("another program".to_owned(), Err(NotWatched::Gone)),
-        };
         self.execd = match watched {
-            Ok(probes) => {
+            // Watched once its probes are in place: Hooks::attached says.
+            Ok(None) => None,
+            Ok(Some(probes)) => {
                 let version = watcher
                     .session_mut(pid)
                     .map(|session| session.info().go_version.clone())
@@ -181,6 +176,37 @@ impl Hooks for Printer {
                     "PID {pid} exec'd {exe}, which ctxleak cannot watch"
                 )))),
         };
+    }
+}
+
+impl Hooks for Printer {
+    /// The target exec'd: the program ctxleak watched is gone, the process is not. A Go
+    /// program in its place is watched afresh, as the daemon does (its own executable, probes
+    /// and counts); otherwise attach ends.
+    fn execs(&mut self, watcher: &mut Watcher, pids: Vec<u32>) {
+        let pid = self.pid;
+        if !pids.contains(&pid) || !watcher.is_watched(pid) {
+            return;
+        }
+        watcher.remove(pid);
+        let (exe, watched) = match crate::discover::candidate(pid) {
+            Ok(candidate) => (
+                candidate.exe_path.display().to_string(),
+                watcher.watch(pid, candidate.identity),
+            ),
+            Err(_) => ("another program".to_owned(), Err(NotWatched::Gone)),
+        };
+        self.execd_to(watcher, &exe, watched);
+    }
+
+    /// The target's exec (or its executable's probes) answered: `watched` says whether the
+    /// new program is watched.
+    fn attached(&mut self, watcher: &mut Watcher, attached: Attached) {
+        if attached.pid == self.pid {
+            let exe = attached.exe.display().to_string();
+            let watched = attached.result.map(Some).map_err(NotWatched::from_add);
+            self.execd_to(watcher, &exe, watched);
+        }
     }
 
     fn every_second(&mut self, watcher: &mut Watcher) {

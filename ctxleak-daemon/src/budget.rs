@@ -244,13 +244,6 @@ impl Bucket {
         self.tokens = 0.0;
     }
 
-    /// The attach that [`Switch::Attach`] asked for must wait (the last window's probes are
-    /// still being removed): it is asked for again at the next update.
-    pub fn postpone(&mut self) {
-        self.on = false;
-        self.windows -= 1;
-    }
-
     pub fn is_on(&self) -> bool {
         self.on
     }
@@ -391,7 +384,7 @@ mod tests {
     }
 
     #[test]
-    fn a_postponed_attach_is_asked_for_again_and_a_failed_one_waits_a_window() {
+    fn a_failed_attach_waits_a_window() {
         let start = Instant::now();
         let mut bucket = Bucket::new(0.01, DEFAULT_HIT_COST, start);
         let mut now = start + Duration::from_millis(10);
@@ -399,9 +392,6 @@ mod tests {
         while bucket.update(now, 0) != Switch::Attach {
             now += Duration::from_millis(10);
         }
-        bucket.postpone();
-        now += Duration::from_millis(10);
-        assert_eq!(bucket.update(now, 0), Switch::Attach);
         assert_eq!(bucket.windows(), 2);
         bucket.attach_failed();
         now += Duration::from_millis(10);

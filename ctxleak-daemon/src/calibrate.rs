@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use crate::budget::DEFAULT_HIT_COST;
-use crate::probes::Probes;
+use crate::probes::Programs;
 
 /// What [`trap_cost`] measures on the VMs where [`DEFAULT_HIT_COST`] was measured (2 cores,
 /// Linux 6.18: 451–457 ns over three runs).
@@ -75,7 +75,7 @@ fn time_calls() -> Duration {
 /// The bare trap's price on this host, measured on ctxleak's own process; an error in one
 /// line if it cannot be measured.
 #[cfg(target_arch = "x86_64")]
-pub fn trap_cost(probes: &mut Probes) -> Result<Duration, String> {
+pub fn trap_cost(probes: &mut Programs) -> Result<Duration, String> {
     let address = ctxleak_trap_site as *const () as u64;
     let offset = crate::procmem::own_file_offset(address)
         .ok_or("ctxleak's own code is not mapped from a file")?;
@@ -101,14 +101,14 @@ pub fn trap_cost(probes: &mut Probes) -> Result<Duration, String> {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub fn trap_cost(_probes: &mut Probes) -> Result<Duration, String> {
+pub fn trap_cost(_probes: &mut Programs) -> Result<Duration, String> {
     Err("measured on x86-64 only".into())
 }
 
 /// What a hit costs on this host: [`DEFAULT_HIT_COST`] scaled by the measured trap against
 /// [`REFERENCE_TRAP`] (see the module's doc), or unscaled (with a warning) if the trap cannot
 /// be measured.
-pub fn hit_cost(probes: &mut Probes) -> Duration {
+pub fn hit_cost(probes: &mut Programs) -> Duration {
     match trap_cost(probes) {
         Ok(trap) => {
             let cost = scaled(trap);

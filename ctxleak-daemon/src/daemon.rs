@@ -16,7 +16,7 @@ use crate::error_line::ErrorLine;
 use crate::probes::Probes;
 use crate::session::{LeakChanges, Session};
 use crate::target;
-use crate::watcher::{Hooks, Interrupts, NotWatched, WatchOptions, Watcher};
+use crate::watcher::{Attached, Hooks, Interrupts, NotWatched, WatchOptions, Watcher};
 
 pub struct DaemonOptions {
     pub listen: ListenAddress,
@@ -50,7 +50,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
             ..options.watch
         },
         interrupts,
-    );
+    )?;
     // Before the first scan, so that a process started during it is not missed.
     watcher.watch_execs().map_err(|error| {
         anyhow::anyhow!(
@@ -68,6 +68,7 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         rescan_interval: options.rescan_interval,
     };
     discovery.scan(&mut watcher);
+    watcher.settle(&mut discovery).await?;
     eprintln!(
         "ctxleak: daemon watching {} Go processes ({}); metrics at http://{listen}/metrics",
         watcher.watched(),
@@ -138,8 +139,22 @@ impl Discovery {
             tracing::debug!(pid, exe = %candidate.exe_path.display(), "skipped: {why:?}");
             return;
         }
-        match watcher.watch(pid, identity) {
-            Ok(probes) => {
+        let watched = watcher.watch(pid, identity);
+        self.watched(watcher, pid, identity, &candidate.exe_path, watched);
+    }
+
+    /// Says how the watch of `pid` began (or why it did not), now or once its executable's
+    /// probes are in place ([`Hooks::attached`]).
+    fn watched(
+        &mut self,
+        watcher: &mut Watcher,
+        pid: u32,
+        identity: ExeIdentity,
+        exe: &std::path::Path,
+        watched: Result<Option<usize>, NotWatched>,
+    ) {
+        match watched {
+            Ok(Some(probes)) => {
                 if let Some(session) = watcher.session_mut(pid) {
                     let info = session.info();
                     tracing::info!(
@@ -153,20 +168,23 @@ impl Discovery {
                     );
                 }
             }
+            Ok(None) => {
+                tracing::debug!(pid, exe = %exe.display(), "waiting for its executable's probes");
+            }
             Err(NotWatched::NotGo) => {
-                tracing::debug!(pid, exe = %candidate.exe_path.display(), "not a Go program");
+                tracing::debug!(pid, exe = %exe.display(), "not a Go program");
                 self.skip(identity, Skip::NotGo);
             }
             Err(NotWatched::Gone) => {
-                tracing::debug!(pid, exe = %candidate.exe_path.display(), "exited (or exec'd) before ctxleak could watch it");
+                tracing::debug!(pid, exe = %exe.display(), "exited (or exec'd) before ctxleak could watch it");
             }
             Err(NotWatched::Unreadable(error)) => {
-                tracing::warn!(pid, exe = %candidate.exe_path.display(), "not watched: {}", ErrorLine(error.as_ref()));
+                tracing::warn!(pid, exe = %exe.display(), "not watched: {}", ErrorLine(error.as_ref()));
                 watcher.shared().metrics.attach_failures.inc();
                 self.skip(identity, Skip::Unreadable);
             }
             Err(NotWatched::Failed(error)) => {
-                tracing::warn!(pid, exe = %candidate.exe_path.display(), "not watched: {}", ErrorLine(error.as_ref()));
+                tracing::warn!(pid, exe = %exe.display(), "not watched: {}", ErrorLine(error.as_ref()));
                 watcher.shared().metrics.attach_failures.inc();
             }
         }
@@ -181,6 +199,17 @@ impl Discovery {
 }
 
 impl Hooks for Discovery {
+    fn attached(&mut self, watcher: &mut Watcher, attached: Attached) {
+        let watched = attached.result.map(Some).map_err(NotWatched::from_add);
+        self.watched(
+            watcher,
+            attached.pid,
+            attached.identity,
+            &attached.exe,
+            watched,
+        );
+    }
+
     fn execs(&mut self, watcher: &mut Watcher, pids: Vec<u32>) {
         for pid in pids {
             // A watched process that exec'd runs another program now: start over with it.

@@ -23,6 +23,8 @@ pub mod inspect;
 pub mod metrics;
 pub mod pprof;
 #[cfg(feature = "probes")]
+pub mod prober;
+#[cfg(feature = "probes")]
 pub mod probes;
 pub mod procmem;
 #[cfg(feature = "probes")]

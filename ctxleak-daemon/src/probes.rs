@@ -101,11 +101,27 @@ impl Attachment {
     }
 }
 
+/// ctxleak's eBPF programs and maps, loaded. The watcher splits them: the maps stay on its
+/// event loop (registering a process is a map update), the programs go to the thread that
+/// attaches and detaches them ([`crate::prober`]), where the kernel's waits cannot stall it.
 pub struct Probes {
+    pub programs: Programs,
+    pub maps: ProbeMaps,
+}
+
+/// The uprobe programs (and the exec tracepoint): what attaches to files.
+pub struct Programs {
     ebpf: Ebpf,
-    counters: PerCpuArray<MapData, u64>,
-    /// Keeps the kernel's run statistics on while held ([`Probes::enable_run_stats`]).
+    /// Keeps the kernel's run statistics on while held ([`Programs::enable_run_stats`]).
     run_stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// The maps the programs read and count in: which processes are watched (and how), their
+/// park times, and the kernel-side counters.
+pub struct ProbeMaps {
+    targets: BpfHashMap<MapData, u32, TargetConfig>,
+    parks: BpfHashMap<MapData, GoroutineKey, u64>,
+    counters: PerCpuArray<MapData, u64>,
 }
 
 /// What the kernel counted for one program since it was loaded (with run statistics on).
@@ -171,6 +187,14 @@ impl Probes {
             .take_map(COUNTERS_MAP)
             .ok_or(ProbeError::Missing(COUNTERS_MAP))?;
         let counters = PerCpuArray::try_from(counters).map_err(load_error)?;
+        let targets = ebpf
+            .take_map(TARGETS_MAP)
+            .ok_or(ProbeError::Missing(TARGETS_MAP))?;
+        let targets = BpfHashMap::try_from(targets).map_err(load_error)?;
+        let parks = ebpf
+            .take_map(PARKS_MAP)
+            .ok_or(ProbeError::Missing(PARKS_MAP))?;
+        let parks = BpfHashMap::try_from(parks).map_err(load_error)?;
         for name in UPROBE_PROGRAMS {
             uprobe(&mut ebpf, name)?.load().map_err(load_error)?;
         }
@@ -180,14 +204,40 @@ impl Probes {
         );
         Ok((
             Self {
-                ebpf,
-                counters,
-                run_stats: None,
+                programs: Programs {
+                    ebpf,
+                    run_stats: None,
+                },
+                maps: ProbeMaps {
+                    targets,
+                    parks,
+                    counters,
+                },
             },
             events,
         ))
     }
 
+    /// [`Programs::enable_run_stats`].
+    pub fn enable_run_stats(&mut self) -> Result<(), ProbeError> {
+        self.programs.enable_run_stats()
+    }
+
+    /// [`Probes::load`], with a refusal for lack of privileges said as such (with the fix).
+    pub fn load_or_explain(ring_bytes: u32) -> anyhow::Result<(Self, EventStream)> {
+        Self::load(ring_bytes).map_err(|error| {
+            if error.is_permission_denied() {
+                anyhow::Error::new(crate::target::TargetError::Privileges {
+                    action: "load eBPF programs".into(),
+                })
+            } else {
+                anyhow::Error::new(error)
+            }
+        })
+    }
+}
+
+impl Programs {
     /// Turns on the kernel's per-program run statistics until these probes are dropped. They
     /// cost two clock reads per probe hit, which is why they are off by default.
     pub fn enable_run_stats(&mut self) -> Result<(), ProbeError> {
@@ -213,64 +263,6 @@ impl Probes {
                 })
             })
             .collect()
-    }
-
-    /// Registers `pid` with the programs: from now on the probes in its executable report its
-    /// events (a probe hit in a process without an entry does nothing).
-    pub fn register(
-        &mut self,
-        pid: u32,
-        binary: &GoBinary,
-        bias: u64,
-        mode: ProbeMode,
-    ) -> Result<(), ProbeError> {
-        let (lo, hi) = binary.probes.contexts.as_ref().map_or((0, 0), |c| c.text);
-        let config = TargetConfig {
-            offsets: binary.g_layout.probe_offsets(),
-            park_times: u32::from(mode.park_times),
-            floor_spin_ns: mode.floor_spin_ns,
-            context_text_lo: lo.wrapping_add(bias),
-            context_text_hi: hi.wrapping_add(bias),
-        };
-        self.targets(pid)?
-            .insert(pid, config, 0)
-            .map_err(|source| ProbeError::Register { pid, source })
-    }
-
-    /// Forgets `pid`: its probe hits are ignored from now on, and its park times dropped
-    /// (with `park_times`; otherwise the map is empty and not walked).
-    pub fn unregister(&mut self, pid: u32, park_times: bool) {
-        if let Ok(mut targets) = self.targets(pid) {
-            let _ = targets.remove(&pid);
-        }
-        if !park_times {
-            return;
-        }
-        let Some(map) = self.ebpf.map_mut(PARKS_MAP) else {
-            return;
-        };
-        let Ok(mut parks) = BpfHashMap::<&mut MapData, GoroutineKey, u64>::try_from(map) else {
-            return;
-        };
-        let stale: Vec<GoroutineKey> = parks
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| key.pid == pid)
-            .collect();
-        for key in stale {
-            let _ = parks.remove(&key);
-        }
-    }
-
-    fn targets(
-        &mut self,
-        pid: u32,
-    ) -> Result<BpfHashMap<&mut MapData, u32, TargetConfig>, ProbeError> {
-        self.ebpf
-            .map_mut(TARGETS_MAP)
-            .ok_or(ProbeError::Missing(TARGETS_MAP))?
-            .try_into()
-            .map_err(|source| ProbeError::Register { pid, source })
     }
 
     /// Attaches the probes to an executable file, reached as `exe` (use an
@@ -400,30 +392,53 @@ impl Probes {
             .ok_or(ProbeError::Missing(EXECS_MAP))?;
         RingBuf::try_from(execs).map_err(load_error)
     }
+}
 
-    /// [`Probes::load`], with a refusal for lack of privileges said as such (with the fix).
-    pub fn load_or_explain(ring_bytes: u32) -> anyhow::Result<(Self, EventStream)> {
-        Self::load(ring_bytes).map_err(|error| {
-            if error.is_permission_denied() {
-                anyhow::Error::new(crate::target::TargetError::Privileges {
-                    action: "load eBPF programs".into(),
-                })
-            } else {
-                anyhow::Error::new(error)
-            }
-        })
+impl ProbeMaps {
+    /// Registers `pid` with the programs: from now on the probes in its executable report its
+    /// events (a probe hit in a process without an entry does nothing).
+    pub fn register(
+        &mut self,
+        pid: u32,
+        binary: &GoBinary,
+        bias: u64,
+        mode: ProbeMode,
+    ) -> Result<(), ProbeError> {
+        let (lo, hi) = binary.probes.contexts.as_ref().map_or((0, 0), |c| c.text);
+        let config = TargetConfig {
+            offsets: binary.g_layout.probe_offsets(),
+            park_times: u32::from(mode.park_times),
+            floor_spin_ns: mode.floor_spin_ns,
+            context_text_lo: lo.wrapping_add(bias),
+            context_text_hi: hi.wrapping_add(bias),
+        };
+        self.targets
+            .insert(pid, config, 0)
+            .map_err(|source| ProbeError::Register { pid, source })
+    }
+
+    /// Forgets `pid`: its probe hits are ignored from now on, and its park times dropped
+    /// (with `park_times`; otherwise the map is empty and not walked).
+    pub fn unregister(&mut self, pid: u32, park_times: bool) {
+        let _ = self.targets.remove(&pid);
+        if !park_times {
+            return;
+        }
+        let stale: Vec<GoroutineKey> = self
+            .parks
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.pid == pid)
+            .collect();
+        for key in stale {
+            let _ = self.parks.remove(&key);
+        }
     }
 
     /// When each goroutine of `pid` last parked (`bpf_ktime_get_ns`), by goid: empty unless
     /// park timing is on.
     pub fn park_times(&self, pid: u32) -> std::collections::HashMap<u64, u64> {
-        let Some(map) = self.ebpf.map(PARKS_MAP) else {
-            return Default::default();
-        };
-        let Ok(parks) = BpfHashMap::<&MapData, GoroutineKey, u64>::try_from(map) else {
-            return Default::default();
-        };
-        parks
+        self.parks
             .iter()
             .filter_map(Result::ok)
             .filter(|(key, _)| key.pid == pid)

@@ -79,6 +79,12 @@ pub struct Session {
     probes_on_since: Option<Instant>,
 }
 
+/// The shortest gap between two reads of a target's memory that the watcher's once-a-second
+/// tick asks for: a little under a second, so that a tick that fires a few ms earlier after
+/// the last one than the last one did is not turned away (which left the gauge two seconds
+/// behind every other second under churn, issue #20).
+const EVERY_TICK: Duration = Duration::from_millis(900);
+
 impl Session {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -184,7 +190,7 @@ impl Session {
         let ktime = monotonic_ns();
         let census = self.take_census()?;
         let took = now.elapsed();
-        self.next_memory_count = now + (took * 10).max(Duration::from_secs(1));
+        self.next_memory_count = now + (took * 10).max(EVERY_TICK);
         self.recount(ktime, &census);
         Ok(())
     }
@@ -199,7 +205,7 @@ impl Session {
         }
         let started = Instant::now();
         self.check_contexts_in_memory(monotonic_ns());
-        self.next_release_check = now + (started.elapsed() * 10).max(Duration::from_secs(1));
+        self.next_release_check = now + (started.elapsed() * 10).max(EVERY_TICK);
     }
 
     /// Whether cancellations of tracked contexts may have been missed.

@@ -184,8 +184,9 @@ impl ExeFile {
 /// processes running the same file), its memory open, its load address known.
 pub struct Prepared {
     pub process: ProcessHandle,
-    /// The executable, opened through `/proc/PID/exe`: where uprobes attach.
-    pub exe: ExeFile,
+    /// The executable, opened through `/proc/PID/exe`: where uprobes attach (shared with the
+    /// thread that attaches them).
+    pub exe: Arc<ExeFile>,
     /// The path the process was started from, for people and labels.
     pub path: PathBuf,
     pub identity: ExeIdentity,
@@ -215,7 +216,7 @@ pub fn prepare(
     let path = std::fs::read_link(&link).map_err(|error| process.explain(path_error(error)))?;
     // Opened once: everything below reads this file, even if the process execs meanwhile.
     let exe = std::fs::File::open(&link)
-        .map(ExeFile)
+        .map(|file| Arc::new(ExeFile(file)))
         .map_err(|error| process.explain(path_error(error)))?;
     let identity = exe
         .0

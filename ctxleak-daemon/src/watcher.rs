@@ -1,6 +1,7 @@
 //! The watched processes, together: one set of eBPF programs and one event ring for all of
-//! them, probes attached once per executable file, events routed to each process's
-//! [`Session`] by PID, a census of each on a timer, and detaching when they exit.
+//! them, probes attached once per executable file (by the [`Prober`] thread, so that the
+//! kernel's waits never hold up the loop), events routed to each process's [`Session`] by
+//! PID, a census of each on a timer, and detaching when they exit.
 //!
 //! `ctxleak attach` is a watcher with one process, `ctxleak daemon` one that a discovery
 //! keeps adding processes to (see [`crate::daemon`]).
@@ -20,10 +21,14 @@ use crate::error_line::ErrorLine;
 use crate::goexe::GoBinary;
 use crate::http::{Shared, TargetEntry};
 use crate::metrics::TargetInfo;
-use crate::probes::{Attachment, EventStream, ProbeMode, Probes, Record};
+use crate::prober::{Done, Prober};
+use crate::probes::{Attachment, EventStream, ProbeMaps, ProbeMode, Probes, Record};
 use crate::session::{Judgement, LeakChanges, Session, monotonic_ns};
 use crate::target::{ExeFile, Prepared, ProcessHandle, TargetError};
-use aya::programs::uprobe::UProbeLink;
+
+/// How long a stop waits for an attach under way to finish (one executable's probes: up to
+/// about 0.7 s measured under churn), so that its links are handed over with the rest.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// How often the event rings are drained without a wakeup from the probes.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
@@ -69,10 +74,21 @@ impl WatchOptions {
 /// the watched processes running it.
 struct Executable {
     /// The file, held open: its probes attach to it (again, under a budget).
-    exe: ExeFile,
+    exe: Arc<ExeFile>,
     binary: Arc<GoBinary>,
-    /// None while its probes are off (under a budget).
+    /// None while its probes are off (under a budget), or not attached yet.
     attachment: Option<Attachment>,
+    /// An attach is with the prober, not answered yet.
+    attaching: bool,
+    /// Its first attach was answered (or it needs none): processes that run it are watched
+    /// at once, not put in `waiting`.
+    ready: bool,
+    /// Processes that wait for its first attach: watched when it is answered, so that their
+    /// sessions start with the probes in place, as the first process's would.
+    waiting: Vec<Prepared>,
+    /// The budget switched its probes off while an attach was under way: they go off again
+    /// as soon as it is answered.
+    unwanted: bool,
     /// Under a budget: when its probes go off and on.
     bucket: Option<Bucket>,
     /// When the last "over budget" warning was logged.
@@ -103,6 +119,17 @@ struct Watched {
     exit_watch: tokio::task::AbortHandle,
 }
 
+/// How the watch of a process that waited for its executable's probes began.
+pub struct Attached {
+    pub pid: u32,
+    pub identity: ExeIdentity,
+    /// The path it was started from.
+    pub exe: std::path::PathBuf,
+    /// The number of probes on its executable, or why it is not watched (as from
+    /// [`Watcher::add`]; [`NotWatched::from_add`] sorts it).
+    pub result: anyhow::Result<usize>,
+}
+
 /// Why [`Watcher::watch`] did not watch a process.
 #[derive(Debug)]
 pub enum NotWatched {
@@ -115,6 +142,30 @@ pub enum NotWatched {
     Unreadable(anyhow::Error),
     /// Anything else (the error says what).
     Failed(anyhow::Error),
+}
+
+impl NotWatched {
+    /// Sorts an error of [`Watcher::add`]: an exit or exec during the attach is [`Gone`](Self::Gone).
+    pub fn from_add(error: anyhow::Error) -> Self {
+        match error.downcast_ref::<TargetError>() {
+            Some(
+                TargetError::ExitedDuringAttach { .. } | TargetError::ExecdDuringAttach { .. },
+            ) => Self::Gone,
+            _ => Self::Failed(error),
+        }
+    }
+}
+
+/// The error to give instead when the process exited or exec'd meanwhile.
+fn gone(process: &ProcessHandle) -> Option<TargetError> {
+    let pid = process.pid();
+    match process.explain(TargetError::NoSuchProcess { pid }) {
+        error
+        @ (TargetError::ExitedDuringAttach { .. } | TargetError::ExecdDuringAttach { .. }) => {
+            Some(error)
+        }
+        _ => None,
+    }
 }
 
 /// Why [`Watcher::run`] returned (all are normal ends).
@@ -149,6 +200,9 @@ pub trait Hooks {
     }
     /// A watched process exited and was forgotten.
     fn exited(&mut self, _pid: u32) {}
+    /// A process [`Watcher::add`] left waiting for its executable's probes is watched now, or
+    /// could not be.
+    fn attached(&mut self, _watcher: &mut Watcher, _attached: Attached) {}
 }
 
 /// SIGINT and SIGTERM, caught from when this is made (at the start of `attach` and `daemon`):
@@ -176,7 +230,10 @@ impl Interrupts {
 }
 
 pub struct Watcher {
-    probes: Probes,
+    maps: ProbeMaps,
+    /// Attaches and detaches the probes away from the event loop.
+    prober: Prober,
+    answers: mpsc::UnboundedReceiver<Done>,
     interrupts: Interrupts,
     events: EventStream,
     execs: Option<aya::maps::RingBuf<aya::maps::MapData>>,
@@ -184,8 +241,6 @@ pub struct Watcher {
     options: WatchOptions,
     sessions: HashMap<u32, Watched>,
     executables: HashMap<ExeIdentity, Executable>,
-    /// Executables whose probes a thread is removing.
-    detaching: HashMap<ExeIdentity, std::thread::JoinHandle<()>>,
     /// (pid, generation) of each watched process that exited, from its pidfd's task.
     exits_tx: mpsc::UnboundedSender<(u32, u64)>,
     exits_rx: mpsc::UnboundedReceiver<(u32, u64)>,
@@ -206,24 +261,29 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn new(
-        mut probes: Probes,
+        probes: Probes,
         events: EventStream,
         shared: Arc<Shared>,
         options: WatchOptions,
         interrupts: Interrupts,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
+        let Probes { mut programs, maps } = probes;
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         let hit_cost = match options.policy {
             ProbePolicy::Budget { share } if share > 0.0 => {
-                let cost = crate::calibrate::hit_cost(&mut probes);
+                let cost = crate::calibrate::hit_cost(&mut programs);
                 shared.metrics.probe_hit_cost.set(cost.as_secs_f64());
                 cost
             }
             _ => crate::budget::DEFAULT_HIT_COST,
         };
-        Self {
+        let (prober, answers) =
+            Prober::spawn(programs).context("cannot start the thread that attaches the probes")?;
+        Ok(Self {
             hit_cost,
-            probes,
+            maps,
+            prober,
+            answers,
             interrupts,
             events,
             execs: None,
@@ -231,7 +291,6 @@ impl Watcher {
             options,
             sessions: HashMap::new(),
             executables: HashMap::new(),
-            detaching: HashMap::new(),
             exits_tx,
             exits_rx,
             generation: 0,
@@ -241,12 +300,16 @@ impl Watcher {
             execs_lost_seen: 0,
             program_runs_seen: HashMap::new(),
             trimmer: crate::trim::Trimmer::default(),
-        }
+        })
     }
 
     /// Follows every exec on the host from now on ([`Hooks::execs`]).
-    pub fn watch_execs(&mut self) -> Result<(), crate::probes::ProbeError> {
-        self.execs = Some(self.probes.watch_execs()?);
+    pub fn watch_execs(&mut self) -> anyhow::Result<()> {
+        let execs = self
+            .prober
+            .call(Duration::from_secs(30), |programs| programs.watch_execs())
+            .context("the thread that attaches the probes did not answer within 30 s")??;
+        self.execs = Some(execs);
         Ok(())
     }
 
@@ -254,8 +317,24 @@ impl Watcher {
         &self.shared
     }
 
+    /// Whether `pid` is watched, or waits for its executable's probes to be watched.
     pub fn is_watched(&self, pid: u32) -> bool {
-        self.sessions.contains_key(&pid)
+        self.sessions.contains_key(&pid) || self.is_waiting(pid)
+    }
+
+    fn is_waiting(&self, pid: u32) -> bool {
+        self.executables
+            .values()
+            .any(|executable| executable.waiting.iter().any(|p| p.process.pid() == pid))
+    }
+
+    /// No process is watched, nor waits to be.
+    fn nothing_watched(&self) -> bool {
+        self.sessions.is_empty()
+            && self
+                .executables
+                .values()
+                .all(|executable| executable.waiting.is_empty())
     }
 
     pub fn watched(&self) -> usize {
@@ -279,15 +358,227 @@ impl Watcher {
             .map(|executable| executable.binary.clone())
     }
 
-    /// Starts watching a prepared process: registers it with the programs, attaches the
-    /// probes to its executable unless they are there already, and seeds its goroutines from
-    /// memory. Returns the number of probes on its executable. Nothing is left behind on
-    /// error; an error its exit or an exec explains is [`TargetError::ExitedDuringAttach`]
-    /// or [`TargetError::ExecdDuringAttach`].
-    pub fn add(&mut self, prepared: Prepared) -> anyhow::Result<usize> {
+    /// Starts watching a prepared process: registers it with the programs and, when its
+    /// executable's probes are in place (or under way), seeds its goroutines from memory.
+    /// Returns the number of probes on its executable; None when its executable's first
+    /// attach is with the prober: it is watched when that is answered, and
+    /// [`Hooks::attached`] says how it went. Nothing is left behind on error; an error its
+    /// exit or an exec explains is [`TargetError::ExitedDuringAttach`] or
+    /// [`TargetError::ExecdDuringAttach`].
+    pub fn add(&mut self, prepared: Prepared) -> anyhow::Result<Option<usize>> {
+        let pid = prepared.process.pid();
+        let identity = prepared.identity;
+        self.maps
+            .register(
+                pid,
+                &prepared.binary,
+                prepared.bias,
+                self.options.probe_mode,
+            )
+            .context("cannot register the process with the eBPF programs")?;
+        let known = self.executables.len();
+        let executable = match self.executables.entry(identity) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let probes = self.options.policy.probes();
+                let bucket = match self.options.policy {
+                    ProbePolicy::Budget { share } if probes => {
+                        Some(Bucket::new(share, self.hit_cost, Instant::now()))
+                    }
+                    _ => None,
+                };
+                if probes {
+                    let only = self.options.per_process.then_some(pid);
+                    self.prober.attach(
+                        identity,
+                        prepared.exe.clone(),
+                        prepared.binary.clone(),
+                        self.options.probe_mode,
+                        only,
+                    );
+                }
+                let executable = entry.insert(Executable {
+                    exe: prepared.exe.clone(),
+                    binary: prepared.binary.clone(),
+                    attachment: None,
+                    attaching: probes,
+                    ready: !probes,
+                    waiting: Vec::new(),
+                    unwanted: false,
+                    bucket,
+                    overrun_logged: None,
+                    cost_exported: 0.0,
+                    pids: Vec::new(),
+                    idle_since: None,
+                });
+                self.shared
+                    .metrics
+                    .attached_executables
+                    .set(known as i64 + 1);
+                executable
+            }
+        };
+        if !executable.ready {
+            executable.idle_since = None;
+            executable.waiting.push(prepared);
+            return Ok(None);
+        }
+        self.start(prepared).map(Some)
+    }
+
+    /// [`Watcher::add`], waiting for the probes: for `ctxleak attach`, whose one process is
+    /// all there is to watch.
+    pub async fn add_and_wait(&mut self, prepared: Prepared) -> anyhow::Result<usize> {
+        let pid = prepared.process.pid();
+        if let Some(probes) = self.add(prepared)? {
+            return Ok(probes);
+        }
+        struct Collect(Vec<Attached>);
+        impl Hooks for Collect {
+            fn attached(&mut self, _watcher: &mut Watcher, attached: Attached) {
+                self.0.push(attached);
+            }
+        }
+        let mut collect = Collect(Vec::new());
+        self.settle(&mut collect).await?;
+        collect
+            .0
+            .into_iter()
+            .find(|attached| attached.pid == pid)
+            .context("the attach was not answered")?
+            .result
+    }
+
+    /// Waits until every process [`Watcher::add`] left waiting for its executable's probes
+    /// is watched (or refused: [`Hooks::attached`] says). For the start, before
+    /// [`Watcher::run`]: `attach` and the daemon's first scan say what they watch once it is.
+    pub async fn settle(&mut self, hooks: &mut dyn Hooks) -> anyhow::Result<()> {
+        while self
+            .executables
+            .values()
+            .any(|executable| !executable.waiting.is_empty())
+        {
+            let done = self
+                .answers
+                .recv()
+                .await
+                .context("the thread that attaches the probes ended")?;
+            self.answer(hooks, done);
+        }
+        Ok(())
+    }
+
+    /// Applies an answer of the prober.
+    fn answer(&mut self, hooks: &mut dyn Hooks, done: Done) {
+        match done {
+            Done::Attached { identity, result } => self.attached(hooks, identity, result),
+            Done::ProgramRuns(runs) => self.export_program_runs(runs),
+        }
+    }
+
+    /// An executable's probes are in place, or could not be placed: the processes waiting
+    /// for them are watched (or refused), or, after a budget's window off, its processes'
+    /// events flow again.
+    fn attached(
+        &mut self,
+        hooks: &mut dyn Hooks,
+        identity: ExeIdentity,
+        result: Result<Attachment, crate::probes::ProbeError>,
+    ) {
+        let Some(executable) = self.executables.get_mut(&identity) else {
+            // Dropped meanwhile: no process runs it any more.
+            if let Ok(attachment) = result {
+                self.prober.detach(identity, attachment);
+            }
+            return;
+        };
+        executable.attaching = false;
+        let first = !executable.ready;
+        executable.ready = true;
+        let waiting = std::mem::take(&mut executable.waiting);
+        match result {
+            Ok(attachment) if executable.unwanted => {
+                // Switched off by the budget while the attach was under way.
+                executable.unwanted = false;
+                self.prober.detach(identity, attachment);
+            }
+            Ok(attachment) => {
+                executable.attachment = Some(attachment);
+                if !first {
+                    for pid in executable.pids.clone() {
+                        if let Some(watched) = self.sessions.get_mut(&pid)
+                            && let Err(error) = watched.session.probes_switched(true)
+                        {
+                            tracing::debug!(
+                                pid,
+                                "cannot read the goroutines after attaching: {}",
+                                ErrorLine(error.as_ref())
+                            );
+                        }
+                    }
+                    tracing::debug!(?identity, "probe budget refilled: probes on");
+                }
+            }
+            Err(error) if first => {
+                self.executables.remove(&identity);
+                self.shared
+                    .metrics
+                    .attached_executables
+                    .set(self.executables.len() as i64);
+                let line = ErrorLine(&error).to_string();
+                let mut error = Some(anyhow::Error::new(error));
+                for prepared in waiting {
+                    let pid = prepared.process.pid();
+                    self.maps
+                        .unregister(pid, self.options.probe_mode.park_times);
+                    let error = error.take().unwrap_or_else(|| anyhow::anyhow!("{line}"));
+                    let result = Err(gone(&prepared.process).map_or(error, Into::into));
+                    hooks.attached(
+                        self,
+                        Attached {
+                            pid,
+                            identity,
+                            exe: prepared.path,
+                            result,
+                        },
+                    );
+                }
+                return;
+            }
+            Err(error) => {
+                let pid = executable.pids.first().copied();
+                if let Some(bucket) = executable.bucket.as_mut() {
+                    bucket.attach_failed();
+                }
+                tracing::warn!(
+                    ?pid,
+                    "cannot attach the probes again: {}",
+                    ErrorLine(&error)
+                );
+            }
+        }
+        for prepared in waiting {
+            let pid = prepared.process.pid();
+            let exe = prepared.path.clone();
+            let result = self.start(prepared);
+            hooks.attached(
+                self,
+                Attached {
+                    pid,
+                    identity,
+                    exe,
+                    result,
+                },
+            );
+        }
+    }
+
+    /// Watches a registered process whose executable is ready: its session, seeded from
+    /// memory, its series and its exit watch. Returns the number of probes on its executable.
+    fn start(&mut self, prepared: Prepared) -> anyhow::Result<usize> {
         let Prepared {
             process,
-            exe,
+            exe: _,
             path,
             identity,
             binary,
@@ -296,67 +587,11 @@ impl Watcher {
             container,
         } = prepared;
         let pid = process.pid();
-        // The error to give instead when the process exited or exec'd meanwhile.
-        let gone =
-            |process: &ProcessHandle| match process.explain(TargetError::NoSuchProcess { pid }) {
-                error @ (TargetError::ExitedDuringAttach { .. }
-                | TargetError::ExecdDuringAttach { .. }) => Some(error),
-                _ => None,
-            };
-        self.probes
-            .register(pid, &binary, bias, self.options.probe_mode)
-            .context("cannot register the process with the eBPF programs")?;
-        if !self.executables.contains_key(&identity) {
-            // Probes of this file still being removed would fire beside the new ones, and
-            // every event would come twice: let them go first (a process restarting at once).
-            if let Some(detaching) = self.detaching.remove(&identity) {
-                let _ = tokio::task::block_in_place(|| detaching.join());
-            }
-            let only = self.options.per_process.then_some(pid);
-            let attached = if self.options.policy.probes() {
-                self.probes
-                    .attach(&exe.path(), &binary, self.options.probe_mode, only)
-                    .map(Some)
-            } else {
-                Ok(None)
-            };
-            match attached {
-                Ok(attachment) => {
-                    let bucket = match self.options.policy {
-                        ProbePolicy::Exact => None,
-                        ProbePolicy::Budget { share } => {
-                            Some(Bucket::new(share, self.hit_cost, Instant::now()))
-                        }
-                    };
-                    self.executables.insert(
-                        identity,
-                        Executable {
-                            exe,
-                            binary: binary.clone(),
-                            attachment,
-                            bucket,
-                            overrun_logged: None,
-                            cost_exported: 0.0,
-                            pids: Vec::new(),
-                            idle_since: None,
-                        },
-                    );
-                    self.shared
-                        .metrics
-                        .attached_executables
-                        .set(self.executables.len() as i64);
-                }
-                Err(error) => {
-                    self.probes
-                        .unregister(pid, self.options.probe_mode.park_times);
-                    return Err(gone(&process).map_or_else(|| error.into(), Into::into));
-                }
-            }
-        }
-        let executable = self
-            .executables
-            .get_mut(&identity)
-            .context("the executable vanished while attaching")?;
+        let Some(executable) = self.executables.get_mut(&identity) else {
+            self.maps
+                .unregister(pid, self.options.probe_mode.park_times);
+            anyhow::bail!("the executable vanished while attaching");
+        };
         executable.pids.push(pid);
         executable.idle_since = None;
         let probe_count = executable
@@ -437,8 +672,9 @@ impl Watcher {
     /// Watches `pid`, which runs the executable `identity`, if it is a Go program: reads its
     /// executable (unless a watched process runs the same file), prepares it and
     /// [`Watcher::add`]s it. The daemon's way for every process it finds, and attach's for
-    /// the program its target exec'd. Returns the number of probes on its executable.
-    pub fn watch(&mut self, pid: u32, identity: ExeIdentity) -> Result<usize, NotWatched> {
+    /// the program its target exec'd. Returns the number of probes on its executable, or
+    /// None when it waits for them ([`Watcher::add`]).
+    pub fn watch(&mut self, pid: u32, identity: ExeIdentity) -> Result<Option<usize>, NotWatched> {
         let known = self.known_binary(identity);
         if known.is_none() {
             let link = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
@@ -463,18 +699,25 @@ impl Watcher {
             error @ TargetError::Binary { .. } => NotWatched::Unreadable(error.into()),
             error => NotWatched::Failed(error.into()),
         })?;
-        self.add(prepared)
-            .map_err(|error| match error.downcast_ref::<TargetError>() {
-                Some(
-                    TargetError::ExitedDuringAttach { .. } | TargetError::ExecdDuringAttach { .. },
-                ) => NotWatched::Gone,
-                _ => NotWatched::Failed(error),
-            })
+        self.add(prepared).map_err(NotWatched::from_add)
     }
 
     /// Stops watching `pid` (it exited, or exec'd another program): its series go, and its
     /// executable's probes too when no other watched process runs it.
     pub fn remove(&mut self, pid: u32) -> Option<Session> {
+        for executable in self.executables.values_mut() {
+            if let Some(at) = executable
+                .waiting
+                .iter()
+                .position(|prepared| prepared.process.pid() == pid)
+            {
+                // It waited for its executable's probes: it never was watched.
+                executable.waiting.swap_remove(at);
+                self.maps
+                    .unregister(pid, self.options.probe_mode.park_times);
+                return None;
+            }
+        }
         let watched = self.sessions.remove(&pid)?;
         watched.exit_watch.abort();
         self.forget(pid, watched.identity);
@@ -484,7 +727,7 @@ impl Watcher {
     }
 
     fn forget(&mut self, pid: u32, identity: ExeIdentity) {
-        self.probes
+        self.maps
             .unregister(pid, self.options.probe_mode.park_times);
         self.shared.remove_target(pid);
         if let Some(executable) = self.executables.get_mut(&identity) {
@@ -502,8 +745,11 @@ impl Watcher {
             .executables
             .iter()
             .filter(|(_, e)| {
-                e.idle_since
-                    .is_some_and(|since| now.is_none_or(|now| now - since >= DETACH_GRACE))
+                // One with an attach under way goes once it is answered.
+                !e.attaching
+                    && e.waiting.is_empty()
+                    && e.idle_since
+                        .is_some_and(|since| now.is_none_or(|now| now - since >= DETACH_GRACE))
             })
             .map(|(&identity, _)| identity)
             .collect();
@@ -514,24 +760,13 @@ impl Watcher {
                 .remove(&identity)
                 .and_then(|executable| executable.attachment)
             {
-                self.detach_in_background(identity, attachment);
+                self.prober.detach(identity, attachment);
             }
         }
         self.shared
             .metrics
             .attached_executables
             .set(self.executables.len() as i64);
-    }
-
-    /// Removes the probes of an executable away from the event loop: unregistering a
-    /// uprobe waits for an RCU grace period (about 100 ms each when idle, seconds on a busy
-    /// host). One thread per probe, so that every breakpoint goes at once (the kernel removes
-    /// it before the wait) rather than one grace period after another.
-    fn detach_in_background(&mut self, identity: ExeIdentity, attachment: Attachment) {
-        let links = self.probes.detach(attachment);
-        let detaching = std::thread::spawn(move || drop_at_once(links));
-        self.detaching.retain(|_, thread| !thread.is_finished());
-        self.detaching.insert(identity, detaching);
     }
 
     /// Under a budget: accounts each executable's probe hits since the last call and
@@ -561,8 +796,9 @@ impl Watcher {
                 Switch::Stay => {}
                 Switch::Detach => {
                     let pids = executable.pids.clone();
-                    if let Some(attachment) = executable.attachment.take() {
-                        self.detach_in_background(identity, attachment);
+                    match executable.attachment.take() {
+                        Some(attachment) => self.prober.detach(identity, attachment),
+                        None => executable.unwanted = executable.attaching,
                     }
                     for pid in pids {
                         if let Some(watched) = self.sessions.get_mut(&pid) {
@@ -576,59 +812,28 @@ impl Watcher {
         }
     }
 
-    /// Attaches an executable's probes again after its budget refilled.
+    /// Attaches an executable's probes again after its budget refilled ([`Watcher::attached`]
+    /// switches its processes over when the prober answers).
     fn reattach(&mut self, identity: ExeIdentity) {
-        // Its probes from the last window may still be going: both would fire.
-        if self
-            .detaching
-            .get(&identity)
-            .is_some_and(|thread| !thread.is_finished())
-        {
-            if let Some(bucket) = self
-                .executables
-                .get_mut(&identity)
-                .and_then(|executable| executable.bucket.as_mut())
-            {
-                bucket.postpone();
-            }
-            return;
-        }
-        self.detaching.remove(&identity);
         let Some(executable) = self.executables.get_mut(&identity) else {
             return;
         };
+        executable.unwanted = false;
+        if executable.attaching || executable.attachment.is_some() {
+            return;
+        }
         let Some(&pid) = executable.pids.first() else {
             return; // Idle: detach_idle will take it.
         };
+        executable.attaching = true;
         let only = self.options.per_process.then_some(pid);
-        match self.probes.attach(
-            &executable.exe.path(),
-            &executable.binary,
+        self.prober.attach(
+            identity,
+            executable.exe.clone(),
+            executable.binary.clone(),
             self.options.probe_mode,
             only,
-        ) {
-            Ok(attachment) => {
-                executable.attachment = Some(attachment);
-                for pid in executable.pids.clone() {
-                    if let Some(watched) = self.sessions.get_mut(&pid)
-                        && let Err(error) = watched.session.probes_switched(true)
-                    {
-                        tracing::debug!(
-                            pid,
-                            "cannot read the goroutines after attaching: {}",
-                            ErrorLine(error.as_ref())
-                        );
-                    }
-                }
-                tracing::debug!(?identity, "probe budget refilled: probes on");
-            }
-            Err(error) => {
-                if let Some(bucket) = executable.bucket.as_mut() {
-                    bucket.attach_failed();
-                }
-                tracing::warn!(pid, "cannot attach the probes again: {}", ErrorLine(&error));
-            }
-        }
+        );
     }
 
     /// Once a second: each process's probe duty and estimated cost over the last minute (a
@@ -731,7 +936,7 @@ impl Watcher {
                     let pids = self.drain_execs();
                     if !pids.is_empty() {
                         hooks.execs(self, pids);
-                        if end_when_empty && self.sessions.is_empty() {
+                        if end_when_empty && self.nothing_watched() {
                             return Ok(Ending::Execd);
                         }
                     }
@@ -760,13 +965,20 @@ impl Watcher {
                     let wanted = self.shared.take_wanted();
                     self.census(hooks, wanted);
                 }
+                Some(done) = self.answers.recv() => {
+                    self.answer(hooks, done);
+                    // A process that exec'd a program that could not be watched after all.
+                    if end_when_empty && self.nothing_watched() {
+                        return Ok(Ending::Execd);
+                    }
+                }
                 Some((pid, generation)) = self.exits_rx.recv() => {
                     let current = self.sessions.get(&pid).is_some_and(|w| w.generation == generation);
                     if current {
                         self.drain();
                         self.remove(pid);
                         hooks.exited(pid);
-                        if end_when_empty && self.sessions.is_empty() {
+                        if end_when_empty && self.nothing_watched() {
                             return Ok(Ending::TargetExited);
                         }
                     }
@@ -859,7 +1071,7 @@ impl Watcher {
             };
             // Every event up to now first, so that only real misses disagree.
             self.drain();
-            let parks = self.probes.park_times(pid);
+            let parks = self.maps.park_times(pid);
             let Some(watched) = self.sessions.get_mut(&pid) else {
                 continue;
             };
@@ -871,8 +1083,8 @@ impl Watcher {
     }
 
     /// Adds what the kernel counted for each program since the last look to the metrics.
-    fn export_program_runs(&mut self) {
-        for now in self.probes.program_runs() {
+    fn export_program_runs(&mut self, runs: Vec<crate::probes::ProgramRuns>) {
+        for now in runs {
             let before = self.program_runs_seen.insert(now.program, now);
             let (runs, time) = before.map_or((0, Duration::ZERO), |b| (b.runs, b.run_time));
             self.shared.metrics.add_probe_runs(
@@ -887,15 +1099,16 @@ impl Watcher {
     /// process afresh. Returns whether exec notifications were lost.
     fn check_kernel_counters(&mut self) -> bool {
         if self.options.probe_mode.run_stats {
-            self.export_program_runs();
+            // Answered with Done::ProgramRuns.
+            self.prober.program_runs();
         }
-        let read_errors = self.probes.counter(Counter::ReadErrors);
+        let read_errors = self.maps.counter(Counter::ReadErrors);
         self.shared
             .metrics
             .probe_read_errors
             .inc_by(read_errors.saturating_sub(self.read_errors_seen));
         self.read_errors_seen = self.read_errors_seen.max(read_errors);
-        let lost = self.probes.counter(Counter::EventsLost);
+        let lost = self.maps.counter(Counter::EventsLost);
         if lost > self.lost_seen {
             self.shared
                 .metrics
@@ -917,7 +1130,7 @@ impl Watcher {
                 }
             }
         }
-        let execs_lost = self.probes.counter(Counter::ExecsLost);
+        let execs_lost = self.maps.counter(Counter::ExecsLost);
         if execs_lost > self.execs_lost_seen {
             self.shared
                 .metrics
@@ -930,54 +1143,16 @@ impl Watcher {
     }
 }
 
-/// At most this many threads remove probes at once when ctxleak stops (each waits for the
-/// kernel on its share of the probes).
-const MAX_DETACH_THREADS: usize = 64;
-
-/// Removes probes at once, one thread each (up to [`MAX_DETACH_THREADS`]), and returns when
-/// all are gone. Each removal waits for an RCU grace period after taking its breakpoint out:
-/// in parallel the waits overlap, one after another they add up (0.1 s each when idle, more
-/// on a busy host).
-fn drop_at_once(links: Vec<UProbeLink>) {
-    let threads = links.len().min(MAX_DETACH_THREADS);
-    let mut shares: Vec<Vec<UProbeLink>> = (0..threads).map(|_| Vec::new()).collect();
-    for (index, link) in links.into_iter().enumerate() {
-        shares[index % threads].push(link);
-    }
-    let threads: Vec<_> = shares
-        .into_iter()
-        .map(|share| std::thread::spawn(move || drop(share)))
-        .collect();
-    for thread in threads {
-        let _ = thread.join();
-    }
-}
-
 impl Drop for Watcher {
-    /// Hands every probe to a helper process that outlives ctxleak and removes them in the
-    /// background ([`crate::release`]), so that a stop does not wait for the kernel. Without
-    /// the helper, removes them all at once here (faster than the eBPF programs going,
-    /// which removes their probes one after another).
+    /// Ends the prober, which hands every probe to a helper process that outlives ctxleak
+    /// and removes them in the background ([`crate::release`]), so that a stop does not wait
+    /// for the kernel (see [`Prober::stop`]).
     fn drop(&mut self) {
-        let links: Vec<UProbeLink> = self
+        let attachments = self
             .executables
-            .values_mut()
-            .filter_map(|executable| executable.attachment.take())
-            .flat_map(|attachment| self.probes.detach(attachment))
+            .drain()
+            .filter_map(|(identity, executable)| Some((identity, executable.attachment?)))
             .collect();
-        if let Err(error) = crate::release::hand_over() {
-            tracing::debug!("cannot start the helper that removes the probes: {error}");
-            let detach = || drop_at_once(links);
-            // Inside the runtime (attach and daemon drop the watcher in their async
-            // function): let its other tasks run meanwhile.
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle)
-                    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
-                {
-                    tokio::task::block_in_place(detach)
-                }
-                _ => detach(),
-            }
-        }
+        self.prober.stop(attachments, STOP_WAIT);
     }
 }

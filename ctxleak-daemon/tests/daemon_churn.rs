@@ -137,8 +137,13 @@ impl Log {
                 continue;
             };
             // Lines about processes the filters do not select are the rest of the machine's;
-            // the fixtures do leave contexts unreleased, which the daemon reports.
-            if line.contains("not selected by the filters") || line.contains("context leak") {
+            // the fixtures do leave contexts unreleased, which the daemon reports. A process
+            // that waits for its executable's probes gets its `attached` (or exited) line
+            // when they are in place.
+            if line.contains("not selected by the filters")
+                || line.contains("context leak")
+                || line.contains("waiting for its executable's probes")
+            {
                 continue;
             }
             if words.contains(&"attached") {
