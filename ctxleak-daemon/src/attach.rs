@@ -73,13 +73,17 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
         probes.enable_run_stats()?;
     }
     let shared = Arc::new(Shared::default());
-    let mut watcher = Watcher::new(probes, events, shared.clone(), watch, interrupts)?;
     // Before the target is read: an exec from then on is seen, however early.
-    if let Err(error) = watcher.watch_execs() {
-        tracing::warn!(
-            "cannot see execs (BTF tracepoint sched_process_exec: {error}): if PID {pid} execs another program, ctxleak will not notice; the kernel needs BTF (CONFIG_DEBUG_INFO_BTF) for that"
-        );
-    }
+    let execs = probes
+        .programs
+        .watch_execs()
+        .inspect_err(|error| {
+            tracing::warn!(
+                "cannot see execs (BTF tracepoint sched_process_exec: {error}): if PID {pid} execs another program, ctxleak will not notice; the kernel needs BTF (CONFIG_DEBUG_INFO_BTF) for that"
+            );
+        })
+        .ok();
+    let mut watcher = Watcher::new(probes, events, execs, shared.clone(), watch, interrupts)?;
     let prepared = target::prepare(process, |_| None)?;
     let exe = prepared.path.display().to_string();
     let version = prepared.binary.version.to_string();

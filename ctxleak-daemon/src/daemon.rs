@@ -40,10 +40,17 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     if options.watch.probe_mode.run_stats {
         probes.enable_run_stats()?;
     }
+    // Before the first scan, so that a process started during it is not missed.
+    let execs = probes.programs.watch_execs().map_err(|error| {
+        anyhow::anyhow!(
+            "cannot follow new processes (BTF tracepoint sched_process_exec): {error}; the kernel needs BTF (CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux)"
+        )
+    })?;
     let shared = std::sync::Arc::new(crate::http::Shared::default());
     let mut watcher = Watcher::new(
         probes,
         events,
+        Some(execs),
         shared.clone(),
         WatchOptions {
             per_process: false,
@@ -51,12 +58,6 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
         },
         interrupts,
     )?;
-    // Before the first scan, so that a process started during it is not missed.
-    watcher.watch_execs().map_err(|error| {
-        anyhow::anyhow!(
-            "cannot follow new processes (BTF tracepoint sched_process_exec): {error}; the kernel needs BTF (CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux)"
-        )
-    })?;
     let listen = listener
         .local_addr()
         .map_or_else(|_| options.listen.to_string(), |a| a.to_string());

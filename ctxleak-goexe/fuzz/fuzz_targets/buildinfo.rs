@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use ctxleak_daemon::goexe::buildinfo::parse_version;
+use ctxleak_goexe::buildinfo::parse_version;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

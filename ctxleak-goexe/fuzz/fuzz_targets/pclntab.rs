@@ -16,8 +16,8 @@
 
 #![no_main]
 
-use ctxleak_daemon::goexe::pclntab::{Function, Pclntab};
-use ctxleak_daemon::goexe::symbolize::{name_for_print, symbolize, symbolize_return_address};
+use ctxleak_goexe::pclntab::{Function, Pclntab};
+use ctxleak_goexe::symbolize::{name_for_print, symbolize, symbolize_return_address};
 use libfuzzer_sys::fuzz_target;
 
 /// Functions looked at from each end of the table, and PCs looked up.

@@ -23,7 +23,7 @@ pub struct ReleaseLayouts {
 /// Minor release (`go1.25`) to layouts.
 pub type OffsetTable = BTreeMap<String, ReleaseLayouts>;
 
-const EMBEDDED: &str = include_str!("../../data/go-offsets.json");
+const EMBEDDED: &str = include_str!("../data/go-offsets.json");
 
 /// The table built into this ctxleak.
 pub fn embedded() -> Result<OffsetTable, serde_json::Error> {

@@ -3,12 +3,12 @@
 //! the page cache, measured in the same run. `cargo xtask bench parse` builds the binaries
 //! and runs this; it prints one JSON object per binary.
 //!
-//!     cargo bench -p ctxleak-daemon --no-default-features --bench parse -- FILE...
+//!     cargo bench -p ctxleak-goexe --bench parse -- FILE...
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ctxleak_daemon::goexe::GoBinary;
+use ctxleak_goexe::GoBinary;
 
 const ROUNDS: usize = 15;
 

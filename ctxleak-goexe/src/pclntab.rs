@@ -122,7 +122,7 @@ impl fmt::Debug for Pclntab {
 pub struct Function<'t> {
     /// The name as the linker recorded it: generic functions keep their shape
     /// (`main.sum[go.shape.int]`); `go tool addr2line` prints this, the runtime's tracebacks
-    /// print [`crate::goexe::symbolize::name_for_print`] of it. An ABI wrapper has the name of
+    /// print [`crate::symbolize::name_for_print`] of it. An ABI wrapper has the name of
     /// the function it wraps (without `.abi0`).
     pub name: Cow<'t, str>,
     /// Link-time address of the first instruction.
@@ -323,7 +323,7 @@ impl Pclntab {
         self.nfunc == 0
     }
 
-    /// Whether inline trees were found: without them, [`crate::goexe::symbolize`] reports
+    /// Whether inline trees were found: without them, [`crate::symbolize`] reports
     /// only physical functions.
     pub fn has_inline_trees(&self) -> bool {
         self.gofunc.is_some()
@@ -1124,7 +1124,7 @@ mod tests {
                     let _ = function.pcdata(index, pc);
                     let _ = function.inlined_call(index);
                 }
-                let _ = crate::goexe::symbolize::symbolize(table, pc);
+                let _ = crate::symbolize::symbolize(table, pc);
             }
             let _ = table.function(&function.name);
         }

@@ -23,8 +23,8 @@
 
 #![no_main]
 
-use ctxleak_daemon::goexe::layout::read_g_layout;
-use ctxleak_daemon_fuzz::{SKIP_KNOWN_ISSUES, claims_oversized_section, tolerating_known_panics};
+use ctxleak_goexe::layout::read_g_layout;
+use ctxleak_goexe_fuzz::{SKIP_KNOWN_ISSUES, claims_oversized_section, tolerating_known_panics};
 use libfuzzer_sys::fuzz_target;
 use object::write::Object;
 use object::{Architecture, BinaryFormat, Endianness, SectionFlags, SectionKind, elf};

@@ -12,10 +12,10 @@
 
 use std::path::Path;
 
-use ctxleak_daemon::goexe::GoBinary;
-use ctxleak_daemon::goexe::pclntab::Pclntab;
-use ctxleak_daemon::goexe::symbolize::symbolize;
-use ctxleak_daemon_fuzz::{SKIP_KNOWN_ISSUES, claims_oversized_section, tolerating_known_panics};
+use ctxleak_goexe::GoBinary;
+use ctxleak_goexe::pclntab::Pclntab;
+use ctxleak_goexe::symbolize::symbolize;
+use ctxleak_goexe_fuzz::{SKIP_KNOWN_ISSUES, claims_oversized_section, tolerating_known_panics};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
