@@ -1,5 +1,7 @@
 //! The leak report as text: what `ctxleak attach` prints when its verdicts change and what
-//! `ctxleak report` prints before it exits.
+//! `ctxleak report` prints before it exits. Three kinds of finding, each on its own lines:
+//! growing goroutine groups (suspects), stuck goroutines (deadlocks, which do not grow), and
+//! context verdicts.
 
 use crate::api::{
     Group, GroupsResponse, LeaksResponse, OutlivingGoroutines, SourceLocation, UnreleasedContexts,
@@ -70,13 +72,31 @@ pub fn suspect_summary(group: &Group) -> String {
         "{} goroutines blocked in {} ({}), {:+} in {}s, created at {}",
         group.count,
         site(&group.blocked_at),
-        if group.wait_reason.is_empty() {
-            &group.state
-        } else {
-            &group.wait_reason
-        },
+        waiting_on(group),
         group.growth_short,
         group.window_short_s,
+        site(&group.created_by),
+    )
+}
+
+/// Why a group's goroutines wait: the runtime's wait reason, or their state.
+fn waiting_on(group: &Group) -> &str {
+    if group.wait_reason.is_empty() {
+        &group.state
+    } else {
+        &group.wait_reason
+    }
+}
+
+/// A group's stuck goroutines in a line: how many, blocked where and on what, for how long
+/// without running, created where.
+pub fn stuck_summary(group: &Group) -> String {
+    format!(
+        "{} goroutines blocked in {} ({}), none has run for {:.0}s, created at {}",
+        group.stuck,
+        site(&group.blocked_at),
+        waiting_on(group),
+        group.stuck_for_s,
         site(&group.created_by),
     )
 }
@@ -99,10 +119,12 @@ pub fn sampling_line(probes: &crate::api::ProbeState) -> Option<String> {
     })
 }
 
-/// Whether a report has anything to act on: a context verdict or a leak-suspect group.
+/// Whether a report has anything to act on: a context verdict, stuck goroutines or a
+/// leak-suspect group.
 pub fn found(leaks: &LeaksResponse, groups: &GroupsResponse) -> bool {
     !leaks.unreleased.is_empty()
         || !leaks.outliving.is_empty()
+        || !leaks.stuck.is_empty()
         || groups.groups.iter().any(|group| group.suspect)
 }
 
@@ -118,11 +140,18 @@ pub fn text(leaks: &LeaksResponse, groups: &GroupsResponse, watched_s: f64) -> S
         leaks.contexts_created,
         leaks.contexts_cancelled,
     );
-    let suspects: Vec<String> = groups
+    // Growing groups first, then stuck goroutines.
+    let goroutines: Vec<String> = groups
         .groups
         .iter()
         .filter(|group| group.suspect)
         .map(|group| format!("  suspect #{}: {}", group.rank, suspect_summary(group)))
+        .chain(
+            leaks
+                .stuck
+                .iter()
+                .map(|group| format!("  stuck: {}", stuck_summary(group))),
+        )
         .collect();
     let contexts = context_lines(
         &leaks.unreleased,
@@ -133,10 +162,10 @@ pub fn text(leaks: &LeaksResponse, groups: &GroupsResponse, watched_s: f64) -> S
         out.push_str(&line);
         out.push('\n');
     }
-    if suspects.is_empty() && contexts.is_empty() {
+    if goroutines.is_empty() && contexts.is_empty() {
         out.push_str("  no leaks found\n");
     }
-    for line in suspects.iter().chain(&contexts) {
+    for line in goroutines.iter().chain(&contexts) {
         out.push_str(line);
         out.push('\n');
     }

@@ -75,6 +75,8 @@ fn group(
         window_long_s: 900,
         suspect: rank > 0,
         rank,
+        stuck: 0,
+        stuck_for_s: 0.0,
         stack,
     }
 }
