@@ -177,6 +177,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stuck_goroutines_are_a_finding_on_their_own_lines() {
+        let site = |function: &str, line| SourceLocation {
+            function: function.into(),
+            file: "/src/app/main.go".into(),
+            line,
+        };
+        let group = Group {
+            id: "g1".into(),
+            count: 2,
+            state: "waiting".into(),
+            wait_reason: "sync.Mutex.Lock".into(),
+            created_by: Some(site("main.start", 60)),
+            blocked_at: Some(site("main.start.func1", 66)),
+            oldest_age_s: 300.0,
+            growth_short: 0,
+            growth_long: 0,
+            window_short_s: 60,
+            window_long_s: 600,
+            suspect: false,
+            rank: 0,
+            stuck: 2,
+            stuck_for_s: 299.6,
+            stack: Vec::new(),
+        };
+        let groups: GroupsResponse = serde_json::from_value(serde_json::json!({
+            "pid": 1, "exe": "/app", "go_version": "go1.27.3", "taken_at_unix_ms": 0,
+            "goroutines_user": 3, "goroutines_system": 4, "groups": [group],
+        }))
+        .unwrap();
+        let mut leaks: LeaksResponse = serde_json::from_value(serde_json::json!({
+            "pid": 1, "exe": "/app", "go_version": "go1.27.3", "taken_at_unix_ms": 0,
+            "contexts_probed": false, "grace_s": 5.0, "unreleased": [], "outliving": [],
+            "children_check": {"mismatch": 0, "parents": []}, "contexts_created": 0,
+            "contexts_cancelled": 0, "contexts_tracked": 0, "goroutines_bound": 0,
+        }))
+        .unwrap();
+        assert!(
+            !found(&leaks, &groups),
+            "not a suspect, and no stuck list yet"
+        );
+        leaks.stuck = groups.groups.clone();
+        assert!(found(&leaks, &groups));
+        let text = text(&leaks, &groups, 30.0);
+        assert!(
+            text.contains(
+                "  stuck: 2 goroutines blocked in main.start.func1 (main.go:66) (sync.Mutex.Lock), none has run for 300s, created at main.start (main.go:60)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("no leaks found"), "{text}");
+    }
+
+    #[test]
     fn sampled_counts_say_their_estimate() {
         let unreleased = UnreleasedContexts {
             site: None,
