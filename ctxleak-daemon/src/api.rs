@@ -57,6 +57,15 @@ pub struct Group {
     pub suspect: bool,
     /// 1 = most suspicious; 0 for non-suspects.
     pub rank: u32,
+    /// Members stuck: blocked in a wait that does not end by itself in a healthy program (a
+    /// lock, `WaitGroup.Wait`, `Cond.Wait`, a channel send, ...; `groups::STUCK_WAITS`)
+    /// without running once for at least `--stuck-after`. A separate verdict from `suspect`:
+    /// a deadlock does not grow.
+    #[serde(default)]
+    pub stuck: u64,
+    /// Seconds the longest stuck of them has not run; 0 when none is stuck.
+    #[serde(default)]
+    pub stuck_for_s: f64,
     /// One member's stack, innermost first.
     pub stack: Vec<SourceLocation>,
 }
@@ -131,6 +140,8 @@ mod tests {
                 window_long_s: 900,
                 suspect: false,
                 rank: 0,
+                stuck: 0,
+                stuck_for_s: 0.0,
                 stack: vec![],
             }],
         };
@@ -143,7 +154,7 @@ mod tests {
 
 pub const LEAKS_PATH: &str = "/api/leaks";
 
-/// GET /api/leaks: the `context` verdicts of the last census.
+/// GET /api/leaks: the `context` verdicts and the stuck goroutines of the last census.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaksResponse {
     pub pid: u32,
@@ -160,6 +171,10 @@ pub struct LeaksResponse {
     /// Goroutines started under a context that was cancelled more than `grace_s` ago and
     /// are still alive, by their `go` line, their context's creation line and wait reason.
     pub outliving: Vec<OutlivingGoroutines>,
+    /// The goroutine groups with stuck members (`Group::stuck`), as in `/api/groups`: one-shot
+    /// deadlocks and sends nobody receives, which do not grow. Longest stuck first.
+    #[serde(default)]
+    pub stuck: Vec<Group>,
     /// ctxleak's count of children per parent against `len(parent.children)` in memory.
     pub children_check: ChildrenCheck,
     pub contexts_created: u64,

@@ -14,7 +14,7 @@ const G_DEAD: u32 = 6;
 /// Go 1.26+: a dead g kept for an extra M (cgo callbacks).
 const G_DEAD_EXTRA: u32 = 11;
 /// Set while the GC scans a goroutine's stack, on top of its state.
-const G_SCAN: u32 = 0x1000;
+pub const G_SCAN: u32 = 0x1000;
 
 /// Whether a g with this status is a goroutine that exists (not unused or being set up).
 pub fn is_live_status(status: u32) -> bool {

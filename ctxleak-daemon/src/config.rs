@@ -23,6 +23,7 @@ pub const KEYS: &[&str] = &[
     "suspect-min-age",
     "suspect-min-growth",
     "suspect-min-growth-percent",
+    "stuck-after",
     "context-grace",
     "rescan-interval",
     "ring-buffer-size",
@@ -92,6 +93,7 @@ pub struct DaemonConfig {
     pub suspect_min_growth: Option<u64>,
     /// Percent, checked by [`crate::groups::check_growth_percent`].
     pub suspect_min_growth_percent: Option<f64>,
+    pub stuck_after: Option<Duration>,
     pub context_grace: Option<Duration>,
     pub rescan_interval: Option<Duration>,
     /// Bytes: a power of two, at least 4096.
@@ -157,6 +159,7 @@ struct RawConfig {
     suspect_min_age: Option<String>,
     suspect_min_growth: Option<i64>,
     suspect_min_growth_percent: Option<f64>,
+    stuck_after: Option<String>,
     context_grace: Option<String>,
     rescan_interval: Option<String>,
     ring_buffer_size: Option<i64>,
@@ -315,6 +318,7 @@ impl RawConfig {
                         .map_err(|reason| ("suspect-min-growth-percent", reason))
                 })
                 .transpose()?,
+            stuck_after: duration("stuck-after", self.stuck_after)?,
             context_grace: duration("context-grace", self.context_grace)?,
             rescan_interval: period("rescan-interval", RESCAN_INTERVAL, self.rescan_interval)?,
             ring_buffer_size: self.ring_buffer_size.map(ring_buffer_size).transpose()?,
@@ -598,6 +602,7 @@ mod tests {
                 suspect_min_age: seven,
                 suspect_min_growth: Some(7),
                 suspect_min_growth_percent: Some(7.0),
+                stuck_after: seven,
                 context_grace: seven,
                 rescan_interval: seven,
                 ring_buffer_size: Some(65536),

@@ -9,6 +9,11 @@
 //! ([`SuspectRules`]): its members are blocked (waiting) at a line of the program, its low
 //! point rose in every quarter of a window (still growing, not grown once since attach), by
 //! enough to matter, and its oldest member has been blocked there longer than a threshold.
+//!
+//! A leak that does not grow (two goroutines each waiting for the other's lock, a send nobody
+//! will receive) gets its own verdict: goroutines **stuck** in a wait that does not end by
+//! itself in a healthy program ([`STUCK_WAITS`]) without running once for longer than
+//! [`SuspectRules::stuck_after`]. Only goroutines in those waits are followed one by one.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -56,6 +61,10 @@ pub struct GoroutineView {
     pub stack: Arc<[StackFrame]>,
     /// Exactly how long it has been parked, when park timing (a `gopark` probe) is on.
     pub parked_for_s: Option<f64>,
+    /// It has not run since the previous census: the same state, saved PC and `trackingSeq`
+    /// (which counts its stops) as then. False at the first census that sees it.
+    #[serde(skip)]
+    pub still: bool,
 }
 
 /// GET /api/goroutines: every live goroutine of the last census.
@@ -115,6 +124,15 @@ struct StackOrigin {
 }
 
 impl StackOrigin {
+    /// Whether a goroutine that was at `earlier` has not run since: the same state (the GC's
+    /// scan bit aside), saved PC and stop count. Its stack may have moved (the GC shrinks the
+    /// stacks of parked goroutines) without it running.
+    fn not_run_since(&self, earlier: &Self) -> bool {
+        self.status & !census::G_SCAN == earlier.status & !census::G_SCAN
+            && self.tracking_seq == earlier.tracking_seq
+            && self.sched_pc == earlier.sched_pc
+    }
+
     fn of(record: &GoroutineRecord) -> Self {
         Self {
             status: record.status,
@@ -245,7 +263,7 @@ impl Symbolizer {
                 (name.map(|name| Arc::from(name.as_ref())), system)
             })
             .clone();
-        let waiting = record.status & !0x1000 == census::STATUS_WAITING;
+        let waiting = record.status & !census::G_SCAN == census::STATUS_WAITING;
         let wait_reason = match self.wait_reasons.get(usize::from(record.waitreason)) {
             Some(reason) if waiting => reason.clone(),
             _ => self.empty.clone(),
@@ -260,6 +278,7 @@ impl Symbolizer {
             start_function,
             stack,
             parked_for_s: None,
+            still: false,
         }
     }
 }
@@ -276,16 +295,20 @@ pub fn symbolize_census(
     let full = this.is_multiple_of(FULL_READ_EVERY);
     symbolizer.censuses += 1;
     let mut to_read: Vec<(&GoroutineRecord, Option<u64>)> = Vec::new();
-    let mut kept: Vec<Option<Arc<[StackFrame]>>> = Vec::with_capacity(census.goroutines.len());
+    // Each goroutine's stack when it is kept, and whether it has not run since the last
+    // census.
+    let mut kept: Vec<(Option<Arc<[StackFrame]>>, bool)> =
+        Vec::with_capacity(census.goroutines.len());
     for record in &census.goroutines {
         let origin = StackOrigin::of(record);
         match symbolizer.read_stacks.get_mut(&record.goid) {
             Some(read) if !full && read.origin == origin => {
                 read.seen = this;
-                kept.push(Some(read.stack.clone()));
+                kept.push((Some(read.stack.clone()), true));
             }
-            _ => {
-                kept.push(None);
+            read => {
+                let still = read.is_some_and(|read| origin.not_run_since(&read.origin));
+                kept.push((None, still));
                 to_read.push((record, symbolizer.first_frame_pointer(record)));
             }
         }
@@ -300,7 +323,7 @@ pub fn symbolize_census(
         .goroutines
         .iter()
         .zip(kept)
-        .map(|(record, kept)| {
+        .map(|(record, (kept, still))| {
             let stack = match kept {
                 Some(stack) => stack,
                 None => {
@@ -315,7 +338,10 @@ pub fn symbolize_census(
                     stack
                 }
             };
-            symbolizer.view(record, stack)
+            GoroutineView {
+                still,
+                ..symbolizer.view(record, stack)
+            }
         })
         .collect();
     symbolizer.read_stacks.retain(|_, read| read.seen == this);
@@ -411,6 +437,12 @@ fn source_location(frame: &StackFrame) -> SourceLocation {
 ///   floor (a group of 1 000 idle connections that gains 10 is noise). A group stays a
 ///   suspect while it keeps growing by `min_growth`, however large it has become.
 /// - **For long enough.** Its oldest member has been blocked there at least `min_age`.
+///
+/// A group's members are **stuck**, a separate verdict, when they are blocked at a line of the
+/// program (as above, the main goroutine aside) in one of the [`STUCK_WAITS`], and have not run
+/// once for at least `stuck_after`: at every census since, the same group (creation site, line,
+/// wait reason), state, saved PC and stop count (`g.trackingSeq`), or, with park times, parked
+/// that long.
 #[derive(Clone, Copy, Debug)]
 pub struct SuspectRules {
     pub window_short: Duration,
@@ -422,6 +454,8 @@ pub struct SuspectRules {
     /// ...and by at least this share (percent) of its value in the window's first quarter,
     /// to become a suspect.
     pub min_growth_percent: f64,
+    /// A goroutine in one of the [`STUCK_WAITS`] that has not run for this long is stuck.
+    pub stuck_after: Duration,
 }
 
 impl Default for SuspectRules {
@@ -432,9 +466,30 @@ impl Default for SuspectRules {
             min_age: Duration::from_secs(30),
             min_growth: 5,
             min_growth_percent: 10.0,
+            stuck_after: Duration::from_secs(180),
         }
     }
 }
+
+/// The runtime's wait reasons (`runtime.waitReasonStrings`, Go 1.21–1.27) of waits that do
+/// not end by themselves in a healthy program, so that a goroutine that stays in one without
+/// running is stuck: locks (`sync.Mutex`, `sync.RWMutex`; the runtime's semaphores, which are
+/// `WaitGroup.Wait` before Go 1.24), `WaitGroup.Wait`, `Cond.Wait`, a channel send, and waits
+/// that can never end (a nil channel, an empty `select`). Idle waits for work are not among
+/// them: a receive or a `select` (a worker waiting on its channel), IO, sleeps, timers, and
+/// the runtime's own (GC, finalizers).
+pub const STUCK_WAITS: &[&str] = &[
+    "sync.Mutex.Lock",
+    "sync.RWMutex.RLock",
+    "sync.RWMutex.Lock",
+    "sync.WaitGroup.Wait",
+    "sync.Cond.Wait",
+    "semacquire",
+    "chan send",
+    "chan send (nil chan)",
+    "chan receive (nil chan)",
+    "select (no cases)",
+];
 
 /// Checks a `--suspect-min-growth-percent` value (flag or config key): a finite number, at
 /// least 0.
@@ -458,13 +513,15 @@ fn may_be_suspect(goroutine: &GoroutineView, blocked: Option<&StackFrame>) -> bo
 
 struct Member {
     group: u64,
-    /// First seen in that group.
+    /// First seen in that group (`GroupTracker::members`), or has not run since
+    /// (`GroupTracker::still`).
     since: Instant,
     /// The census that last saw it.
     seen: u64,
 }
 
-/// Follows groups across censuses: per-goroutine time in its group, per-group count history.
+/// Follows groups across censuses: per-goroutine time in its group, per-group count history,
+/// and since when each goroutine in one of the [`STUCK_WAITS`] has not run.
 pub struct GroupTracker {
     rules: SuspectRules,
     first_census: Option<Instant>,
@@ -477,6 +534,9 @@ pub struct GroupTracker {
     /// The groups that were suspects at the last census: the relative threshold does not
     /// apply to them (a leak stays one however large it has grown).
     suspects: HashSet<u64, foldhash::fast::RandomState>,
+    /// goid -> (group id, since when it has not run) of the goroutines in one of the
+    /// [`STUCK_WAITS`] only: about 48 bytes each (a 40-byte entry and the table's slack).
+    still: FastMap<u64, Member>,
 }
 
 impl GroupTracker {
@@ -488,11 +548,12 @@ impl GroupTracker {
             censuses: 0,
             history: HashMap::new(),
             suspects: HashSet::default(),
+            still: FastMap::default(),
         }
     }
 
-    /// Groups the user goroutines of a census taken at `now`; suspects first by rank, then by
-    /// count.
+    /// Groups the user goroutines of a census taken at `now`; suspects first by rank, then
+    /// groups with stuck members, then by growth and count.
     pub fn update(&mut self, now: Instant, goroutines: &[GoroutineView]) -> Vec<Group> {
         let first = *self.first_census.get_or_insert(now);
         // Each group, and whether its members may be suspects at all.
@@ -503,7 +564,7 @@ impl GroupTracker {
         // Goroutines blocked at one place share their stack, creation site and wait reason
         // (one copy each): their group is worked out once per distinct combination, found by
         // the copies' addresses, which stay unique while `goroutines` is borrowed.
-        let mut keys: FastMap<[usize; 4], (u64, Option<&StackFrame>)> = FastMap::default();
+        let mut keys: FastMap<[usize; 4], (u64, Option<&StackFrame>, bool)> = FastMap::default();
         for goroutine in goroutines.iter().filter(|g| !g.system) {
             let copies = [
                 goroutine.stack.as_ptr() as usize,
@@ -514,9 +575,10 @@ impl GroupTracker {
                 goroutine.state.as_ptr() as usize,
                 goroutine.wait_reason.as_ptr() as usize,
             ];
-            let (id, blocked) = *keys.entry(copies).or_insert_with(|| {
+            let (id, blocked, stuck_wait) = *keys.entry(copies).or_insert_with(|| {
                 let blocked = blocked_at(&goroutine.stack);
-                (group_id(goroutine, blocked), blocked)
+                let stuck_wait = STUCK_WAITS.contains(&&*goroutine.wait_reason);
+                (group_id(goroutine, blocked), blocked, stuck_wait)
             });
             // Exact when the park time is known; else from the census that first saw it in
             // this group (a goroutine that moved to another group starts its age again).
@@ -554,17 +616,38 @@ impl GroupTracker {
                     window_long_s: self.rules.window_long.as_secs(),
                     suspect: false,
                     rank: 0,
+                    stuck: 0,
+                    stuck_for_s: 0.0,
                     stack: goroutine.stack.iter().map(source_location).collect(),
                 };
                 (group, true)
             });
-            *eligible &= may_be_suspect(goroutine, blocked);
+            let may_be = may_be_suspect(goroutine, blocked);
+            *eligible &= may_be;
             group.count += 1;
             group.oldest_age_s = group
                 .oldest_age_s
                 .max(now.duration_since(since).as_secs_f64());
+            if may_be && stuck_wait {
+                let still = self.still.entry(goroutine.goid).or_insert(Member {
+                    group: id,
+                    since: now,
+                    seen: census,
+                });
+                if still.group != id || !goroutine.still {
+                    still.group = id;
+                    still.since = now;
+                }
+                still.seen = census;
+                let stuck_for = now.duration_since(parked_since.unwrap_or(still.since));
+                if stuck_for >= self.rules.stuck_after {
+                    group.stuck += 1;
+                    group.stuck_for_s = group.stuck_for_s.max(stuck_for.as_secs_f64());
+                }
+            }
         }
         self.members.retain(|_, member| member.seen == census);
+        self.still.retain(|_, still| still.seen == census);
 
         // Count histories: a group first seen after the first census grew from nothing.
         for (id, (group, _)) in &groups {
@@ -615,6 +698,7 @@ impl GroupTracker {
         groups.sort_by(|a, b| {
             b.suspect
                 .cmp(&a.suspect)
+                .then((b.stuck > 0).cmp(&(a.stuck > 0)))
                 .then(b.growth_long.cmp(&a.growth_long))
                 .then(b.count.cmp(&a.count))
                 .then(a.id.cmp(&b.id))
@@ -624,6 +708,18 @@ impl GroupTracker {
         }
         groups
     }
+}
+
+/// The groups with stuck members, longest stuck first: `/api/leaks`'s `stuck`.
+pub fn stuck_groups(groups: &[Group]) -> Vec<Group> {
+    let mut stuck: Vec<Group> = groups.iter().filter(|g| g.stuck > 0).cloned().collect();
+    stuck.sort_by(|a, b| {
+        b.stuck_for_s
+            .total_cmp(&a.stuck_for_s)
+            .then(b.stuck.cmp(&a.stuck))
+            .then(a.id.cmp(&b.id))
+    });
+    stuck
 }
 
 /// Count now minus the count at the window's start (the newest sample at or before it, or the
@@ -775,6 +871,7 @@ mod tests {
             ]
             .into(),
             parked_for_s: None,
+            still: true,
         }
     }
 
@@ -950,6 +1047,94 @@ mod tests {
             ..leaked(goid)
         });
         assert!(leaked_state.suspect, "{leaked_state:?}");
+    }
+
+    /// Feeds the same 3 goroutines (made by `make`, goids from 1000) at 10 censuses 5 s apart,
+    /// `still` as `still(census)` says, with stuck-after 20 s: the group as the last census
+    /// saw it.
+    fn judge_stuck(still: impl Fn(u32) -> bool, make: impl Fn(u64) -> GoroutineView) -> Group {
+        let mut tracker = GroupTracker::new(SuspectRules {
+            stuck_after: Duration::from_secs(20),
+            ..SuspectRules::default()
+        });
+        let start = Instant::now();
+        let mut last = Vec::new();
+        for census in 0u32..10 {
+            let views: Vec<GoroutineView> = (0..3)
+                .map(|i| GoroutineView {
+                    still: census > 0 && still(census),
+                    ..make(1000 + i)
+                })
+                .collect();
+            last = tracker.update(start + Duration::from_secs(5) * census, &views);
+        }
+        last.into_iter()
+            .next()
+            .expect("the group is in the last census")
+    }
+
+    fn waiting_on(reason: &str) -> impl Fn(u64) -> GoroutineView {
+        move |goid| GoroutineView {
+            wait_reason: reason.into(),
+            ..leaked(goid)
+        }
+    }
+
+    #[test]
+    fn goroutines_that_never_run_in_a_lock_or_a_send_are_stuck() {
+        for reason in [
+            "sync.Mutex.Lock",
+            "chan send",
+            "sync.WaitGroup.Wait",
+            "semacquire",
+        ] {
+            let group = judge_stuck(|_| true, waiting_on(reason));
+            // Not run since the first census, 45 s before the last.
+            assert_eq!((group.stuck, group.stuck_for_s), (3, 45.0), "{group:?}");
+            assert!(!group.suspect, "a deadlock does not grow: {group:?}");
+        }
+        // Ran at census 6: stuck for the 15 s since, under the threshold.
+        let group = judge_stuck(|census| census != 6, waiting_on("sync.Mutex.Lock"));
+        assert_eq!(group.stuck, 0, "{group:?}");
+        // Ran at census 3: stuck for the 30 s since.
+        let group = judge_stuck(|census| census != 3, waiting_on("sync.Mutex.Lock"));
+        assert_eq!((group.stuck, group.stuck_for_s), (3, 30.0), "{group:?}");
+    }
+
+    #[test]
+    fn contended_locks_and_idle_waits_are_not_stuck() {
+        // Waiting at every census, but running in between (a contended lock).
+        let group = judge_stuck(|_| false, waiting_on("sync.Mutex.Lock"));
+        assert_eq!(group.stuck, 0, "{group:?}");
+        // Idle workers never run, and are not stuck.
+        for reason in [
+            "chan receive",
+            "select",
+            "IO wait",
+            "sleep",
+            "GC worker (idle)",
+        ] {
+            let group = judge_stuck(|_| true, waiting_on(reason));
+            assert_eq!(group.stuck, 0, "{group:?}");
+        }
+        // Nor is the main goroutine waiting for the program's end, or an unwound stack.
+        let main = judge_stuck(
+            |_| true,
+            |goid| GoroutineView {
+                start_function: Some("runtime.main".into()),
+                wait_reason: "sync.WaitGroup.Wait".into(),
+                ..leaked(goid)
+            },
+        );
+        assert_eq!(main.stuck, 0, "{main:?}");
+        let unwound = judge_stuck(
+            |_| true,
+            |goid| GoroutineView {
+                stack: vec![frame("runtime.gopark", 1)].into(),
+                ..leaked(goid)
+            },
+        );
+        assert_eq!(unwound.stuck, 0, "{unwound:?}");
     }
 
     #[test]

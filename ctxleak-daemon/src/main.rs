@@ -22,6 +22,7 @@ const DEFAULT_CENSUS_INTERVAL: &str = "5s";
 const DEFAULT_SUSPECT_WINDOW_SHORT: &str = "1m";
 const DEFAULT_SUSPECT_WINDOW_LONG: &str = "10m";
 const DEFAULT_SUSPECT_MIN_AGE: &str = "30s";
+const DEFAULT_STUCK_AFTER: &str = "3m";
 const DEFAULT_CONTEXT_GRACE: &str = "5s";
 const DEFAULT_RESCAN_INTERVAL: &str = "10s";
 
@@ -60,8 +61,8 @@ enum Command {
     /// exit. Options come from --config, then from these flags, which override it.
     Daemon(DaemonArgs),
     /// Watch one running Go process for a while, print its leak report and exit: status 0
-    /// when no leak was found, 1 when one was (leak-suspect goroutine groups, unreleased
-    /// contexts, goroutines outliving their context), 2 on error. Only what happens while it
+    /// when no leak was found, 1 when one was (leak-suspect goroutine groups, stuck
+    /// goroutines, unreleased contexts, goroutines outliving their context), 2 on error. Only what happens while it
     /// watches is seen for contexts: made for a CI job that drives load, or a quick check.
     Report {
         #[command(flatten)]
@@ -170,6 +171,10 @@ struct DaemonArgs {
     /// ...and by at least this percentage of its size [default: 10]. See attach --help.
     #[arg(long, value_name = "PERCENT", value_parser = parse_growth_percent)]
     suspect_min_growth_percent: Option<f64>,
+    /// Goroutines blocked on a lock, a WaitGroup, a Cond or a channel send that have not run
+    /// for this long are stuck [default: 3m]. See attach --help.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    stuck_after: Option<Duration>,
     /// Probe runtime.gopark for exact blocked-since times (one more trap per park).
     #[arg(long)]
     park_times: bool,
@@ -235,6 +240,7 @@ impl DaemonArgs {
                 .suspect_min_growth_percent
                 .or(config.suspect_min_growth_percent)
                 .unwrap_or(SuspectRules::default().min_growth_percent),
+            stuck_after: or(self.stuck_after, config.stuck_after, DEFAULT_STUCK_AFTER),
         };
         Ok(ctxleak_daemon::daemon::DaemonOptions {
             listen,
@@ -318,6 +324,12 @@ struct WatchArgs {
     /// noise); a suspect stays one while it keeps growing by --suspect-min-growth.
     #[arg(long, value_name = "PERCENT", default_value_t = SuspectRules::default().min_growth_percent, value_parser = parse_growth_percent)]
     suspect_min_growth_percent: f64,
+    /// Stuck verdict, apart from the suspects (a deadlock does not grow): goroutines blocked
+    /// at a line of the program on a sync.Mutex or RWMutex, a WaitGroup, a Cond, a channel
+    /// send, a nil channel or an empty select, that have not run once for this long (idle
+    /// receives, selects, IO waits and sleeps never are).
+    #[arg(long, default_value = DEFAULT_STUCK_AFTER, value_parser = humantime::parse_duration)]
+    stuck_after: Duration,
     /// Probe runtime.gopark too, to know exactly since when each goroutine is blocked
     /// (one more trap per park, which costs the target CPU on busy services; without it,
     /// ages are measured from the census that first saw the goroutine blocked).
@@ -382,6 +394,7 @@ impl WatchArgs {
                 min_age: self.suspect_min_age,
                 min_growth: self.suspect_min_growth,
                 min_growth_percent: self.suspect_min_growth_percent,
+                stuck_after: self.stuck_after,
             },
             context_grace: self.context_grace,
             policy: ctxleak_daemon::budget::ProbePolicy::resolve(

@@ -42,8 +42,16 @@ struct SuspectLabels {
     wait_reason: String,
 }
 
-/// At most this many suspect groups get their own series: enough for an alert and a
-/// dashboard table, bounded whatever the target does.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StuckLabels {
+    pid: u32,
+    created_by: String,
+    blocked_at: String,
+    wait_reason: String,
+}
+
+/// At most this many suspect groups (and as many groups with stuck goroutines) get their own
+/// series: enough for an alert and a dashboard table, bounded whatever the target does.
 pub const MAX_SUSPECT_SERIES: usize = 10;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,6 +103,7 @@ struct TargetSeries {
     info: Option<TargetInfoLabels>,
     states: Vec<StateLabels>,
     suspects: Vec<SuspectLabels>,
+    stuck: Vec<StuckLabels>,
     unreleased: Vec<ContextSiteLabels>,
     orphaned: Vec<ContextSiteLabels>,
     outliving: Vec<OutlivingLabels>,
@@ -111,6 +120,7 @@ pub struct Metrics {
     by_state: Family<StateLabels, Gauge>,
     suspects: Family<SuspectLabels, Gauge>,
     suspect_count: Family<TargetLabels, Gauge>,
+    stuck: Family<StuckLabels, Gauge>,
     contexts_created: Family<TargetLabels, Counter>,
     contexts_cancelled: Family<TargetLabels, Counter>,
     unreleased: Family<ContextSiteLabels, Gauge>,
@@ -152,6 +162,7 @@ impl Default for Metrics {
             by_state: Family::default(),
             suspects: Family::default(),
             suspect_count: Family::default(),
+            stuck: Family::default(),
             contexts_created: Family::default(),
             contexts_cancelled: Family::default(),
             unreleased: Family::default(),
@@ -259,6 +270,11 @@ impl Default for Metrics {
             "leak_suspect_groups",
             "Number of leak-suspect groups at the last census",
             metrics.suspect_count.clone(),
+        );
+        registry.register(
+            "stuck_goroutines",
+            "Goroutines stuck: blocked at a line of the program on a lock, WaitGroup, Cond or channel send (or a nil channel, an empty select) without running for at least --stuck-after, by site; the longest stuck groups only",
+            metrics.stuck.clone(),
         );
         registry.register(
             "contexts_created",
@@ -456,6 +472,9 @@ impl Metrics {
         for labels in &series.suspects {
             self.suspects.remove(labels);
         }
+        for labels in &series.stuck {
+            self.stuck.remove(labels);
+        }
     }
 
     fn remove_contexts(&self, series: &TargetSeries) {
@@ -480,6 +499,7 @@ impl Metrics {
             fresh = TargetSeries {
                 states: Vec::new(),
                 suspects: Vec::new(),
+                stuck: Vec::new(),
                 ..old
             };
         }
@@ -514,6 +534,21 @@ impl Metrics {
         self.suspect_count
             .get_or_create(&TargetLabels { pid })
             .set(i64::try_from(suspects.len()).unwrap_or(i64::MAX));
+        for group in crate::groups::stuck_groups(groups)
+            .iter()
+            .take(MAX_SUSPECT_SERIES)
+        {
+            let labels = StuckLabels {
+                pid,
+                created_by: location(&group.created_by),
+                blocked_at: location(&group.blocked_at),
+                wait_reason: group.wait_reason.clone(),
+            };
+            self.stuck
+                .get_or_create(&labels)
+                .set(i64::try_from(group.stuck).unwrap_or(i64::MAX));
+            fresh.stuck.push(labels);
+        }
         self.with_series(pid, |series| *series = fresh);
     }
 

@@ -1,5 +1,7 @@
 //! The leak report as text: what `ctxleak attach` prints when its verdicts change and what
-//! `ctxleak report` prints before it exits.
+//! `ctxleak report` prints before it exits. Three kinds of finding, each on its own lines:
+//! growing goroutine groups (suspects), stuck goroutines (deadlocks, which do not grow), and
+//! context verdicts.
 
 use crate::api::{
     Group, GroupsResponse, LeaksResponse, OutlivingGoroutines, SourceLocation, UnreleasedContexts,
@@ -70,13 +72,31 @@ pub fn suspect_summary(group: &Group) -> String {
         "{} goroutines blocked in {} ({}), {:+} in {}s, created at {}",
         group.count,
         site(&group.blocked_at),
-        if group.wait_reason.is_empty() {
-            &group.state
-        } else {
-            &group.wait_reason
-        },
+        waiting_on(group),
         group.growth_short,
         group.window_short_s,
+        site(&group.created_by),
+    )
+}
+
+/// Why a group's goroutines wait: the runtime's wait reason, or their state.
+fn waiting_on(group: &Group) -> &str {
+    if group.wait_reason.is_empty() {
+        &group.state
+    } else {
+        &group.wait_reason
+    }
+}
+
+/// A group's stuck goroutines in a line: how many, blocked where and on what, for how long
+/// without running, created where.
+pub fn stuck_summary(group: &Group) -> String {
+    format!(
+        "{} goroutines blocked in {} ({}), none has run for {:.0}s, created at {}",
+        group.stuck,
+        site(&group.blocked_at),
+        waiting_on(group),
+        group.stuck_for_s,
         site(&group.created_by),
     )
 }
@@ -99,10 +119,12 @@ pub fn sampling_line(probes: &crate::api::ProbeState) -> Option<String> {
     })
 }
 
-/// Whether a report has anything to act on: a context verdict or a leak-suspect group.
+/// Whether a report has anything to act on: a context verdict, stuck goroutines or a
+/// leak-suspect group.
 pub fn found(leaks: &LeaksResponse, groups: &GroupsResponse) -> bool {
     !leaks.unreleased.is_empty()
         || !leaks.outliving.is_empty()
+        || !leaks.stuck.is_empty()
         || groups.groups.iter().any(|group| group.suspect)
 }
 
@@ -118,11 +140,18 @@ pub fn text(leaks: &LeaksResponse, groups: &GroupsResponse, watched_s: f64) -> S
         leaks.contexts_created,
         leaks.contexts_cancelled,
     );
-    let suspects: Vec<String> = groups
+    // Growing groups first, then stuck goroutines.
+    let goroutines: Vec<String> = groups
         .groups
         .iter()
         .filter(|group| group.suspect)
         .map(|group| format!("  suspect #{}: {}", group.rank, suspect_summary(group)))
+        .chain(
+            leaks
+                .stuck
+                .iter()
+                .map(|group| format!("  stuck: {}", stuck_summary(group))),
+        )
         .collect();
     let contexts = context_lines(
         &leaks.unreleased,
@@ -133,10 +162,10 @@ pub fn text(leaks: &LeaksResponse, groups: &GroupsResponse, watched_s: f64) -> S
         out.push_str(&line);
         out.push('\n');
     }
-    if suspects.is_empty() && contexts.is_empty() {
+    if goroutines.is_empty() && contexts.is_empty() {
         out.push_str("  no leaks found\n");
     }
-    for line in suspects.iter().chain(&contexts) {
+    for line in goroutines.iter().chain(&contexts) {
         out.push_str(line);
         out.push('\n');
     }
@@ -146,6 +175,59 @@ pub fn text(leaks: &LeaksResponse, groups: &GroupsResponse, watched_s: f64) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stuck_goroutines_are_a_finding_on_their_own_lines() {
+        let site = |function: &str, line| SourceLocation {
+            function: function.into(),
+            file: "/src/app/main.go".into(),
+            line,
+        };
+        let group = Group {
+            id: "g1".into(),
+            count: 2,
+            state: "waiting".into(),
+            wait_reason: "sync.Mutex.Lock".into(),
+            created_by: Some(site("main.start", 60)),
+            blocked_at: Some(site("main.start.func1", 66)),
+            oldest_age_s: 300.0,
+            growth_short: 0,
+            growth_long: 0,
+            window_short_s: 60,
+            window_long_s: 600,
+            suspect: false,
+            rank: 0,
+            stuck: 2,
+            stuck_for_s: 299.6,
+            stack: Vec::new(),
+        };
+        let groups: GroupsResponse = serde_json::from_value(serde_json::json!({
+            "pid": 1, "exe": "/app", "go_version": "go1.27.3", "taken_at_unix_ms": 0,
+            "goroutines_user": 3, "goroutines_system": 4, "groups": [group],
+        }))
+        .unwrap();
+        let mut leaks: LeaksResponse = serde_json::from_value(serde_json::json!({
+            "pid": 1, "exe": "/app", "go_version": "go1.27.3", "taken_at_unix_ms": 0,
+            "contexts_probed": false, "grace_s": 5.0, "unreleased": [], "outliving": [],
+            "children_check": {"mismatch": 0, "parents": []}, "contexts_created": 0,
+            "contexts_cancelled": 0, "contexts_tracked": 0, "goroutines_bound": 0,
+        }))
+        .unwrap();
+        assert!(
+            !found(&leaks, &groups),
+            "not a suspect, and no stuck list yet"
+        );
+        leaks.stuck = groups.groups.clone();
+        assert!(found(&leaks, &groups));
+        let text = text(&leaks, &groups, 30.0);
+        assert!(
+            text.contains(
+                "  stuck: 2 goroutines blocked in main.start.func1 (main.go:66) (sync.Mutex.Lock), none has run for 300s, created at main.start (main.go:60)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("no leaks found"), "{text}");
+    }
 
     #[test]
     fn sampled_counts_say_their_estimate() {

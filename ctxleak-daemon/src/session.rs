@@ -53,7 +53,7 @@ pub struct Session {
     findings: std::collections::BTreeSet<String>,
     symbolizer: Symbolizer,
     groups: GroupTracker,
-    /// " | leak suspect #1: ..." for the summary line, from the last census.
+    /// " | leak suspect #1: ... | stuck: ..." for the summary line, from the last census.
     top_suspect: Option<String>,
     /// (created, exited) at the last summary line.
     summarized: (u64, u64),
@@ -428,12 +428,18 @@ impl Session {
         let (leaks, changes) = self.context_verdicts(ktime, started, &views, shared);
         let groups = self.groups.update(started, &views);
         shared.metrics.set_census(pid, &groups);
-        self.top_suspect = groups.iter().find(|group| group.rank == 1).map(|group| {
+        let stuck = crate::groups::stuck_groups(&groups);
+        let suspect = groups.iter().find(|group| group.rank == 1).map(|group| {
             format!(
                 " | leak suspect #1: {}",
                 crate::report::suspect_summary(group)
             )
         });
+        let stuck_line = stuck
+            .first()
+            .map(|group| format!(" | stuck: {}", crate::report::stuck_summary(group)));
+        let line = suspect.unwrap_or_default() + &stuck_line.unwrap_or_default();
+        self.top_suspect = (!line.is_empty()).then_some(line);
         // When the census was read, not now: the verdicts hold as of then (symbolizing many
         // goroutines can take a while on a loaded machine).
         let taken_at_unix_ms = (std::time::SystemTime::now() - started.elapsed())
@@ -466,6 +472,7 @@ impl Session {
                 },
                 leaks: LeaksResponse {
                     taken_at_unix_ms,
+                    stuck,
                     ..leaks
                 },
             },
@@ -612,6 +619,7 @@ impl Session {
             grace_s: self.judgement.context_grace.as_secs_f64(),
             unreleased: verdicts.unreleased,
             outliving: verdicts.outliving,
+            stuck: Vec::new(),
             children_check: verdicts.children_check,
             contexts_created: self.contexts.created,
             contexts_cancelled: self.contexts.cancelled,

@@ -16,25 +16,10 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{Driven, fixture, start_report};
+use common::{Driven, finish_json_report as finish, fixture, start_report};
 use serde_json::Value;
 
 const WATCH: &[&str] = &["--for", "45s", "--json"];
-
-/// One version's check: a summary, or what went wrong.
-type Check = fn(&str) -> Result<String, String>;
-
-/// Runs the report to its end: its exit status and JSON.
-fn finish(child: std::process::Child) -> Result<(Option<i32>, Value), String> {
-    let output = child.wait_with_output().map_err(|e| e.to_string())?;
-    let json = serde_json::from_slice(&output.stdout).map_err(|e| {
-        format!(
-            "no JSON report ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })?;
-    Ok((output.status.code(), json))
-}
 
 /// The `healthy` fixture's modes started under a report's watch (the worker pool grows to
 /// its cap in its first 10 s), then its own status read once the report ended: the report's
@@ -178,34 +163,5 @@ fn unclosed_bodies(version: &str) -> Result<String, String> {
 
 #[test]
 fn healthy_services_do_not_page_and_a_leak_still_does_within_the_same_watch() {
-    let versions = common::go_versions();
-    let versions: Vec<&String> = [versions.first(), versions.last()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let outcomes: Vec<(String, Result<String, String>)> = std::thread::scope(|scope| {
-        let runs: Vec<_> = versions
-            .iter()
-            .flat_map(|version| {
-                let checks: [Check; 3] = [healthy, leaking, unclosed_bodies];
-                checks.map(|check| (version, scope.spawn(move || check(version))))
-            })
-            .collect();
-        runs.into_iter()
-            .map(|(version, run)| {
-                let outcome = run
-                    .join()
-                    .unwrap_or_else(|_| Err("the check panicked".to_owned()));
-                (format!("go{version}"), outcome)
-            })
-            .collect()
-    });
-    let mut failures = Vec::new();
-    for (version, outcome) in outcomes {
-        match outcome {
-            Ok(summary) => eprintln!("{version}: {summary}"),
-            Err(error) => failures.push(format!("{version}: {error}")),
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    common::all_at_once_on_oldest_and_newest(&[healthy, leaking, unclosed_bodies]);
 }

@@ -19,8 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ctxleak_daemon::api::{Group, GroupsResponse, SourceLocation};
-use ctxleak_daemon::top::{Action, App, Connection, FetchError, SortKey};
+use ctxleak_daemon::api::{
+    Group, GroupsResponse, LeaksResponse, OutlivingGoroutines, SourceLocation, UnreleasedContexts,
+};
+use ctxleak_daemon::top::{Action, App, Connection, FetchError, Item, SortKey};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -75,6 +77,8 @@ fn group(
         window_long_s: 900,
         suspect: rank > 0,
         rank,
+        stuck: 0,
+        stuck_for_s: 0.0,
         stack,
     }
 }
@@ -503,6 +507,168 @@ fn detail_pane_shows_the_stack() {
     // Enter again closes it.
     app.handle_key(key(KeyCode::Enter));
     assert!(!screen(&draw(&mut app, 120, 40)).contains("stack ("));
+}
+
+/// The census with d4 stuck (64 goroutines, 40 of them not run for 5 minutes), and the
+/// findings beside it: unreleased contexts made at one line, and goroutines of the cart
+/// watcher (b2's `go` line, in `select`) outliving their context.
+fn census_with_findings() -> (GroupsResponse, LeaksResponse) {
+    let mut census = census();
+    census.groups[3].stuck = 40;
+    census.groups[3].stuck_for_s = 300.0;
+    let cart = census.groups[1].clone();
+    let leaks = LeaksResponse {
+        pid: 4242,
+        exe: census.exe.clone(),
+        go_version: census.go_version.clone(),
+        taken_at_unix_ms: census.taken_at_unix_ms,
+        contexts_probed: true,
+        grace_s: 5.0,
+        unreleased: vec![UnreleasedContexts {
+            site: Some(loc(
+                "github.com/acme/shop/internal/search.(*Index).Query",
+                "/src/shop/internal/search/index.go",
+                212,
+            )),
+            count: 77,
+            orphaned: 5,
+            oldest_age_s: 600.0,
+            growth: 12,
+            window_s: 60,
+            estimate: None,
+        }],
+        outliving: vec![OutlivingGoroutines {
+            goroutine_site: cart.created_by.clone(),
+            context_site: Some(loc(
+                "github.com/acme/shop/internal/api.(*Handler).Cart",
+                "/src/shop/internal/api/cart.go",
+                19,
+            )),
+            state: cart.state.clone(),
+            wait_reason: cart.wait_reason.clone(),
+            count: 9,
+            oldest_cancelled_s: 90.0,
+            growth: 3,
+            window_s: 60,
+            estimate: None,
+        }],
+        stuck: vec![census.groups[3].clone()],
+        children_check: Default::default(),
+        contexts_created: 1000,
+        contexts_cancelled: 923,
+        contexts_created_estimate: None,
+        contexts_tracked: 80,
+        goroutines_bound: 9,
+        probes: Default::default(),
+    };
+    (census, leaks)
+}
+
+#[test]
+fn stuck_groups_and_context_findings_are_rows_beside_the_groups() {
+    let (census, leaks) = census_with_findings();
+    let mut app = app_with(census.clone());
+    app.update_leaks(Some(leaks));
+    // Suspects by rank, then the stuck group, then the context findings, then the rest.
+    assert_eq!(
+        app.items(),
+        [
+            Item::Group(0),
+            Item::Group(1),
+            Item::Group(3),
+            Item::Unreleased(0),
+            Item::Outliving(0),
+            Item::Group(2),
+            Item::Group(4),
+            Item::Group(5),
+        ]
+    );
+    let buffer = draw(&mut app, 120, 40);
+    let text = screen(&buffer);
+    let lines = lines(&buffer);
+    assert!(
+        text.contains("6 groups, 2 suspects, 1 stuck, 2 context findings"),
+        "{text}"
+    );
+    let stuck = &lines[row_of(&lines, needle("d4"))];
+    assert!(stuck.trim_start().starts_with("!S"), "{stuck}");
+    let unreleased = &lines[row_of(&lines, "unreleased ctx")];
+    assert!(
+        unreleased.trim_start().starts_with("!U")
+            && unreleased.contains(" 77 ")
+            && unreleased.contains("+12/·")
+            && unreleased.contains("10m")
+            && unreleased.contains("search.(*Index).Query"),
+        "{unreleased}"
+    );
+    let outliving = &lines[row_of(&lines, "outlives ctx")];
+    assert!(
+        outliving.trim_start().starts_with("!O")
+            && outliving.contains(" 9 ")
+            && outliving.contains("cart.(*Cart).watch cart.go:133")
+            && outliving.contains("cart.NewCart cart.go:40"),
+        "blocked where the cart watchers' group is: {outliving}"
+    );
+    // Sorting by count puts each where its count says.
+    app.set_sort(SortKey::Count);
+    let position = |item| app.items().iter().position(|&i| i == item);
+    assert!(position(Item::Group(1)) < position(Item::Unreleased(0)));
+    assert!(position(Item::Unreleased(0)) < position(Item::Group(3)));
+    assert!(position(Item::Group(3)) < position(Item::Outliving(0)));
+    app.set_sort(SortKey::Rank);
+
+    // Enter on each: the stuck group's verdict and stack...
+    app.handle_key(key(KeyCode::Down));
+    app.handle_key(key(KeyCode::Down));
+    app.handle_key(key(KeyCode::Enter));
+    assert_eq!(app.selected_group().map(|g| g.id.as_str()), Some("d4"));
+    let text = screen(&draw(&mut app, 120, 40));
+    assert!(
+        text.contains(
+            "STUCK: 40 goroutines not run for 5m (a deadlock, or a send nobody receives)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("→ github.com/acme/shop/internal/db.(*Pool).Get"),
+        "{text}"
+    );
+    // ...the unreleased contexts' creation line (no stack: the line is the finding)...
+    app.handle_key(key(KeyCode::Down));
+    assert_eq!(app.selected_item(), Some(Item::Unreleased(0)));
+    let text = screen(&draw(&mut app, 120, 40));
+    assert!(
+        text.contains("77 contexts never cancelled (5 orphaned: their creator has exited) · oldest 10m · +12 in 1m"),
+        "{text}"
+    );
+    assert!(text.contains(
+        "created at: github.com/acme/shop/internal/search.(*Index).Query (/src/shop/internal/search/index.go:212)"
+    ), "{text}");
+    // ...and the outliving goroutines' sites and the stack of their group.
+    app.handle_key(key(KeyCode::Down));
+    assert_eq!(app.selected_item(), Some(Item::Outliving(0)));
+    let buffer = draw(&mut app, 120, 40);
+    let text = screen(&buffer);
+    assert!(
+        text.contains("9 goroutines still select · context cancelled 1m ago · +3 in 1m"),
+        "{text}"
+    );
+    assert!(text.contains(
+        "context made at: github.com/acme/shop/internal/api.(*Handler).Cart (/src/shop/internal/api/cart.go:19)"
+    ), "{text}");
+    assert!(text.contains(
+        "→ github.com/acme/shop/internal/cart.(*Cart).watch (/src/shop/internal/cart/cart.go:133)"
+    ), "{text}");
+
+    // The selection follows the finding when the next census reorders the rows; a server
+    // without findings leaves the groups alone.
+    let mut next = census;
+    next.groups[3].stuck = 0;
+    app.update(Ok(next));
+    assert_eq!(app.selected_item(), Some(Item::Outliving(0)));
+    app.update_leaks(None);
+    assert_eq!(app.items().len(), 6);
+    assert!(!screen(&draw(&mut app, 120, 40)).contains("unreleased ctx"));
 }
 
 #[test]

@@ -48,6 +48,7 @@ const CONFIG_KEYS: &[&str] = &[
     "suspect-min-age",
     "suspect-min-growth",
     "suspect-min-growth-percent",
+    "stuck-after",
     "context-grace",
     "rescan-interval",
     "ring-buffer-size",

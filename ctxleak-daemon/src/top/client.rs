@@ -6,7 +6,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
 use std::time::Duration;
 
-use crate::api::{GROUPS_PATH, GroupsResponse};
+use crate::api::{GROUPS_PATH, GroupsResponse, LEAKS_PATH, LeaksResponse};
 
 /// Why a poll brought no census.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,11 +109,16 @@ impl Endpoint {
         Self { pid, ..self }
     }
 
-    fn groups_path(&self) -> String {
+    /// `api` with `?pid=N` when one process is asked for.
+    fn api_path(&self, api: &str) -> String {
         match self.pid {
-            Some(pid) => format!("{GROUPS_PATH}?pid={pid}"),
-            None => GROUPS_PATH.to_owned(),
+            Some(pid) => format!("{api}?pid={pid}"),
+            None => api.to_owned(),
         }
+    }
+
+    fn groups_path(&self) -> String {
+        self.api_path(GROUPS_PATH)
     }
 
     /// The URL of the groups API, for messages.
@@ -183,7 +188,20 @@ impl Endpoint {
 
     /// Fetches one census.
     pub fn fetch_groups(&self, timeout: Duration) -> Result<GroupsResponse, FetchError> {
-        let body = self.get(&self.groups_path(), timeout)?;
+        self.fetch(GROUPS_PATH, timeout)
+    }
+
+    /// Fetches the context verdicts and stuck goroutines of the last census.
+    pub fn fetch_leaks(&self, timeout: Duration) -> Result<LeaksResponse, FetchError> {
+        self.fetch(LEAKS_PATH, timeout)
+    }
+
+    fn fetch<T: serde::de::DeserializeOwned>(
+        &self,
+        api: &str,
+        timeout: Duration,
+    ) -> Result<T, FetchError> {
+        let body = self.get(&self.api_path(api), timeout)?;
         serde_json::from_slice(&body)
             .map_err(|error| FetchError::BadAnswer(format!("unexpected response: {error}")))
     }

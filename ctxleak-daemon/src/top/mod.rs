@@ -1,5 +1,6 @@
 //! `ctxleak top`: a live, `top`-like terminal view of a running `ctxleak attach`'s goroutine
-//! groups and leak suspects. It is only a client: it polls the attach's JSON API
+//! groups, leak suspects, stuck goroutines and context findings (unreleased contexts,
+//! goroutines outliving theirs). It is only a client: it polls the attach's JSON API
 //! ([`crate::api`]) and draws it, so it runs unprivileged, and over ssh.
 //!
 //! [`view`] holds the state and draws it into a ratatui buffer (tested without a terminal);
@@ -21,9 +22,13 @@ use ratatui::crossterm::event::{self, Event};
 use ratatui::crossterm::{cursor, execute, terminal};
 
 pub use client::{Endpoint, FetchError};
-pub use view::{Action, App, Connection, SortKey};
+pub use view::{Action, App, Connection, Item, SortKey};
 
-use crate::api::GroupsResponse;
+use crate::api::{GroupsResponse, LeaksResponse};
+
+/// One poll: the census, and the findings beside it when the server has them (an older
+/// server, or one answering without them, leaves the groups alone on screen).
+type Poll = (Result<GroupsResponse, FetchError>, Option<LeaksResponse>);
 
 /// Test hook, for the end-to-end test of the panic path only: when set, `ctxleak top` panics
 /// right after it has drawn its first census.
@@ -95,7 +100,7 @@ pub fn run(options: TopOptions) -> anyhow::Result<()> {
 fn event_loop(
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
     app: &mut App,
-    polls: &Receiver<Result<GroupsResponse, FetchError>>,
+    polls: &Receiver<Poll>,
 ) -> anyhow::Result<()> {
     let panic_for_test = std::env::var_os(PANIC_FOR_TEST_ENV).is_some();
     let mut dirty = true;
@@ -105,8 +110,12 @@ fn event_loop(
         }
         loop {
             match polls.try_recv() {
-                Ok(poll) => {
-                    app.update(poll);
+                Ok((groups, leaks)) => {
+                    let answered = groups.is_ok();
+                    app.update(groups);
+                    if answered {
+                        app.update_leaks(leaks);
+                    }
                     dirty = true;
                 }
                 Err(TryRecvError::Empty) => break,
@@ -141,10 +150,7 @@ fn event_loop(
 
 /// Polls the server every `interval` on its own thread, so a slow or vanished server never
 /// freezes the keyboard. Stops when the view is gone.
-fn spawn_poller(
-    endpoint: Endpoint,
-    interval: Duration,
-) -> Receiver<Result<GroupsResponse, FetchError>> {
+fn spawn_poller(endpoint: Endpoint, interval: Duration) -> Receiver<Poll> {
     let (tx, rx) = mpsc::channel();
     let timeout = interval.max(MIN_POLL_TIMEOUT);
     std::thread::Builder::new()
@@ -152,7 +158,12 @@ fn spawn_poller(
         .spawn(move || {
             loop {
                 let started = Instant::now();
-                if tx.send(endpoint.fetch_groups(timeout)).is_err() {
+                let groups = endpoint.fetch_groups(timeout);
+                let leaks = groups
+                    .is_ok()
+                    .then(|| endpoint.fetch_leaks(timeout).ok())
+                    .flatten();
+                if tx.send((groups, leaks)).is_err() {
                     return;
                 }
                 std::thread::sleep(interval.saturating_sub(started.elapsed()));

@@ -1,6 +1,12 @@
-//! What `ctxleak top` shows: the state of the view (last census, connection, selection, sort)
-//! and how it is drawn into a ratatui [`Buffer`]. Nothing here touches the terminal, so it is
-//! tested with ratatui's `TestBackend`.
+//! What `ctxleak top` shows: the state of the view (last census and findings, connection,
+//! selection, sort) and how it is drawn into a ratatui [`Buffer`]. Nothing here touches the
+//! terminal, so it is tested with ratatui's `TestBackend`.
+//!
+//! One table holds every kind of finding beside the goroutine groups: leak suspects (`!1`, a
+//! growing group), stuck goroutines (`!S`, a group that does not grow but never runs),
+//! unreleased contexts (`!U`, by creation site) and goroutines outliving their context (`!O`).
+//! Enter shows the selected row's details and stack (for outliving goroutines, the stack of
+//! their group in the census).
 
 use std::time::Duration;
 
@@ -16,12 +22,24 @@ use ratatui::widgets::{
 use unicode_width::{UnicodeWidthChar as _, UnicodeWidthStr as _};
 
 use super::client::FetchError;
-use crate::api::{Group, GroupsResponse, SourceLocation};
+use crate::api::{
+    Group, GroupsResponse, LeaksResponse, OutlivingGoroutines, SourceLocation, UnreleasedContexts,
+};
+
+/// One row of the table: a goroutine group of the census, or a context finding, by its index
+/// in the census or the findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item {
+    Group(usize),
+    Unreleased(usize),
+    Outliving(usize),
+}
 
 /// How the table is ordered; `s` cycles through them in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortKey {
-    /// Suspects first by rank, then the others by count (the server's order).
+    /// Suspects first by rank, then groups with stuck goroutines, then context findings, then
+    /// the other groups by count (the server's order).
     #[default]
     Rank,
     /// Largest groups first.
@@ -84,13 +102,16 @@ pub struct App {
     source: String,
     interval: Duration,
     data: Option<GroupsResponse>,
+    /// The context findings and stuck goroutines beside the census, when the server has them.
+    leaks: Option<LeaksResponse>,
     connection: Connection,
     sort: SortKey,
-    /// Indexes into `data.groups`, in display order.
-    order: Vec<usize>,
+    /// The rows, in display order.
+    order: Vec<Item>,
     /// Position of the selection in `order`.
     selected: usize,
-    /// The selected group's id, so the selection follows it across censuses and sorts.
+    /// The selected row's id ([`App::item_id`]), so the selection follows it across
+    /// censuses and sorts.
     selected_id: Option<String>,
     detail: bool,
     color: bool,
@@ -107,6 +128,7 @@ impl App {
             source: source.into(),
             interval,
             data: None,
+            leaks: None,
             connection: Connection::Connecting,
             sort: SortKey::Rank,
             order: Vec::new(),
@@ -141,6 +163,12 @@ impl App {
         }
     }
 
+    /// Takes the findings fetched with the last census (None: the server had none to give).
+    pub fn update_leaks(&mut self, leaks: Option<LeaksResponse>) {
+        self.leaks = leaks;
+        self.reorder();
+    }
+
     pub fn connection(&self) -> &Connection {
         &self.connection
     }
@@ -160,13 +188,73 @@ impl App {
 
     /// The groups in display order.
     pub fn groups(&self) -> impl Iterator<Item = &Group> {
-        let groups = self.data.as_ref().map_or(&[][..], |d| &d.groups[..]);
-        self.order.iter().map(move |&i| &groups[i])
+        let groups = self.census_groups();
+        self.order.iter().filter_map(move |item| match *item {
+            Item::Group(i) => groups.get(i),
+            _ => None,
+        })
+    }
+
+    /// The rows in display order.
+    pub fn items(&self) -> &[Item] {
+        &self.order
+    }
+
+    pub fn selected_item(&self) -> Option<Item> {
+        self.order.get(self.selected).copied()
     }
 
     pub fn selected_group(&self) -> Option<&Group> {
-        let data = self.data.as_ref()?;
-        self.order.get(self.selected).map(|&i| &data.groups[i])
+        match self.selected_item()? {
+            Item::Group(i) => self.census_groups().get(i),
+            _ => None,
+        }
+    }
+
+    fn census_groups(&self) -> &[Group] {
+        self.data.as_ref().map_or(&[], |d| &d.groups)
+    }
+
+    fn unreleased(&self) -> &[UnreleasedContexts] {
+        self.leaks.as_ref().map_or(&[], |l| &l.unreleased)
+    }
+
+    fn outliving(&self) -> &[OutlivingGoroutines] {
+        self.leaks.as_ref().map_or(&[], |l| &l.outliving)
+    }
+
+    /// A row's identity across censuses: the group's id, or the sites of a finding.
+    fn item_id(&self, item: Item) -> Option<String> {
+        let site = |site: &Option<SourceLocation>| {
+            site.as_ref()
+                .map_or_else(|| "?".to_owned(), ToString::to_string)
+        };
+        Some(match item {
+            Item::Group(i) => self.census_groups().get(i)?.id.clone(),
+            Item::Unreleased(i) => format!("unreleased {}", site(&self.unreleased().get(i)?.site)),
+            Item::Outliving(i) => {
+                let o = self.outliving().get(i)?;
+                format!(
+                    "outliving {} {} {}",
+                    site(&o.goroutine_site),
+                    site(&o.context_site),
+                    o.wait_reason
+                )
+            }
+        })
+    }
+
+    /// The census group the goroutines of an outliving finding are in: made at its `go` line,
+    /// in its state and wait reason (the largest, if several are blocked at different lines).
+    fn group_of(&self, outliving: &OutlivingGoroutines) -> Option<&Group> {
+        self.census_groups()
+            .iter()
+            .filter(|g| {
+                g.created_by == outliving.goroutine_site
+                    && g.state == outliving.state
+                    && g.wait_reason == outliving.wait_reason
+            })
+            .max_by_key(|g| g.count)
     }
 
     pub fn handle_key(&mut self, key: KeyEvent) -> Action {
@@ -196,16 +284,24 @@ impl App {
 
     fn select_at(&mut self, position: usize) {
         self.selected = position.min(self.order.len().saturating_sub(1));
-        self.selected_id = self.selected_group().map(|g| g.id.clone());
+        self.selected_id = self.selected_item().and_then(|item| self.item_id(item));
     }
 
     fn reorder(&mut self) {
-        let groups = self.data.as_ref().map_or(&[][..], |d| &d.groups[..]);
-        self.order = sort_order(groups, self.sort);
+        self.order = display_order(
+            self.census_groups(),
+            self.unreleased(),
+            self.outliving(),
+            self.sort,
+        );
         let position = self
             .selected_id
             .as_ref()
-            .and_then(|id| self.order.iter().position(|&i| &groups[i].id == id))
+            .and_then(|id| {
+                self.order
+                    .iter()
+                    .position(|&item| self.item_id(item).as_ref() == Some(id))
+            })
             .unwrap_or(self.selected);
         self.select_at(position);
     }
@@ -239,7 +335,7 @@ impl App {
             render_message(&lines, body, buf);
             return;
         };
-        if data.groups.is_empty() {
+        if self.order.is_empty() {
             let lines = vec![
                 format!(
                     "No goroutine groups in this census ({} user, {} system goroutines).",
@@ -328,11 +424,17 @@ impl App {
             None => vec![Span::raw(format!("source {}", self.source))],
             Some(data) => {
                 let suspects = data.groups.iter().filter(|g| g.suspect).count();
+                let stuck = data.groups.iter().filter(|g| g.stuck > 0).count();
+                let contexts = self.unreleased().len() + self.outliving().len();
+                let alarm = self.styled(Style::new().fg(Color::Red).add_modifier(Modifier::BOLD));
+                let counted = |text: String, n: usize| {
+                    Span::styled(text, if n > 0 { alarm } else { Style::new() })
+                };
                 let stale = match self.connection {
                     Connection::Disconnected { .. } | Connection::BadAnswer { .. } => " (stale)",
                     _ => "",
                 };
-                vec![
+                let mut spans = vec![
                     Span::raw("goroutines: "),
                     Span::styled(data.goroutines_user.to_string(), bold),
                     Span::raw(format!(" user, {} system │ ", data.goroutines_system)),
@@ -341,20 +443,28 @@ impl App {
                         data.groups.len(),
                         plural(data.groups.len())
                     )),
-                    Span::styled(
-                        format!("{suspects} suspect{}", plural(suspects)),
-                        if suspects > 0 {
-                            self.styled(Style::new().fg(Color::Red).add_modifier(Modifier::BOLD))
-                        } else {
-                            Style::new()
-                        },
-                    ),
+                    counted(format!("{suspects} suspect{}", plural(suspects)), suspects),
+                ];
+                // The other findings only when there are some: the line is narrow.
+                if stuck > 0 {
+                    spans.push(Span::raw(", "));
+                    spans.push(counted(format!("{stuck} stuck"), stuck));
+                }
+                if contexts > 0 {
+                    spans.push(Span::raw(", "));
+                    spans.push(counted(
+                        format!("{contexts} context finding{}", plural(contexts)),
+                        contexts,
+                    ));
+                }
+                spans.extend([
                     Span::raw(format!(
                         " │ census {}{stale}",
                         utc_time_of_day(data.taken_at_unix_ms)
                     )),
                     Span::raw(probes_text(&data.probes)),
-                ]
+                ]);
+                spans
             }
         };
         fit_spans(second, width).render(
@@ -463,33 +573,73 @@ impl App {
         let header = Row::new(titles.iter().enumerate().map(|(i, t)| cell(t, i)))
             .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
         let suspect_style = self.styled(Style::new().fg(Color::Red).add_modifier(Modifier::BOLD));
+        let finding_style =
+            self.styled(Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD));
         let rows: Vec<Row> = self
             .order
             .iter()
-            .map(|&i| {
-                let group = &data.groups[i];
-                let texts = [
-                    if group.suspect {
-                        format!("!{}", group.rank)
-                    } else {
-                        String::new()
-                    },
-                    compact_count(group.count),
-                    format!(
-                        "{}/{}",
-                        signed_compact(group.growth_short),
-                        signed_compact(group.growth_long)
-                    ),
-                    human_age(group.oldest_age_s),
-                    state_text(group).to_owned(),
-                    location_cell(group.blocked_at.as_ref(), widths[5]),
-                    location_cell(group.created_by.as_ref(), widths[6]),
-                ];
+            .map(|&item| {
+                let (texts, style) = match item {
+                    Item::Group(i) => {
+                        let group = &data.groups[i];
+                        let texts = [
+                            if group.suspect {
+                                format!("!{}", group.rank)
+                            } else if group.stuck > 0 {
+                                "!S".to_owned()
+                            } else {
+                                String::new()
+                            },
+                            compact_count(group.count),
+                            format!(
+                                "{}/{}",
+                                signed_compact(group.growth_short),
+                                signed_compact(group.growth_long)
+                            ),
+                            human_age(group.oldest_age_s),
+                            state_text(group).to_owned(),
+                            location_cell(group.blocked_at.as_ref(), widths[5]),
+                            location_cell(group.created_by.as_ref(), widths[6]),
+                        ];
+                        let style = if group.suspect {
+                            Some(suspect_style)
+                        } else {
+                            (group.stuck > 0).then_some(finding_style)
+                        };
+                        (texts, style)
+                    }
+                    Item::Unreleased(i) => {
+                        let u = &self.unreleased()[i];
+                        let texts = [
+                            "!U".to_owned(),
+                            compact_count(u.count),
+                            format!("{}/·", signed_compact(u.growth)),
+                            human_age(u.oldest_age_s),
+                            "unreleased ctx".to_owned(),
+                            "-".to_owned(),
+                            location_cell(u.site.as_ref(), widths[6]),
+                        ];
+                        (texts, Some(finding_style))
+                    }
+                    Item::Outliving(i) => {
+                        let o = &self.outliving()[i];
+                        let blocked_at = self.group_of(o).and_then(|g| g.blocked_at.as_ref());
+                        let texts = [
+                            "!O".to_owned(),
+                            compact_count(o.count),
+                            format!("{}/·", signed_compact(o.growth)),
+                            human_age(o.oldest_cancelled_s),
+                            "outlives ctx".to_owned(),
+                            location_cell(blocked_at, widths[5]),
+                            location_cell(o.goroutine_site.as_ref(), widths[6]),
+                        ];
+                        (texts, Some(finding_style))
+                    }
+                };
                 let row = Row::new(texts.iter().enumerate().map(|(i, t)| cell(t, i)));
-                if group.suspect {
-                    row.style(suspect_style)
-                } else {
-                    row
+                match style {
+                    Some(style) => row.style(style),
+                    None => row,
                 }
             })
             .collect();
@@ -507,15 +657,131 @@ impl App {
     }
 
     fn render_detail(&self, area: Rect, buf: &mut Buffer) {
-        let Some(group) = self.selected_group() else {
+        let Some(item) = self.selected_item() else {
             return;
         };
+        let (title, lines) = match item {
+            Item::Group(_) => {
+                let Some(group) = self.selected_group() else {
+                    return;
+                };
+                (format!(" group {} ", group.id), None)
+            }
+            Item::Unreleased(i) => (
+                " unreleased contexts ".to_owned(),
+                self.unreleased()
+                    .get(i)
+                    .map(|u| self.unreleased_lines(u, area)),
+            ),
+            Item::Outliving(i) => (
+                " goroutines outliving their context ".to_owned(),
+                self.outliving()
+                    .get(i)
+                    .map(|o| self.outliving_lines(o, area)),
+            ),
+        };
         let block = Block::bordered().title(Line::from(truncate(
-            &format!(" group {} ", group.id),
+            &title,
             area.width.saturating_sub(2) as usize,
         )));
         let inner = block.inner(area);
         block.render(area, buf);
+        let lines = match (lines, self.selected_group()) {
+            (Some(lines), _) => lines,
+            (None, Some(group)) => self.group_lines(group, inner),
+            (None, None) => return,
+        };
+        Paragraph::new(lines).render(inner, buf);
+    }
+
+    /// The detail of an unreleased-contexts row: no stack, the creation line is the finding.
+    fn unreleased_lines(&self, u: &UnreleasedContexts, area: Rect) -> Vec<Line<'static>> {
+        let width = area.width.saturating_sub(2) as usize;
+        let bold = Style::new().add_modifier(Modifier::BOLD);
+        let mut lines = vec![
+            Line::from(truncate(
+                &format!(
+                    "{} context{} never cancelled ({} orphaned: their creator has exited) · oldest {} · {} in {}",
+                    u.count,
+                    plural(u.count as usize),
+                    u.orphaned,
+                    human_age(u.oldest_age_s),
+                    signed(u.growth),
+                    human_duration(Duration::from_secs(u.window_s)),
+                ),
+                width,
+            )),
+            Line::styled(
+                truncate(
+                    "UNRELEASED: each holds its parent's children map entry until cancel() is called",
+                    width,
+                ),
+                self.styled(Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD)),
+            ),
+        ];
+        lines.extend(location_lines(
+            Span::styled("created at: ", bold),
+            u.site.as_ref(),
+            width,
+        ));
+        lines
+    }
+
+    /// The detail of an outliving row, with the stack of the goroutines' group in the census.
+    fn outliving_lines(&self, o: &OutlivingGoroutines, area: Rect) -> Vec<Line<'static>> {
+        let inner = Block::bordered().inner(area);
+        let width = inner.width as usize;
+        let bold = Style::new().add_modifier(Modifier::BOLD);
+        let mut lines = vec![
+            Line::from(truncate(
+                &format!(
+                    "{} goroutine{} still {} · context cancelled {} ago · {} in {}",
+                    o.count,
+                    plural(o.count as usize),
+                    if o.wait_reason.is_empty() {
+                        &o.state
+                    } else {
+                        &o.wait_reason
+                    },
+                    human_age(o.oldest_cancelled_s),
+                    signed(o.growth),
+                    human_duration(Duration::from_secs(o.window_s)),
+                ),
+                width,
+            )),
+            Line::styled(
+                truncate(
+                    "OUTLIVING: started under a context that was cancelled, and not watching ctx.Done()",
+                    width,
+                ),
+                self.styled(Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD)),
+            ),
+        ];
+        lines.extend(location_lines(
+            Span::styled("started at: ", bold),
+            o.goroutine_site.as_ref(),
+            width,
+        ));
+        lines.extend(location_lines(
+            Span::styled("context made at: ", bold),
+            o.context_site.as_ref(),
+            width,
+        ));
+        match self.group_of(o) {
+            Some(group) => {
+                let room = (inner.height as usize).saturating_sub(lines.len());
+                lines.extend(stack_lines(group, room, width));
+            }
+            None => lines.push(Line::from(truncate(
+                "stack: their group is not in this census",
+                width,
+            ))),
+        }
+        lines
+    }
+
+    /// The detail of a group: its figures, its verdicts and its stack.
+    fn group_lines(&self, group: &Group, inner: Rect) -> Vec<Line<'static>> {
         let width = inner.width as usize;
         let bold = Style::new().add_modifier(Modifier::BOLD);
         let mut lines: Vec<Line> = Vec::new();
@@ -549,59 +815,83 @@ impl App {
                 self.styled(Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)),
             ));
         }
+        if group.stuck > 0 {
+            lines.push(Line::styled(
+                truncate(
+                    &format!(
+                        "STUCK: {} goroutine{} not run for {} (a deadlock, or a send nobody receives)",
+                        group.stuck,
+                        plural(group.stuck as usize),
+                        human_age(group.stuck_for_s),
+                    ),
+                    width,
+                ),
+                self.styled(Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD)),
+            ));
+        }
         lines.extend(location_lines(
             Span::styled("created by: ", bold),
             group.created_by.as_ref(),
             width,
         ));
-        lines.push(Line::styled(
-            truncate(
-                &format!(
-                    "stack ({} frames, innermost first; → where they are blocked):",
-                    group.stack.len()
-                ),
-                width,
-            ),
-            bold,
-        ));
         let room = (inner.height as usize).saturating_sub(lines.len());
-        let blocked = group
-            .blocked_at
-            .as_ref()
-            .and_then(|at| group.stack.iter().position(|frame| frame == at));
-        let frames: Vec<Vec<Line>> = group
-            .stack
-            .iter()
-            .enumerate()
-            .map(|(i, frame)| {
-                let mark = if Some(i) == blocked {
-                    Span::styled("→ ", bold)
-                } else {
-                    Span::raw("  ")
-                };
-                location_lines(mark, Some(frame), width)
-            })
-            .collect();
-        // As many whole frames as fit, keeping a line for "… more" if some do not.
-        let (mut used, mut shown) = (0, 0);
-        for (i, frame) in frames.iter().enumerate() {
-            let more = usize::from(i + 1 < frames.len());
-            if used + frame.len() + more > room {
-                break;
-            }
-            used += frame.len();
-            shown += 1;
-        }
-        let hidden = frames.len() - shown;
-        lines.extend(frames.into_iter().take(shown).flatten());
-        if hidden > 0 && used < room {
-            lines.push(Line::from(truncate(
-                &format!("  … {hidden} more frame{}", plural(hidden)),
-                width,
-            )));
-        }
-        Paragraph::new(lines).render(inner, buf);
+        lines.extend(stack_lines(group, room, width));
+        lines
     }
+}
+
+/// A group's stack in at most `room` lines of `width`: a title, then as many whole frames as
+/// fit (innermost first, `→` where they are blocked), then how many more there are.
+fn stack_lines(group: &Group, room: usize, width: usize) -> Vec<Line<'static>> {
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let mut lines = Vec::new();
+    lines.push(Line::styled(
+        truncate(
+            &format!(
+                "stack ({} frames, innermost first; → where they are blocked):",
+                group.stack.len()
+            ),
+            width,
+        ),
+        bold,
+    ));
+    let room = room.saturating_sub(lines.len());
+    let blocked = group
+        .blocked_at
+        .as_ref()
+        .and_then(|at| group.stack.iter().position(|frame| frame == at));
+    let frames: Vec<Vec<Line>> = group
+        .stack
+        .iter()
+        .enumerate()
+        .map(|(i, frame)| {
+            let mark = if Some(i) == blocked {
+                Span::styled("→ ", bold)
+            } else {
+                Span::raw("  ")
+            };
+            location_lines(mark, Some(frame), width)
+        })
+        .collect();
+    // As many whole frames as fit, keeping a line for "… more" if some do not.
+    let (mut used, mut shown) = (0, 0);
+    for (i, frame) in frames.iter().enumerate() {
+        let more = usize::from(i + 1 < frames.len());
+        if used + frame.len() + more > room {
+            break;
+        }
+        used += frame.len();
+        shown += 1;
+    }
+    let hidden = frames.len() - shown;
+    lines.extend(frames.into_iter().take(shown).flatten());
+    if hidden > 0 && used < room {
+        lines.push(Line::from(truncate(
+            &format!("  … {hidden} more frame{}", plural(hidden)),
+            width,
+        )));
+    }
+    lines
 }
 
 /// `label` then `function (file:line)` on one line when it fits in `width`; otherwise on two,
@@ -664,40 +954,89 @@ fn render_message(lines: &[String], area: Rect, buf: &mut Buffer) {
     Paragraph::new(lines).render(area, buf);
 }
 
-/// The display order of `groups` under `key`; ties fall back to the rank order, then the id, so
-/// it is stable from one census to the next.
-pub fn sort_order(groups: &[Group], key: SortKey) -> Vec<usize> {
-    fn by_rank(a: &Group, b: &Group) -> std::cmp::Ordering {
-        let rank = |g: &Group| {
-            if g.suspect {
-                if g.rank == 0 { u32::MAX - 1 } else { g.rank }
+/// What a row is sorted by: findings first (`tier`: suspects, stuck groups, context
+/// findings, the rest), then by `key`; ties by rank, count, then id, so the order is stable
+/// from one census to the next.
+struct SortFacts {
+    tier: u8,
+    rank: u32,
+    count: u64,
+    growth: (i64, i64),
+    age_s: f64,
+    id: String,
+}
+
+/// The display order of the groups and the context findings under `key`.
+pub fn display_order(
+    groups: &[Group],
+    unreleased: &[UnreleasedContexts],
+    outliving: &[OutlivingGoroutines],
+    key: SortKey,
+) -> Vec<Item> {
+    let site = |site: &Option<SourceLocation>| site.as_ref().map(ToString::to_string);
+    let facts = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let tier = if g.suspect {
+                0
+            } else if g.stuck > 0 {
+                1
+            } else {
+                3
+            };
+            let rank = if g.suspect && g.rank > 0 {
+                g.rank
             } else {
                 u32::MAX
-            }
-        };
-        rank(a)
-            .cmp(&rank(b))
+            };
+            let facts = SortFacts {
+                tier,
+                rank,
+                count: g.count,
+                growth: (g.growth_short, g.growth_long),
+                age_s: g.oldest_age_s,
+                id: g.id.clone(),
+            };
+            (Item::Group(i), facts)
+        })
+        .chain(unreleased.iter().enumerate().map(|(i, u)| {
+            let facts = SortFacts {
+                tier: 2,
+                rank: u32::MAX,
+                count: u.count,
+                growth: (u.growth, 0),
+                age_s: u.oldest_age_s,
+                id: site(&u.site).unwrap_or_default(),
+            };
+            (Item::Unreleased(i), facts)
+        }))
+        .chain(outliving.iter().enumerate().map(|(i, o)| {
+            let facts = SortFacts {
+                tier: 2,
+                rank: u32::MAX,
+                count: o.count,
+                growth: (o.growth, 0),
+                age_s: o.oldest_cancelled_s,
+                id: site(&o.goroutine_site).unwrap_or_default(),
+            };
+            (Item::Outliving(i), facts)
+        }));
+    let mut rows: Vec<(Item, SortFacts)> = facts.collect();
+    fn by_rank(a: &SortFacts, b: &SortFacts) -> std::cmp::Ordering {
+        a.tier
+            .cmp(&b.tier)
+            .then(a.rank.cmp(&b.rank))
             .then(b.count.cmp(&a.count))
             .then_with(|| a.id.cmp(&b.id))
     }
-    let mut order: Vec<usize> = (0..groups.len()).collect();
-    order.sort_by(|&i, &j| {
-        let (a, b) = (&groups[i], &groups[j]);
-        match key {
-            SortKey::Rank => by_rank(a, b),
-            SortKey::Count => b.count.cmp(&a.count).then_with(|| by_rank(a, b)),
-            SortKey::Growth => b
-                .growth_short
-                .cmp(&a.growth_short)
-                .then(b.growth_long.cmp(&a.growth_long))
-                .then_with(|| by_rank(a, b)),
-            SortKey::Age => b
-                .oldest_age_s
-                .total_cmp(&a.oldest_age_s)
-                .then_with(|| by_rank(a, b)),
-        }
+    rows.sort_by(|(_, a), (_, b)| match key {
+        SortKey::Rank => by_rank(a, b),
+        SortKey::Count => b.count.cmp(&a.count).then_with(|| by_rank(a, b)),
+        SortKey::Growth => b.growth.cmp(&a.growth).then_with(|| by_rank(a, b)),
+        SortKey::Age => b.age_s.total_cmp(&a.age_s).then_with(|| by_rank(a, b)),
     });
-    order
+    rows.into_iter().map(|(item, _)| item).collect()
 }
 
 fn plural(n: usize) -> &'static str {

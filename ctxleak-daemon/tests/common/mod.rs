@@ -410,14 +410,70 @@ pub fn go_command(version: &str) -> Command {
 /// test with every failure.
 pub fn on_oldest_and_newest(check: impl Fn(&str) -> Result<String, String>) {
     let versions = go_versions();
+    let outcomes: Vec<(String, Result<String, String>)> = [versions.first(), versions.last()]
+        .into_iter()
+        .flatten()
+        .map(|version| (version.clone(), check(version)))
+        .collect();
+    assert_outcomes(outcomes);
+}
+
+/// A check of one Go version: a summary, or what went wrong.
+pub type Check = fn(&str) -> Result<String, String>;
+
+/// Runs every check on the oldest and the newest Go version all at once, each in its own
+/// thread (they mostly wait for watches to end), reports each outcome and fails the test with
+/// every failure.
+pub fn all_at_once_on_oldest_and_newest(checks: &[Check]) {
+    let versions = go_versions();
+    let versions: Vec<&String> = [versions.first(), versions.last()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let outcomes: Vec<(String, Result<String, String>)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = versions
+            .iter()
+            .flat_map(|&version| {
+                checks
+                    .iter()
+                    .map(move |&check| (version, scope.spawn(move || check(version))))
+            })
+            .collect();
+        runs.into_iter()
+            .map(|(version, run)| {
+                let outcome = run
+                    .join()
+                    .unwrap_or_else(|_| Err("the check panicked".to_owned()));
+                (version.clone(), outcome)
+            })
+            .collect()
+    });
+    assert_outcomes(outcomes);
+}
+
+/// Prints each version's summary and fails with every failure.
+fn assert_outcomes(outcomes: Vec<(String, Result<String, String>)>) {
     let mut failures = Vec::new();
-    for version in [versions.first(), versions.last()].into_iter().flatten() {
-        match check(version) {
+    for (version, outcome) in outcomes {
+        match outcome {
             Ok(summary) => eprintln!("go{version}: {summary}"),
             Err(error) => failures.push(format!("go{version}: {error}")),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Runs a `ctxleak report --json` (from [`start_report`]) to its end: its exit status and
+/// JSON.
+pub fn finish_json_report(child: Child) -> Result<(Option<i32>, Value), String> {
+    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    let json = serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "no JSON report ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })?;
+    Ok((output.status.code(), json))
 }
 
 /// `GET path` over HTTP/1.0: the status code and the body.
