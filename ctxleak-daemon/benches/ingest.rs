@@ -1,9 +1,9 @@
 //! Event ingestion: how many goroutine events per second one core of the daemon turns into
-//! its live set, through the daemon's own code, as `attach::Session::drain` runs it:
-//! ring-buffer records decoded by `probes::decode_record` (`decode_event` for goroutine
-//! events), applied by `GoroutineTracker::apply`, each creation classified as the daemon does
-//! it (the function at the goroutine's start PC, looked up in the target's pclntab, then
-//! `kind_of_function`), and handed to `ContextTracker::apply_goroutine` (which holds no
+//! its live set, through the daemon's own code, as `watcher::Watcher::drain` and
+//! `session::Session::apply_goroutine` run it: ring-buffer records decoded by
+//! `probes::decode_record`, applied by `GoroutineTracker::apply`, each creation classified by
+//! `tracker::kind_of_start` (the function at the goroutine's start PC, looked up in the
+//! target's pclntab), and handed to `ContextTracker::apply_goroutine` (which holds no
 //! context here: the stream has goroutine events only, as from a program that makes no
 //! cancellable contexts). The daemon loses no event as long as the target
 //! produces fewer than this many per second (a burst above it is what the ring absorbs).
@@ -42,7 +42,7 @@ use ctxleak_common::{EventHeader, EventKind, GoroutineEvent};
 use ctxleak_daemon::contexts::ContextTracker;
 use ctxleak_daemon::goexe::GoBinary;
 use ctxleak_daemon::probes::{Record, decode_record};
-use ctxleak_daemon::tracker::{GoroutineKind, GoroutineTracker, kind_of_function};
+use ctxleak_daemon::tracker::{GoroutineKind, GoroutineTracker, kind_of_start};
 use serde_json::json;
 
 const ROUNDS: usize = 7;
@@ -75,15 +75,6 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-}
-
-/// The daemon's classification (`attach::Session::classify`), for a non-PIE target.
-fn classify(binary: &GoBinary, bias: u64, startpc: u64) -> GoroutineKind {
-    kind_of_function(
-        binary
-            .function_name_at(startpc.wrapping_sub(bias))
-            .as_deref(),
-    )
 }
 
 /// Start PCs: 64 non-runtime functions and 8 runtime ones, spread over the binary's text.
@@ -183,7 +174,7 @@ fn stream(live: usize, events: usize, user: &[u64], system: &[u64]) -> Stream {
     }
 }
 
-/// Drains `ring` as `attach::Session::drain` does: each record's header gives its
+/// Drains `ring` as `watcher::Watcher::drain` does: each record's header gives its
 /// length, the event is decoded and, if it is the target's, handed on.
 fn drain(ring: &[u8], mut handle: impl FnMut(&GoroutineEvent)) {
     let mut at = 0;
@@ -294,7 +285,7 @@ fn main() {
             || seeded(&constant),
             |tracker| drain(&s.records, |event| tracker.apply(event, constant)),
         );
-        let real = |startpc: u64| classify(&binary, bias, startpc);
+        let real = |startpc: u64| kind_of_start(&binary, bias, startpc);
         let daemon_seeded = || {
             let (mut tracker, mut contexts) =
                 (GoroutineTracker::default(), ContextTracker::default());
@@ -306,7 +297,7 @@ fn main() {
         };
         let daemon = time(daemon_seeded, |(tracker, contexts)| {
             drain(&s.records, |event| {
-                tracker.apply(event, |startpc| classify(&binary, bias, startpc));
+                tracker.apply(event, |startpc| kind_of_start(&binary, bias, startpc));
                 contexts.apply_goroutine(event);
             });
         });

@@ -19,7 +19,7 @@ use crate::groups::{GoroutinesResponse, GroupTracker, SuspectRules, Symbolizer};
 use crate::http::{Latest, Shared};
 use crate::metrics::{TargetInfo, TargetMetrics};
 use crate::procmem::ProcessMemory;
-use crate::tracker::{GoroutineKind, GoroutineTracker, kind_of_function};
+use crate::tracker::{GoroutineTracker, kind_of_start};
 
 /// How every session judges its target: the same for all targets of one ctxleak.
 #[derive(Clone, Copy, Debug)]
@@ -219,7 +219,7 @@ impl Session {
         let (binary, bias) = (&*self.binary, self.bias);
         self.tracker
             .reset_estimating(ktime, &census.goroutines, census.high_goid, |startpc| {
-                Self::classify(binary, bias, startpc)
+                kind_of_start(binary, bias, startpc)
             });
         self.events_gap = !self.probe_state.on;
         self.publish_counts();
@@ -235,14 +235,6 @@ impl Session {
 
     pub fn info(&self) -> &TargetInfo {
         &self.info
-    }
-
-    fn classify(binary: &GoBinary, bias: u64, startpc: u64) -> GoroutineKind {
-        kind_of_function(
-            binary
-                .function_name_at(startpc.wrapping_sub(bias))
-                .as_deref(),
-        )
     }
 
     /// The first few disagreements, each with what the census knows of the goroutine.
@@ -298,7 +290,7 @@ impl Session {
         self.hits += 1;
         let (binary, bias) = (&*self.binary, self.bias);
         self.tracker
-            .apply(event, |startpc| Self::classify(binary, bias, startpc));
+            .apply(event, |startpc| kind_of_start(binary, bias, startpc));
         self.contexts.apply_goroutine(event);
     }
 
@@ -347,7 +339,7 @@ impl Session {
         }
         let (binary, bias) = (&*self.binary, self.bias);
         self.tracker.reset(ktime, &census.goroutines, |startpc| {
-            Self::classify(binary, bias, startpc)
+            kind_of_start(binary, bias, startpc)
         });
         self.tracker.saw_goid(census.high_goid);
         self.target_metrics.set_counts(self.tracker.counts());
@@ -380,7 +372,7 @@ impl Session {
             let (binary, bias) = (&*self.binary, self.bias);
             self.tracker
                 .reconcile(ktime, &census.goroutines, |startpc| {
-                    Self::classify(binary, bias, startpc)
+                    kind_of_start(binary, bias, startpc)
                 })
         };
         if self.releases_unseen() {

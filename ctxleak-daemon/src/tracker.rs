@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use ctxleak_common::{EventKind, GoroutineEvent};
 
 use crate::census::GoroutineRecord;
+use crate::goexe::GoBinary;
 
 /// User goroutines are what `runtime.NumGoroutine()` counts; system goroutines are the
 /// runtime's own (GC workers, the finalizer goroutine, ...).
@@ -36,6 +37,17 @@ pub fn kind_of_function(name: Option<&str>) -> GoroutineKind {
         Some(name) if name.starts_with("runtime.") => GoroutineKind::System,
         Some(_) => GoroutineKind::User,
     }
+}
+
+/// The kind of a goroutine that starts at `startpc` in a process whose code is loaded `bias`
+/// above `binary`'s link-time addresses: its start function, looked up in the pclntab, by
+/// [`kind_of_function`]'s rule. How the daemon classifies every goroutine it learns of.
+pub fn kind_of_start(binary: &GoBinary, bias: u64, startpc: u64) -> GoroutineKind {
+    kind_of_function(
+        binary
+            .function_name_at(startpc.wrapping_sub(bias))
+            .as_deref(),
+    )
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,12 +1,11 @@
 //! Bad input gets one line naming the cause and the fix, and harms nothing.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Ctxleak, Phases, ctxleak, fixture, newest_go, wait_timeout};
+use crate::common;
+use crate::common::{Ctxleak, Phases, ctxleak, fixture, newest_go, wait_timeout};
 
 /// Runs `ctxleak attach --pid <pid>` to completion (it must not hang).
 fn attach(pid: u32) -> Output {

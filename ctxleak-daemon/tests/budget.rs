@@ -7,11 +7,10 @@
 //! budget refilled, and leaks made then are named at their line. `--max-overhead 0` is memory
 //! only: exact counts, no probes, no context findings.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common;
+use crate::common::{
     Ctxleak, Driven, advance_to, count, fixture, go_versions, http_get_status,
     on_oldest_and_newest, report_after, unreleased_at, wait_for_sample,
 };

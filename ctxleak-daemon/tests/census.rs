@@ -4,13 +4,14 @@
 //! `pprof.Lookup("goroutine").WriteTo(w, 1)`; ctxleak's stacks, grouped the same way, must
 //! have the same frames and counts, for every Go version, with symbols and stripped.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Ctxleak, Lines, fixture, go_command, go_versions, http_get_bytes, http_get_status};
+use crate::common;
+use crate::common::{
+    Ctxleak, Lines, fixture, go_command, go_versions, http_get_bytes, http_get_status,
+};
 
 /// A stack as pprof's debug=1 output shows it: (function, file:line), innermost first.
 type Stack = Vec<(String, String)>;

@@ -4,9 +4,7 @@
 //! request; a well-behaved handler under keep-alive load from 8 clients, with the client
 //! side's own contexts and goroutines in the same process, yields no verdict at all.
 
-mod common;
-
-use common::{Ctxleak, Driven, fixture, go_versions, now_ms, report_after};
+use crate::common::{Ctxleak, Driven, fixture, go_versions, now_ms, report_after};
 use serde_json::Value;
 
 /// Runs one load command (`ok N`, `leak N`) and waits for the server's checkpoint after it.

@@ -7,9 +7,7 @@
 //! counted, `WithoutCancel` children not; a parent made before ctxleak attached; and cancelling
 //! that parent releases everything.
 
-mod common;
-
-use common::{
+use crate::common::{
     Ctxleak, Driven, advance_to, count, fixture, go_versions, report_after, sample, site,
     unreleased_at,
 };

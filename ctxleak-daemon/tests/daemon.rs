@@ -6,13 +6,12 @@
 //! from the cgroup, and reads its config file. Every count is checked against the Go
 //! runtime's own `runtime.NumGoroutine()`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Ctxleak, Lines, Phases, fixture, go_versions, sample, wait_for_sample};
+use crate::common;
+use crate::common::{Ctxleak, Lines, Phases, fixture, go_versions, sample, wait_for_sample};
 
 const SETTLE: Duration = Duration::from_secs(20);
 

@@ -8,14 +8,13 @@
 //! memory and file descriptors are back near where they started. The measured numbers are
 //! printed; the bounds below are calibrated from them.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Ctxleak, fixtures_dir, go_versions, sample, series_count, vm_rss_kib};
+use crate::common;
+use crate::common::{Ctxleak, fixtures_dir, go_versions, sample, series_count, vm_rss_kib};
 
 /// Processes in the measured run.
 const PROCESSES: usize = 200;

@@ -3,13 +3,12 @@
 //! followed, counted exactly against its own `ready goroutines N` line; any other program
 //! ends attach with one line and status 0; an exec while ctxleak attaches is said as such.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Ctxleak, Driven, Lines, fixture, go_versions, wait_for_sample, wait_timeout};
+use crate::common;
+use crate::common::{Ctxleak, Driven, Lines, fixture, go_versions, wait_for_sample, wait_timeout};
 
 const SETTLE: Duration = Duration::from_secs(20);
 

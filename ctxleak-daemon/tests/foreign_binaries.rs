@@ -3,13 +3,12 @@
 //! attaches with its defaults, counts its goroutines exactly, against the program's own dump
 //! of every goroutine (SIGQUIT with GOTRACEBACK=all) at a quiet moment, and names no leak.
 
-mod common;
-
 use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::common;
+use crate::common::{
     Ctxleak, fixture, free_port, go_versions, http_get_status, newest_go, workspace_root,
 };
 use serde_json::Value;

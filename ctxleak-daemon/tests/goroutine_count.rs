@@ -2,11 +2,10 @@
 //! quiescent checkpoint, for every supported Go version, including goroutines that existed
 //! before ctxleak attached; detaching (SIGINT) and the target exiting are both clean.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Ctxleak, Phases, fixture, go_versions, sample, wait_for_sample, wait_timeout};
+use crate::common;
+use crate::common::{Ctxleak, Phases, fixture, go_versions, sample, wait_for_sample, wait_timeout};
 
 /// Generous: the value is normally right within milliseconds of a checkpoint; this only
 /// bounds how long a wrong value is waited on before the test fails.

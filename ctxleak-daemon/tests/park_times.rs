@@ -2,11 +2,10 @@
 //! gopark probe records it): goroutines that park at a known moment after attaching report a
 //! parked time that fits between the moments the test saw.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Ctxleak, Phases, fixture, http_get_status};
+use crate::common;
+use crate::common::{Ctxleak, Phases, fixture, http_get_status};
 
 fn check(version: &str) -> Result<String, String> {
     let mut phases = Phases::start(&fixture(version, "phases"));

@@ -13,13 +13,12 @@
 //! through `cargo xtask test`, the fixtures come from $CTXLEAK_FIXTURES for every version in
 //! $CTXLEAK_GO_VERSIONS; run alone, the fixture is built here with the oldest and newest Go.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common;
 use ctxleak_daemon::pprof::{ProfileFrame, ProfileMapping, ProfileSample, goroutine_profile};
 
 const OLDEST_GO: &str = "1.21.13";

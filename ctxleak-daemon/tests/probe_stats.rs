@@ -3,11 +3,9 @@
 //! that ran reports a run time, and a probe left out (`goroutine_parked` without
 //! `--park-times`) reports nothing.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Ctxleak, Driven, fixture, on_oldest_and_newest, sample};
+use crate::common::{Ctxleak, Driven, fixture, on_oldest_and_newest, sample};
 
 /// The exported probe statistics are refreshed every second.
 const SETTLE: Duration = Duration::from_secs(10);

@@ -8,15 +8,16 @@
 //! Grafana dashboard runs (and returns data where the fixtures must produce some), and every
 //! alert rule evaluates without error against these real series.
 
-mod common;
-
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Ctxleak, Lines, Phases, fixture, go_versions, percent_encode, try_http_request};
+use crate::common;
+use crate::common::{
+    Ctxleak, Lines, Phases, fixture, go_versions, percent_encode, try_http_request,
+};
 use serde_json::Value;
 
 /// Bounds how long a wrong answer is waited on; the measured times are printed. With 1 s

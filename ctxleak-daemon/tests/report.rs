@@ -1,11 +1,10 @@
 //! `ctxleak report`: watches for `--for`, prints the leak report and says with its exit status
 //! whether it found leaks (1), none (0), or could not run (2), so a CI job can gate on it.
 
-mod common;
-
 use std::process::{Child, Output};
 
-use common::{Driven, Lines, ctxleak, fixture};
+use crate::common;
+use crate::common::{Driven, Lines, ctxleak, fixture};
 use serde_json::Value;
 
 /// Starts `ctxleak report` on `pid` with a 1 s census and context grace, and waits until it

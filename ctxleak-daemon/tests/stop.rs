@@ -3,13 +3,12 @@
 //! the `release` module). Whether a probe is in place is read from the target itself: a
 //! uprobe is an int3 (0xCC) written over the instruction, visible in /proc/PID/mem.
 
-mod common;
-
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Ctxleak, Phases, fixture, newest_go, wait_timeout};
+use crate::common;
+use crate::common::{Ctxleak, Phases, fixture, newest_go, wait_timeout};
 
 /// A requirement, not a measurement: ctxleak exits within this of SIGTERM (it takes tens
 /// of milliseconds; removing the probes, done after it, takes about 0.1 s each).

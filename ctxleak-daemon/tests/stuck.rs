@@ -10,11 +10,10 @@
 //! The deadlocks happen before ctxleak attaches, as a real one would. Oldest and newest Go,
 //! all four reports at once (about 35 s).
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{Driven, finish_json_report as finish, fixture, start_report};
+use crate::common;
+use crate::common::{Driven, finish_json_report as finish, fixture, start_report};
 use serde_json::Value;
 
 const WATCH: &[&str] = &["--for", "30s", "--stuck-after", "10s", "--json"];

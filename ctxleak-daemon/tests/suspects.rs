@@ -2,12 +2,11 @@
 //! demo leaks about two goroutines a second (a worker blocked sending its result to a
 //! handler that timed out) beside a constant pool of eight idle workers.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Ctxleak, fixture, http_get_status};
+use crate::common;
+use crate::common::{Ctxleak, fixture, http_get_status};
 
 fn check(version: &str) -> Result<String, String> {
     let mut demo = Command::new(fixture(version, "demo"))

@@ -13,14 +13,13 @@
 //! The stripped and PIE variants are built here from the fixture sources with each
 //! toolchain, into `CARGO_TARGET_TMPDIR`.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use crate::common;
 use ctxleak_daemon::goexe::pclntab::{FuncId, Pclntab};
 use ctxleak_daemon::goexe::symbolize::{
     Frame, name_for_print, symbolize, symbolize_return_address,

@@ -631,7 +631,7 @@ fn ingest(ws: &Workspace, out: &Path) -> Result<()> {
          of a live goroutine drawn at random, the clock advances 1 µs per event. Start PCs are \
          entries of {} non-runtime and {} runtime functions of `{}` ({} functions). Median of \
          {} rounds. The baseline is the same loop over the same records with \
-         `probes::decode_record` alone; the daemon's loop (`attach::Session::drain`) adds \
+         `probes::decode_record` alone; the daemon's loop (`watcher::Watcher::drain`) adds \
          `GoroutineTracker::apply`, each creation classified from the binary's pclntab, and \
          `ContextTracker::apply_goroutine` (no contexts in this stream). Not included: \
          aya's ring-buffer bookkeeping (an atomic load and store per record) and the wakeups \

@@ -929,26 +929,15 @@ impl Checker {
             .map(|(i, (_, e))| json!({"record": record(i), "expr": e})).collect::<Vec<_>>()}]});
         let rules_file = self.scratch.join("dashboard-rules.json");
         fs::write(&rules_file, serde_json::to_string_pretty(&rules)?)?;
-        let promtool = self.tools.promtool.clone();
-        let (passed, text) = self.capture(
+        // Name the panel: promtool names the rule.
+        self.promtool_on_dashboard(
             rel,
-            Command::new(&promtool)
-                .args(["check", "rules"])
-                .arg(&rules_file),
-            false,
+            ["check", "rules"],
+            &rules_file,
+            &exprs,
+            |i, _| format!("\"{}\"", record(i)),
+            "PromQL does not parse",
         )?;
-        if !passed {
-            dump(&text);
-            // Name the panel: promtool names the rule.
-            let culprit = exprs
-                .iter()
-                .enumerate()
-                .find(|(i, _)| text.contains(&format!("\"{}\"", record(*i))));
-            match culprit {
-                Some((_, (what, expr))) => bail!("{rel}: {what}: PromQL does not parse: {expr}"),
-                None => bail!("{rel}: PromQL: {}", gist(&text)),
-            }
-        }
         self.ok(&format!(
             "dashboard: {} PromQL expressions parse (promtool check rules)",
             exprs.len()
@@ -965,7 +954,7 @@ impl Checker {
                 "interval": "1m",
                 "input_series": series["input_series"],
                 "promql_expr_test": exprs.iter().map(|(_, e)| json!({
-                    "expr": format!("count({e}) > bool 0"),
+                    "expr": returns_data(e),
                     "eval_time": DASHBOARD_EVAL_TIME,
                     "exp_samples": [{"labels": "{}", "value": 1}],
                 })).collect::<Vec<_>>(),
@@ -973,28 +962,48 @@ impl Checker {
         });
         let tests_file = self.scratch.join("dashboard-tests.json");
         fs::write(&tests_file, serde_json::to_string_pretty(&tests)?)?;
-        let (passed, text) = self.capture(
+        // promtool quotes each failing expression Go-style (%q).
+        self.promtool_on_dashboard(
             rel,
-            Command::new(&promtool)
-                .args(["test", "rules"])
-                .arg(&tests_file),
-            false,
+            ["test", "rules"],
+            &tests_file,
+            &exprs,
+            |_, expr| go_quote(&returns_data(expr)),
+            "returns nothing over deploy/grafana/dashboard-test-series.json (wrong metric, label or join?)",
         )?;
-        if !passed {
-            dump(&text);
-            // promtool quotes each failing expression Go-style (%q).
-            let culprit = exprs
-                .iter()
-                .find(|(_, e)| text.contains(&go_quote(&format!("count({e}) > bool 0"))));
-            match culprit {
-                Some((what, expr)) => bail!(
-                    "{rel}: {what}: returns nothing over deploy/grafana/dashboard-test-series.json (wrong metric, label or join?): {expr}"
-                ),
-                None => bail!("{rel}: promtool test rules: {}", gist(&text)),
-            }
-        }
         self.ok("dashboard: every expression returns data over the synthetic series");
         Ok(())
+    }
+
+    /// `promtool COMMAND FILE` on a file made from the dashboard's expressions (`exprs`: what
+    /// each is, and its PromQL); when it fails, the one-line error names the first expression
+    /// whose `needle` (by index and PromQL) its output contains, with `problem`.
+    fn promtool_on_dashboard(
+        &self,
+        rel: &str,
+        command: [&str; 2],
+        file: &Path,
+        exprs: &[(String, String)],
+        needle: impl Fn(usize, &str) -> String,
+        problem: &str,
+    ) -> Result<()> {
+        let (passed, text) = self.capture(
+            rel,
+            Command::new(&self.tools.promtool).args(command).arg(file),
+            false,
+        )?;
+        if passed {
+            return Ok(());
+        }
+        dump(&text);
+        let culprit = exprs
+            .iter()
+            .enumerate()
+            .find(|(i, (_, expr))| text.contains(&needle(*i, expr)));
+        match culprit {
+            Some((_, (what, expr))) => bail!("{rel}: {what}: {problem}: {expr}"),
+            None => bail!("{rel}: promtool {}: {}", command.join(" "), gist(&text)),
+        }
     }
 
     /// Every ctxleak_* metric the alerts, their tests and the dashboard use must be one that
@@ -1377,6 +1386,11 @@ fn grafana_to_promql(expr: &str, defined: &BTreeSet<String>) -> Result<String, S
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The dashboard's test of an expression: 1 when it returns at least one series.
+fn returns_data(expr: &str) -> String {
+    format!("count({expr}) > bool 0")
 }
 
 /// `text` as Go's %q prints it (enough for ASCII PromQL).

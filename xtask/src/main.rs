@@ -104,6 +104,10 @@ enum Command {
         smoke: bool,
     },
     /// Set up, build the fixtures, then run `cargo test ARGS...` (as root, for the BPF tests).
+    ///
+    /// ctxleak-daemon's integration tests are one binary with a module per area: `-p
+    /// ctxleak-daemon --test tests -- census::` runs one area. The areas whose bounds were
+    /// measured alone (daemon_churn, healthy) run after the others, one test at a time.
     Test {
         /// Passed to `cargo test` as they are, e.g. `-p ctxleak-daemon -- --nocapture`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -2,7 +2,6 @@
 //! `ctxleak` binary under test, and scraping its metrics.
 //!
 //! These tests attach real uprobes to real Go processes: they need root (CI runs as root).
-#![allow(dead_code)]
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
