@@ -103,13 +103,9 @@ impl EventHeader {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GoroutineEvent {
-    /// An [`EventKind`] as `u32`.
-    pub kind: u32,
-    /// The target process (tgid).
-    pub pid: u32,
-    /// `bpf_ktime_get_ns()` when the probe fired; orders events against memory snapshots.
-    pub ktime_ns: u64,
-    pub goid: u64,
+    /// Kind, process, time (`bpf_ktime_get_ns()`, which orders events against memory
+    /// snapshots) and the goroutine.
+    pub header: EventHeader,
     /// Zero for [`EventKind::Exited`].
     pub parent_goid: u64,
     /// PC of the `go` statement; zero for [`EventKind::Exited`].
@@ -128,14 +124,22 @@ impl GoroutineEvent {
 pub const CONTEXT_STACK_DEPTH: usize = 8;
 
 /// A [`EventKind::ContextRegistered`] or [`EventKind::ContextCancelled`] record: a
-/// [`ContextEvent`] without its creator and stack (those kinds need neither, and reading the
-/// goroutine would cost the target a memory read per event). Same fields, same offsets.
+/// [`ContextEvent`]'s first part, without its creator and stack (those kinds need neither, and
+/// reading the goroutine would cost the target a memory read per event).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ContextChange {
+    /// An [`EventKind`] as `u32`: one of the `Context*` kinds.
     pub kind: u32,
     pub pid: u32,
+    /// Address of the context (its embedded cancelCtx is at offset 0 in every type).
     pub context: u64,
+    /// [`EventKind::ContextRegistered`]: the parent's `children` map (its first word is the
+    /// map's length). [`EventKind::ContextCancelled`]: `removeFromParent` (1 for a direct
+    /// cancel by the owner's cancel func, a deadline or `AfterFunc`'s stop; 0 when a parent's
+    /// cancellation propagates). [`EventKind::ContextCreated`]: the parent context (the data
+    /// word of the `Context` interface it was made from, which `propagateCancel` stores at
+    /// +8 of the new context).
     pub detail: u64,
 }
 
@@ -154,18 +158,9 @@ impl ContextChange {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ContextEvent {
-    /// An [`EventKind`] as `u32`: one of the `Context*` kinds.
-    pub kind: u32,
-    pub pid: u32,
-    /// Address of the context (its embedded cancelCtx is at offset 0 in every type).
-    pub context: u64,
-    /// [`EventKind::ContextRegistered`]: the parent's `children` map (its first word is the
-    /// map's length). [`EventKind::ContextCancelled`]: `removeFromParent` (1 for a direct
-    /// cancel by the owner's cancel func, a deadline or `AfterFunc`'s stop; 0 when a parent's
-    /// cancellation propagates). [`EventKind::ContextCreated`]: the parent context (the data
-    /// word of the `Context` interface it was made from, which `propagateCancel` stores at
-    /// +8 of the new context).
-    pub detail: u64,
+    /// Kind (one of the `Context*` kinds), process, context and detail: all a
+    /// [`EventKind::ContextRegistered`] or [`EventKind::ContextCancelled`] record carries.
+    pub change: ContextChange,
     /// [`EventKind::ContextCreated`]: the goroutine that created the context. Zero otherwise.
     pub goid: u64,
     /// [`EventKind::ContextCreated`]: the type word (itab) of the `Context` interface it was
@@ -181,18 +176,11 @@ impl ContextEvent {
     pub const SIZE: usize = size_of::<Self>();
 }
 
-// Every record starts with `kind` and `pid`, a goroutine record with an [`EventHeader`], and a
-// [`ContextChange`] is a [`ContextEvent`] up to its creator: the daemon decodes a short record
-// into the long one, zero-filled.
+// Every record starts with `kind` and `pid` (the daemon reads `kind` first to tell them apart).
 const _: () = {
     use core::mem::offset_of;
-    assert!(offset_of!(GoroutineEvent, goid) == offset_of!(EventHeader, goid));
-    assert!(offset_of!(GoroutineEvent, parent_goid) == EventHeader::SIZE);
+    assert!(offset_of!(ContextChange, kind) == offset_of!(EventHeader, kind));
     assert!(offset_of!(ContextChange, pid) == offset_of!(EventHeader, pid));
-    assert!(offset_of!(ContextEvent, pid) == offset_of!(EventHeader, pid));
-    assert!(offset_of!(ContextEvent, context) == offset_of!(ContextChange, context));
-    assert!(offset_of!(ContextEvent, detail) == offset_of!(ContextChange, detail));
-    assert!(offset_of!(ContextEvent, goid) == ContextChange::SIZE);
 };
 
 /// Index into [`COUNTERS_MAP`], a per-CPU array of `u64`.

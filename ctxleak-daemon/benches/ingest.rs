@@ -102,7 +102,7 @@ fn start_pcs(binary: &GoBinary) -> (Vec<u64>, Vec<u64>) {
 
 /// Appends `event` as a ring-buffer record, as the probes send it: an exit is its header alone.
 fn push_record(ring: &mut Vec<u8>, event: &GoroutineEvent) {
-    let size = if event.kind == EventKind::Exited as u32 {
+    let size = if event.header.kind == EventKind::Exited as u32 {
         EventHeader::SIZE
     } else {
         GoroutineEvent::SIZE
@@ -136,10 +136,12 @@ fn stream(live: usize, events: usize, user: &[u64], system: &[u64]) -> Stream {
             user[rng.below(user.len())]
         };
         GoroutineEvent {
-            kind: EventKind::Created as u32,
-            pid: PID,
-            ktime_ns: ktime,
-            goid: *goid,
+            header: EventHeader {
+                kind: EventKind::Created as u32,
+                pid: PID,
+                ktime_ns: ktime,
+                goid: *goid,
+            },
             parent_goid: 1,
             gopc: startpc.wrapping_add(0x40),
             startpc,
@@ -158,10 +160,12 @@ fn stream(live: usize, events: usize, user: &[u64], system: &[u64]) -> Stream {
         } else {
             let gone = alive.swap_remove(rng.below(alive.len()));
             GoroutineEvent {
-                kind: EventKind::Exited as u32,
-                pid: PID,
-                ktime_ns: ktime,
-                goid: gone,
+                header: EventHeader {
+                    kind: EventKind::Exited as u32,
+                    pid: PID,
+                    ktime_ns: ktime,
+                    goid: gone,
+                },
                 ..GoroutineEvent::default()
             }
         };
@@ -183,7 +187,7 @@ fn drain(ring: &[u8], mut handle: impl FnMut(&GoroutineEvent)) {
         let item = &ring[at + HEADER..(at + HEADER + len).min(ring.len())];
         at += (HEADER + len + 7) & !7;
         if let Some(Record::Goroutine(event)) = decode_record(item)
-            && event.pid == PID
+            && event.header.pid == PID
         {
             handle(&event);
         }
@@ -258,7 +262,9 @@ fn main() {
             || 0u64,
             |sum| {
                 drain(&s.records, |event| {
-                    *sum = sum.wrapping_add(event.goid ^ u64::from(event.kind) ^ event.startpc);
+                    *sum = sum.wrapping_add(
+                        event.header.goid ^ u64::from(event.header.kind) ^ event.startpc,
+                    );
                 });
             },
         );
@@ -266,16 +272,16 @@ fn main() {
             || {
                 let mut map = HashMap::new();
                 drain(&s.seed, |event| {
-                    map.insert(event.goid, event.startpc);
+                    map.insert(event.header.goid, event.startpc);
                 });
                 map
             },
             |map| {
                 drain(&s.records, |event| {
-                    if event.kind == EventKind::Created as u32 {
-                        map.insert(event.goid, event.startpc);
+                    if event.header.kind == EventKind::Created as u32 {
+                        map.insert(event.header.goid, event.startpc);
                     } else {
-                        map.remove(&event.goid);
+                        map.remove(&event.header.goid);
                     }
                 });
             },

@@ -25,7 +25,7 @@ use std::hint::black_box;
 use std::process::exit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use ctxleak_common::{ContextEvent, EventKind, GoroutineEvent};
+use ctxleak_common::{ContextChange, ContextEvent, EventHeader, EventKind, GoroutineEvent};
 use ctxleak_daemon::census::GoroutineRecord;
 use ctxleak_daemon::contexts::ContextTracker;
 use ctxleak_daemon::tracker::{GoroutineKind, GoroutineTracker};
@@ -155,10 +155,12 @@ fn row(what: &str, stats: Stats, n: usize, raw: f64) -> Value {
 
 fn created(goid: u64) -> GoroutineEvent {
     GoroutineEvent {
-        kind: EventKind::Created as u32,
-        pid: 1,
-        ktime_ns: 1_000 + goid,
-        goid,
+        header: EventHeader {
+            kind: EventKind::Created as u32,
+            pid: 1,
+            ktime_ns: 1_000 + goid,
+            goid,
+        },
         parent_goid: 1,
         gopc: 0x40_1000,
         startpc: 0x40_2000 + (goid % 64) * 0x100,
@@ -181,11 +183,13 @@ fn classify(startpc: u64) -> GoroutineKind {
 fn context_rows(n: usize) -> Vec<Value> {
     let count = n as u64;
     let event = |kind: EventKind, goid: u64, detail: u64| ContextEvent {
-        kind: kind as u32,
-        pid: 1,
+        change: ContextChange {
+            kind: kind as u32,
+            pid: 1,
+            context: 0xc000_0000_0000 + goid * 0x60,
+            detail,
+        },
         goid,
-        context: 0xc000_0000_0000 + goid * 0x60,
-        detail,
         parent_type: 0,
         stack: [0x40_3000 + (goid % 16) * 0x10, 0x40_4000, 0, 0, 0, 0, 0, 0],
     };
@@ -215,9 +219,12 @@ fn context_rows(n: usize) -> Vec<Value> {
                 );
                 if creators_exit {
                     tracker.apply_goroutine(&GoroutineEvent {
-                        kind: EventKind::Exited as u32,
-                        pid: 1,
-                        goid,
+                        header: EventHeader {
+                            kind: EventKind::Exited as u32,
+                            pid: 1,
+                            goid,
+                            ..EventHeader::default()
+                        },
                         ..GoroutineEvent::default()
                     });
                 }
@@ -299,10 +306,12 @@ fn main() {
     let ((), exits_stats) = measure(|| {
         for goid in 1..=count {
             let exit = GoroutineEvent {
-                kind: EventKind::Exited as u32,
-                pid: 1,
-                ktime_ns: 2_000_000 + goid,
-                goid,
+                header: EventHeader {
+                    kind: EventKind::Exited as u32,
+                    pid: 1,
+                    ktime_ns: 2_000_000 + goid,
+                    goid,
+                },
                 ..GoroutineEvent::default()
             };
             tracker.apply(&exit, classify);

@@ -197,7 +197,7 @@ impl ContextTracker {
         received_ns: u64,
         resolve: impl FnOnce(&[u64]) -> Option<Arc<SourceLocation>>,
     ) {
-        match EventKind::from_u32(event.kind) {
+        match EventKind::from_u32(event.change.kind) {
             Some(EventKind::ContextCreated) => {
                 self.created += 1;
                 let site = self.sites.intern_stack(&event.stack, resolve);
@@ -207,17 +207,18 @@ impl ContextTracker {
                 // is retired, not forgotten: those goroutines outlived it all the same. Any
                 // other binding can never match a verdict now (a freed context is never
                 // cancelled).
-                if let Some(old) = self.records.remove(&event.context) {
+                if let Some(old) = self.records.remove(&event.change.context) {
                     if old.unreleased() {
                         self.leave_map(old.children_map);
                     } else if old.cancelled() && old.bound > 0 {
-                        self.retired.insert((event.context, old.generation), old);
+                        self.retired
+                            .insert((event.change.context, old.generation), old);
                     }
                 }
                 let generation = self.next_generation;
                 self.next_generation = self.next_generation.wrapping_add(1);
                 self.records.insert(
-                    event.context,
+                    event.change.context,
                     ContextRecord {
                         generation,
                         site,
@@ -225,14 +226,14 @@ impl ContextTracker {
                         flags: 0,
                         creator: event.goid,
                         children_map: 0,
-                        parent: parent_identity(event.parent_type, event.detail),
+                        parent: parent_identity(event.parent_type, event.change.detail),
                         at_ns: received_ns,
                     },
                 );
                 self.bind(
                     event.goid,
                     Binding {
-                        context: event.context,
+                        context: event.change.context,
                         generation,
                         inherited: false,
                     },
@@ -241,18 +242,18 @@ impl ContextTracker {
             Some(EventKind::ContextRegistered) => {
                 // A context ctxleak never saw created (made before it attached, or after lost
                 // events) is not tracked.
-                let Some(record) = self.records.get_mut(&event.context) else {
+                let Some(record) = self.records.get_mut(&event.change.context) else {
                     return;
                 };
                 if record.flags == 0 {
                     record.flags = REGISTERED;
-                    record.children_map = event.detail;
-                    *self.children.entry(event.detail).or_default() += 1;
+                    record.children_map = event.change.detail;
+                    *self.children.entry(event.change.detail).or_default() += 1;
                 }
             }
             Some(EventKind::ContextCancelled) => {
                 self.cancelled += 1;
-                self.cancel(event.context, received_ns);
+                self.cancel(event.change.context, received_ns);
             }
             _ => {}
         }
@@ -347,11 +348,11 @@ impl ContextTracker {
     /// A goroutine event: a new goroutine inherits its creator's binding; an exited one
     /// releases its own.
     pub fn apply_goroutine(&mut self, event: &GoroutineEvent) {
-        match EventKind::from_u32(event.kind) {
+        match EventKind::from_u32(event.header.kind) {
             Some(EventKind::Created) => {
                 if let Some(&creator) = self.bindings.get(&event.parent_goid) {
                     self.bind(
-                        event.goid,
+                        event.header.goid,
                         Binding {
                             inherited: true,
                             ..creator
@@ -359,7 +360,7 @@ impl ContextTracker {
                     );
                 }
             }
-            Some(EventKind::Exited) => self.unbind(event.goid),
+            Some(EventKind::Exited) => self.unbind(event.header.goid),
             _ => {}
         }
     }
@@ -669,6 +670,7 @@ pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ctxleak_common::{ContextChange, EventHeader};
 
     fn site(line: u32) -> Option<Arc<SourceLocation>> {
         Some(Arc::new(SourceLocation {
@@ -682,11 +684,13 @@ mod tests {
         let mut stack = [0; CONTEXT_STACK_DEPTH];
         stack[0] = line;
         ContextEvent {
-            kind: kind as u32,
-            pid: 1,
+            change: ContextChange {
+                kind: kind as u32,
+                pid: 1,
+                context,
+                detail,
+            },
             goid,
-            context,
-            detail,
             parent_type: 0x77,
             stack,
         }
@@ -694,8 +698,11 @@ mod tests {
 
     fn goroutine(kind: EventKind, goid: u64, parent: u64) -> GoroutineEvent {
         GoroutineEvent {
-            kind: kind as u32,
-            goid,
+            header: EventHeader {
+                kind: kind as u32,
+                goid,
+                ..EventHeader::default()
+            },
             parent_goid: parent,
             ..GoroutineEvent::default()
         }

@@ -500,12 +500,6 @@ fn decode_prefix<T: aya::Pod + Default>(bytes: &[u8], min: usize) -> Option<T> {
     Some(value)
 }
 
-/// Decodes one goroutine record (an exit is a bare header); `None` if it is too short (never
-/// sent by our programs).
-pub fn decode_event(bytes: &[u8]) -> Option<GoroutineEvent> {
-    decode_prefix(bytes, EventHeader::SIZE)
-}
-
 /// One ring-buffer record of either shape.
 #[derive(Clone, Copy, Debug)]
 pub enum Record {

@@ -197,20 +197,24 @@ impl GoroutineTracker {
     }
 
     pub fn apply(&mut self, event: &GoroutineEvent, classify: impl Fn(u64) -> GoroutineKind) {
-        match EventKind::from_u32(event.kind) {
+        match EventKind::from_u32(event.header.kind) {
             Some(EventKind::Created) => {
                 self.created += 1;
-                self.goid_high = self.goid_high.max(event.goid);
-                if event.ktime_ns >= self.snapshot_ktime {
-                    self.insert(event.goid, classify(event.startpc), event.ktime_ns);
+                self.goid_high = self.goid_high.max(event.header.goid);
+                if event.header.ktime_ns >= self.snapshot_ktime {
+                    self.insert(
+                        event.header.goid,
+                        classify(event.startpc),
+                        event.header.ktime_ns,
+                    );
                 }
             }
             Some(EventKind::Exited) => {
                 self.exited += 1;
-                if let Some((kind, _)) = self.live.remove(&event.goid) {
+                if let Some((kind, _)) = self.live.remove(&event.header.goid) {
                     *self.count_mut(kind) -= 1;
                 }
-                let horizon = event.ktime_ns.saturating_sub(RECENT_EXIT_NS);
+                let horizon = event.header.ktime_ns.saturating_sub(RECENT_EXIT_NS);
                 while self
                     .recent_exits
                     .front()
@@ -218,7 +222,8 @@ impl GoroutineTracker {
                 {
                     self.recent_exits.pop_front();
                 }
-                self.recent_exits.push_back((event.ktime_ns, event.goid));
+                self.recent_exits
+                    .push_back((event.header.ktime_ns, event.header.goid));
             }
             // Context events are the context tracker's.
             _ => {}
@@ -251,13 +256,16 @@ impl GoroutineTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ctxleak_common::EventHeader;
 
     fn event(kind: EventKind, goid: u64, ktime_ns: u64, startpc: u64) -> GoroutineEvent {
         GoroutineEvent {
-            kind: kind as u32,
-            pid: 1,
-            ktime_ns,
-            goid,
+            header: EventHeader {
+                kind: kind as u32,
+                pid: 1,
+                ktime_ns,
+                goid,
+            },
             startpc,
             ..Default::default()
         }

@@ -995,12 +995,12 @@ impl Watcher {
         while let Some(item) = ring.next() {
             match crate::probes::decode_record(&item) {
                 Some(Record::Goroutine(event)) => {
-                    if let Some(watched) = sessions.get_mut(&event.pid) {
+                    if let Some(watched) = sessions.get_mut(&event.header.pid) {
                         watched.session.apply_goroutine(&event);
                     }
                 }
                 Some(Record::Context(event)) => {
-                    if let Some(watched) = sessions.get_mut(&event.pid) {
+                    if let Some(watched) = sessions.get_mut(&event.change.pid) {
                         watched.session.apply_context(&event, received_ns);
                     }
                 }

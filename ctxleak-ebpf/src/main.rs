@@ -150,10 +150,7 @@ pub fn context_created(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let mut event = ContextEvent {
-        kind: change.kind,
-        pid: change.pid,
-        context: change.context,
-        detail: change.detail,
+        change,
         goid,
         parent_type,
         stack: [0; CONTEXT_STACK_DEPTH],
@@ -407,11 +404,13 @@ fn read_created(pid: u32, g: u64, offsets: &GoOffsets) -> Option<GoroutineEvent>
         block.get(index & 3).copied().unwrap_or(0)
     };
     Some(GoroutineEvent {
-        kind: EventKind::Created as u32,
-        pid,
-        // SAFETY: no preconditions.
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
-        goid,
+        header: EventHeader {
+            kind: EventKind::Created as u32,
+            pid,
+            // SAFETY: no preconditions.
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+            goid,
+        },
         parent_goid: block[0],
         gopc: word(offsets.g_gopc),
         startpc: word(offsets.g_startpc),
