@@ -3,11 +3,14 @@
 //! goroutines outliving theirs). It is only a client: it polls the attach's JSON API
 //! ([`crate::api`]) and draws it, so it runs unprivileged, and over ssh.
 //!
-//! [`view`] holds the state and draws it into a ratatui buffer (tested without a terminal);
-//! this module owns the terminal: raw mode and the alternate screen, always restored on the
+//! [`state`] holds what the view knows and how keys change it, [`view`] draws it into a
+//! ratatui buffer (tested without a terminal) with [`format`]'s text; this module owns the
+//! terminal: raw mode and the alternate screen, always restored on the
 //! way out (quit, error, panic, SIGTERM/SIGHUP), and the poller thread.
 
 pub mod client;
+pub mod format;
+pub mod state;
 pub mod view;
 
 use std::io::{IsTerminal as _, Stdout};
@@ -22,7 +25,7 @@ use ratatui::crossterm::event::{self, Event};
 use ratatui::crossterm::{cursor, execute, terminal};
 
 pub use client::{Endpoint, FetchError};
-pub use view::{Action, App, Connection, Item, SortKey};
+pub use state::{Action, App, Connection, Item, SortKey};
 
 use crate::api::{GroupsResponse, LeaksResponse};
 
