@@ -304,6 +304,20 @@ pub(super) struct SortFacts {
     id: String,
 }
 
+impl SortFacts {
+    /// A context finding's: after the suspects and stuck groups, before the rest.
+    fn finding(count: u64, growth: i64, age_s: f64, site: Option<String>) -> Self {
+        Self {
+            tier: 2,
+            rank: u32::MAX,
+            count,
+            growth: (growth, 0),
+            age_s,
+            id: site.unwrap_or_default(),
+        }
+    }
+}
+
 /// The display order of the groups and the context findings under `key`.
 pub fn display_order(
     groups: &[Group],
@@ -339,25 +353,16 @@ pub fn display_order(
             (Item::Group(i), facts)
         })
         .chain(unreleased.iter().enumerate().map(|(i, u)| {
-            let facts = SortFacts {
-                tier: 2,
-                rank: u32::MAX,
-                count: u.count,
-                growth: (u.growth, 0),
-                age_s: u.oldest_age_s,
-                id: site(&u.site).unwrap_or_default(),
-            };
+            let facts = SortFacts::finding(u.count, u.growth, u.oldest_age_s, site(&u.site));
             (Item::Unreleased(i), facts)
         }))
         .chain(outliving.iter().enumerate().map(|(i, o)| {
-            let facts = SortFacts {
-                tier: 2,
-                rank: u32::MAX,
-                count: o.count,
-                growth: (o.growth, 0),
-                age_s: o.oldest_cancelled_s,
-                id: site(&o.goroutine_site).unwrap_or_default(),
-            };
+            let facts = SortFacts::finding(
+                o.count,
+                o.growth,
+                o.oldest_cancelled_s,
+                site(&o.goroutine_site),
+            );
             (Item::Outliving(i), facts)
         }));
     let mut rows: Vec<(Item, SortFacts)> = facts.collect();
