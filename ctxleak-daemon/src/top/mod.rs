@@ -34,7 +34,9 @@ use crate::api::{GroupsResponse, LeaksResponse};
 type Poll = (Result<GroupsResponse, FetchError>, Option<LeaksResponse>);
 
 /// Test hook, for the end-to-end test of the panic path only: when set, `ctxleak top` panics
-/// right after it has drawn its first census.
+/// right after it has drawn its first census. Debug builds only (the tests run those): a
+/// release binary has no such behaviour.
+#[cfg(debug_assertions)]
 const PANIC_FOR_TEST_ENV: &str = "CTXLEAK_TOP_TEST_PANIC";
 
 /// How long one poll may take (connecting, then each read) before it counts as failed.
@@ -105,6 +107,7 @@ fn event_loop(
     app: &mut App,
     polls: &Receiver<Poll>,
 ) -> anyhow::Result<()> {
+    #[cfg(debug_assertions)]
     let panic_for_test = std::env::var_os(PANIC_FOR_TEST_ENV).is_some();
     let mut dirty = true;
     loop {
@@ -128,6 +131,7 @@ fn event_loop(
         if dirty {
             terminal.draw(|frame| app.draw(frame))?;
             dirty = false;
+            #[cfg(debug_assertions)]
             if panic_for_test && app.groups().next().is_some() {
                 panic!("{PANIC_FOR_TEST_ENV} is set: panicking with the view on screen");
             }
