@@ -25,6 +25,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::process;
+use crate::workspace::Workspace;
 
 /// Pinned so that a schema update never changes the verdict on unchanged manifests.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
@@ -101,7 +102,13 @@ print('\n'.join(bad))
 sys.exit(1 if bad else 0)
 "#;
 
-pub fn check(ws: &Path) -> Result<()> {
+/// Check the deployment assets under deploy/ offline: systemd unit, Kubernetes manifests,
+/// Prometheus config, alerts and their tests, Grafana dashboard, Containerfile.
+#[derive(clap::Args)]
+pub struct Options {}
+
+pub fn run(ws: &Workspace, _: &Options) -> Result<()> {
+    let ws = ws.root();
     let tools = Tools::ensure(ws)?;
     let scratch = ws.join("target/deploy-check");
     match fs::remove_dir_all(&scratch) {

@@ -24,7 +24,7 @@ use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use crate::{fixtures, go, process, setup, workspace::Workspace};
 
 /// The fuzz targets, in the order `cargo xtask fuzz` runs them.
-pub const TARGETS: &[&str] = &["buildinfo", "pclntab", "dwarf", "gobinary"];
+const TARGETS: &[&str] = &["buildinfo", "pclntab", "dwarf", "gobinary"];
 
 /// The fixtures the seeds come from: with DWARF and symbols, without either, and PIE without
 /// either (its table sits in `.data.rel.ro.gopclntab` before Go 1.26).
@@ -39,8 +39,19 @@ const MALLOC_LIMIT_MB: u32 = 512;
 /// cargo-fuzz, when it has to be installed.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-pub fn target_parser() -> PossibleValuesParser {
-    PossibleValuesParser::new(TARGETS.iter().copied())
+/// Fuzz the readers of Go binaries (cargo fuzz): build the fixtures, extract seeds from them
+/// into target/fuzz/corpus/<target>/, run each target (all by default) and report.
+#[derive(clap::Args)]
+pub struct Options {
+    /// One target: buildinfo, pclntab, dwarf or gobinary.
+    #[arg(value_parser = PossibleValuesParser::new(TARGETS.iter().copied()))]
+    target: Option<String>,
+    /// How long to fuzz each target.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Run every seed once and stop (quick, for CI).
+    #[arg(long, conflicts_with = "seconds")]
+    smoke: bool,
 }
 
 /// Seconds one input may take before libFuzzer calls it a hang. A `gobinary` run reads a
@@ -53,14 +64,20 @@ fn timeout_seconds(target: &str) -> u32 {
     }
 }
 
-pub fn run(ws: &Workspace, only: Option<&str>, seconds: u64, smoke: bool) -> Result<ExitCode> {
-    setup::run(ws, false)?;
+pub fn run(ws: &Workspace, options: &Options) -> Result<ExitCode> {
+    let Options {
+        target: only,
+        seconds,
+        smoke,
+    } = options;
+    let (seconds, smoke) = (*seconds, *smoke);
+    setup::ensure(ws)?;
     ensure_cargo_fuzz()?;
     // Only the program the seeds come from (with its variants).
     fixtures::build(ws, go::GO_VERSIONS, &[SEED_FIXTURES[0].to_string()], true)?;
 
     let targets: Vec<&str> = match only {
-        Some(target) => vec![target],
+        Some(target) => vec![target.as_str()],
         None => TARGETS.to_vec(),
     };
     let corpus_root = ws.cargo_target().join("fuzz/corpus");

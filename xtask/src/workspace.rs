@@ -1,6 +1,15 @@
-//! Where things live: every path xtask uses, relative to the workspace root.
+//! Where things live: every path xtask uses, relative to the workspace root. Commands ask
+//! [`Workspace`] for a path rather than joining one to the root themselves; inside a folder a
+//! command owns (its scratch or output folder) it names its own files.
 
 use std::path::{Path, PathBuf};
+
+/// How ctxleak is built: the folder under Cargo's output that holds the binary.
+#[derive(Clone, Copy)]
+pub enum Profile {
+    Debug,
+    Release,
+}
 
 pub struct Workspace {
     root: PathBuf,
@@ -26,6 +35,20 @@ impl Workspace {
             Some(dir) => self.root.join(dir),
             None => self.root.join("target"),
         }
+    }
+
+    /// The `ctxleak` binary of a `cargo build --package ctxleak-daemon` (`--release` or not).
+    pub fn ctxleak(&self, profile: Profile) -> PathBuf {
+        let folder = match profile {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        };
+        self.cargo_target().join(folder).join("ctxleak")
+    }
+
+    /// Where the benchmarks and the chaos drill write their reports (and build what they run).
+    pub fn bench_out(&self) -> PathBuf {
+        self.cargo_target().join("bench")
     }
 
     fn tools(&self) -> PathBuf {
@@ -57,6 +80,11 @@ impl Workspace {
     /// The Go module holding the fixture programs.
     pub fn fixtures_module(&self) -> PathBuf {
         self.root.join("fixtures/go")
+    }
+
+    /// The Go program of a benchmark: fixtures/go/bench/<name>/.
+    pub fn bench_program(&self, name: &str) -> PathBuf {
+        self.fixtures_module().join("bench").join(name)
     }
 
     /// Root of the built fixtures, handed to the tests as CTXLEAK_FIXTURES.
