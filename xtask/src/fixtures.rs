@@ -117,7 +117,7 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
 
 /// The fixture programs: every folder under fixtures/go/cmd/ with Go files.
 pub fn programs(ws: &Workspace) -> Result<Vec<String>> {
-    let cmd = ws.fixtures_module().join("cmd");
+    let cmd = ws.fixture_programs();
     let mut names = Vec::new();
     for entry in fs::read_dir(&cmd).with_context(|| format!("could not list {}", cmd.display()))? {
         let path = entry

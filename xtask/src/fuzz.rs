@@ -80,8 +80,8 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<ExitCode> {
         Some(target) => vec![target.as_str()],
         None => TARGETS.to_vec(),
     };
-    let corpus_root = ws.cargo_target().join("fuzz/corpus");
-    let found_root = ws.cargo_target().join("fuzz/found");
+    let corpus_root = ws.fuzz_out().join("corpus");
+    let found_root = ws.fuzz_out().join("found");
     let mut seeds = BTreeMap::new();
     for &target in &targets {
         let dir = corpus_root.join(target);
@@ -96,7 +96,7 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<ExitCode> {
     }
 
     build(ws)?;
-    let logs = ws.cargo_target().join("fuzz/logs");
+    let logs = ws.fuzz_out().join("logs");
     fs::create_dir_all(&logs).with_context(|| format!("could not create {}", logs.display()))?;
     let mut outcomes = Vec::new();
     for &target in &targets {
@@ -139,12 +139,12 @@ fn shown(ws: &Workspace, path: &Path) -> String {
 }
 
 fn fuzz_dir(ws: &Workspace) -> PathBuf {
-    ws.root().join("ctxleak-goexe/fuzz")
+    ws.path(Workspace::FUZZ_CRATE)
 }
 
 /// Where cargo fuzz builds: under the main target folder, so `cargo clean` removes it.
 fn build_dir(ws: &Workspace) -> PathBuf {
-    ws.cargo_target().join("fuzz/build")
+    ws.fuzz_out().join("build")
 }
 
 /// `cargo +nightly fuzz SUBCOMMAND` for the fuzz crate, run from the workspace root.

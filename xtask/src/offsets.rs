@@ -162,7 +162,7 @@ fn regenerate(ws: &Workspace) -> Result<()> {
         }
         println!("offsets: {minor} (from go{version}): {layouts}");
     }
-    let path = ws.root().join("ctxleak-goexe/data/go-offsets.json");
+    let path = ws.path(Workspace::OFFSET_TABLE);
     let text = serde_json::to_string_pretty(&table)? + "\n";
     let before = fs::read_to_string(&path).unwrap_or_default();
     fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;

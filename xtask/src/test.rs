@@ -54,7 +54,7 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<ExitCode> {
     let extra = offsets::todays_extra_releases();
     offsets::prepare(ws, &extra)?;
     // tests/prometheus.rs scrapes ctxleak with a real Prometheus server and queries it.
-    let prometheus = deploy::ensure_prometheus(ws.root())?;
+    let prometheus = deploy::ensure_prometheus(ws)?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(

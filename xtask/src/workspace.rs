@@ -15,6 +15,35 @@ pub struct Workspace {
     root: PathBuf,
 }
 
+/// Files the commands read, relative to the root: messages name them so; [`Workspace::path`]
+/// finds them.
+impl Workspace {
+    pub const SYSTEMD_UNIT: &str = "deploy/systemd/ctxleak.service";
+    pub const CONFIG_FILE: &str = "deploy/systemd/ctxleak.toml";
+    pub const KUBERNETES_MANIFESTS: &str = "deploy/kubernetes/ctxleak.yaml";
+    pub const POD_MONITOR: &str = "deploy/kubernetes/prometheus-operator/podmonitor.yaml";
+    pub const POD_MONITOR_SCHEMA: &str =
+        "deploy/kubernetes/prometheus-operator/podmonitor.schema.json";
+    pub const PROMETHEUS_CONFIG: &str = "deploy/prometheus/prometheus.yml";
+    pub const ALERTS: &str = "deploy/prometheus/alerts.yml";
+    pub const ALERT_TESTS: &str = "deploy/prometheus/alerts_test.yml";
+    pub const DASHBOARD: &str = "deploy/grafana/ctxleak-dashboard.json";
+    pub const DASHBOARD_SERIES: &str = "deploy/grafana/dashboard-test-series.json";
+    pub const CONTAINERFILE: &str = "deploy/Containerfile";
+    pub const CONTAINERFILE_IGNORE: &str = "deploy/Containerfile.dockerignore";
+    /// Where the daemon registers its metrics (the deploy check reads their names).
+    pub const DAEMON_METRICS: &str = "ctxleak-daemon/src/metrics.rs";
+    /// The struct layouts by minor Go release, which `cargo xtask offsets` writes.
+    pub const OFFSET_TABLE: &str = "ctxleak-goexe/data/go-offsets.json";
+    /// The cargo-fuzz crate of the readers of Go binaries.
+    pub const FUZZ_CRATE: &str = "ctxleak-goexe/fuzz";
+
+    /// Where a file of the workspace (one of the constants above) is.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
 impl Workspace {
     /// The workspace root is xtask's parent folder; the path is absolute, so
     /// everything derived from it can be handed to tools run in other folders.
@@ -55,6 +84,26 @@ impl Workspace {
         self.root.join("target/tools")
     }
 
+    /// deploy-check's scratch folder, emptied at each run.
+    pub fn deploy_scratch(&self) -> PathBuf {
+        self.root.join("target/deploy-check")
+    }
+
+    /// The venv deploy-check installs kubernetes-validate into.
+    pub fn kubernetes_validate_venv(&self) -> PathBuf {
+        self.tools().join("kubernetes-validate")
+    }
+
+    /// Where Debian's prometheus package is extracted: `usr/bin/{prometheus,promtool}` under it.
+    pub fn prometheus_tools(&self) -> PathBuf {
+        self.tools().join("prometheus")
+    }
+
+    /// What `cargo xtask fuzz` writes: seeds (`corpus/`), findings (`found/`), logs, builds.
+    pub fn fuzz_out(&self) -> PathBuf {
+        self.cargo_target().join("fuzz")
+    }
+
     /// LLVM_PREFIX for building bpf-linker against nightly's libLLVM.
     pub fn llvm_prefix(&self) -> PathBuf {
         self.tools().join("llvm")
@@ -85,6 +134,11 @@ impl Workspace {
     /// The Go program of a benchmark: fixtures/go/bench/<name>/.
     pub fn bench_program(&self, name: &str) -> PathBuf {
         self.fixtures_module().join("bench").join(name)
+    }
+
+    /// The fixture programs, a folder each: fixtures/go/cmd/.
+    pub fn fixture_programs(&self) -> PathBuf {
+        self.fixtures_module().join("cmd")
     }
 
     /// Root of the built fixtures, handed to the tests as CTXLEAK_FIXTURES.
