@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use super::shared::{BenchCrate, bench_json, build_big, kernel, publish, quiet_attach_args};
+use super::shared::{
+    BenchCrate, bench_json, build_big, file_name, kernel, publish, quiet_attach_args,
+};
 use crate::workspace::Workspace;
 use crate::{go, run};
 
@@ -89,11 +91,7 @@ pub(super) fn run(ws: &Workspace, out: &Path) -> Result<()> {
     writeln!(md, "|---|---|---|---|---|---|---|---|")?;
     let mut verdicts = Vec::new();
     for result in &results {
-        let file = result["binary"].as_str().unwrap_or_default();
-        let name = Path::new(file)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or(file);
+        let name = file_name(result["binary"].as_str().unwrap_or_default());
         let median = result["median_ms"].as_f64().unwrap_or(f64::NAN);
         let parse = result["parse_ms"].as_f64().unwrap_or(f64::NAN);
         writeln!(

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::shared::{BenchCrate, bench_json, build_big, kernel, publish};
+use super::shared::{BenchCrate, bench_json, build_big, file_name, kernel, publish};
 use crate::go;
 use crate::workspace::Workspace;
 
@@ -29,11 +29,7 @@ pub(super) fn run(ws: &Workspace, out: &Path) -> Result<()> {
     )?;
     writeln!(md, "|---|---|---|---|---|---|")?;
     for row in &rows {
-        let file = row["file"].as_str().unwrap_or_default();
-        let name = Path::new(file)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or(file);
+        let name = file_name(row["file"].as_str().unwrap_or_default());
         writeln!(
             md,
             "| {name} | {:.1} MB | {:.1} ms | {:.1} ms | {:.1}× | {} |",

@@ -85,6 +85,14 @@ pub(super) fn bench_json(
     Ok((shown, rows))
 }
 
+/// The file name of a path the bench binaries reported, for the tables.
+pub(super) fn file_name(path: &str) -> &str {
+    Path::new(path)
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or(path)
+}
+
 /// Writes a benchmark's results to target/bench/<name>.md and .json and prints the table.
 pub(crate) fn publish(out: &Path, name: &str, md: &str, json: &Value) -> Result<()> {
     let md_path = out.join(format!("{name}.md"));
