@@ -95,8 +95,9 @@ fn check(ws: &Workspace, versions: &[&str]) -> Result<()> {
             "--package",
             "ctxleak-daemon",
             "--test",
-            "offset_table",
+            "tests",
             "--",
+            "offset_table::",
             "--nocapture",
         ])
         .env("CTXLEAK_FIXTURES", ws.fixtures_out())
