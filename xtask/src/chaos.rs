@@ -19,7 +19,7 @@
 //! - [`SETTLE`] after the last process ended it takes the "after" sample, then sends SIGTERM
 //!   and times the daemon's exit.
 //!
-//! Results go to target/bench/chaos.md and .json, as the benchmarks' do (bench.rs).
+//! Results go to target/bench/chaos.md and .json, as the benchmarks' do (bench/shared.rs).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::overhead::{Running, http_get};
+use crate::bench::shared::{self, Running, http_get};
 use crate::workspace::Workspace;
 use crate::{fixtures, go, run, setup};
 
@@ -62,14 +62,32 @@ const MAX_GOROUTINES: [u32; 3] = [100, 500, 1500];
 /// How long SIGTERM may take before the drill gives up on the daemon and kills it.
 const EXIT_WAIT: Duration = Duration::from_secs(30);
 
-/// The drill's options (its command line).
+/// The daemon's reliability drill (issue #20): `ctxleak daemon` watching a churn of
+/// short-lived Go processes of every Go version and build (ending by exit, SIGKILL, panic
+/// or exec); its memory, threads and descriptors, stale targets and series, and gauges at
+/// quiet checkpoints against each program's own count. Writes target/bench/chaos.md and
+/// .json; fails when a bound of the issue is broken.
+#[derive(clap::Args)]
 pub struct Options {
-    pub duration: Duration,
-    pub processes: usize,
-    pub seed: Option<u64>,
-    pub port: u16,
-    /// Lag bounds reported, not failed on (`--lag-not-enforced`).
-    pub lag_not_enforced: bool,
+    /// How long processes keep being started (then the last ones end, and 30 s later
+    /// the "after" sample is taken).
+    #[arg(long, default_value = "5m")]
+    duration: humantime::Duration,
+    /// Processes alive at once.
+    #[arg(long, default_value_t = 20)]
+    processes: usize,
+    /// Seed of the random lifetimes, endings and builds (default: from the clock; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Loopback port for the daemon's endpoint.
+    #[arg(long, default_value_t = 19790)]
+    port: u16,
+    /// Report the 2 s lag bounds without failing on them (CI): the daemon attaches
+    /// probes on its event loop, and a kernel busy removing other probes can hold an
+    /// attach for most of a second (measured up to 0.73 s), which the drill then sees as
+    /// lag. The other bounds still fail the run.
+    #[arg(long)]
+    lag_not_enforced: bool,
 }
 
 /// How a process ends.
@@ -128,8 +146,8 @@ struct Binaries {
 }
 
 pub fn run(ws: &Workspace, options: &Options) -> Result<ExitCode> {
-    setup::run(ws, false)?;
-    let ctxleak = run::build_ctxleak(ws)?;
+    setup::ensure(ws)?;
+    let ctxleak = run::build_ctxleak(ws, false)?;
     let binaries = build_fixtures(ws)?;
     let seed = options.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -139,10 +157,10 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<ExitCode> {
     println!(
         "chaos: seed {seed} (repeat with --seed {seed}); {} processes at once for {}, {} builds",
         options.processes,
-        humantime::format_duration(options.duration),
+        humantime::format_duration(*options.duration),
         binaries.chaos.len()
     );
-    let out = ws.cargo_target().join("bench");
+    let out = ws.bench_out();
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let address = format!("127.0.0.1:{}", options.port);
     let daemon = start_daemon(&ctxleak, &address, &ws.fixtures_out(), &out)?;
@@ -418,7 +436,7 @@ fn drill(
     report.peak = report.baseline;
     let (events, received) = mpsc::channel();
     let start = Instant::now();
-    let churn_until = start + options.duration;
+    let churn_until = start + *options.duration;
     let workers: Vec<_> = (0..options.processes)
         .map(|worker| {
             let events = events.clone();
@@ -865,7 +883,7 @@ fn publish(
         || format!("not within {} s", EXIT_WAIT.as_secs()),
         |took| format!("{:.2} s", took.as_secs_f64()),
     );
-    let kernel = crate::bench::kernel();
+    let kernel = shared::kernel();
     let mut md = String::new();
     writeln!(md, "# `ctxleak daemon` under process churn (chaos drill)\n")?;
     writeln!(
@@ -875,7 +893,7 @@ fn publish(
          `chaos` fixture (Go {}; plain, stripped, PIE, cgo), each living 0.2–20 s \
          (log-uniform); exec: `execs` becoming `chaos`. The daemon looked at every {} ms; \
          \"after\" is {} s after the last process ended.\n",
-        humantime::format_duration(options.duration),
+        humantime::format_duration(*options.duration),
         options.processes,
         report.churn_seconds,
         options.processes,
@@ -1011,7 +1029,7 @@ fn publish(
         "timeline_columns": ["s", "rss_kib", "threads", "fds", "series", "targets", "alive"],
         "timeline": report.timeline,
     });
-    crate::bench::publish(out, "chaos", &md, &json)?;
+    shared::publish(out, "chaos", &md, &json)?;
     for line in &reported {
         eprintln!("warning: the chaos drill broke a lag bound of issue #20 (not enforced): {line}");
     }

@@ -95,21 +95,29 @@ fn cgo_versions(version: &str) -> bool {
     version == go::GO_VERSIONS[1] || version == go::NEWEST
 }
 
+/// Build the Go programs under fixtures/go/cmd/ into target/fixtures/go<VERSION>/.
+#[derive(clap::Args, Default)]
+pub struct Options {
+    /// Build with this Go version only (repeatable); default: every supported version.
+    #[arg(long = "go", value_name = "VERSION", value_parser = go::version_parser())]
+    go: Vec<String>,
+}
+
 /// The subcommand: setup, then every program with the versions asked for
 /// (all when none are).
-pub fn run(ws: &Workspace, versions: &[String]) -> Result<()> {
-    setup::run(ws, false)?;
-    let versions: Vec<&str> = if versions.is_empty() {
+pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
+    setup::ensure(ws)?;
+    let versions: Vec<&str> = if options.go.is_empty() {
         go::GO_VERSIONS.to_vec()
     } else {
-        versions.iter().map(String::as_str).collect()
+        options.go.iter().map(String::as_str).collect()
     };
     build(ws, &versions, &programs(ws)?, true)
 }
 
 /// The fixture programs: every folder under fixtures/go/cmd/ with Go files.
 pub fn programs(ws: &Workspace) -> Result<Vec<String>> {
-    let cmd = ws.fixtures_module().join("cmd");
+    let cmd = ws.fixture_programs();
     let mut names = Vec::new();
     for entry in fs::read_dir(&cmd).with_context(|| format!("could not list {}", cmd.display()))? {
         let path = entry

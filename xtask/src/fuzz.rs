@@ -24,7 +24,7 @@ use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use crate::{fixtures, go, process, setup, workspace::Workspace};
 
 /// The fuzz targets, in the order `cargo xtask fuzz` runs them.
-pub const TARGETS: &[&str] = &["buildinfo", "pclntab", "dwarf", "gobinary"];
+const TARGETS: &[&str] = &["buildinfo", "pclntab", "dwarf", "gobinary"];
 
 /// The fixtures the seeds come from: with DWARF and symbols, without either, and PIE without
 /// either (its table sits in `.data.rel.ro.gopclntab` before Go 1.26).
@@ -39,8 +39,19 @@ const MALLOC_LIMIT_MB: u32 = 512;
 /// cargo-fuzz, when it has to be installed.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
-pub fn target_parser() -> PossibleValuesParser {
-    PossibleValuesParser::new(TARGETS.iter().copied())
+/// Fuzz the readers of Go binaries (cargo fuzz): build the fixtures, extract seeds from them
+/// into target/fuzz/corpus/<target>/, run each target (all by default) and report.
+#[derive(clap::Args)]
+pub struct Options {
+    /// One target: buildinfo, pclntab, dwarf or gobinary.
+    #[arg(value_parser = PossibleValuesParser::new(TARGETS.iter().copied()))]
+    target: Option<String>,
+    /// How long to fuzz each target.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Run every seed once and stop (quick, for CI).
+    #[arg(long, conflicts_with = "seconds")]
+    smoke: bool,
 }
 
 /// Seconds one input may take before libFuzzer calls it a hang. A `gobinary` run reads a
@@ -53,18 +64,24 @@ fn timeout_seconds(target: &str) -> u32 {
     }
 }
 
-pub fn run(ws: &Workspace, only: Option<&str>, seconds: u64, smoke: bool) -> Result<ExitCode> {
-    setup::run(ws, false)?;
+pub fn run(ws: &Workspace, options: &Options) -> Result<ExitCode> {
+    let Options {
+        target: only,
+        seconds,
+        smoke,
+    } = options;
+    let (seconds, smoke) = (*seconds, *smoke);
+    setup::ensure(ws)?;
     ensure_cargo_fuzz()?;
     // Only the program the seeds come from (with its variants).
     fixtures::build(ws, go::GO_VERSIONS, &[SEED_FIXTURES[0].to_string()], true)?;
 
     let targets: Vec<&str> = match only {
-        Some(target) => vec![target],
+        Some(target) => vec![target.as_str()],
         None => TARGETS.to_vec(),
     };
-    let corpus_root = ws.cargo_target().join("fuzz/corpus");
-    let found_root = ws.cargo_target().join("fuzz/found");
+    let corpus_root = ws.fuzz_out().join("corpus");
+    let found_root = ws.fuzz_out().join("found");
     let mut seeds = BTreeMap::new();
     for &target in &targets {
         let dir = corpus_root.join(target);
@@ -79,7 +96,7 @@ pub fn run(ws: &Workspace, only: Option<&str>, seconds: u64, smoke: bool) -> Res
     }
 
     build(ws)?;
-    let logs = ws.cargo_target().join("fuzz/logs");
+    let logs = ws.fuzz_out().join("logs");
     fs::create_dir_all(&logs).with_context(|| format!("could not create {}", logs.display()))?;
     let mut outcomes = Vec::new();
     for &target in &targets {
@@ -122,12 +139,12 @@ fn shown(ws: &Workspace, path: &Path) -> String {
 }
 
 fn fuzz_dir(ws: &Workspace) -> PathBuf {
-    ws.root().join("ctxleak-goexe/fuzz")
+    ws.path(Workspace::FUZZ_CRATE)
 }
 
 /// Where cargo fuzz builds: under the main target folder, so `cargo clean` removes it.
 fn build_dir(ws: &Workspace) -> PathBuf {
-    ws.cargo_target().join("fuzz/build")
+    ws.fuzz_out().join("build")
 }
 
 /// `cargo +nightly fuzz SUBCOMMAND` for the fuzz crate, run from the workspace root.

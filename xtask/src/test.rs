@@ -28,15 +28,33 @@ const HARNESS_OPTIONS_WITH_VALUE: &[&str] = &[
     "-Z",
 ];
 
-pub fn run(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
-    setup::run(ws, false)?;
+/// Set up, build the fixtures, then run `cargo test ARGS...` (as root, for the BPF tests).
+///
+/// ctxleak-daemon's integration tests are one binary with a module per area: `-p
+/// ctxleak-daemon --test tests -- census::` runs one area. The areas whose bounds were
+/// measured alone (daemon_churn, healthy) run after the others, one test at a time.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Passed to `cargo test` as they are, e.g. `-p ctxleak-daemon -- --nocapture`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+pub fn run(ws: &Workspace, options: &Options) -> Result<ExitCode> {
+    let mut args = options.args.clone();
+    // clap takes a leading `--` as its own separator, but cargo test
+    // needs it (`cargo xtask test -- --nocapture`): put it back.
+    if std::env::args_os().nth(2).is_some_and(|arg| arg == "--") {
+        args.insert(0, "--".to_string());
+    }
+    setup::ensure(ws)?;
     fixtures::build(ws, go::GO_VERSIONS, &fixtures::programs(ws)?, true)?;
     // tests/offset_table.rs checks a few more Go releases than the supported ones, different
     // ones each day (`cargo xtask offsets --check` checks them all).
     let extra = offsets::todays_extra_releases();
     offsets::prepare(ws, &extra)?;
     // tests/prometheus.rs scrapes ctxleak with a real Prometheus server and queries it.
-    let prometheus = deploy::ensure_prometheus(ws.root())?;
+    let prometheus = deploy::ensure_prometheus(ws)?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(
@@ -55,14 +73,14 @@ pub fn run(ws: &Workspace, args: &[String]) -> Result<ExitCode> {
             .env("CTXLEAK_PROMETHEUS", &prometheus.prometheus);
         cmd
     };
-    let (cargo_args, harness_args) = split_at_separator(args);
+    let (cargo_args, harness_args) = split_at_separator(&args);
     if harness_args
         .iter()
         .any(|arg| ["--list", "--help", "-h"].contains(&arg.as_str()))
     {
         // Nothing runs: list (or explain) everything at once.
         let mut cmd = cargo_test();
-        cmd.args(args);
+        cmd.args(&args);
         return status_of(&mut cmd);
     }
 

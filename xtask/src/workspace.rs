@@ -1,9 +1,47 @@
-//! Where things live: every path xtask uses, relative to the workspace root.
+//! Where things live: every path xtask uses, relative to the workspace root. Commands ask
+//! [`Workspace`] for a path rather than joining one to the root themselves; inside a folder a
+//! command owns (its scratch or output folder) it names its own files.
 
 use std::path::{Path, PathBuf};
 
+/// How ctxleak is built: the folder under Cargo's output that holds the binary.
+#[derive(Clone, Copy)]
+pub enum Profile {
+    Debug,
+    Release,
+}
+
 pub struct Workspace {
     root: PathBuf,
+}
+
+/// Files the commands read, relative to the root: messages name them so; [`Workspace::path`]
+/// finds them.
+impl Workspace {
+    pub const SYSTEMD_UNIT: &str = "deploy/systemd/ctxleak.service";
+    pub const CONFIG_FILE: &str = "deploy/systemd/ctxleak.toml";
+    pub const KUBERNETES_MANIFESTS: &str = "deploy/kubernetes/ctxleak.yaml";
+    pub const POD_MONITOR: &str = "deploy/kubernetes/prometheus-operator/podmonitor.yaml";
+    pub const POD_MONITOR_SCHEMA: &str =
+        "deploy/kubernetes/prometheus-operator/podmonitor.schema.json";
+    pub const PROMETHEUS_CONFIG: &str = "deploy/prometheus/prometheus.yml";
+    pub const ALERTS: &str = "deploy/prometheus/alerts.yml";
+    pub const ALERT_TESTS: &str = "deploy/prometheus/alerts_test.yml";
+    pub const DASHBOARD: &str = "deploy/grafana/ctxleak-dashboard.json";
+    pub const DASHBOARD_SERIES: &str = "deploy/grafana/dashboard-test-series.json";
+    pub const CONTAINERFILE: &str = "deploy/Containerfile";
+    pub const CONTAINERFILE_IGNORE: &str = "deploy/Containerfile.dockerignore";
+    /// Where the daemon registers its metrics (the deploy check reads their names).
+    pub const DAEMON_METRICS: &str = "ctxleak-daemon/src/metrics.rs";
+    /// The struct layouts by minor Go release, which `cargo xtask offsets` writes.
+    pub const OFFSET_TABLE: &str = "ctxleak-goexe/data/go-offsets.json";
+    /// The cargo-fuzz crate of the readers of Go binaries.
+    pub const FUZZ_CRATE: &str = "ctxleak-goexe/fuzz";
+
+    /// Where a file of the workspace (one of the constants above) is.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
 }
 
 impl Workspace {
@@ -28,8 +66,42 @@ impl Workspace {
         }
     }
 
+    /// The `ctxleak` binary of a `cargo build --package ctxleak-daemon` (`--release` or not).
+    pub fn ctxleak(&self, profile: Profile) -> PathBuf {
+        let folder = match profile {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        };
+        self.cargo_target().join(folder).join("ctxleak")
+    }
+
+    /// Where the benchmarks and the chaos drill write their reports (and build what they run).
+    pub fn bench_out(&self) -> PathBuf {
+        self.cargo_target().join("bench")
+    }
+
     fn tools(&self) -> PathBuf {
         self.root.join("target/tools")
+    }
+
+    /// deploy-check's scratch folder, emptied at each run.
+    pub fn deploy_scratch(&self) -> PathBuf {
+        self.root.join("target/deploy-check")
+    }
+
+    /// The venv deploy-check installs kubernetes-validate into.
+    pub fn kubernetes_validate_venv(&self) -> PathBuf {
+        self.tools().join("kubernetes-validate")
+    }
+
+    /// Where Debian's prometheus package is extracted: `usr/bin/{prometheus,promtool}` under it.
+    pub fn prometheus_tools(&self) -> PathBuf {
+        self.tools().join("prometheus")
+    }
+
+    /// What `cargo xtask fuzz` writes: seeds (`corpus/`), findings (`found/`), logs, builds.
+    pub fn fuzz_out(&self) -> PathBuf {
+        self.cargo_target().join("fuzz")
     }
 
     /// LLVM_PREFIX for building bpf-linker against nightly's libLLVM.
@@ -57,6 +129,16 @@ impl Workspace {
     /// The Go module holding the fixture programs.
     pub fn fixtures_module(&self) -> PathBuf {
         self.root.join("fixtures/go")
+    }
+
+    /// The Go program of a benchmark: fixtures/go/bench/<name>/.
+    pub fn bench_program(&self, name: &str) -> PathBuf {
+        self.fixtures_module().join("bench").join(name)
+    }
+
+    /// The fixture programs, a folder each: fixtures/go/cmd/.
+    pub fn fixture_programs(&self) -> PathBuf {
+        self.fixtures_module().join("cmd")
     }
 
     /// Root of the built fixtures, handed to the tests as CTXLEAK_FIXTURES.

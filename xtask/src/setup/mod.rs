@@ -40,11 +40,24 @@ pub fn go_toolchains(ws: &Workspace, versions: &[&str]) -> Result<()> {
     go_toolchains::ensure_versions(ws, versions, &Report { verbose: false })
 }
 
-pub fn run(ws: &Workspace, verbose: bool) -> Result<()> {
-    let report = Report { verbose };
-    let nightly = nightly::check(&report)?;
-    nightly::ensure_rust_src(&report)?;
-    bpf_linker::ensure(ws, &nightly, &report)?;
-    go_toolchains::ensure(ws, &report)?;
+/// Install what builds and tests need: nightly's rust-src, bpf-linker and the Go toolchains.
+#[derive(clap::Args)]
+pub struct Options {}
+
+/// The command: every step, one line each.
+pub fn run(ws: &Workspace, _: &Options) -> Result<()> {
+    install(ws, &Report { verbose: true })
+}
+
+/// What the other commands do first: only the lines about work actually done.
+pub fn ensure(ws: &Workspace) -> Result<()> {
+    install(ws, &Report { verbose: false })
+}
+
+fn install(ws: &Workspace, report: &Report) -> Result<()> {
+    let nightly = nightly::check(report)?;
+    nightly::ensure_rust_src(report)?;
+    bpf_linker::ensure(ws, &nightly, report)?;
+    go_toolchains::ensure(ws, report)?;
     Ok(())
 }

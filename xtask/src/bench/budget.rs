@@ -14,7 +14,7 @@
 //!   until ctxleak names each line (`/api/leaks`, `/api/groups`).
 //!
 //! A bench of its own beside `overhead`, sharing its targets, builds, pinning, attaching and
-//! CPU accounting (overhead.rs), rather than more modes of it: a budget works in windows (the
+//! CPU accounting (shared.rs), rather than more modes of it: a budget works in windows (the
 //! bucket holds ten seconds of budget), so a measurement here lasts up to a minute where
 //! overhead's last five seconds over many modes and rounds; each stays short enough to run on
 //! its own.
@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::overhead::{
-    ChurnRun, Running, Tools, attach_serving, cpu_ns, http_get, measure_churn, scrape,
-    start_httpserver,
+use super::shared::{
+    ChurnRun, Running, Tools, attach_serving, cpu_ns, http_get, kernel, measure_churn, publish,
+    scrape, start_httpserver,
 };
 use crate::workspace::Workspace;
 use crate::{go, process};
@@ -214,8 +214,8 @@ struct Sites {
     blocked: String,
 }
 
-pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
-    let tools = crate::overhead::build(ws, out)?;
+pub(super) fn run(ws: &Workspace, out: &Path) -> Result<()> {
+    let tools = Tools::build(ws, out)?;
     let started = Instant::now();
     let mut rates = Vec::new();
     for rate in RATES {
@@ -522,7 +522,7 @@ fn report(
     detections: &[Detection],
     took: Duration,
 ) -> Result<()> {
-    let kernel = crate::bench::kernel();
+    let kernel = kernel();
     let pct = |share: f64| format!("{:.2}%", share * 100.0);
     let mut md = String::new();
     writeln!(
@@ -732,7 +732,7 @@ fn report(
         "churn": json_churn,
         "detection": json_detections,
     });
-    crate::bench::publish(out, "budget", &md, &json)
+    publish(out, "budget", &md, &json)
 }
 
 fn probes_json(probes: Probes) -> Value {

@@ -10,19 +10,24 @@
 //! with do-nothing programs: the kernel's trap cost, which no uprobe tool can beat); ctxleak
 //! with every probe on; and with --park-times, with its own floor. Every mode keeps its probes
 //! always on (`--max-overhead exact`, [`EXACT`]): this bench prices a probe hit; what the
-//! default budget makes of that price is `bench budget`'s (budget.rs). Ratios are to "no ctxleak"; ctxleak's
-//! extra cost is also given as a multiple of its floor. Two more floors, with programs that
-//! spin for a known time, give what each nanosecond inside a program costs the target.
+//! default budget makes of that price is `bench budget`'s (budget.rs), which shares the
+//! targets, builds, pinning, attaching and CPU accounting (shared.rs). Ratios are to "no
+//! ctxleak"; ctxleak's extra cost is also given as a multiple of its floor. Two more floors,
+//! with programs that spin for a known time, give what each nanosecond inside a program costs
+//! the target.
 
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
+use super::shared::{
+    Running, Tools, attach_serving, cpu_ns, kernel, measure_churn, median, publish, scrape,
+    start_httpserver,
+};
 use crate::workspace::Workspace;
 use crate::{go, process};
 
@@ -61,19 +66,9 @@ fn spin_ns(i: usize) -> Option<f64> {
     args.get(at + 1)?.parse().ok()
 }
 
-/// What the overhead and budget benches run: ctxleak's release build and the Go fixtures of
-/// fixtures/go/bench, built with the newest Go.
-pub(crate) struct Tools {
-    pub(crate) ctxleak: PathBuf,
-    pub(crate) httpserver: PathBuf,
-    pub(crate) churn: PathBuf,
-    /// The rate-limited HTTP load generator (fixtures/go/bench/load).
-    pub(crate) load: PathBuf,
-}
-
-pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
+pub(super) fn run(ws: &Workspace, out: &Path) -> Result<()> {
     ensure_wrk()?;
-    let tools = build(ws, out)?;
+    let tools = Tools::build(ws, out)?;
     let mut http: Vec<Vec<HttpRun>> = vec![Vec::new(); MODES.len()];
     let mut churn: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     for round in 0..ROUNDS {
@@ -98,11 +93,6 @@ pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
     println!("overhead: probe profile (--probe-stats)");
     let probes = profile_probes(&tools).context("probe profile")?;
     report(out, &http, &churn, &probes)
-}
-
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// One wrk run against the net/http target.
@@ -138,7 +128,7 @@ fn report(
     // from wrk sharing CPU 1 with ctxleak's daemon (which drains the events there).
     let cpu_per_request = |i: usize| cpu[i] - cpu[0];
     let per_goroutine = |i: usize| ns[i] - ns[0];
-    let kernel = crate::bench::kernel();
+    let kernel = kernel();
 
     let mut md = String::new();
     writeln!(md, "# Overhead on the target\n")?;
@@ -293,10 +283,10 @@ fn report(
             "runs_churn_ns": churn[i],
         })).collect::<Vec<_>>(),
     });
-    crate::bench::publish(out, "overhead", &md, &json)
+    publish(out, "overhead", &md, &json)
 }
 
-pub(crate) fn ensure_wrk() -> Result<()> {
+fn ensure_wrk() -> Result<()> {
     if which::which("wrk").is_ok() {
         return Ok(());
     }
@@ -306,132 +296,9 @@ pub(crate) fn ensure_wrk() -> Result<()> {
         .context("cannot install wrk: run `apt-get install wrk` as root")
 }
 
-pub(crate) fn build(ws: &Workspace, out: &Path) -> Result<Tools> {
-    process::run(process::cargo().current_dir(ws.root()).args([
-        "build",
-        "--quiet",
-        "--release",
-        "--package",
-        "ctxleak-daemon",
-    ]))?;
-    let dir = out.join("overhead");
-    std::fs::create_dir_all(&dir)?;
-    let binary = |name: &str| -> Result<PathBuf> {
-        let path = dir.join(name);
-        let mut cmd = go::command(ws, go::NEWEST);
-        cmd.current_dir(ws.fixtures_module())
-            .arg("build")
-            .arg("-o")
-            .arg(&path)
-            .arg(format!("./bench/{name}"));
-        process::run(&mut cmd).with_context(|| format!("cannot build {name}"))?;
-        Ok(path)
-    };
-    Ok(Tools {
-        ctxleak: ws.cargo_target().join("release/ctxleak"),
-        httpserver: binary("httpserver")?,
-        churn: binary("churn")?,
-        load: binary("load")?,
-    })
-}
-
-/// A child killed on drop.
-pub(crate) struct Running(pub(crate) Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `program` pinned to CPU 0 with GOMAXPROCS=1, and waits for `ready` on its stdout.
-pub(crate) fn start_target(
-    program: &Path,
-    args: &[&str],
-    ready: &str,
-) -> Result<(Running, BufReader<std::process::ChildStdout>)> {
-    let mut child = Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(program)
-        .args(args)
-        .env("GOMAXPROCS", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {}", program.display()))?;
-    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
-    let mut line = String::new();
-    stdout.read_line(&mut line)?;
-    if line.trim() != ready {
-        bail!("{} said {line:?}, not {ready:?}", program.display());
-    }
-    Ok((Running(child), stdout))
-}
-
 /// Attaches ctxleak (on CPU 1) and waits until its probes are in.
 fn attach(tools: &Tools, pid: u32, args: &[&str]) -> Result<Running> {
     attach_serving(tools, pid, args).map(|(running, _)| running)
-}
-
-/// [`attach`], and the address ctxleak serves its metrics at.
-pub(crate) fn attach_serving(tools: &Tools, pid: u32, args: &[&str]) -> Result<(Running, String)> {
-    let mut child = Command::new("taskset")
-        .args(["-c", "1"])
-        .arg(&tools.ctxleak)
-        .args(crate::bench::quiet_attach_args(pid))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start ctxleak")?;
-    let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        line.clear();
-        if stderr.read_line(&mut line)? == 0 {
-            bail!("ctxleak exited before attaching");
-        }
-        if let Some((_, rest)) = line.split_once("metrics at http://") {
-            let address = rest.split('/').next().unwrap_or_default().trim().to_owned();
-            // Keep draining its stderr so it never blocks on a full pipe.
-            std::thread::spawn(move || for _ in stderr.lines() {});
-            return Ok((Running(child), address));
-        }
-    }
-    bail!("ctxleak did not attach within 30 s")
-}
-
-/// Nanoseconds `pid` has run on a CPU, all its threads together (`/proc/PID/task/*/schedstat`,
-/// first field). Threads that exited in between are missed: Go keeps its threads.
-pub(crate) fn cpu_ns(pid: u32) -> Result<u64> {
-    let mut total = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = task?.path().join("schedstat");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue; // The thread exited.
-        };
-        total += text
-            .split_whitespace()
-            .next()
-            .and_then(|ns| ns.parse::<u64>().ok())
-            .with_context(|| format!("{} says {text:?}", path.display()))?;
-    }
-    Ok(total)
-}
-
-/// Starts the net/http target on a free loopback port: it, its stdout (kept open while it
-/// runs), and its address.
-pub(crate) fn start_httpserver(
-    tools: &Tools,
-) -> Result<(Running, BufReader<std::process::ChildStdout>, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let (server, stdout) = start_target(&tools.httpserver, &[&address], "listening")?;
-    Ok((server, stdout, address))
 }
 
 /// `wrk` on CPU 1 for `seconds`, with latencies: its output.
@@ -527,38 +394,6 @@ fn probe_stats(address: &str) -> Result<std::collections::BTreeMap<String, (f64,
     Ok(stats)
 }
 
-/// ctxleak's metrics at `address`: each sample's series (name and labels, as written:
-/// `ctxleak_probe_duty_ratio{pid="42"}`) and its value.
-pub(crate) fn scrape(address: &str) -> Result<std::collections::BTreeMap<String, f64>> {
-    let text = http_get(address, "/metrics")?;
-    Ok(text
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse::<f64>().ok()?))
-        })
-        .collect())
-}
-
-/// `GET path` over HTTP/1.0 (no client crate for one local scrape): the body.
-pub(crate) fn http_get(address: &str, path: &str) -> Result<String> {
-    use std::io::Read as _;
-    let mut stream = std::net::TcpStream::connect(address)
-        .with_context(|| format!("cannot connect to ctxleak at {address}"))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    match response.split_once("\r\n\r\n") {
-        Some((head, body))
-            if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") =>
-        {
-            Ok(body.to_owned())
-        }
-        _ => bail!("GET {path} from {address}: {response:.200}"),
-    }
-}
-
 fn measure_http(tools: &Tools, ctxleak: Option<&[&str]>) -> Result<HttpRun> {
     let (server, _stdout, address) = start_httpserver(tools)?;
     let _ctxleak = ctxleak
@@ -599,78 +434,4 @@ fn parse_ms(text: &str) -> Option<f64> {
         return None;
     };
     number.parse::<f64>().ok().map(|n| n * scale)
-}
-
-/// One run of the churn fixture.
-pub(crate) struct ChurnRun {
-    /// What the fixture measured in itself.
-    pub(crate) ns_per_goroutine: f64,
-    /// With `watch`: ctxleak's last metrics scraped before the fixture finished (it exits
-    /// then, and its series with it).
-    pub(crate) metrics: Option<std::collections::BTreeMap<String, f64>>,
-    pub(crate) pid: u32,
-}
-
-/// How often [`measure_churn`] scrapes ctxleak's metrics while it watches.
-const CHURN_SCRAPE_EVERY: Duration = Duration::from_millis(500);
-
-/// Starts and exits `goroutines` goroutines in the churn fixture, ctxleak attached with
-/// `ctxleak`'s arguments (None: not running); with `watch`, scraping ctxleak's metrics
-/// meanwhile.
-pub(crate) fn measure_churn(
-    tools: &Tools,
-    ctxleak: Option<&[&str]>,
-    goroutines: u32,
-    watch: bool,
-) -> Result<ChurnRun> {
-    let n = goroutines.to_string();
-    let (mut target, mut stdout) = start_target(&tools.churn, &["-n", &n], "ready")?;
-    let pid = target.0.id();
-    let ctxleak = ctxleak
-        .map(|args| attach_serving(tools, pid, args))
-        .transpose()?;
-    let metrics_at = ctxleak
-        .as_ref()
-        .filter(|_| watch)
-        .map(|(_, at)| at.as_str());
-    target
-        .0
-        .stdin
-        .as_mut()
-        .context("stdin")?
-        .write_all(b"go\n")?;
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let (line, metrics) = std::thread::scope(|scope| {
-        let sampler = metrics_at.map(|address| {
-            let done = &done;
-            scope.spawn(move || {
-                let mut last = None;
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    if let Ok(metrics) = scrape(address) {
-                        last = Some(metrics);
-                    }
-                    std::thread::sleep(CHURN_SCRAPE_EVERY);
-                }
-                last
-            })
-        });
-        let mut line = String::new();
-        let read = stdout.read_line(&mut line);
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let metrics = sampler.and_then(|sampler| sampler.join().ok().flatten());
-        read.map(|_| (line, metrics))
-    })?;
-    let ns_per_goroutine = line
-        .trim()
-        .strip_prefix("ns/op ")
-        .and_then(|value| value.parse::<f64>().ok())
-        .with_context(|| format!("churn said {line:?}"))?;
-    if watch && metrics.is_none() {
-        bail!("could not scrape ctxleak's metrics while the churn fixture ran");
-    }
-    Ok(ChurnRun {
-        ns_per_goroutine,
-        metrics,
-        pid,
-    })
 }

@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
+use super::shared::{
+    BenchCrate, bench_json, build_big, file_name, kernel, publish, quiet_attach_args,
+};
 use crate::workspace::Workspace;
-use crate::{go, process};
+use crate::{go, run};
 
 /// Attaches measured per binary, after a first one reported on its own (cold caches).
 const ROUNDS: usize = 5;
@@ -25,26 +28,11 @@ const GOAL: Duration = Duration::from_secs(1);
 /// Longer than any attach should take.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
+pub(super) fn run(ws: &Workspace, out: &Path) -> Result<()> {
     let version = go::NEWEST;
-    let binaries: Vec<PathBuf> = crate::bench::build_big(ws, out, version)?
-        .into_iter()
-        .take(2)
-        .collect();
-    let mut build = process::cargo();
-    build.current_dir(ws.root()).args([
-        "build",
-        "--quiet",
-        "--release",
-        "--package",
-        "ctxleak-daemon",
-        "--bin",
-        "ctxleak",
-    ]);
-    process::run(&mut build).context("cannot build ctxleak")?;
-    let ctxleak = ws.cargo_target().join("release/ctxleak");
-    let (parse_shown, parse_rows) =
-        crate::bench::bench_json(ws, crate::bench::BenchCrate::Goexe, "parse", &binaries)?;
+    let binaries: Vec<PathBuf> = build_big(ws, out, version)?.into_iter().take(2).collect();
+    let ctxleak = run::build_ctxleak(ws, true)?;
+    let (parse_shown, parse_rows) = bench_json(ws, BenchCrate::Goexe, "parse", &binaries)?;
 
     let mut results = Vec::new();
     for (binary, parsed) in binaries.iter().zip(&parse_rows) {
@@ -80,7 +68,7 @@ pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
         }));
     }
 
-    let kernel = crate::bench::kernel();
+    let kernel = kernel();
     let shown = format!(
         "{} attach --quiet --web.listen-address 127.0.0.1:0 --pid PID",
         ctxleak.display()
@@ -103,11 +91,7 @@ pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
     writeln!(md, "|---|---|---|---|---|---|---|---|")?;
     let mut verdicts = Vec::new();
     for result in &results {
-        let file = result["binary"].as_str().unwrap_or_default();
-        let name = Path::new(file)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or(file);
+        let name = file_name(result["binary"].as_str().unwrap_or_default());
         let median = result["median_ms"].as_f64().unwrap_or(f64::NAN);
         let parse = result["parse_ms"].as_f64().unwrap_or(f64::NAN);
         writeln!(
@@ -144,7 +128,7 @@ pub fn run(ws: &Workspace, out: &Path) -> Result<()> {
         "goal_ms": GOAL.as_secs_f64() * 1e3,
         "results": results,
     });
-    crate::bench::publish(out, "attach", &md, &json)
+    publish(out, "attach", &md, &json)
 }
 
 /// The large binary running as `BINARY wait`; killed on drop.
@@ -186,7 +170,7 @@ impl Drop for Target {
 fn attach_once(ctxleak: &Path, pid: u32) -> Result<(Duration, String)> {
     let start = Instant::now();
     let mut child = Command::new(ctxleak)
-        .args(crate::bench::quiet_attach_args(pid))
+        .args(quiet_attach_args(pid))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
