@@ -546,6 +546,20 @@ fn files_that_are_not_executables() {
     );
 }
 
+/// A Go program built for another architecture (the `phases-arm64` fixture, cross-compiled
+/// with GOARCH=arm64): one line that names it, not a parse error from deep in its tables.
+#[test]
+fn a_go_program_for_another_architecture() {
+    let program = fixture(&newest_go(), "phases-arm64");
+    assert_eq!(
+        inspect_refuses(&program),
+        format!(
+            "ctxleak: error: {} is a Go program for arm64: ctxleak watches linux/amd64 programs; run it on an amd64 host against an amd64 build",
+            program.display()
+        )
+    );
+}
+
 /// A Go program padded to 20 GiB (a sparse file; it runs as well as before): refused by
 /// `inspect`, `inspect --pid` and `attach` alike, without reading it.
 #[test]

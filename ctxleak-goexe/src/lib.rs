@@ -50,6 +50,10 @@ pub enum GoBinaryError {
         source: buildinfo::BuildInfoError,
     },
     #[error(
+        "{path} is a Go program for {arch}: ctxleak watches linux/amd64 programs; run it on an amd64 host against an amd64 build"
+    )]
+    Architecture { path: PathBuf, arch: &'static str },
+    #[error(
         "{path} was built with {version}, and ctxleak needs Go {}.{} or newer: rebuild it with a newer Go toolchain",
         MIN_GO.0, MIN_GO.1
     )]
@@ -185,6 +189,12 @@ impl GoBinary {
                 path: path.clone(),
                 source,
             })?;
+        if file.architecture() != object::Architecture::X86_64 {
+            return Err(GoBinaryError::Architecture {
+                path,
+                arch: go_arch(file.architecture()),
+            });
+        }
         if !version.at_least(MIN_GO.0, MIN_GO.1) {
             return Err(GoBinaryError::TooOld { path, version });
         }
@@ -521,6 +531,24 @@ fn code_of<'d>(data: &'d [u8], segments: &[Segment], address: u64, size: u64) ->
     let start = usize::try_from(segment_offset(segments, address)?).ok()?;
     let end = start.checked_add(usize::try_from(size).ok()?)?;
     data.get(start..end)
+}
+
+/// Go's name (`GOARCH`) of an ELF file's architecture, for people.
+fn go_arch(architecture: object::Architecture) -> &'static str {
+    use object::Architecture as A;
+    match architecture {
+        A::X86_64 => "amd64",
+        A::Aarch64 => "arm64",
+        A::I386 => "386",
+        A::Arm => "arm",
+        A::Riscv64 => "riscv64",
+        A::PowerPc64 => "ppc64",
+        A::S390x => "s390x",
+        A::Mips64 => "mips64",
+        A::Mips => "mips",
+        A::LoongArch64 => "loong64",
+        _ => "another architecture",
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ struct Variant {
     ldflags: Option<&'static str>,
     pie: bool,
     cgo: bool,
+    /// Cross-compiled for this `GOARCH` (None: the host's, amd64).
+    goarch: Option<&'static str>,
     /// Which Go versions get this variant.
     versions: fn(&str) -> bool,
     /// Which programs get it.
@@ -27,6 +29,7 @@ const PLAIN: Variant = Variant {
     ldflags: None,
     pie: false,
     cgo: false,
+    goarch: None,
     versions: every,
     programs: &[],
 };
@@ -44,6 +47,7 @@ const VARIANTS: &[Variant] = &[
         ldflags: Some("-w"),
         pie: false,
         cgo: false,
+        goarch: None,
         versions: newest,
         programs: PHASES,
     },
@@ -53,6 +57,7 @@ const VARIANTS: &[Variant] = &[
         ldflags: Some("-s -w"),
         pie: false,
         cgo: false,
+        goarch: None,
         versions: every,
         programs: PHASES_AND_PARKED,
     },
@@ -61,6 +66,7 @@ const VARIANTS: &[Variant] = &[
         ldflags: None,
         pie: true,
         cgo: false,
+        goarch: None,
         versions: every,
         programs: PHASES_AND_CHAOS,
     },
@@ -69,6 +75,7 @@ const VARIANTS: &[Variant] = &[
         ldflags: Some("-s -w"),
         pie: true,
         cgo: false,
+        goarch: None,
         versions: every,
         programs: PHASES,
     },
@@ -78,8 +85,20 @@ const VARIANTS: &[Variant] = &[
         ldflags: None,
         pie: false,
         cgo: true,
+        goarch: None,
         versions: cgo_versions,
         programs: PHASES_AND_CHAOS,
+    },
+    // A Go program for another architecture: what ctxleak must refuse in one line (and the
+    // start of the arm64 work, issue #19).
+    Variant {
+        suffix: "-arm64",
+        ldflags: None,
+        pie: false,
+        cgo: false,
+        goarch: Some("arm64"),
+        versions: newest,
+        programs: PHASES,
     },
 ];
 
@@ -186,6 +205,9 @@ fn build_one(ws: &Workspace, version: &str, name: &str, variant: &Variant) -> Re
     }
     if variant.cgo {
         cmd.env("CGO_ENABLED", "1");
+    }
+    if let Some(goarch) = variant.goarch {
+        cmd.env("GOARCH", goarch).env("CGO_ENABLED", "0");
     }
     if let Some(ldflags) = variant.ldflags {
         cmd.arg(format!("-ldflags={ldflags}"));
