@@ -1,8 +1,9 @@
 //! The options of `ctxleak attach`, `report` and `daemon`, each defined once: a field of a
 //! struct that is both command-line flags (`clap::Args`) and config-file keys
-//! (`serde::Deserialize`, kebab-case, unknown fields denied), with one parser per option that
-//! both use (clap's `value_parser`, serde's `deserialize_with` through the `de` module) and one typed
-//! default, applied after the flags were merged over the file (see [`crate::config`]).
+//! (`serde::Deserialize`, kebab-case, unknown fields denied), with one parser per option
+//! that both use (clap's `value_parser`, serde's `deserialize_with` through the `de`
+//! module) and one typed default, applied after the flags were merged over the file (see
+//! [`crate::config`]).
 //!
 //! Every option is an `Option` (or an empty list) here, so that an option given on the command
 //! line is told apart from one left out, as tokio-console does: `ctxleak daemon` reads its
