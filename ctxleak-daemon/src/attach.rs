@@ -14,10 +14,9 @@ use std::time::Duration;
 use crate::api::{GroupsResponse, LeaksResponse};
 use crate::budget::ProbePolicy;
 use crate::config::ListenAddress;
-use crate::groups::SuspectRules;
 use crate::http::Shared;
-use crate::probes::{ProbeMode, Probes};
-use crate::session::{Judgement, LeakChanges, Session};
+use crate::probes::Probes;
+use crate::session::{LeakChanges, Session};
 use crate::target::{self, ProcessHandle};
 use crate::watcher::{Attached, Hooks, Interrupts, NotWatched, WatchOptions, Watcher};
 
@@ -30,14 +29,8 @@ pub struct AttachOptions {
     pub summary: bool,
     /// Size of the probe event ring buffer in bytes.
     pub ring_bytes: u32,
-    /// How often the goroutine census runs.
-    pub census_interval: Duration,
-    pub probe_mode: ProbeMode,
-    pub suspect_rules: SuspectRules,
-    /// A goroutine outliving its context is reported once the context was cancelled this long.
-    pub context_grace: Duration,
-    /// Whether the probes run always, under a CPU budget, or never.
-    pub policy: ProbePolicy,
+    /// How the process is watched (`per_process` is set here: probes trap in it alone).
+    pub watch: WatchOptions,
     /// Watch this long, take a last census and end (`ctxleak report`); None: until the
     /// target exits or ctxleak is interrupted.
     pub watch_for: Option<Duration>,
@@ -53,14 +46,8 @@ pub struct Outcome {
 pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
     let pid = options.pid;
     let watch = WatchOptions {
-        probe_mode: options.probe_mode,
-        judgement: Judgement {
-            suspect_rules: options.suspect_rules,
-            context_grace: options.context_grace,
-        },
-        census_interval: options.census_interval,
         per_process: true,
-        policy: options.policy,
+        ..options.watch
     };
     watch.check()?;
     let interrupts = Interrupts::catch()?;
@@ -69,7 +56,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
     // Bound before anything touches the target, so a busy address fails without attaching.
     let listener = crate::metrics::bind(&options.listen).await?;
     let (mut probes, events) = Probes::load_or_explain(options.ring_bytes)?;
-    if options.probe_mode.run_stats {
+    if watch.probe_mode.run_stats {
         probes.enable_run_stats()?;
     }
     let shared = Arc::new(Shared::default());
@@ -96,9 +83,9 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
     tokio::spawn(crate::http::serve(listener, shared.clone()));
     eprintln!(
         "ctxleak: attached to PID {pid} ({exe}, {version}, {}{}); metrics at http://{listen}/metrics",
-        match options.policy {
+        match watch.policy {
             ProbePolicy::Exact => format!("{probe_count} probes"),
-            ProbePolicy::Budget { .. } if !options.policy.probes() => {
+            ProbePolicy::Budget { .. } if !watch.policy.probes() => {
                 "memory only: no probes (--max-overhead 0)".to_owned()
             }
             policy => format!("{probe_count} probes within --max-overhead {policy}"),

@@ -1,119 +1,25 @@
-//! The TOML config file of `ctxleak daemon` (`--config FILE`), and the listen address type
-//! shared with the `--web.listen-address` flag.
+//! The TOML config file of `ctxleak daemon` (`--config FILE`), and the listen address and log
+//! format types of `--web.listen-address` and `--log.format`.
 //!
-//! The file holds defaults and the command line overrides them, so every key is a long flag
-//! without its `--`, and every value is optional here: [`DaemonConfig`] says only what the
-//! file set. A dotted flag is a key in a table (`--web.listen-address` is `listen-address`
-//! in `[web]`). Unknown keys are errors, so a misspelt key cannot silently keep a default.
+//! The file is more flags: its keys are the daemon's long flags without their `--`, read
+//! into the same structs as the flags ([`crate::options`]) by the same parsers, and the flags
+//! given on the command line are laid over it ([`merge`]) before the defaults apply. A dotted
+//! flag is a key in a table (`--web.listen-address` is `listen-address` in `[web]`). Unknown
+//! keys are errors, so a misspelt key cannot silently keep a default; every error is one line
+//! that names the file and the key (or the line, for TOML syntax).
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
-use serde::Deserialize;
+use clap::{Args as _, FromArgMatches as _};
+use serde::Deserialize as _;
+use toml::de::{DeTable, DeValue, Deserializer};
 
-/// Every key the file accepts; a key in a table is written `table.key`, like its flag.
-pub const KEYS: &[&str] = &[
-    "census-interval",
-    "suspect-window-short",
-    "suspect-window-long",
-    "suspect-min-age",
-    "suspect-min-growth",
-    "suspect-min-growth-percent",
-    "stuck-after",
-    "context-grace",
-    "rescan-interval",
-    "ring-buffer-size",
-    "park-times",
-    "no-contexts",
-    "probe-stats",
-    "max-overhead",
-    "exe",
-    "process-name",
-    "cgroup",
-    "web.listen-address",
-    "log.format",
-];
-
-/// An option that says how often something is done, with the shortest period that makes
-/// sense: one definition for the flag and the config key, which [`Period::check`] applies
-/// to both. Zero, or a nanosecond, would run the work without pause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Period {
-    /// The shortest value accepted.
-    pub min: Duration,
-    /// Why shorter makes no sense, for the error.
-    why: &'static str,
-}
-
-/// `--census-interval`, `census-interval`: at least 100ms, the floor of `ctxleak top
-/// --interval`. Nothing reads a census more often (the per-second line, `top`, a scrape
-/// every few seconds), and each costs ctxleak CPU in proportion to the target's goroutines
-/// (1.3–1.9 s for a million): a nanosecond burned three CPU-seconds in four seconds.
-pub const CENSUS_INTERVAL: Period = Period {
-    min: Duration::from_millis(100),
-    why: "a census more often costs CPU and shows nothing new",
-};
-
-/// `--rescan-interval`, `rescan-interval`: at least 1s. The exec tracepoint finds new
-/// processes as they start; the rescan of `/proc` is a safety net for the ones it missed, a
-/// walk of every process that a shorter period would repeat for nothing.
-pub const RESCAN_INTERVAL: Period = Period {
-    min: Duration::from_secs(1),
-    why: "the exec tracepoint finds new processes at once; rescans of /proc only catch what it missed",
-};
-
-impl Period {
-    /// `period` (written `text`) if it is no shorter than [`Period::min`], else the one-line
-    /// reason and fix.
-    pub fn check(&self, period: Duration, text: &str) -> Result<Duration, String> {
-        if period < self.min {
-            return Err(format!(
-                "\"{text}\" is too short: give {} or more ({})",
-                humantime::format_duration(self.min),
-                self.why
-            ));
-        }
-        Ok(period)
-    }
-}
-
-/// What a config file set; `None` or empty where it said nothing, so the flag's default
-/// (or the flag itself) applies.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DaemonConfig {
-    pub census_interval: Option<Duration>,
-    pub suspect_window_short: Option<Duration>,
-    pub suspect_window_long: Option<Duration>,
-    pub suspect_min_age: Option<Duration>,
-    /// Goroutines.
-    pub suspect_min_growth: Option<u64>,
-    /// Percent, checked by [`crate::groups::check_growth_percent`].
-    pub suspect_min_growth_percent: Option<f64>,
-    pub stuck_after: Option<Duration>,
-    pub context_grace: Option<Duration>,
-    pub rescan_interval: Option<Duration>,
-    /// Bytes: a power of two, at least 4096.
-    pub ring_buffer_size: Option<u32>,
-    pub park_times: Option<bool>,
-    pub no_contexts: Option<bool>,
-    pub probe_stats: Option<bool>,
-    /// `max-overhead`: "1%", "0" or "exact".
-    pub max_overhead: Option<crate::budget::ProbePolicy>,
-    /// Globs on the executable's path (checked to compile; matched by `discover::Filters`).
-    pub exe: Vec<String>,
-    /// Globs on the process name (`/proc/PID/comm`).
-    pub process_name: Vec<String>,
-    /// Globs on the cgroup path.
-    pub cgroup: Vec<String>,
-    /// `[web] listen-address`.
-    pub listen_address: Option<ListenAddress>,
-    /// `[log] format`.
-    pub log_format: Option<LogFormat>,
-}
+use crate::options::{DaemonFlags, DiscoveryFlags, WatchFlags};
 
 /// How log lines are written (`--log.format`, `[log] format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -143,121 +49,146 @@ pub enum ConfigError {
     #[error("{}: {key}: {reason}", path.display())]
     Invalid {
         path: PathBuf,
-        key: &'static str,
+        key: String,
         reason: String,
     },
 }
 
-/// The file as written, before the values are checked. Every level denies unknown fields;
-/// [`unknown_key`] runs first only to name the key the way the flags do.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawConfig {
-    census_interval: Option<String>,
-    suspect_window_short: Option<String>,
-    suspect_window_long: Option<String>,
-    suspect_min_age: Option<String>,
-    suspect_min_growth: Option<i64>,
-    suspect_min_growth_percent: Option<f64>,
-    stuck_after: Option<String>,
-    context_grace: Option<String>,
-    rescan_interval: Option<String>,
-    ring_buffer_size: Option<i64>,
-    park_times: Option<bool>,
-    no_contexts: Option<bool>,
-    probe_stats: Option<bool>,
-    max_overhead: Option<String>,
-    #[serde(default)]
-    exe: Vec<String>,
-    #[serde(default)]
-    process_name: Vec<String>,
-    #[serde(default)]
-    cgroup: Vec<String>,
-    web: Option<RawWeb>,
-    log: Option<RawLog>,
+/// Reads and checks the config file at `path`.
+pub fn load(path: &Path) -> Result<DaemonFlags, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_str(&text, path)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawWeb {
-    listen_address: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawLog {
-    format: Option<String>,
-}
-
-impl DaemonConfig {
-    /// Reads and checks the config file at `path`.
-    pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
-    }
-
-    /// Parses and checks the text of a config file; `path` is only for error messages.
-    pub fn parse(text: &str, path: &Path) -> Result<DaemonConfig, ConfigError> {
-        let syntax = |error: toml::de::Error| {
-            let start = error.span().map_or(0, |span| span.start.min(text.len()));
-            let line = text.as_bytes()[..start]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count()
-                + 1;
-            ConfigError::Syntax {
-                path: path.to_owned(),
-                line,
-                message: error.message().trim().replace('\n', "; "),
-            }
-        };
-        let table: toml::Table = toml::from_str(text).map_err(syntax)?;
-        if let Some((key, hint)) = unknown_key(&table) {
-            return Err(ConfigError::UnknownKey {
-                path: path.to_owned(),
-                key,
-                hint,
-            });
-        }
-        let raw: RawConfig = toml::from_str(text).map_err(syntax)?;
-        raw.check().map_err(|(key, reason)| ConfigError::Invalid {
+/// Parses and checks the text of a config file; `path` is only for error messages. What the
+/// file leaves out is `None` (or empty), for the flags and then the defaults to fill.
+pub fn parse_str(text: &str, path: &Path) -> Result<DaemonFlags, ConfigError> {
+    let syntax = |error: toml::de::Error| ConfigError::Syntax {
+        path: path.to_owned(),
+        line: line_at(text, error.span().map_or(0, |span| span.start)),
+        message: error.message().trim().replace('\n', "; "),
+    };
+    let document = DeTable::parse(text).map_err(syntax)?;
+    if let Some((key, hint)) = unknown_key(document.get_ref(), &keys()) {
+        return Err(ConfigError::UnknownKey {
             path: path.to_owned(),
             key,
-            reason,
-        })
+            hint,
+        });
     }
+    let values = value_spans(document.get_ref(), "");
+    // A value error names its key, as a bad flag names the flag.
+    let invalid = |error: toml::de::Error| match error.span().and_then(|span| {
+        values
+            .iter()
+            .rev()
+            .find(|(_, value)| value.start <= span.start && span.end <= value.end)
+    }) {
+        Some((key, _)) => ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.clone(),
+            reason: error.message().trim().replace('\n', "; "),
+        },
+        None => syntax(error),
+    };
+    // The watch options and the daemon's own are two structs (serde cannot deny unknown
+    // fields through a flattened one): each gets its keys.
+    let watch_keys = long_flags(WatchFlags::augment_args(clap::Command::new("watch")));
+    let span = document.span();
+    let (mut watch, mut discovery) = (DeTable::new(), DeTable::new());
+    for (key, value) in document.into_inner() {
+        let part = if watch_keys.iter().any(|known| **key.get_ref() == **known) {
+            &mut watch
+        } else {
+            &mut discovery
+        };
+        part.insert(key, value);
+    }
+    let part = |table| Deserializer::from(toml::Spanned::new(span.clone(), table));
+    Ok(DaemonFlags {
+        watch: WatchFlags::deserialize(part(watch)).map_err(invalid)?,
+        discovery: DiscoveryFlags::deserialize(part(discovery)).map_err(invalid)?,
+    })
 }
 
-/// The first key of `table` not in [`KEYS`], dotted if it is in a table, with a hint.
-fn unknown_key(table: &toml::Table) -> Option<(String, String)> {
+/// `ctxleak daemon`'s options: `file`'s, with the flags given on the command line
+/// (`matches`) over them.
+pub fn merge(
+    mut file: DaemonFlags,
+    matches: &clap::ArgMatches,
+) -> Result<DaemonFlags, clap::Error> {
+    file.update_from_arg_matches(matches)?;
+    Ok(file)
+}
+
+/// Every key the file accepts, a key in a table written `table.key`: `ctxleak daemon`'s long
+/// flags.
+pub fn keys() -> Vec<String> {
+    long_flags(DaemonFlags::augment_args(clap::Command::new("daemon")))
+}
+
+fn long_flags(command: clap::Command) -> Vec<String> {
+    command
+        .get_arguments()
+        .filter_map(|arg| arg.get_long())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The line of `text` that byte `offset` is on, from 1.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Each key's value and where it is in the text, tables before the keys in them (dotted).
+fn value_spans(table: &DeTable<'_>, prefix: &str) -> Vec<(String, Range<usize>)> {
+    let mut spans = Vec::new();
+    for (key, value) in table.iter() {
+        let key = format!("{prefix}{}", key.get_ref());
+        spans.push((key.clone(), value.span()));
+        if let DeValue::Table(inner) = value.get_ref() {
+            spans.extend(value_spans(inner, &format!("{key}.")));
+        }
+    }
+    spans
+}
+
+/// The first key of `table` not in `keys`, dotted if it is in a table, with a hint.
+fn unknown_key(table: &DeTable<'_>, keys: &[String]) -> Option<(String, String)> {
     let is_table_name = |name: &str| {
-        KEYS.iter()
+        keys.iter()
             .any(|key| key.split_once('.').is_some_and(|(t, _)| t == name))
     };
-    for (key, value) in table {
-        match value {
-            toml::Value::Table(inner) if is_table_name(key) => {
-                for inner_key in inner.keys() {
-                    let dotted = format!("{key}.{inner_key}");
-                    if !KEYS.contains(&dotted.as_str()) {
+    let known = |name: &str| keys.iter().any(|key| key == name);
+    for (key, value) in table.iter() {
+        let key: &str = key.get_ref();
+        match value.get_ref() {
+            DeValue::Table(inner) if is_table_name(key) => {
+                for (inner_key, _) in inner.iter() {
+                    let dotted = format!("{key}.{}", inner_key.get_ref());
+                    if !known(&dotted) {
                         return Some((dotted, default_hint()));
                     }
                 }
             }
             // A table's name with a value that is not a table: serde names the wrong type.
-            _ if KEYS.contains(&key.as_str()) || is_table_name(key) => {}
+            _ if known(key) || is_table_name(key) => {}
             _ => {
-                let hint = KEYS
+                let hint = keys
                     .iter()
                     .find_map(|known| {
                         let (table, name) = known.split_once('.')?;
                         (name == key).then(|| format!("it goes in the table [{table}]"))
                     })
                     .unwrap_or_else(default_hint);
-                return Some((key.clone(), hint));
+                return Some((key.to_owned(), hint));
             }
         }
     }
@@ -266,126 +197,6 @@ fn unknown_key(table: &toml::Table) -> Option<(String, String)> {
 
 fn default_hint() -> String {
     "the keys are the daemon's long flags: see ctxleak daemon --help".to_owned()
-}
-
-type Invalid = (&'static str, String);
-
-impl RawConfig {
-    fn check(self) -> Result<DaemonConfig, Invalid> {
-        let exe = globs("exe", self.exe)?;
-        let process_name = globs("process-name", self.process_name)?;
-        let cgroup = globs("cgroup", self.cgroup)?;
-        let listen_address = self
-            .web
-            .and_then(|web| web.listen_address)
-            .map(|text| {
-                text.parse::<ListenAddress>()
-                    .map_err(|error| ("web.listen-address", format!("\"{text}\": {error}")))
-            })
-            .transpose()?;
-        let log_format = self
-            .log
-            .and_then(|log| log.format)
-            .map(|text| match text.as_str() {
-                "text" => Ok(LogFormat::Text),
-                "json" => Ok(LogFormat::Json),
-                _ => Err((
-                    "log.format",
-                    format!("\"{text}\" is neither \"text\" nor \"json\""),
-                )),
-            })
-            .transpose()?;
-        Ok(DaemonConfig {
-            census_interval: period("census-interval", CENSUS_INTERVAL, self.census_interval)?,
-            suspect_window_short: duration("suspect-window-short", self.suspect_window_short)?,
-            suspect_window_long: duration("suspect-window-long", self.suspect_window_long)?,
-            suspect_min_age: duration("suspect-min-age", self.suspect_min_age)?,
-            suspect_min_growth: self
-                .suspect_min_growth
-                .map(|count| {
-                    u64::try_from(count).map_err(|_| {
-                        (
-                            "suspect-min-growth",
-                            format!("{count} is not a number of goroutines (give 0 or more)"),
-                        )
-                    })
-                })
-                .transpose()?,
-            suspect_min_growth_percent: self
-                .suspect_min_growth_percent
-                .map(|percent| {
-                    crate::groups::check_growth_percent(percent)
-                        .map_err(|reason| ("suspect-min-growth-percent", reason))
-                })
-                .transpose()?,
-            stuck_after: duration("stuck-after", self.stuck_after)?,
-            context_grace: duration("context-grace", self.context_grace)?,
-            rescan_interval: period("rescan-interval", RESCAN_INTERVAL, self.rescan_interval)?,
-            ring_buffer_size: self.ring_buffer_size.map(ring_buffer_size).transpose()?,
-            park_times: self.park_times,
-            no_contexts: self.no_contexts,
-            probe_stats: self.probe_stats,
-            max_overhead: self
-                .max_overhead
-                .map(|text| text.parse().map_err(|error| ("max-overhead", error)))
-                .transpose()?,
-            exe,
-            process_name,
-            cgroup,
-            listen_address,
-            log_format,
-        })
-    }
-}
-
-fn duration(key: &'static str, text: Option<String>) -> Result<Option<Duration>, Invalid> {
-    text.map(|text| parse_duration(key, &text)).transpose()
-}
-
-fn parse_duration(key: &'static str, text: &str) -> Result<Duration, Invalid> {
-    humantime::parse_duration(text).map_err(|error| {
-        (
-            key,
-            format!(
-                "\"{text}\" is not a duration: {error} (write it like \"5s\", \"1m\" or \"500ms\")"
-            ),
-        )
-    })
-}
-
-/// A duration that is the period of something repeated: no shorter than `rule` says.
-fn period(
-    key: &'static str,
-    rule: Period,
-    text: Option<String>,
-) -> Result<Option<Duration>, Invalid> {
-    text.map(|text| {
-        let period = parse_duration(key, &text)?;
-        rule.check(period, &text).map_err(|reason| (key, reason))
-    })
-    .transpose()
-}
-
-fn ring_buffer_size(bytes: i64) -> Result<u32, Invalid> {
-    u32::try_from(bytes)
-        .ok()
-        .filter(|bytes| *bytes >= 4096 && bytes.is_power_of_two())
-        .ok_or_else(|| {
-            (
-                "ring-buffer-size",
-                format!(
-                    "{bytes} is not a power of two from 4096 to 2147483648 (such as 4194304, 4 MiB)"
-                ),
-            )
-        })
-}
-
-fn globs(key: &'static str, globs: Vec<String>) -> Result<Vec<String>, Invalid> {
-    for glob in &globs {
-        crate::discover::glob(glob)
-            .map_err(|error| (key, format!("bad glob \"{glob}\": {}", error.kind())))?;
-    }
-    Ok(globs)
 }
 
 /// Where to serve metrics, written as node_exporter's `--web.listen-address` is: `:9789`
@@ -553,79 +364,128 @@ impl fmt::Display for ListenAddress {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    fn parse(text: &str) -> Result<DaemonConfig, ConfigError> {
-        DaemonConfig::parse(text, Path::new("/etc/ctxleak/ctxleak.toml"))
+    use super::*;
+    use crate::options::{CENSUS_INTERVAL, LogFlags, RESCAN_INTERVAL, WebFlags};
+
+    fn parse(text: &str) -> Result<DaemonFlags, ConfigError> {
+        parse_str(text, Path::new("/etc/ctxleak/ctxleak.toml"))
     }
 
-    /// A valid TOML snippet setting `key` (as written in [`KEYS`]).
-    fn sample(key: &str) -> String {
-        let value = match key {
-            "ring-buffer-size" => "65536",
-            "park-times" | "no-contexts" | "probe-stats" => "true",
-            "exe" | "process-name" | "cgroup" => r#"["/usr/bin/*"]"#,
-            "web.listen-address" => r#"":9789""#,
-            "log.format" => r#""json""#,
-            "max-overhead" => r#""2.5%""#,
-            "suspect-min-growth" | "suspect-min-growth-percent" => "7",
-            _ => r#""7s""#,
-        };
+    /// A value for `key` (as [`keys`] writes it): as TOML, and as the flag's arguments.
+    fn sample(key: &str) -> (&'static str, &'static [&'static str]) {
+        match key {
+            "ring-buffer-size" => ("65536", &["65536"]),
+            "park-times" | "no-contexts" | "probe-stats" => ("true", &[]),
+            "exe" | "process-name" | "cgroup" => (r#"["/usr/bin/*"]"#, &["/usr/bin/*"]),
+            "web.listen-address" => (r#"":9789""#, &[":9789"]),
+            "log.format" => (r#""json""#, &["json"]),
+            "max-overhead" => (r#""2.5%""#, &["2.5%"]),
+            "suspect-min-growth" | "suspect-min-growth-percent" => ("7", &["7"]),
+            _ => (r#""7s""#, &["7s"]),
+        }
+    }
+
+    /// `key = value` in TOML, in its table if it is dotted.
+    fn toml_line(key: &str) -> String {
+        let value = sample(key).0;
         match key.split_once('.') {
             Some((table, name)) => format!("[{table}]\n{name} = {value}\n"),
             None => format!("{key} = {value}\n"),
         }
     }
 
+    /// `ctxleak daemon`'s flags, as `args` give them (without `--config`).
+    fn flags(args: &[String]) -> DaemonFlags {
+        let command = DaemonFlags::augment_args(clap::Command::new("daemon"));
+        let matches = command
+            .try_get_matches_from(std::iter::once("daemon".to_owned()).chain(args.iter().cloned()))
+            .unwrap_or_else(|error| panic!("{args:?}: {error}"));
+        merge(DaemonFlags::default(), &matches).unwrap()
+    }
+
+    /// Each key is a flag and each flag a key, and they set the same option: a field that is
+    /// only one of them (`#[serde(skip)]`, or a flag left out of the structs) fails here.
     #[test]
-    fn every_key_alone_parses_and_sets_something() {
-        for key in KEYS {
-            let config = parse(&sample(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
-            assert_ne!(config, DaemonConfig::default(), "{key} set nothing");
+    fn every_flag_is_a_key_that_sets_the_same() {
+        let keys = keys();
+        assert_eq!(keys.len(), 19, "{keys:?}");
+        for key in &keys {
+            let file = parse(&toml_line(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_ne!(file, DaemonFlags::default(), "{key} set nothing");
+            let args: Vec<String> = std::iter::once(format!("--{key}"))
+                .chain(sample(key).1.iter().map(|arg| (*arg).to_owned()))
+                .collect();
+            assert_eq!(flags(&args), file, "--{key} and the key {key}");
         }
     }
 
     #[test]
     fn all_keys_set_every_field() {
         // Top-level keys first, then the tables.
-        let mut keys: Vec<&str> = KEYS.to_vec();
+        let mut keys = keys();
         keys.sort_by_key(|key| key.contains('.'));
-        let text: String = keys.iter().map(|key| sample(key)).collect();
+        let text: String = keys.iter().map(|key| toml_line(key)).collect();
         let config = parse(&text).unwrap();
         let seven = Some(Duration::from_secs(7));
         assert_eq!(
             config,
-            DaemonConfig {
-                census_interval: seven,
-                suspect_window_short: seven,
-                suspect_window_long: seven,
-                suspect_min_age: seven,
-                suspect_min_growth: Some(7),
-                suspect_min_growth_percent: Some(7.0),
-                stuck_after: seven,
-                context_grace: seven,
-                rescan_interval: seven,
-                ring_buffer_size: Some(65536),
-                park_times: Some(true),
-                no_contexts: Some(true),
-                probe_stats: Some(true),
-                max_overhead: Some(crate::budget::ProbePolicy::Budget { share: 0.025 }),
-                exe: vec!["/usr/bin/*".into()],
-                process_name: vec!["/usr/bin/*".into()],
-                cgroup: vec!["/usr/bin/*".into()],
-                listen_address: Some(ListenAddress::AllInterfaces { port: 9789 }),
-                log_format: Some(LogFormat::Json),
+            DaemonFlags {
+                watch: WatchFlags {
+                    census_interval: seven,
+                    suspect_window_short: seven,
+                    suspect_window_long: seven,
+                    suspect_min_age: seven,
+                    suspect_min_growth: Some(7),
+                    suspect_min_growth_percent: Some(7.0),
+                    stuck_after: seven,
+                    context_grace: seven,
+                    ring_buffer_size: Some(65536),
+                    park_times: Some(true),
+                    no_contexts: Some(true),
+                    probe_stats: Some(true),
+                    max_overhead: Some(crate::budget::ProbePolicy::Budget { share: 0.025 }),
+                },
+                discovery: DiscoveryFlags {
+                    exe: vec!["/usr/bin/*".into()],
+                    process_name: vec!["/usr/bin/*".into()],
+                    cgroup: vec!["/usr/bin/*".into()],
+                    rescan_interval: seven,
+                    web: WebFlags {
+                        listen_address: Some(ListenAddress::AllInterfaces { port: 9789 }),
+                    },
+                    log: LogFlags {
+                        format: Some(LogFormat::Json),
+                    },
+                },
             }
         );
     }
 
+    /// Flags override the file; what they leave out keeps the file's value.
+    #[test]
+    fn flags_override_the_file() {
+        let file = parse(
+            "exe = [\"/old/*\"]\ncensus-interval = \"9s\"\npark-times = true\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let command = DaemonFlags::augment_args(clap::Command::new("daemon"));
+        let matches = command
+            .try_get_matches_from(["daemon", "--exe", "/new/*", "--context-grace", "1s"])
+            .unwrap();
+        let merged = merge(file, &matches).unwrap();
+        assert_eq!(merged.discovery.exe, ["/new/*"]);
+        assert_eq!(merged.watch.census_interval, Some(Duration::from_secs(9)));
+        assert_eq!(merged.watch.context_grace, Some(Duration::from_secs(1)));
+        assert_eq!(merged.watch.park_times, Some(true));
+        assert_eq!(merged.discovery.log.format, Some(LogFormat::Json));
+    }
+
     #[test]
     fn empty_file_sets_nothing() {
-        assert_eq!(parse("").unwrap(), DaemonConfig::default());
-        assert_eq!(
-            parse("# only a comment\n").unwrap(),
-            DaemonConfig::default()
-        );
+        assert_eq!(parse("").unwrap(), DaemonFlags::default());
+        assert_eq!(parse("# only a comment\n").unwrap(), DaemonFlags::default());
     }
 
     #[test]
@@ -636,24 +496,30 @@ mod tests {
              [web]\nlisten-address = \"[::1]:9789\"\n",
         )
         .unwrap();
-        assert_eq!(config.census_interval, Some(Duration::from_millis(500)));
-        assert_eq!(config.suspect_window_long, Some(Duration::from_secs(5400)));
-        assert_eq!(config.exe, ["/usr/local/bin/*", "/opt/**"]);
-        assert_eq!(config.log_format, Some(LogFormat::Text));
         assert_eq!(
-            config.listen_address,
+            config.watch.census_interval,
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            config.watch.suspect_window_long,
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(config.discovery.exe, ["/usr/local/bin/*", "/opt/**"]);
+        assert_eq!(config.discovery.log.format, Some(LogFormat::Text));
+        assert_eq!(
+            config.discovery.web.listen_address,
             Some(ListenAddress::Socket("[::1]:9789".parse().unwrap()))
         );
         // A dotted key is the same as the table.
         let config = parse("web.listen-address = \"localhost:9789\"\n").unwrap();
-        assert_eq!(config.listen_address.unwrap().to_string(), "localhost:9789");
+        assert_eq!(config.discovery.web.listen().to_string(), "localhost:9789");
     }
 
     #[test]
     fn shortest_periods_are_accepted() {
         let config = parse("census-interval = \"100ms\"\nrescan-interval = \"1s\"\n").unwrap();
-        assert_eq!(config.census_interval, Some(CENSUS_INTERVAL.min));
-        assert_eq!(config.rescan_interval, Some(RESCAN_INTERVAL.min));
+        assert_eq!(config.watch.census_interval, Some(CENSUS_INTERVAL.min));
+        assert_eq!(config.discovery.rescan_interval, Some(RESCAN_INTERVAL.min));
         assert_eq!(
             CENSUS_INTERVAL.check(Duration::from_nanos(1), "1ns"),
             Err(
@@ -743,6 +609,10 @@ mod tests {
                 "ring-buffer-size = 4294967296\n",
                 "ring-buffer-size: 4294967296 is not",
             ),
+            (
+                "suspect-min-growth = -1\n",
+                "suspect-min-growth: -1 is not a number of goroutines",
+            ),
             ("exe = [\"/usr/[bin\"]\n", "exe: bad glob \"/usr/[bin\""),
             ("cgroup = [\"{a\"]\n", "cgroup: bad glob"),
             (
@@ -751,8 +621,16 @@ mod tests {
             ),
             (
                 "[log]\nformat = \"xml\"\n",
-                "log.format: \"xml\" is neither",
+                "log.format: \"xml\" is none of \"text\", \"json\"",
             ),
+            // A value of the wrong type names its key too.
+            (
+                "park-times = true\ncensus-interval = true\n",
+                "census-interval: invalid type: boolean `true`",
+            ),
+            ("park-times = \"yes\"\n", "park-times: invalid type"),
+            ("exe = \"/usr/bin/*\"\n", "exe: invalid type"),
+            ("web = 1\n", "web: invalid type"),
         ] {
             let error = parse(text).unwrap_err().to_string();
             assert!(
@@ -764,13 +642,11 @@ mod tests {
     }
 
     #[test]
-    fn wrong_types_and_syntax_give_a_line() {
+    fn syntax_errors_give_a_line() {
         for (text, line) in [
-            ("park-times = true\ncensus-interval = 5\n", 2),
-            ("park-times = \"yes\"\n", 1),
-            ("exe = \"/usr/bin/*\"\n", 1),
             ("\n\ncensus-interval = \n", 3),
-            ("web = 1\n", 1),
+            ("park-times = true\n[web\n", 2),
+            ("exe = [\"a\",\n", 1),
         ] {
             let error = parse(text).unwrap_err();
             let ConfigError::Syntax { line: got, .. } = &error else {
@@ -783,44 +659,11 @@ mod tests {
 
     #[test]
     fn load_reports_a_missing_file() {
-        let error = DaemonConfig::load(Path::new("/x.toml")).unwrap_err();
+        let error = load(Path::new("/x.toml")).unwrap_err();
         assert_eq!(
             error.to_string(),
             "cannot read the config file /x.toml: No such file or directory (os error 2)"
         );
-    }
-
-    #[test]
-    fn shipped_systemd_config_parses() {
-        let path = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/systemd/ctxleak.toml"
-        ));
-        let config = DaemonConfig::load(path).unwrap();
-        assert_eq!(config.census_interval, Some(Duration::from_secs(5)));
-        assert!(config.listen_address.is_some());
-    }
-
-    #[test]
-    fn shipped_kubernetes_config_parses() {
-        let yaml = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/kubernetes/ctxleak.yaml"
-        ))
-        .unwrap();
-        let text: String = yaml
-            .lines()
-            .skip_while(|line| line.trim() != "ctxleak.toml: |")
-            .skip(1)
-            .take_while(|line| !line.starts_with("---"))
-            .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
-            .collect();
-        assert!(
-            text.contains("census-interval"),
-            "no ConfigMap in the manifest"
-        );
-        let config = DaemonConfig::parse(&text, Path::new("ctxleak.yaml")).unwrap();
-        assert_eq!(config.census_interval, Some(Duration::from_secs(5)));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod contexts;
 pub mod daemon;
 pub mod discover;
 pub mod error_line;
+pub mod options;
 /// The readers of Go executables: their own crate, the boundary of untrusted input.
 pub use ctxleak_goexe as goexe;
 pub mod groups;

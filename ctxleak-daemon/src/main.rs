@@ -4,27 +4,14 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use ctxleak_daemon::config::{self, DaemonConfig, ListenAddress, LogFormat};
-use ctxleak_daemon::groups::SuspectRules;
+use ctxleak_daemon::config::{self, ListenAddress, LogFormat};
+use ctxleak_daemon::options::{DaemonFlags, WatchFlags, WebFlags};
 use ctxleak_daemon::{attach, inspect};
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-
-/// Where metrics are served unless --web.listen-address says otherwise: loopback only, so
-/// nothing is exposed by accident.
-const DEFAULT_LISTEN: &str = "127.0.0.1:9789";
-
-/// Defaults shared by `attach`/`report` (clap defaults) and `daemon` (after its config file).
-const DEFAULT_CENSUS_INTERVAL: &str = "5s";
-const DEFAULT_SUSPECT_WINDOW_SHORT: &str = "1m";
-const DEFAULT_SUSPECT_WINDOW_LONG: &str = "10m";
-const DEFAULT_SUSPECT_MIN_AGE: &str = "30s";
-const DEFAULT_STUCK_AFTER: &str = "3m";
-const DEFAULT_CONTEXT_GRACE: &str = "5s";
-const DEFAULT_RESCAN_INTERVAL: &str = "10s";
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,10 +34,8 @@ enum Command {
     Attach {
         #[command(flatten)]
         watch: WatchArgs,
-        /// Address for the Prometheus metrics endpoint (/metrics): host:port, or :port for
-        /// every interface.
-        #[arg(long = "web.listen-address", default_value = DEFAULT_LISTEN)]
-        listen: ListenAddress,
+        #[command(flatten)]
+        web: WebFlags,
         /// Do not print the one-line summary every second, nor the context leak report.
         #[arg(long)]
         quiet: bool,
@@ -124,165 +109,8 @@ struct DaemonArgs {
     /// TOML file with defaults for these options (see deploy/systemd/ctxleak.toml).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Address for the metrics endpoint: host:port, or :port for every interface
-    /// [default: 127.0.0.1:9789].
-    #[arg(long = "web.listen-address")]
-    listen: Option<ListenAddress>,
-    /// Watch only processes whose executable path matches this glob (`*` stays within a
-    /// directory, `**` crosses them). Repeat for several; with no filter, every Go process.
-    #[arg(long, value_name = "GLOB")]
-    exe: Vec<String>,
-    /// Watch only processes whose name (/proc/PID/comm, 15 characters) matches this glob.
-    #[arg(long, value_name = "GLOB")]
-    process_name: Vec<String>,
-    /// Watch only processes whose cgroup path matches this glob (e.g. '/kubepods*/**' for
-    /// Kubernetes pods, '/system.slice/myapp.service' for one systemd service).
-    #[arg(long, value_name = "GLOB")]
-    cgroup: Vec<String>,
-    /// How often /proc is scanned for processes the exec tracepoint could have missed
-    /// (at least 1s) [default: 10s].
-    #[arg(long, value_parser = |text: &str| parse_period(text, config::RESCAN_INTERVAL))]
-    rescan_interval: Option<Duration>,
-    /// Log format on stderr: text, or json (one object per line) [default: text]. The level
-    /// comes from CTXLEAK_LOG (default info).
-    #[arg(long = "log.format", value_enum)]
-    log_format: Option<LogFormat>,
-    /// Probe event ring buffer size in bytes (power of two ≥ 4096), shared by all processes
-    /// [default: 4194304].
-    #[arg(long, value_parser = parse_ring_bytes)]
-    ring_buffer_size: Option<u32>,
-    /// How often every watched process's goroutines are read from memory (at least 100ms)
-    /// [default: 5s].
-    #[arg(long, value_parser = |text: &str| parse_period(text, config::CENSUS_INTERVAL))]
-    census_interval: Option<Duration>,
-    /// Leak-suspect rule: growth over this window [default: 1m]...
-    #[arg(long, value_parser = humantime::parse_duration)]
-    suspect_window_short: Option<Duration>,
-    /// ...and over this one [default: 10m]...
-    #[arg(long, value_parser = humantime::parse_duration)]
-    suspect_window_long: Option<Duration>,
-    /// ...and blocked at the same place at least this long [default: 30s]...
-    #[arg(long, value_parser = humantime::parse_duration)]
-    suspect_min_age: Option<Duration>,
-    /// ...and its low point rose by at least this many goroutines over a window
-    /// [default: 5]...
-    #[arg(long, value_name = "GOROUTINES")]
-    suspect_min_growth: Option<u64>,
-    /// ...and by at least this percentage of its size [default: 10]. See attach --help.
-    #[arg(long, value_name = "PERCENT", value_parser = parse_growth_percent)]
-    suspect_min_growth_percent: Option<f64>,
-    /// Goroutines blocked on a lock, a WaitGroup, a Cond or a channel send that have not run
-    /// for this long are stuck [default: 3m]. See attach --help.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    stuck_after: Option<Duration>,
-    /// Probe runtime.gopark for exact blocked-since times (one more trap per park).
-    #[arg(long)]
-    park_times: bool,
-    /// A goroutine outlives its context once the context was cancelled this long, and an
-    /// uncancelled child context counts as unreleased once it is this old [default: 5s].
-    #[arg(long, value_parser = humantime::parse_duration)]
-    context_grace: Option<Duration>,
-    /// Do not probe the context package.
-    #[arg(long)]
-    no_contexts: bool,
-    /// Export each probe's runs and run time (costs two clock reads per probe hit; needs
-    /// CAP_SYS_ADMIN).
-    #[arg(long)]
-    probe_stats: bool,
-    /// What the probes may cost each watched process, as a share of one CPU: 1%, 0.5%, 0
-    /// (memory only: no probes) or exact (probes always on) [default: 1%; with --park-times:
-    /// exact]. See attach --help.
-    #[arg(long, value_name = "SHARE")]
-    max_overhead: Option<ctxleak_daemon::budget::ProbePolicy>,
-}
-
-impl DaemonArgs {
-    /// The flags over the config file over the defaults.
-    fn options(
-        self,
-        config: DaemonConfig,
-    ) -> anyhow::Result<ctxleak_daemon::daemon::DaemonOptions> {
-        let or = |flag: Option<Duration>, file: Option<Duration>, default: &str| {
-            flag.or(file)
-                .unwrap_or_else(|| humantime::parse_duration(default).unwrap_or_default())
-        };
-        let listen = match self.listen.or(config.listen_address) {
-            Some(listen) => listen,
-            None => DEFAULT_LISTEN.parse()?,
-        };
-        let list = |flag: Vec<String>, file: Vec<String>| if flag.is_empty() { file } else { flag };
-        let filters = ctxleak_daemon::discover::Filters::new(
-            &list(self.exe, config.exe),
-            &list(self.process_name, config.process_name),
-            &list(self.cgroup, config.cgroup),
-        )?;
-        let suspect_rules = SuspectRules {
-            window_short: or(
-                self.suspect_window_short,
-                config.suspect_window_short,
-                DEFAULT_SUSPECT_WINDOW_SHORT,
-            ),
-            window_long: or(
-                self.suspect_window_long,
-                config.suspect_window_long,
-                DEFAULT_SUSPECT_WINDOW_LONG,
-            ),
-            min_age: or(
-                self.suspect_min_age,
-                config.suspect_min_age,
-                DEFAULT_SUSPECT_MIN_AGE,
-            ),
-            min_growth: self
-                .suspect_min_growth
-                .or(config.suspect_min_growth)
-                .unwrap_or(SuspectRules::default().min_growth),
-            min_growth_percent: self
-                .suspect_min_growth_percent
-                .or(config.suspect_min_growth_percent)
-                .unwrap_or(SuspectRules::default().min_growth_percent),
-            stuck_after: or(self.stuck_after, config.stuck_after, DEFAULT_STUCK_AFTER),
-        };
-        Ok(ctxleak_daemon::daemon::DaemonOptions {
-            listen,
-            ring_bytes: self
-                .ring_buffer_size
-                .or(config.ring_buffer_size)
-                .unwrap_or(ctxleak_common::EVENTS_RING_BYTES),
-            watch: ctxleak_daemon::watcher::WatchOptions {
-                probe_mode: ctxleak_daemon::probes::ProbeMode {
-                    park_times: self.park_times || config.park_times.unwrap_or(false),
-                    floor: false,
-                    floor_spin_ns: 0,
-                    no_contexts: self.no_contexts || config.no_contexts.unwrap_or(false),
-                    run_stats: self.probe_stats || config.probe_stats.unwrap_or(false),
-                },
-                judgement: ctxleak_daemon::session::Judgement {
-                    suspect_rules,
-                    context_grace: or(
-                        self.context_grace,
-                        config.context_grace,
-                        DEFAULT_CONTEXT_GRACE,
-                    ),
-                },
-                census_interval: or(
-                    self.census_interval,
-                    config.census_interval,
-                    DEFAULT_CENSUS_INTERVAL,
-                ),
-                per_process: false,
-                policy: ctxleak_daemon::budget::ProbePolicy::resolve(
-                    self.max_overhead.or(config.max_overhead),
-                    self.park_times || config.park_times.unwrap_or(false),
-                ),
-            },
-            filters,
-            rescan_interval: or(
-                self.rescan_interval,
-                config.rescan_interval,
-                DEFAULT_RESCAN_INTERVAL,
-            ),
-        })
-    }
+    #[command(flatten)]
+    flags: DaemonFlags,
 }
 
 /// What to watch and how: shared by `attach` and `report`.
@@ -291,74 +119,8 @@ struct WatchArgs {
     /// The process to watch.
     #[arg(long)]
     pid: u32,
-    /// Size of the probe event ring buffer in bytes: a power of two, at least 4096. Events
-    /// that do not fit are counted (ctxleak_events_lost_total) and the goroutine set is
-    /// re-read from the target's memory, so counts stay exact; a larger buffer means fewer
-    /// re-reads under bursts of goroutine creation.
-    #[arg(long, default_value_t = ctxleak_common::EVENTS_RING_BYTES, value_parser = parse_ring_bytes)]
-    ring_buffer_size: u32,
-    /// How often to read every goroutine's state, stack and creation site from memory, at
-    /// least 100ms (costs the target nothing; costs ctxleak CPU in proportion to the
-    /// goroutines).
-    #[arg(long, default_value = DEFAULT_CENSUS_INTERVAL, value_parser = |text: &str| parse_period(text, config::CENSUS_INTERVAL))]
-    census_interval: Duration,
-    /// Leak-suspect rule: a group of goroutines is a suspect when its members are blocked
-    /// (waiting, not runnable or running) at a line of the program (not the main goroutine,
-    /// not a stack that could not be read), when it is still growing over this window or the
-    /// long one (its smallest count rose in every quarter of the window, as far back as
-    /// ctxleak has watched: a pool that filled up and stayed flat, or connections coming and
-    /// going with load, are not)...
-    #[arg(long, default_value = DEFAULT_SUSPECT_WINDOW_SHORT, value_parser = humantime::parse_duration)]
-    suspect_window_short: Duration,
-    /// ...the long window, growth over which also ranks the suspects...
-    #[arg(long, default_value = DEFAULT_SUSPECT_WINDOW_LONG, value_parser = humantime::parse_duration)]
-    suspect_window_long: Duration,
-    /// ...when its oldest goroutine has been blocked at the same place at least this long...
-    #[arg(long, default_value = DEFAULT_SUSPECT_MIN_AGE, value_parser = humantime::parse_duration)]
-    suspect_min_age: Duration,
-    /// ...when its smallest count rose over the window by at least this many goroutines...
-    #[arg(long, value_name = "GOROUTINES", default_value_t = SuspectRules::default().min_growth)]
-    suspect_min_growth: u64,
-    /// ...and by at least this percentage of the smallest count in the window's first
-    /// quarter, to become a suspect (a group of 1000 idle connections that gains 10 is
-    /// noise); a suspect stays one while it keeps growing by --suspect-min-growth.
-    #[arg(long, value_name = "PERCENT", default_value_t = SuspectRules::default().min_growth_percent, value_parser = parse_growth_percent)]
-    suspect_min_growth_percent: f64,
-    /// Stuck verdict, apart from the suspects (a deadlock does not grow): goroutines blocked
-    /// at a line of the program on a sync.Mutex or RWMutex, a WaitGroup, a Cond, a channel
-    /// send, a nil channel or an empty select, that have not run once for this long (idle
-    /// receives, selects, IO waits and sleeps never are).
-    #[arg(long, default_value = DEFAULT_STUCK_AFTER, value_parser = humantime::parse_duration)]
-    stuck_after: Duration,
-    /// Probe runtime.gopark too, to know exactly since when each goroutine is blocked
-    /// (one more trap per park, which costs the target CPU on busy services; without it,
-    /// ages are measured from the census that first saw the goroutine blocked).
-    #[arg(long)]
-    park_times: bool,
-    /// A goroutine started under a context is reported as outliving it once the context
-    /// has been cancelled this long and the goroutine is still alive; an uncancelled child
-    /// context is reported as unreleased once it is this old (in-flight requests are not).
-    #[arg(long, default_value = DEFAULT_CONTEXT_GRACE, value_parser = humantime::parse_duration)]
-    context_grace: Duration,
-    /// Do not probe the context package (three probes: context creation, registration
-    /// under a parent, cancellation); goroutine metrics only.
-    #[arg(long)]
-    no_contexts: bool,
-    /// Count each probe's runs and run time in the kernel and export them
-    /// (ctxleak_probe_runs_total, ctxleak_probe_run_seconds_total): what ctxleak costs the
-    /// target, probe by probe. Costs two clock reads per probe hit; needs CAP_SYS_ADMIN.
-    #[arg(long)]
-    probe_stats: bool,
-    /// What the probes may cost the target, as a share of one CPU: 1%, 0.5%, ... Each probe
-    /// hit costs the target about a microsecond; under a budget, ctxleak estimates the cost
-    /// from the hits it sees and switches the probes off and on in windows so that it
-    /// averages at most the budget (ctxleak_probe_duty_ratio says how much of the time they
-    /// were on). Goroutine counts and stacks come from memory either way and stay exact;
-    /// created/exited counts and context findings are samples while the probes are off part
-    /// of the time. 0: memory only (no probes, no context findings); exact: probes always
-    /// on, whatever they cost [default: 1%; with --park-times: exact].
-    #[arg(long, value_name = "SHARE")]
-    max_overhead: Option<ctxleak_daemon::budget::ProbePolicy>,
+    #[command(flatten)]
+    flags: WatchFlags,
     /// Benchmarks only: attach do-nothing programs at the same places (the trap cost alone).
     #[arg(long, hide = true)]
     floor: bool,
@@ -375,32 +137,15 @@ impl WatchArgs {
         summary: bool,
         watch_for: Option<Duration>,
     ) -> attach::AttachOptions {
+        let mut watch = self.flags.watch_options();
+        watch.probe_mode.floor = self.floor || self.floor_spin_ns > 0;
+        watch.probe_mode.floor_spin_ns = self.floor_spin_ns;
         attach::AttachOptions {
             pid: self.pid,
             listen,
             summary,
-            ring_bytes: self.ring_buffer_size,
-            census_interval: self.census_interval,
-            probe_mode: ctxleak_daemon::probes::ProbeMode {
-                park_times: self.park_times,
-                floor: self.floor || self.floor_spin_ns > 0,
-                floor_spin_ns: self.floor_spin_ns,
-                no_contexts: self.no_contexts,
-                run_stats: self.probe_stats,
-            },
-            suspect_rules: SuspectRules {
-                window_short: self.suspect_window_short,
-                window_long: self.suspect_window_long,
-                min_age: self.suspect_min_age,
-                min_growth: self.suspect_min_growth,
-                min_growth_percent: self.suspect_min_growth_percent,
-                stuck_after: self.stuck_after,
-            },
-            context_grace: self.context_grace,
-            policy: ctxleak_daemon::budget::ProbePolicy::resolve(
-                self.max_overhead,
-                self.park_times,
-            ),
+            ring_bytes: self.flags.ring_bytes(),
+            watch,
             watch_for,
         }
     }
@@ -473,29 +218,6 @@ fn parse_hex(text: &str) -> Result<u64, String> {
     u64::from_str_radix(digits, 16).map_err(|e| format!("{text:?} is not a hex address: {e}"))
 }
 
-/// A duration for a timer, no shorter than `rule` allows (the same rule as the config key's).
-fn parse_period(text: &str, rule: config::Period) -> Result<Duration, String> {
-    let period = humantime::parse_duration(text).map_err(|error| error.to_string())?;
-    rule.check(period, text)
-}
-
-fn parse_growth_percent(text: &str) -> Result<f64, String> {
-    let percent: f64 = text
-        .trim()
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number (a percentage such as 10)"))?;
-    ctxleak_daemon::groups::check_growth_percent(percent)
-}
-
-fn parse_ring_bytes(text: &str) -> Result<u32, String> {
-    let bytes: u32 = text.parse().map_err(|e| format!("{e}"))?;
-    if bytes < 4096 || !bytes.is_power_of_two() {
-        return Err(format!("{bytes} is not a power of two of at least 4096"));
-    }
-    Ok(bytes)
-}
-
 /// Logs on stderr at the level CTXLEAK_LOG says (default: `default_level`).
 fn init_logs(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CTXLEAK_LOG")
@@ -510,30 +232,35 @@ fn init_logs(format: LogFormat, default_level: &str) {
     }
 }
 
+/// `ctxleak daemon`'s options: its config file, then the flags given over it.
+fn daemon_flags(args: &DaemonArgs, matches: &clap::ArgMatches) -> anyhow::Result<DaemonFlags> {
+    let Some(path) = &args.config else {
+        return Ok(args.flags.clone());
+    };
+    let file = config::load(path)?;
+    match matches.subcommand_matches("daemon") {
+        Some(given) => Ok(config::merge(file, given)?),
+        None => anyhow::bail!("no `daemon` command in the arguments"),
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     // The daemon's config file is read first: it may choose the log format.
-    let mut daemon_config = None;
+    let mut daemon_flags_read = None;
     match &cli.command {
         Command::Daemon(args) => {
-            let config = match &args.config {
-                Some(path) => match DaemonConfig::load(path) {
-                    Ok(config) => config,
-                    Err(error) => {
-                        eprintln!("ctxleak: error: {error}");
-                        return ExitCode::FAILURE;
-                    }
-                },
-                None => DaemonConfig::default(),
+            let flags = match daemon_flags(args, &matches) {
+                Ok(flags) => flags,
+                Err(error) => {
+                    eprintln!("ctxleak: error: {error}");
+                    return ExitCode::FAILURE;
+                }
             };
             // A daemon says what it attaches to and detaches from.
-            init_logs(
-                args.log_format
-                    .or(config.log_format)
-                    .unwrap_or(LogFormat::Text),
-                "info",
-            );
-            daemon_config = Some(config);
+            init_logs(flags.discovery.log.format_or_text(), "info");
+            daemon_flags_read = Some(flags);
         }
         _ => init_logs(LogFormat::Text, "warn"),
     }
@@ -551,20 +278,18 @@ fn main() -> ExitCode {
     let is_report = matches!(cli.command, Command::Report { .. });
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Attach {
-                watch,
-                listen,
-                quiet,
-            } => attach::run(watch.options(listen, !quiet, None))
-                .await
-                .map(|_| ExitCode::SUCCESS),
+            Command::Attach { watch, web, quiet } => {
+                attach::run(watch.options(web.listen(), !quiet, None))
+                    .await
+                    .map(|_| ExitCode::SUCCESS)
+            }
             Command::Report {
                 watch,
                 duration,
                 json,
             } => run_report(watch, duration, json).await,
             Command::Daemon(args) => {
-                let options = args.options(daemon_config.unwrap_or_default())?;
+                let options = daemon_flags_read.unwrap_or(args.flags).options()?;
                 ctxleak_daemon::daemon::run(options)
                     .await
                     .map(|()| ExitCode::SUCCESS)

@@ -7,7 +7,8 @@
 //! tests, and `promtool` again for every PromQL expression of the Grafana dashboard, which is
 //! both parsed and evaluated over synthetic series (an expression that returns nothing fails).
 //! On top of that, the facts the files must agree on are checked across them: the port, the
-//! capabilities, the metric names (against ctxleak-daemon/src/metrics.rs), the config keys.
+//! capabilities, the metric names (against ctxleak-daemon/src/metrics.rs); the config files
+//! are read by the daemon's own parser.
 //!
 //! A failure is one line naming the file and the problem; when the tool had more to say, its
 //! whole output is printed first. Tools are installed when missing: promtool is extracted
@@ -45,17 +46,12 @@ const PORT: u64 = 9789;
 const LISTEN_FLAG: &str = "--web.listen-address";
 const LISTEN_ALL: &str = ":9789";
 
-/// Reads YAML (every document) or TOML and prints it as JSON, so the checks below are Rust.
+/// Reads YAML (every document) and prints it as JSON, so the checks below are Rust. (TOML is
+/// read by the daemon's own parser: config.rs.)
 const PY_LOAD: &str = r#"
-import json, sys
-path = sys.argv[1]
-data = open(path, 'rb').read()
-if path.endswith('.toml'):
-    import tomllib
-    docs = [tomllib.loads(data.decode())]
-else:
-    import yaml
-    docs = [d for d in yaml.safe_load_all(data) if d is not None]
+import json, sys, yaml
+data = open(sys.argv[1], 'rb').read()
+docs = [d for d in yaml.safe_load_all(data) if d is not None]
 json.dump(docs, sys.stdout)
 "#;
 
