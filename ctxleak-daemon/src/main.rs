@@ -122,10 +122,12 @@ struct WatchArgs {
     #[command(flatten)]
     flags: WatchFlags,
     /// Benchmarks only: attach do-nothing programs at the same places (the trap cost alone).
+    #[cfg(feature = "bench-floor")]
     #[arg(long, hide = true)]
     floor: bool,
     /// Benchmarks only: like --floor, with programs that spin this many nanoseconds (what
     /// time inside a program costs the target).
+    #[cfg(feature = "bench-floor")]
     #[arg(long, hide = true, value_name = "NS", default_value_t = 0)]
     floor_spin_ns: u32,
 }
@@ -137,9 +139,13 @@ impl WatchArgs {
         summary: bool,
         watch_for: Option<Duration>,
     ) -> attach::AttachOptions {
+        #[cfg_attr(not(feature = "bench-floor"), allow(unused_mut))]
         let mut watch = self.flags.watch_options();
-        watch.probe_mode.floor = self.floor || self.floor_spin_ns > 0;
-        watch.probe_mode.floor_spin_ns = self.floor_spin_ns;
+        #[cfg(feature = "bench-floor")]
+        {
+            watch.probe_mode.floor = self.floor || self.floor_spin_ns > 0;
+            watch.probe_mode.floor_spin_ns = self.floor_spin_ns;
+        }
         attach::AttachOptions {
             pid: self.pid,
             listen,

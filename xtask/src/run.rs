@@ -52,14 +52,30 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<ExitCode> {
 
 /// Builds ctxleak's release binary (`quiet`: without cargo's progress) and returns its path.
 pub(crate) fn build_ctxleak(ws: &Workspace, quiet: bool) -> Result<PathBuf> {
+    build(ws, quiet, None)?;
+    Ok(ws.ctxleak(Profile::Release))
+}
+
+/// Builds the release binary with the benchmarks' `--floor` flags (the `bench-floor` feature),
+/// apart from the one users run (its own target folder), and returns its path.
+pub(crate) fn build_bench_ctxleak(ws: &Workspace) -> Result<PathBuf> {
+    let target = ws.bench_build();
+    build(ws, true, Some(&target))?;
+    Ok(target.join("release/ctxleak"))
+}
+
+fn build(ws: &Workspace, quiet: bool, bench_target: Option<&Path>) -> Result<()> {
     let mut cmd = process::cargo();
     cmd.current_dir(ws.root()).arg("build");
     if quiet {
         cmd.arg("--quiet");
     }
     cmd.args(["--release", "--package", "ctxleak-daemon"]);
-    process::run(&mut cmd).context("could not build ctxleak: fix the errors above")?;
-    Ok(ws.ctxleak(Profile::Release))
+    if let Some(target) = bench_target {
+        cmd.args(["--features", "bench-floor", "--target-dir"])
+            .arg(target);
+    }
+    process::run(&mut cmd).context("could not build ctxleak: fix the errors above")
 }
 
 fn attach(ctxleak: &Path, pid: u32, extra: &[String]) -> Command {

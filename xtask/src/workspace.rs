@@ -80,6 +80,13 @@ impl Workspace {
         self.cargo_target().join("bench")
     }
 
+    /// The cargo target folder of the ctxleak the overhead benchmark builds with its floors'
+    /// flags (`run::build_bench_ctxleak`): apart, so that target/release/ctxleak stays the
+    /// user's.
+    pub fn bench_build(&self) -> PathBuf {
+        self.cargo_target().join("bench-build")
+    }
+
     fn tools(&self) -> PathBuf {
         self.root.join("target/tools")
     }
