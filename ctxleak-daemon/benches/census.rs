@@ -180,8 +180,8 @@ fn main() {
         // The target is parked: the same stacks, read either way.
         let differ = one_by_one
             .iter()
-            .zip(&batched)
-            .filter(|(a, b)| a != b)
+            .zip(batched.iter())
+            .filter(|(a, b)| a.as_slice() != *b)
             .count();
         let pcs: usize = one_by_one.iter().map(Vec::len).sum();
 

@@ -55,6 +55,9 @@ pub struct GoroutineRecord {
     pub stack_hi: u64,
     /// `g.trackingSeq`: changes (mod 256) whenever the goroutine has run.
     pub tracking_seq: u8,
+    /// Its g's index in `runtime.allgs`, which only ever grows: a g keeps its slot for the
+    /// life of the process (goroutines come and go on it).
+    pub slot: u32,
 }
 
 /// Most frames a stack walk follows; deeper stacks are cut.
@@ -87,13 +90,51 @@ pub fn unwind(memory: &ProcessMemory, record: &GoroutineRecord, first_bp: Option
         if memory.read_exact(low, stack).is_err() {
             return vec![record.sched_pc];
         }
+        let mut pcs = Vec::with_capacity(16);
         walk_frames(
+            &mut pcs,
             stack,
             low,
             record.sched_pc,
             first_bp.unwrap_or(record.sched_bp),
-        )
+        );
+        pcs
     })
+}
+
+/// The return addresses of many goroutines, one after another in one buffer (rather than a
+/// `Vec` each: a census of a million goroutines would make a million small allocations).
+#[derive(Debug, Default)]
+pub struct Unwound {
+    pcs: Vec<u64>,
+    /// Where each goroutine's addresses end in `pcs`.
+    ends: Vec<usize>,
+}
+
+impl Unwound {
+    /// The return addresses of the `index`th goroutine (empty past the end).
+    pub fn get(&self, index: usize) -> &[u64] {
+        let start = index
+            .checked_sub(1)
+            .and_then(|before| self.ends.get(before))
+            .copied()
+            .unwrap_or(0);
+        let end = self.ends.get(index).copied().unwrap_or(start);
+        &self.pcs[start..end]
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Each goroutine's return addresses, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u64]> {
+        (0..self.len()).map(|index| self.get(index))
+    }
 }
 
 /// `unwind` of many goroutines, each with its `first_bp`, with the stacks read in a few large
@@ -102,19 +143,29 @@ pub fn unwind(memory: &ProcessMemory, record: &GoroutineRecord, first_bp: Option
 pub fn unwind_many(
     memory: &ProcessMemory,
     goroutines: &[(&GoroutineRecord, Option<u64>)],
-) -> Vec<Vec<u64>> {
-    let mut results: Vec<Option<Vec<u64>>> = Vec::with_capacity(goroutines.len());
-    // (goroutine index, stack address, length) of the stacks to read.
+) -> Unwound {
+    // (goroutine index, stack address, length) of the stacks to read, and (index, answer) of
+    // the goroutines with nothing to read, both in index order.
     let mut stacks = Vec::with_capacity(goroutines.len());
+    let mut answers = Vec::new();
     for (index, (record, _)) in goroutines.iter().enumerate() {
         match stack_range(record) {
-            Ok((low, len)) => {
-                stacks.push((index, low, len));
-                results.push(None);
-            }
-            Err(pcs) => results.push(Some(pcs)),
+            Ok((low, len)) => stacks.push((index, low, len)),
+            Err(pcs) => answers.push((index, pcs)),
         }
     }
+    let mut unwound = Unwound {
+        pcs: Vec::with_capacity(goroutines.len() * 8),
+        ends: Vec::with_capacity(goroutines.len()),
+    };
+    let mut answers = answers.into_iter().peekable();
+    // Appends the answers of the goroutines before `index` that had nothing to read.
+    let mut answer_before = |unwound: &mut Unwound, index: usize| {
+        while let Some((_, pcs)) = answers.next_if(|&(answered, _)| answered < index) {
+            unwound.pcs.extend_from_slice(&pcs);
+            unwound.ends.push(unwound.pcs.len());
+        }
+    };
     let mut buffer = Vec::new();
     for batch in batches(&stacks, |&(_, _, len)| len) {
         let total: usize = batch.iter().map(|&(_, _, len)| len).sum();
@@ -131,21 +182,26 @@ pub fn unwind_many(
         };
         let mut offset = 0;
         for (&(index, low, len), read) in batch.iter().zip(read) {
+            answer_before(&mut unwound, index);
             let (record, first_bp) = goroutines[index];
-            results[index] = Some(if read {
+            if read {
                 walk_frames(
+                    &mut unwound.pcs,
                     &buffer[offset..offset + len],
                     low,
                     record.sched_pc,
                     first_bp.unwrap_or(record.sched_bp),
-                )
+                );
             } else {
-                vec![record.sched_pc]
-            });
+                unwound.pcs.push(record.sched_pc);
+            }
+            unwound.ends.push(unwound.pcs.len());
             offset += len;
         }
+        yield_between_batches();
     }
-    results.into_iter().map(Option::unwrap_or_default).collect()
+    answer_before(&mut unwound, goroutines.len());
+    unwound
 }
 
 /// The part of a goroutine's stack `unwind` reads, `(address, length)`, or its answer when
@@ -191,16 +247,17 @@ fn batches<T>(items: &[T], len: impl Fn(&T) -> usize) -> impl Iterator<Item = &[
 
 /// Follows the frame-pointer chain in `stack` (a copy of memory starting at `base`): at each
 /// frame pointer `bp`, `[bp]` is the caller's frame pointer and `[bp + 8]` the return address.
-fn walk_frames(stack: &[u8], base: u64, pc: u64, mut bp: u64) -> Vec<u64> {
+/// Appends the return addresses to `pcs`.
+fn walk_frames(pcs: &mut Vec<u64>, stack: &[u8], base: u64, pc: u64, mut bp: u64) {
     let word = |address: u64| -> Option<u64> {
         let start = usize::try_from(address.checked_sub(base)?).ok()?;
         Some(u64::from_le_bytes(
             stack.get(start..start.checked_add(8)?)?.try_into().ok()?,
         ))
     };
-    let mut pcs = Vec::with_capacity(16);
+    let first = pcs.len();
     pcs.push(pc);
-    while pcs.len() < MAX_FRAMES {
+    while pcs.len() - first < MAX_FRAMES {
         let (Some(next_bp), Some(return_pc)) = (word(bp), word(bp.wrapping_add(8))) else {
             break;
         };
@@ -214,7 +271,6 @@ fn walk_frames(stack: &[u8], base: u64, pc: u64, mut bp: u64) -> Vec<u64> {
         }
         bp = next_bp;
     }
-    pcs
 }
 
 #[derive(Debug, Default)]
@@ -235,8 +291,23 @@ pub struct Census {
 const MAX_GAP: u64 = 2 << 10;
 /// The longest range read at once.
 const MAX_RANGE: u64 = 256 << 10;
-/// The most bytes read in one batch of ranges (the size of the buffer they share).
-const BATCH_BYTES: usize = 4 << 20;
+/// The most bytes read in one batch of ranges (the size of the buffer they share). Batches
+/// are bounded so that a census of a huge target is many short reads with pauses between
+/// them ([`yield_between_batches`]) rather than one long one.
+const BATCH_BYTES: usize = 2 << 20;
+
+/// How long a census steps aside between two batches of reads.
+const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Steps aside between two batches of reads. Reading a target's memory takes its
+/// `mmap_lock` for reading, page run by page run; a thread of the target that maps or
+/// unmaps memory meanwhile waits for the readers, and stalls that program. A pause between
+/// bounded batches lets such a writer in, and lets the target's threads have the cores the
+/// reads were using (on a small machine, a census's two reading threads are all of them).
+/// It costs a census of 1 000 000 goroutines a few tens of milliseconds.
+fn yield_between_batches() {
+    std::thread::sleep(BATCH_PAUSE);
+}
 
 /// Reads every live goroutine of the target. `allgs` is the runtime address of the slice.
 ///
@@ -326,9 +397,15 @@ pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Cens
             }
             offset += range.len();
         }
+        yield_between_batches();
     }
     for index in alone {
         records[index] = read_alone(addresses[index], &mut unreadable);
+    }
+    for (slot, record) in records.iter_mut().enumerate() {
+        if let Some(record) = record {
+            record.slot = u32::try_from(slot).unwrap_or(u32::MAX);
+        }
     }
 
     let high_goid = records.iter().flatten().map(|r| r.goid).max().unwrap_or(0);
@@ -401,12 +478,21 @@ fn decode(g: &[u8], layout: &GLayout) -> Option<GoroutineRecord> {
         sched_bp: u64_at(layout.sched_bp)?,
         stack_hi: u64_at(layout.stack_hi)?,
         tracking_seq: u8_at(layout.tracking_seq)?,
+        slot: 0,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn walked(stack: &[u8], base: u64, pc: u64, bp: u64) -> Vec<u64> {
+        let mut pcs = vec![1, 2];
+        walk_frames(&mut pcs, stack, base, pc, bp);
+        // Appended after what was there.
+        assert_eq!(pcs[..2], [1, 2]);
+        pcs.split_off(2)
+    }
 
     #[test]
     fn walks_frame_pointers() {
@@ -421,12 +507,12 @@ mod tests {
         put(0x50, 0);
         put(0x58, 0x4000_0030);
         assert_eq!(
-            walk_frames(&stack, 0x1000, 0x4000_0000, 0x1010),
+            walked(&stack, 0x1000, 0x4000_0000, 0x1010),
             vec![0x4000_0000, 0x4000_0010, 0x4000_0020, 0x4000_0030]
         );
         // A frame pointer outside the copy ends the walk.
         assert_eq!(
-            walk_frames(&stack, 0x1000, 0x4000_0000, 0x9000),
+            walked(&stack, 0x1000, 0x4000_0000, 0x9000),
             vec![0x4000_0000]
         );
     }
@@ -496,7 +582,7 @@ mod tests {
         memory.read_exact(array, &mut pointers)?;
         let mut g = vec![0u8; usize::try_from(layout.read_len()).unwrap()];
         let mut census = Census::default();
-        for pointer in pointers.chunks_exact(8) {
+        for (slot, pointer) in pointers.chunks_exact(8).enumerate() {
             let address = u64::from_le_bytes(pointer.try_into().unwrap());
             if address == 0 {
                 continue;
@@ -506,7 +592,10 @@ mod tests {
                 continue;
             }
             if let Some(record) = decode(&g, layout).filter(|r| is_live_status(r.status)) {
-                census.goroutines.push(record);
+                census.goroutines.push(GoroutineRecord {
+                    slot: u32::try_from(slot).unwrap(),
+                    ..record
+                });
             }
         }
         Ok(census)
@@ -662,7 +751,10 @@ mod tests {
             .iter()
             .map(|r| (r, (r.goid % 10 == 5).then_some(r.sched_sp + 0x30)))
             .collect();
-        let many = unwind_many(&memory, &requests);
+        let many: Vec<Vec<u64>> = unwind_many(&memory, &requests)
+            .iter()
+            .map(<[u64]>::to_vec)
+            .collect();
         let one_by_one: Vec<Vec<u64>> = requests
             .iter()
             .map(|&(record, first_bp)| unwind(&memory, record, first_bp))

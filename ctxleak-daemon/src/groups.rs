@@ -68,11 +68,138 @@ pub struct GoroutineView {
 }
 
 /// GET /api/goroutines: every live goroutine of the last census.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct GoroutinesResponse {
     pub pid: u32,
     pub taken_at_unix_ms: u64,
-    pub goroutines: Vec<GoroutineView>,
+    pub goroutines: GoroutineList,
+}
+
+/// The goroutines of a census, kept between censuses for `/api/goroutines` in 24 bytes each:
+/// what their views share (stacks; creation sites, start functions, states and wait reasons)
+/// is kept once and referred to by index. Serializes as the list of [`GoroutineView`]s it
+/// was made from.
+#[derive(Debug, Default)]
+pub struct GoroutineList {
+    entries: Vec<ListEntry>,
+    stacks: Vec<Arc<[StackFrame]>>,
+    kinds: Vec<ListKind>,
+    /// Each entry's `parked_for_s`; empty when no goroutine has one (park timing off).
+    parked_for_s: Vec<Option<f64>>,
+}
+
+/// What goroutines of [`GoroutineList`] share besides their stack: `created_by`,
+/// `start_function`, `system`, `state` and `wait_reason`.
+type ListKind = (
+    Option<Arc<SourceLocation>>,
+    Option<Arc<str>>,
+    bool,
+    &'static str,
+    Arc<str>,
+);
+
+#[derive(Debug)]
+struct ListEntry {
+    goid: u64,
+    parent_goid: u64,
+    stack: u32,
+    kind: u32,
+}
+
+impl GoroutineList {
+    pub fn new(views: Vec<GoroutineView>) -> Self {
+        /// The index of the value `key` names in `list`, added if new.
+        fn index<K: Eq + std::hash::Hash, T>(
+            indices: &mut FastMap<K, u32>,
+            list: &mut Vec<T>,
+            key: K,
+            value: impl FnOnce() -> T,
+        ) -> u32 {
+            *indices.entry(key).or_insert_with(|| {
+                list.push(value());
+                u32::try_from(list.len() - 1).unwrap_or(u32::MAX)
+            })
+        }
+        let mut list = Self::default();
+        let (mut stacks, mut kinds) = (FastMap::default(), FastMap::default());
+        if views.iter().any(|view| view.parked_for_s.is_some()) {
+            list.parked_for_s = views.iter().map(|view| view.parked_for_s).collect();
+        }
+        list.entries = Vec::with_capacity(views.len());
+        for view in views {
+            // The shared parts by the addresses of their copies, alive while `view` is.
+            let kind_key = (
+                view.created_by
+                    .as_ref()
+                    .map_or(0, |s| Arc::as_ptr(s) as usize),
+                view.start_function
+                    .as_ref()
+                    .map_or(0, |s| s.as_ptr() as usize),
+                view.system,
+                view.state.as_ptr() as usize,
+                view.wait_reason.as_ptr() as usize,
+            );
+            list.entries.push(ListEntry {
+                goid: view.goid,
+                parent_goid: view.parent_goid,
+                stack: index(
+                    &mut stacks,
+                    &mut list.stacks,
+                    view.stack.as_ptr() as usize,
+                    || view.stack.clone(),
+                ),
+                kind: index(&mut kinds, &mut list.kinds, kind_key, || {
+                    (
+                        view.created_by,
+                        view.start_function,
+                        view.system,
+                        view.state,
+                        view.wait_reason,
+                    )
+                }),
+            });
+        }
+        list
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The view of the `index`th goroutine, as it was given (but `still`, which is not
+    /// served).
+    pub fn get(&self, index: usize) -> Option<GoroutineView> {
+        let entry = self.entries.get(index)?;
+        let (created_by, start_function, system, state, wait_reason) =
+            self.kinds.get(entry.kind as usize)?.clone();
+        Some(GoroutineView {
+            goid: entry.goid,
+            parent_goid: entry.parent_goid,
+            system,
+            state,
+            wait_reason,
+            created_by,
+            start_function,
+            stack: self.stacks.get(entry.stack as usize)?.clone(),
+            parked_for_s: self.parked_for_s.get(index).copied().flatten(),
+            // Not served, so not kept.
+            still: false,
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = GoroutineView> + '_ {
+        (0..self.len()).filter_map(|index| self.get(index))
+    }
+}
+
+impl Serialize for GoroutineList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
 }
 
 /// Turns PCs into frames. Everything is cached by PC for the life of the attach (goroutines
@@ -88,21 +215,36 @@ pub struct Symbolizer {
     starts: FastMap<u64, (Option<Arc<str>>, bool)>,
     wait_reasons: Vec<Arc<str>>,
     empty: Arc<str>,
-    /// Whole stacks by their return addresses: the goroutines blocked at one place share one.
-    stacks: FastMap<Box<[u64]>, Arc<[StackFrame]>>,
-    /// goid -> what its stack was read from at an earlier census, the stack, and the last
-    /// census that saw the goroutine.
-    read_stacks: FastMap<u64, ReadStack>,
+    /// Whole stacks by their return addresses -> their index in `stack_list`: the goroutines
+    /// blocked at one place share one.
+    stacks: FastMap<Box<[u64]>, u32>,
+    stack_list: Vec<Arc<[StackFrame]>>,
+    /// By g (its `allgs` slot): what its goroutine's stack was read from at the last census,
+    /// and the stack. A vector, not a map by goid: 16 bytes per goroutine, which matters at a
+    /// million of them.
+    read_stacks: Vec<ReadStack>,
     /// Censuses symbolized so far; every `FULL_READ_EVERY`th reads every stack again.
     censuses: u64,
 }
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+#[derive(Clone, Copy)]
 struct ReadStack {
-    origin: StackOrigin,
-    stack: Arc<[StackFrame]>,
-    seen: u64,
+    /// [`StackOrigin::fingerprint`] of the goroutine then.
+    origin: u64,
+    /// [`StackOrigin::ran`] of the goroutine then.
+    ran: u32,
+    /// Index in `Symbolizer::stack_list`; [`ReadStack::NONE`]'s for a slot without one.
+    stack: u32,
+}
+
+impl ReadStack {
+    const NONE: Self = Self {
+        origin: 0,
+        ran: 0,
+        stack: u32::MAX,
+    };
 }
 
 /// Every this many censuses, every stack is read again, whatever `StackOrigin` says (a
@@ -113,7 +255,7 @@ pub const FULL_READ_EVERY: u64 = 12;
 /// The fields of a g that a stack read starts from. While all of them stay the same the
 /// goroutine has not run (`trackingSeq` counts, mod 256, every time it stops running) and its
 /// stack has not moved, so its stack is what it was: it is not read again.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct StackOrigin {
     status: u32,
     tracking_seq: u8,
@@ -124,15 +266,6 @@ struct StackOrigin {
 }
 
 impl StackOrigin {
-    /// Whether a goroutine that was at `earlier` has not run since: the same state (the GC's
-    /// scan bit aside), saved PC and stop count. Its stack may have moved (the GC shrinks the
-    /// stacks of parked goroutines) without it running.
-    fn not_run_since(&self, earlier: &Self) -> bool {
-        self.status & !census::G_SCAN == earlier.status & !census::G_SCAN
-            && self.tracking_seq == earlier.tracking_seq
-            && self.sched_pc == earlier.sched_pc
-    }
-
     fn of(record: &GoroutineRecord) -> Self {
         Self {
             status: record.status,
@@ -143,6 +276,34 @@ impl StackOrigin {
             stack_hi: record.stack_hi,
         }
     }
+
+    /// The goroutine's goid and origin in 64 bits (a fixed hash: two different ones agree
+    /// with a chance of 2^-64), which is all a census keeps of them.
+    fn fingerprint(record: &GoroutineRecord) -> u64 {
+        fixed_hash((record.goid, Self::of(record)))
+    }
+
+    /// The goroutine's goid, state (the GC's scan bit aside), saved PC and stop count in 32
+    /// bits: while they stay the same, it has not run. Its stack may have moved (the GC
+    /// shrinks the stacks of parked goroutines) without it running. Compared only when
+    /// [`StackOrigin::fingerprint`] changed; a goroutine that ran passes for one that did not
+    /// with a chance of 2^-32 per census, which then carries its "not run since" over that
+    /// one run (4 bytes a goroutine less: a 16-byte slot record).
+    fn ran(record: &GoroutineRecord) -> u32 {
+        let hash = fixed_hash((
+            record.goid,
+            record.status & !census::G_SCAN,
+            record.tracking_seq,
+            record.sched_pc,
+        ));
+        (hash ^ hash >> 32) as u32
+    }
+}
+
+/// A hash that is the same in every run (foldhash's quality hasher, fixed seed).
+fn fixed_hash(value: impl std::hash::Hash) -> u64 {
+    use std::hash::BuildHasher as _;
+    foldhash::quality::FixedState::with_seed(0x6374_786c_6561_6b21).hash_one(value)
 }
 
 impl Symbolizer {
@@ -160,7 +321,8 @@ impl Symbolizer {
             starts: FastMap::default(),
             empty: Arc::from(""),
             stacks: FastMap::default(),
-            read_stacks: FastMap::default(),
+            stack_list: Vec::new(),
+            read_stacks: Vec::new(),
             censuses: 0,
         }
     }
@@ -223,18 +385,19 @@ impl Symbolizer {
             .map(|delta| record.sched_sp + delta - 8)
     }
 
-    /// The stack with these return addresses, innermost first: one shared copy per distinct
-    /// stack.
-    fn stack(&mut self, pcs: &[u64]) -> Arc<[StackFrame]> {
-        if let Some(stack) = self.stacks.get(pcs) {
-            return stack.clone();
+    /// The stack with these return addresses, innermost first, by its index in `stack_list`:
+    /// one shared copy per distinct stack.
+    fn stack(&mut self, pcs: &[u64]) -> u32 {
+        if let Some(&stack) = self.stacks.get(pcs) {
+            return stack;
         }
         let mut frames = Vec::with_capacity(pcs.len() + pcs.len() / 2);
         for &pc in pcs {
             frames.extend_from_slice(&self.frames(pc));
         }
-        let stack: Arc<[StackFrame]> = frames.into();
-        self.stacks.insert(pcs.into(), stack.clone());
+        self.stack_list.push(frames.into());
+        let stack = u32::try_from(self.stack_list.len() - 1).unwrap_or(u32::MAX);
+        self.stacks.insert(pcs.into(), stack);
         stack
     }
 
@@ -291,51 +454,66 @@ pub fn symbolize_census(
     memory: &ProcessMemory,
     symbolizer: &mut Symbolizer,
 ) -> Vec<GoroutineView> {
-    let this = symbolizer.censuses;
-    let full = this.is_multiple_of(FULL_READ_EVERY);
+    let full = symbolizer.censuses.is_multiple_of(FULL_READ_EVERY);
     symbolizer.censuses += 1;
+    let slots = census
+        .goroutines
+        .iter()
+        .map(|record| record.slot as usize + 1)
+        .max()
+        .unwrap_or(0);
+    // Distinct stacks are at most as many as goroutines: past that, the table holds stacks
+    // nobody has any more. Dropped, it refills from the frames cache, and every stack is read.
+    if symbolizer.stack_list.len() > 2 * census.goroutines.len() + 1024 {
+        symbolizer.stacks.clear();
+        symbolizer.stack_list.clear();
+        symbolizer.read_stacks.clear();
+    }
+    if symbolizer.read_stacks.len() < slots {
+        symbolizer.read_stacks.resize(slots, ReadStack::NONE);
+    }
     let mut to_read: Vec<(&GoroutineRecord, Option<u64>)> = Vec::new();
     // Each goroutine's stack when it is kept, and whether it has not run since the last
     // census.
     let mut kept: Vec<(Option<Arc<[StackFrame]>>, bool)> =
         Vec::with_capacity(census.goroutines.len());
     for record in &census.goroutines {
-        let origin = StackOrigin::of(record);
-        match symbolizer.read_stacks.get_mut(&record.goid) {
-            Some(read) if !full && read.origin == origin => {
-                read.seen = this;
-                kept.push((Some(read.stack.clone()), true));
-            }
-            read => {
-                let still = read.is_some_and(|read| origin.not_run_since(&read.origin));
-                kept.push((None, still));
+        let (origin, ran) = (StackOrigin::fingerprint(record), StackOrigin::ran(record));
+        let read = symbolizer.read_stacks[record.slot as usize];
+        match symbolizer.stack_list.get(read.stack as usize) {
+            Some(stack) if !full && read.origin == origin => kept.push((Some(stack.clone()), true)),
+            _ => {
+                kept.push((None, read.stack != ReadStack::NONE.stack && read.ran == ran));
                 to_read.push((record, symbolizer.first_frame_pointer(record)));
             }
         }
     }
-    // Distinct stacks are at most as many as goroutines: past that, the table holds stacks
-    // nobody has any more. Dropped, it refills from the frames cache.
-    if symbolizer.stacks.len() > 2 * census.goroutines.len() + 1024 {
-        symbolizer.stacks.clear();
-    }
-    let mut read = census::unwind_many(memory, &to_read).into_iter();
+    let read = census::unwind_many(memory, &to_read);
+    let mut read = read.iter();
+    // Slots without a live goroutine in this census forget theirs.
+    let mut next_slot = 0;
     let views = census
         .goroutines
         .iter()
         .zip(kept)
         .map(|(record, (kept, still))| {
+            let slot = record.slot as usize;
+            symbolizer.read_stacks[next_slot.min(slot)..slot].fill(ReadStack::NONE);
+            next_slot = slot + 1;
             let stack = match kept {
                 Some(stack) => stack,
                 None => {
-                    let stack = symbolizer.stack(&read.next().unwrap_or_default());
-                    let origin = StackOrigin::of(record);
-                    let read = ReadStack {
-                        origin,
-                        stack: stack.clone(),
-                        seen: this,
+                    let stack = symbolizer.stack(read.next().unwrap_or_default());
+                    symbolizer.read_stacks[slot] = ReadStack {
+                        origin: StackOrigin::fingerprint(record),
+                        ran: StackOrigin::ran(record),
+                        stack,
                     };
-                    symbolizer.read_stacks.insert(record.goid, read);
-                    stack
+                    symbolizer
+                        .stack_list
+                        .get(stack as usize)
+                        .cloned()
+                        .unwrap_or_default()
                 }
             };
             GoroutineView {
@@ -344,7 +522,7 @@ pub fn symbolize_census(
             }
         })
         .collect();
-    symbolizer.read_stacks.retain(|_, read| read.seen == this);
+    symbolizer.read_stacks.truncate(next_slot);
     views
 }
 
@@ -511,13 +689,39 @@ fn may_be_suspect(goroutine: &GoroutineView, blocked: Option<&StackFrame>) -> bo
         && goroutine.start_function.as_deref() != Some("runtime.main")
 }
 
+/// A user goroutine of the last census, as [`GroupTracker`] follows it.
 struct Member {
+    goid: u64,
     group: u64,
-    /// First seen in that group (`GroupTracker::members`), or has not run since
-    /// (`GroupTracker::still`).
-    since: Instant,
-    /// The census that last saw it.
-    seen: u64,
+    /// First seen in that group, in nanoseconds after the first census (before it when
+    /// negative): 8 bytes where an `Instant` takes 16.
+    since_ns: i64,
+    /// Since when it has not run, in one of the [`STUCK_WAITS`] in that group, the same way;
+    /// [`Member::NOT_STILL`] when it is not in one.
+    still_ns: i64,
+}
+
+impl Member {
+    const NOT_STILL: i64 = i64::MIN;
+
+    /// The time `offset` (nanoseconds after `first`) stands for.
+    fn at(offset: i64, first: Instant) -> Instant {
+        let distance = Duration::from_nanos(offset.unsigned_abs());
+        if offset >= 0 {
+            first + distance
+        } else {
+            first.checked_sub(distance).unwrap_or(first)
+        }
+    }
+
+    /// `time` as nanoseconds after `first`.
+    fn offset(time: Instant, first: Instant) -> i64 {
+        let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        match time.checked_duration_since(first) {
+            Some(after) => ns(after),
+            None => -ns(first.duration_since(time)),
+        }
+    }
 }
 
 /// Follows groups across censuses: per-goroutine time in its group, per-group count history,
@@ -525,8 +729,11 @@ struct Member {
 pub struct GroupTracker {
     rules: SuspectRules,
     first_census: Option<Instant>,
-    /// goid -> (group id, first seen in that group).
-    members: FastMap<u64, Member>,
+    /// The user goroutines of the last census, in its order, each with its group, since when
+    /// it is in it and since when it has not run: a vector (32 bytes a goroutine; a map by
+    /// goid and one for the goroutines in stuck waits held 86 and 48 at a million), looked up
+    /// by position first, as censuses list goroutines in `allgs` order.
+    members: Vec<Member>,
     /// Censuses grouped so far.
     censuses: u64,
     /// group id -> (time, count), oldest first, reaching back one sample past the long window.
@@ -534,9 +741,6 @@ pub struct GroupTracker {
     /// The groups that were suspects at the last census: the relative threshold does not
     /// apply to them (a leak stays one however large it has grown).
     suspects: HashSet<u64, foldhash::fast::RandomState>,
-    /// goid -> (group id, since when it has not run) of the goroutines in one of the
-    /// [`STUCK_WAITS`] only: about 48 bytes each (a 40-byte entry and the table's slack).
-    still: FastMap<u64, Member>,
 }
 
 impl GroupTracker {
@@ -544,11 +748,10 @@ impl GroupTracker {
         Self {
             rules,
             first_census: None,
-            members: FastMap::default(),
+            members: Vec::new(),
             censuses: 0,
             history: HashMap::new(),
             suspects: HashSet::default(),
-            still: FastMap::default(),
         }
     }
 
@@ -558,9 +761,12 @@ impl GroupTracker {
         let first = *self.first_census.get_or_insert(now);
         // Each group, and whether its members may be suspects at all.
         let mut groups: FastMap<u64, (Group, bool)> = FastMap::default();
-        // Members are updated in place; those this census did not see are dropped after it.
+        // The members of this census replace the last one's.
         self.censuses += 1;
-        let census = self.censuses;
+        let previous = std::mem::take(&mut self.members);
+        let mut members = Vec::with_capacity(previous.len());
+        // goid -> index in `previous`, made the first time a goroutine is not where it was.
+        let mut by_goid: Option<FastMap<u64, usize>> = None;
         // Goroutines blocked at one place share their stack, creation site and wait reason
         // (one copy each): their group is worked out once per distinct combination, found by
         // the copies' addresses, which stay unique while `goroutines` is borrowed.
@@ -586,21 +792,37 @@ impl GroupTracker {
                 .parked_for_s
                 .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
                 .and_then(|parked| now.checked_sub(parked));
-            let member = self.members.entry(goroutine.goid).or_insert(Member {
-                group: id,
-                since: now,
-                seen: census,
+            let before = match previous.get(members.len()) {
+                Some(member) if member.goid == goroutine.goid => Some(member),
+                _ => by_goid
+                    .get_or_insert_with(|| {
+                        previous
+                            .iter()
+                            .enumerate()
+                            .map(|(index, member)| (member.goid, index))
+                            .collect()
+                    })
+                    .get(&goroutine.goid)
+                    .map(|&index| &previous[index]),
+            };
+            let before = before.filter(|member| member.group == id);
+            let since = parked_since
+                .unwrap_or_else(|| before.map_or(now, |m| Member::at(m.since_ns, first)));
+            let may_be = may_be_suspect(goroutine, blocked);
+            // Since when it has not run, while in a stuck wait in this group.
+            let still_since = (may_be && stuck_wait).then(|| match before {
+                Some(member) if goroutine.still && member.still_ns != Member::NOT_STILL => {
+                    Member::at(member.still_ns, first)
+                }
+                _ => now,
             });
-            if member.group != id {
-                *member = Member {
-                    group: id,
-                    since: now,
-                    seen: census,
-                };
-            }
-            member.seen = census;
-            let since = parked_since.unwrap_or(member.since);
-            member.since = since;
+            members.push(Member {
+                goid: goroutine.goid,
+                group: id,
+                since_ns: Member::offset(since, first),
+                still_ns: still_since
+                    .map_or(Member::NOT_STILL, |still| Member::offset(still, first)),
+            });
             let (group, eligible) = groups.entry(id).or_insert_with(|| {
                 let group = Group {
                     id: format!("{id:016x}"),
@@ -622,32 +844,20 @@ impl GroupTracker {
                 };
                 (group, true)
             });
-            let may_be = may_be_suspect(goroutine, blocked);
             *eligible &= may_be;
             group.count += 1;
             group.oldest_age_s = group
                 .oldest_age_s
                 .max(now.duration_since(since).as_secs_f64());
-            if may_be && stuck_wait {
-                let still = self.still.entry(goroutine.goid).or_insert(Member {
-                    group: id,
-                    since: now,
-                    seen: census,
-                });
-                if still.group != id || !goroutine.still {
-                    still.group = id;
-                    still.since = now;
-                }
-                still.seen = census;
-                let stuck_for = now.duration_since(parked_since.unwrap_or(still.since));
+            if let Some(still_since) = still_since {
+                let stuck_for = now.duration_since(parked_since.unwrap_or(still_since));
                 if stuck_for >= self.rules.stuck_after {
                     group.stuck += 1;
                     group.stuck_for_s = group.stuck_for_s.max(stuck_for.as_secs_f64());
                 }
             }
         }
-        self.members.retain(|_, member| member.seen == census);
-        self.still.retain(|_, still| still.seen == census);
+        self.members = members;
 
         // Count histories: a group first seen after the first census grew from nothing.
         for (id, (group, _)) in &groups {
@@ -849,6 +1059,33 @@ mod tests {
             wrapper: false,
             pc: 0,
         }
+    }
+
+    /// The compact list gives back the views it was made from, in order, and serializes as
+    /// they do: shared parts (one stack copy for two goroutines) and distinct ones alike.
+    #[test]
+    fn goroutine_list_serializes_as_its_views() {
+        let shared = goroutine(7, 20);
+        let mut views = vec![goroutine(5, 20), shared.clone(), shared, goroutine(9, 30)];
+        views[1].state = "runnable";
+        views[1].parent_goid = 3;
+        views[3].created_by = None;
+        views[3].start_function = None;
+        views[3].system = true;
+        let with_parks = {
+            let mut views = views.clone();
+            views[2].parked_for_s = Some(1.5);
+            views
+        };
+        for views in [views, with_parks] {
+            let list = GoroutineList::new(views.clone());
+            assert_eq!(list.len(), views.len());
+            assert_eq!(
+                serde_json::to_value(&list).unwrap(),
+                serde_json::to_value(&views).unwrap()
+            );
+        }
+        assert!(GoroutineList::new(Vec::new()).is_empty());
     }
 
     fn goroutine(goid: u64, blocked_line: u32) -> GoroutineView {

@@ -69,10 +69,40 @@ pub enum Disagreement {
     ExitMissed { goid: u64, created_ktime: u64 },
 }
 
+/// A live goroutine's kind and creation time in one word (the kind in the top bit, which no
+/// monotonic time in nanoseconds reaches): 16 bytes an entry of the live set rather than 24,
+/// which a million goroutines feel.
+#[derive(Clone, Copy, Debug)]
+struct Live(u64);
+
+impl Live {
+    const SYSTEM: u64 = 1 << 63;
+
+    fn new(kind: GoroutineKind, created_ktime: u64) -> Self {
+        let kind = match kind {
+            GoroutineKind::User => 0,
+            GoroutineKind::System => Self::SYSTEM,
+        };
+        Self(created_ktime & !Self::SYSTEM | kind)
+    }
+
+    fn kind(self) -> GoroutineKind {
+        if self.0 & Self::SYSTEM == 0 {
+            GoroutineKind::User
+        } else {
+            GoroutineKind::System
+        }
+    }
+
+    fn created(self) -> u64 {
+        self.0 & !Self::SYSTEM
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct GoroutineTracker {
-    /// goid -> (kind, creation time; 0 for goroutines first seen in a snapshot).
-    live: HashMap<u64, (GoroutineKind, u64)>,
+    /// goid -> kind and creation time (0 for goroutines first seen in a snapshot).
+    live: HashMap<u64, Live>,
     counts: Counts,
     /// Monotonic time of the last snapshot.
     snapshot_ktime: u64,
@@ -181,16 +211,16 @@ impl GoroutineTracker {
         let phantoms: Vec<(u64, u64)> = self
             .live
             .iter()
-            .filter(|(goid, (_, created))| *created < ktime_ns && !seen.contains(goid))
-            .map(|(&goid, &(_, created))| (goid, created))
+            .filter(|(goid, live)| live.created() < ktime_ns && !seen.contains(goid))
+            .map(|(&goid, live)| (goid, live.created()))
             .collect();
         for (goid, created_ktime) in phantoms {
             disagreements.push(Disagreement::ExitMissed {
                 goid,
                 created_ktime,
             });
-            if let Some((kind, _)) = self.live.remove(&goid) {
-                *self.count_mut(kind) -= 1;
+            if let Some(live) = self.live.remove(&goid) {
+                *self.count_mut(live.kind()) -= 1;
             }
         }
         disagreements
@@ -211,8 +241,8 @@ impl GoroutineTracker {
             }
             Some(EventKind::Exited) => {
                 self.exited += 1;
-                if let Some((kind, _)) = self.live.remove(&event.header.goid) {
-                    *self.count_mut(kind) -= 1;
+                if let Some(live) = self.live.remove(&event.header.goid) {
+                    *self.count_mut(live.kind()) -= 1;
                 }
                 let horizon = event.header.ktime_ns.saturating_sub(RECENT_EXIT_NS);
                 while self
@@ -240,7 +270,11 @@ impl GoroutineTracker {
     }
 
     fn insert(&mut self, goid: u64, kind: GoroutineKind, created_ktime: u64) {
-        if self.live.insert(goid, (kind, created_ktime)).is_none() {
+        if self
+            .live
+            .insert(goid, Live::new(kind, created_ktime))
+            .is_none()
+        {
             *self.count_mut(kind) += 1;
         }
     }

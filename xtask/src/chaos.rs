@@ -255,14 +255,14 @@ fn stop_daemon(mut daemon: Running) -> Result<Option<Duration>> {
 
 /// The daemon's resources at one moment, from /proc.
 #[derive(Clone, Copy, Default)]
-struct Resources {
-    rss_kib: u64,
+pub(crate) struct Resources {
+    pub(crate) rss_kib: u64,
     threads: u64,
     fds: u64,
 }
 
 impl Resources {
-    fn read(pid: u32) -> Result<Self> {
+    pub(crate) fn read(pid: u32) -> Result<Self> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .with_context(|| format!("cannot read /proc/{pid}/status: did the daemon exit?"))?;
         let field = |name: &str| {

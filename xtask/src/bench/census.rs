@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::shared::{kernel, publish};
+use super::shared::{kernel, publish, quiet_attach_args};
 use crate::workspace::Workspace;
 use crate::{fixtures, go, process};
 
@@ -69,6 +69,7 @@ fn census(ws: &Workspace, out: &Path, goroutines: u32, name: &str) -> Result<()>
     let mut build = process::cargo();
     build.current_dir(ws.root()).args(bench_args(false));
     process::run(&mut build).context("cannot build the census benchmark")?;
+    let ctxleak_binary = crate::run::build_ctxleak(ws, true)?;
 
     let mut fixture = Fixture::start(&binary, goroutines)?;
     let pid = fixture.pid();
@@ -134,6 +135,7 @@ fn census(ws: &Workspace, out: &Path, goroutines: u32, name: &str) -> Result<()>
         dumps.push(fixture.ask("profile")?);
     }
     let stacks = fixture.ask("stacks")?;
+    let attached = attach_memory(&ctxleak_binary, &mut fixture)?;
     drop(fixture);
 
     let kernel = kernel();
@@ -284,11 +286,28 @@ fn census(ws: &Workspace, out: &Path, goroutines: u32, name: &str) -> Result<()>
         total / dump_median
     )?;
 
+    let mb = |name: &str| attached[name].as_f64().unwrap_or(0.0) / 1e6;
+    let per = |name: &str| attached[name].as_f64().unwrap_or(0.0) / goroutines.max(1) as f64;
+    writeln!(
+        md,
+        "\n`ctxleak attach` on the same target for {ATTACH_WINDOW_S} s (its RSS from /proc every \
+         100 ms): {:.1} MB between censuses ({:.0} bytes per goroutine), {:.1} MB at most \
+         ({:.0} per goroutine); the target's largest gap {:.1} ms, against {:.1} ms idle just \
+         before.",
+        mb("rss_between_censuses_bytes"),
+        per("rss_between_censuses_bytes"),
+        mb("rss_peak_bytes"),
+        per("rss_peak_bytes"),
+        attached["gap"]["max_gap_us"].as_f64().unwrap_or(0.0) / 1e3,
+        attached["idle"]["max_gap_us"].as_f64().unwrap_or(0.0) / 1e3,
+    )?;
+
     let json = json!({
         "go": version,
         "kernel": kernel,
         "command": shown,
         "fixture": format!("{} -n {goroutines}", binary.display()),
+        "attach": attached,
         "goroutines": goroutines,
         "ctxleak": ctxleak,
         "go_dump": {
@@ -310,6 +329,53 @@ fn census(ws: &Workspace, out: &Path, goroutines: u32, name: &str) -> Result<()>
         },
     });
     publish(out, name, &md, &json)
+}
+
+/// How long `attach_memory` watches `ctxleak attach`: the attach and several censuses.
+const ATTACH_WINDOW_S: u64 = 20;
+
+/// `ctxleak attach` on the fixture for [`ATTACH_WINDOW_S`]: its RSS sampled every 100 ms
+/// (the lowest in the second half, after the first census: what it keeps between censuses;
+/// and the most), and the fixture's largest scheduling gap meanwhile against an idle window
+/// just before.
+fn attach_memory(ctxleak: &Path, fixture: &mut Fixture) -> Result<Value> {
+    let window = Duration::from_secs(ATTACH_WINDOW_S);
+    fixture.ask("pause")?;
+    std::thread::sleep(window);
+    let idle = fixture.ask("pause")?;
+    let mut child = Command::new(ctxleak)
+        .args(quiet_attach_args(fixture.pid()))
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", ctxleak.display()))?;
+    let start = std::time::Instant::now();
+    let mut samples = Vec::new();
+    while start.elapsed() < window {
+        let Ok(resources) = crate::chaos::Resources::read(child.id()) else {
+            break;
+        };
+        samples.push((start.elapsed(), resources.rss_kib * 1024));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gap = fixture.ask("pause")?;
+    let _ = child.kill();
+    let _ = child.wait();
+    if samples.len() < 10 {
+        bail!("`ctxleak attach --pid {}` exited early", fixture.pid());
+    }
+    let between = samples
+        .iter()
+        .filter(|(at, _)| *at > window / 2)
+        .map(|&(_, rss)| rss)
+        .min()
+        .unwrap_or(0);
+    let peak = samples.iter().map(|&(_, rss)| rss).max().unwrap_or(0);
+    Ok(json!({
+        "rss_between_censuses_bytes": between,
+        "rss_peak_bytes": peak,
+        "idle": idle,
+        "gap": gap,
+    }))
 }
 
 /// The running `many` fixture, which answers requests on stdin with a line of JSON. Dropping it
