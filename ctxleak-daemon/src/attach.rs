@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::api::{GroupsResponse, LeaksResponse};
 use crate::budget::ProbePolicy;
 use crate::config::ListenAddress;
+use crate::error_line::ErrorLine;
 use crate::http::Shared;
 use crate::probes::Probes;
 use crate::session::{LeakChanges, Session};
@@ -66,7 +67,8 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
         .watch_execs()
         .inspect_err(|error| {
             tracing::warn!(
-                "cannot see execs (BTF tracepoint sched_process_exec: {error}): if PID {pid} execs another program, ctxleak will not notice; the kernel needs BTF (CONFIG_DEBUG_INFO_BTF) for that"
+                "cannot see execs (BTF tracepoint sched_process_exec: {}): if PID {pid} execs another program, ctxleak will not notice; the kernel needs BTF (CONFIG_DEBUG_INFO_BTF) for that",
+                ErrorLine(error)
             );
         })
         .ok();

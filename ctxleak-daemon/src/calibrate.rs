@@ -86,7 +86,7 @@ pub fn trap_cost(probes: &mut Programs) -> Result<Duration, String> {
             offset,
             std::process::id(),
         )
-        .map_err(|error| error.to_string())?;
+        .map_err(|error| crate::error_line::ErrorLine(&error).to_string())?;
     let trapped = time_calls();
     // Detaching waits for an RCU grace period: not on the caller's time.
     std::thread::spawn(move || drop(link));

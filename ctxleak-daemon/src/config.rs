@@ -32,7 +32,7 @@ pub enum LogFormat {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the config file {}: {source}", path.display())]
+    #[error("cannot read the config file {}", path.display())]
     Read { path: PathBuf, source: io::Error },
     #[error("{}, line {line}: {message}", path.display())]
     Syntax {
@@ -661,7 +661,7 @@ mod tests {
     fn load_reports_a_missing_file() {
         let error = load(Path::new("/x.toml")).unwrap_err();
         assert_eq!(
-            error.to_string(),
+            crate::error_line::ErrorLine(&error).to_string(),
             "cannot read the config file /x.toml: No such file or directory (os error 2)"
         );
     }

@@ -43,7 +43,8 @@ pub async fn run(options: DaemonOptions) -> anyhow::Result<()> {
     // Before the first scan, so that a process started during it is not missed.
     let execs = probes.programs.watch_execs().map_err(|error| {
         anyhow::anyhow!(
-            "cannot follow new processes (BTF tracepoint sched_process_exec): {error}; the kernel needs BTF (CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux)"
+            "cannot follow new processes (BTF tracepoint sched_process_exec): {}; the kernel needs BTF (CONFIG_DEBUG_INFO_BTF, /sys/kernel/btf/vmlinux)",
+            ErrorLine(&error)
         )
     })?;
     let shared = std::sync::Arc::new(crate::http::Shared::default());
@@ -127,7 +128,7 @@ impl Discovery {
                 return;
             }
             Err(error) => {
-                tracing::trace!(pid, "not a candidate: {error}");
+                tracing::trace!(pid, "not a candidate: {}", ErrorLine(&error));
                 return;
             }
         };

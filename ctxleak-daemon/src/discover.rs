@@ -21,7 +21,7 @@ pub enum DiscoverError {
         path.display()
     )]
     PermissionDenied { path: PathBuf },
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io { path: PathBuf, source: io::Error },
     #[error("--{flag}: bad glob \"{glob}\": {reason}")]
     BadGlob {

@@ -1,25 +1,23 @@
-//! Errors as one line for people: the error and its causes, each said once.
+//! Errors as one line for people: the error and its causes, joined by ": ".
+//!
+//! ctxleak's errors say their own part and leave their cause to `source()` (never both), so
+//! the chain reads as one sentence from the outermost context to the root cause: print errors
+//! with [`ErrorLine`] (or anyhow's `{:#}`), not with `{}`, which shows the outermost part only.
 
 use std::fmt;
 
-/// Displays an error and its chain of causes joined by ": ", leaving out a cause whose text
-/// the line already holds. Our errors name their cause in their own message (so that
-/// `{error}` alone reads well in logs), which anyhow's `{:#}` would print a second time.
+/// Displays an error and its chain of causes joined by ": ".
 pub struct ErrorLine<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for ErrorLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut line = self.0.to_string();
+        write!(f, "{}", self.0)?;
         let mut cause = self.0.source();
         while let Some(error) = cause {
-            let text = error.to_string();
-            if !line.contains(&text) {
-                line.push_str(": ");
-                line.push_str(&text);
-            }
+            write!(f, ": {error}")?;
             cause = error.source();
         }
-        f.write_str(&line)
+        Ok(())
     }
 }
 
@@ -28,7 +26,7 @@ mod tests {
     use super::*;
 
     #[derive(Debug, thiserror::Error)]
-    #[error("PID {pid}: {source}")]
+    #[error("PID {pid}")]
     struct Outer {
         pid: u32,
         source: Inner,

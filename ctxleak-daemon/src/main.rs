@@ -260,7 +260,10 @@ fn main() -> ExitCode {
             let flags = match daemon_flags(args, &matches) {
                 Ok(flags) => flags,
                 Err(error) => {
-                    eprintln!("ctxleak: error: {error}");
+                    eprintln!(
+                        "ctxleak: error: {}",
+                        ctxleak_daemon::error_line::ErrorLine(error.as_ref())
+                    );
                     return ExitCode::FAILURE;
                 }
             };

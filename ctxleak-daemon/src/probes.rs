@@ -22,23 +22,23 @@ use crate::goexe::disasm::NewGoroutineIn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("cannot load the eBPF programs: {0}")]
+    #[error("cannot load the eBPF programs")]
     Load(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the eBPF object has no {0}: the ctxleak binary is broken, rebuild it")]
     Missing(&'static str),
     #[error("{address:#x} in {path} is outside its loadable segments")]
     BadAddress { path: String, address: u64 },
-    #[error("cannot attach a uprobe at file offset {offset:#x} of {path}: {source}")]
+    #[error("cannot attach a uprobe at file offset {offset:#x} of {path}")]
     Attach {
         path: String,
         offset: u64,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(
-        "cannot turn on the kernel's eBPF run statistics (BPF_ENABLE_STATS) for --probe-stats: {0}; it needs CAP_SYS_ADMIN, or leave --probe-stats out"
+        "cannot turn on the kernel's eBPF run statistics (BPF_ENABLE_STATS) for --probe-stats (it needs CAP_SYS_ADMIN, or leave --probe-stats out)"
     )]
     RunStats(#[source] aya::sys::SyscallError),
-    #[error("cannot register PID {pid} with the eBPF programs: {source}")]
+    #[error("cannot register PID {pid} with the eBPF programs")]
     Register {
         pid: u32,
         source: aya::maps::MapError,

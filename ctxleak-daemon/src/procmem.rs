@@ -11,16 +11,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    #[error("cannot open the memory of PID {pid}: {source}")]
+    #[error("cannot open the memory of PID {pid}")]
     Open { pid: u32, source: io::Error },
-    #[error("cannot read {len} bytes at {address:#x} in PID {pid}: {source}")]
+    #[error("cannot read {len} bytes at {address:#x} in PID {pid}")]
     Read {
         pid: u32,
         address: u64,
         len: usize,
         source: io::Error,
     },
-    #[error("cannot read /proc/{pid}/maps: {source}")]
+    #[error("cannot read /proc/{pid}/maps")]
     Maps { pid: u32, source: io::Error },
     #[error("PID {pid} has no mapping of {exe} at file offset 0")]
     NoMapping { pid: u32, exe: String },

@@ -28,9 +28,9 @@ pub enum TargetError {
         "ctxleak lacks the privileges to {action}: run it as root (sudo), or with the capabilities CAP_SYS_ADMIN, CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (and CAP_DAC_READ_SEARCH for processes of other users)"
     )]
     Privileges { action: String },
-    #[error("PID {pid}: {source}")]
+    #[error("PID {pid}")]
     Binary { pid: u32, source: GoBinaryError },
-    #[error("cannot watch PID {pid}: {source}")]
+    #[error("cannot watch PID {pid}")]
     Io { pid: u32, source: io::Error },
 }
 
@@ -237,7 +237,7 @@ pub fn prepare(
             },
             _ => TargetError::Io {
                 pid,
-                source: io::Error::other(error.to_string()),
+                source: io::Error::other(error),
             },
         })
     })?;
@@ -246,7 +246,7 @@ pub fn prepare(
         procmem::load_bias(pid, &exe.path(), first).map_err(|error| {
             process.explain(TargetError::Io {
                 pid,
-                source: io::Error::other(error.to_string()),
+                source: io::Error::other(error),
             })
         })?
     } else {

@@ -676,7 +676,7 @@ impl Watcher {
                 Ok(false) => return Err(NotWatched::NotGo),
                 // Most often it exited meanwhile.
                 Err(error) => {
-                    tracing::debug!(pid, "cannot read the executable: {error}");
+                    tracing::debug!(pid, "cannot read the executable: {}", ErrorLine(&error));
                     return Err(NotWatched::Gone);
                 }
             }

@@ -13,9 +13,9 @@ use object::{Object as _, ObjectSection as _};
 pub enum LayoutError {
     #[error("the binary has no DWARF debug info")]
     NoDwarf,
-    #[error("cannot read DWARF: {0}")]
+    #[error("cannot read DWARF")]
     Dwarf(#[from] gimli::Error),
-    #[error("cannot decompress DWARF section {section}: {source}")]
+    #[error("cannot decompress DWARF section {section}")]
     Section {
         section: &'static str,
         source: object::Error,

@@ -26,7 +26,7 @@ pub const MIN_GO: (u32, u32) = (1, 21);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GoBinaryError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -44,7 +44,7 @@ pub enum GoBinaryError {
         "{path} is not a Go program (it has no .go.buildinfo section): give the PID of a Go process"
     )]
     NotGo { path: PathBuf },
-    #[error("cannot read the Go version of {path}: {source}")]
+    #[error("cannot read the Go version of {path}")]
     BuildInfo {
         path: PathBuf,
         source: buildinfo::BuildInfoError,
@@ -69,12 +69,12 @@ pub enum GoBinaryError {
         known: String,
         derive: Box<derive::DeriveError>,
     },
-    #[error("cannot read the function table (.gopclntab) of {path}: {source}")]
+    #[error("cannot read the function table (.gopclntab) of {path}")]
     Pclntab {
         path: PathBuf,
         source: pclntab::PclntabError,
     },
-    #[error("cannot read the runtime's struct layouts from {path}: {source}")]
+    #[error("cannot read the runtime's struct layouts from {path}")]
     Layout {
         path: PathBuf,
         source: layout::LayoutError,
