@@ -33,6 +33,23 @@ const MAX_SCALE: f64 = 5.0;
 const CALLS: u32 = 4_000;
 const ROUNDS: u32 = 5;
 
+/// Why the trap could not be measured (the default hit cost is used instead).
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrationError {
+    #[error("ctxleak's own code is not mapped from a file")]
+    NotMapped,
+    #[error("cannot attach the do-nothing program to ctxleak itself")]
+    Attach(#[source] crate::probes::ProbeError),
+    #[error("a trap measured {trap:?} ({trapped:?} per call with the probe, {bare:?} without)")]
+    Implausible {
+        trap: Duration,
+        trapped: Duration,
+        bare: Duration,
+    },
+    #[error("measured on x86-64 only")]
+    NotX86,
+}
+
 /// A measured trap outside this range is not believed: the default is used instead.
 const PLAUSIBLE_TRAP: std::ops::Range<Duration> =
     Duration::from_nanos(50)..Duration::from_micros(50);
@@ -75,10 +92,9 @@ fn time_calls() -> Duration {
 /// The bare trap's price on this host, measured on ctxleak's own process; an error in one
 /// line if it cannot be measured.
 #[cfg(target_arch = "x86_64")]
-pub fn trap_cost(probes: &mut Programs) -> Result<Duration, String> {
+pub fn trap_cost(probes: &mut Programs) -> Result<Duration, CalibrationError> {
     let address = ctxleak_trap_site as *const () as u64;
-    let offset = crate::procmem::own_file_offset(address)
-        .ok_or("ctxleak's own code is not mapped from a file")?;
+    let offset = crate::procmem::own_file_offset(address).ok_or(CalibrationError::NotMapped)?;
     let bare = time_calls();
     let link = probes
         .attach_floor(
@@ -86,7 +102,7 @@ pub fn trap_cost(probes: &mut Programs) -> Result<Duration, String> {
             offset,
             std::process::id(),
         )
-        .map_err(|error| crate::error_line::ErrorLine(&error).to_string())?;
+        .map_err(CalibrationError::Attach)?;
     let trapped = time_calls();
     // Detaching waits for an RCU grace period: not on the caller's time.
     std::thread::spawn(move || drop(link));
@@ -94,15 +110,17 @@ pub fn trap_cost(probes: &mut Programs) -> Result<Duration, String> {
     if PLAUSIBLE_TRAP.contains(&trap) {
         Ok(trap)
     } else {
-        Err(format!(
-            "a trap measured {trap:?} ({trapped:?} per call with the probe, {bare:?} without)"
-        ))
+        Err(CalibrationError::Implausible {
+            trap,
+            trapped,
+            bare,
+        })
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub fn trap_cost(_probes: &mut Programs) -> Result<Duration, String> {
-    Err("measured on x86-64 only".into())
+pub fn trap_cost(_probes: &mut Programs) -> Result<Duration, CalibrationError> {
+    Err(CalibrationError::NotX86)
 }
 
 /// What a hit costs on this host: [`DEFAULT_HIT_COST`] scaled by the measured trap against
@@ -117,7 +135,8 @@ pub fn hit_cost(probes: &mut Programs) -> Duration {
         }
         Err(why) => {
             tracing::warn!(
-                "cannot measure what a probe hit costs on this host ({why}); the budget assumes {DEFAULT_HIT_COST:?} per hit"
+                "cannot measure what a probe hit costs on this host ({}); the budget assumes {DEFAULT_HIT_COST:?} per hit",
+                crate::error_line::ErrorLine(&why)
             );
             DEFAULT_HIT_COST
         }
