@@ -13,6 +13,7 @@ pub mod config;
 pub mod contexts;
 #[cfg(feature = "probes")]
 pub mod daemon;
+pub mod dashboard;
 pub mod discover;
 pub mod error_line;
 pub mod options;

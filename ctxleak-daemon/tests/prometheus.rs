@@ -466,46 +466,11 @@ fn dashboard_queries() -> Vec<(String, String)> {
         &std::fs::read_to_string(&path).expect("read deploy/grafana/ctxleak-dashboard.json"),
     )
     .expect("the dashboard is JSON");
-    let mut queries = Vec::new();
-    for var in dashboard["templating"]["list"]
-        .as_array()
+    let queries: Vec<(String, String)> = ctxleak_daemon::dashboard::dashboard_queries(&dashboard)
+        .unwrap_or_else(|error| panic!("deploy/grafana/ctxleak-dashboard.json: {error}"))
         .into_iter()
-        .flatten()
-    {
-        if var["type"] != "query" {
-            continue;
-        }
-        let query = var["query"]["query"]
-            .as_str()
-            .or(var["query"].as_str())
-            .unwrap_or("");
-        let selector = query
-            .strip_prefix("label_values(")
-            .and_then(|q| q.strip_suffix(')'))
-            .and_then(|q| q.rsplit_once(','))
-            .map(|(selector, _)| selector.trim().to_owned())
-            .unwrap_or_else(|| panic!("variable {}: cannot read {query:?}", var["name"]));
-        queries.push((format!("variable {}", var["name"]), selector));
-    }
-    let mut stack: Vec<&Value> = dashboard["panels"]
-        .as_array()
-        .into_iter()
-        .flatten()
+        .map(|query| (query.what, query.expr))
         .collect();
-    while let Some(panel) = stack.pop() {
-        stack.extend(panel["panels"].as_array().into_iter().flatten());
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            if let Some(expr) = target["expr"].as_str() {
-                queries.push((
-                    format!(
-                        "panel {} {} query {}",
-                        panel["id"], panel["title"], target["refId"]
-                    ),
-                    expr.to_owned(),
-                ));
-            }
-        }
-    }
     assert!(
         queries.len() > 10,
         "found only {} queries in the dashboard",

@@ -44,8 +44,6 @@ impl Checker<'_> {
         }) {
             bail!("{rel}: needs a Prometheus data source variable named datasource");
         }
-        // (name for messages, PromQL)
-        let mut exprs: Vec<(String, String)> = Vec::new();
         for var in vars.iter().filter(|v| v["type"] == "query") {
             let name = var["name"].as_str().unwrap_or("?");
             if var["datasource"]["uid"] != "${datasource}" {
@@ -53,19 +51,6 @@ impl Checker<'_> {
                     "{rel}: variable {name}: datasource must be the ${{datasource}} variable, so the import asks for one"
                 );
             }
-            let query = var["query"]["query"]
-                .as_str()
-                .or(var["query"].as_str())
-                .unwrap_or("");
-            let selector = query
-                .strip_prefix("label_values(")
-                .and_then(|q| q.strip_suffix(')'))
-                .and_then(|q| q.rsplit_once(','))
-                .map(|(sel, _)| sel.trim())
-                .with_context(|| format!("{rel}: variable {name}: expected label_values(SELECTOR, LABEL), got {query:?}"))?;
-            let promql = grafana_to_promql(selector, &defined)
-                .map_err(|e| anyhow::anyhow!("{rel}: variable {name}: {e}"))?;
-            exprs.push((format!("variable {name}"), promql));
         }
         let mut ids = BTreeSet::new();
         let mut stack: Vec<&Value> = dash["panels"]
@@ -116,16 +101,19 @@ impl Checker<'_> {
                 if ref_id.is_empty() || !refs.insert(ref_id) {
                     bail!("{rel}: {what}: missing or duplicate refId {ref_id:?}");
                 }
-                let expr = target["expr"]
-                    .as_str()
-                    .filter(|e| !e.trim().is_empty())
-                    .with_context(|| format!("{rel}: {what} query {ref_id}: no expr"))?;
-                let promql = grafana_to_promql(expr, &defined)
-                    .map_err(|e| anyhow::anyhow!("{rel}: {what} query {ref_id}: {e}"))?;
-                exprs.push((format!("{what} query {ref_id}"), promql));
             }
         }
         self.ok(&format!("dashboard: structure, {} panels", ids.len()));
+        // (name for messages, PromQL): the expressions as the Prometheus test reads them too.
+        let exprs: Vec<(String, String)> = ctxleak_daemon::dashboard::dashboard_queries(&dash)
+            .map_err(|e| anyhow::anyhow!("{rel}: {e}"))?
+            .into_iter()
+            .map(|query| {
+                let promql = grafana_to_promql(&query.expr, &defined)
+                    .map_err(|e| anyhow::anyhow!("{rel}: {}: {e}", query.what))?;
+                Ok((query.what, promql))
+            })
+            .collect::<Result<_>>()?;
 
         // Parse: each expression as a recording rule.
         let record = |i: usize| format!("ctxleak_dashboard:expr_{i}");
