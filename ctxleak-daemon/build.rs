@@ -21,10 +21,17 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    // `bench-floor` builds the benchmarks' spinning floor program in too (`floor_spin`).
+    let features: &[&str] = if std::env::var_os("CARGO_FEATURE_BENCH_FLOOR").is_some() {
+        &["bench-floor"]
+    } else {
+        &[]
+    };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),
             root_dir: root_dir.as_str(),
+            features,
             ..Default::default()
         }],
         Toolchain::default(),

@@ -132,8 +132,10 @@ pub struct ProgramRuns {
     pub run_time: std::time::Duration,
 }
 
-/// The uprobe programs, as [`Probes::program_runs`] reports them.
-const UPROBE_PROGRAMS: [&str; 9] = [
+/// The uprobe programs, as [`Probes::program_runs`] reports them. The do-nothing `floor` is
+/// the host's trap calibration ([`crate::calibrate`]); the spinning one is in the programs
+/// only in the benchmarks' build (feature `bench-floor`).
+const UPROBE_PROGRAMS: &[&str] = &[
     PROG_GOROUTINE_CREATED,
     PROG_GOROUTINE_ENQUEUED,
     PROG_GOROUTINE_EXITED,
@@ -142,6 +144,7 @@ const UPROBE_PROGRAMS: [&str; 9] = [
     PROG_CONTEXT_REGISTERED,
     PROG_CONTEXT_CANCELLED,
     PROG_FLOOR,
+    #[cfg(feature = "bench-floor")]
     PROG_FLOOR_SPIN,
 ];
 
@@ -253,7 +256,7 @@ impl Programs {
     /// are on (here or system-wide, `kernel.bpf_stats_enabled`).
     pub fn program_runs(&mut self) -> Vec<ProgramRuns> {
         UPROBE_PROGRAMS
-            .into_iter()
+            .iter()
             .filter_map(|program| {
                 let info = uprobe(&mut self.ebpf, program).ok()?.info().ok()?;
                 (info.run_count() > 0).then(|| ProgramRuns {

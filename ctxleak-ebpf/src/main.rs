@@ -296,10 +296,12 @@ pub fn floor(_ctx: ProbeContext) -> u32 {
 }
 
 /// Clock reads at most in one [`floor_spin`] run (a bound the verifier can see): about 25 µs.
+#[cfg(feature = "bench-floor")]
 const FLOOR_SPIN_MAX_READS: u32 = 1024;
 
 /// The floor, spinning on the clock for the target's `floor_spin_ns` (benchmarks only):
 /// two spin lengths give what each nanosecond inside a uprobe program costs the target.
+#[cfg(feature = "bench-floor")]
 #[uprobe]
 pub fn floor_spin(_ctx: ProbeContext) -> u32 {
     let Some((_, target)) = current_target() else {
