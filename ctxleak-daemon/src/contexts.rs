@@ -539,6 +539,19 @@ pub struct Inputs<'a> {
     pub coverage: Option<f64>,
 }
 
+impl Inputs<'_> {
+    /// Seconds from `ns` (the probes' clock) to now.
+    fn seconds_since(&self, ns: u64) -> f64 {
+        self.now_ns.saturating_sub(ns) as f64 / 1e9
+    }
+
+    /// The estimated total of a sampled `count` ([`crate::api::estimate`]), when sampled.
+    fn estimate(&self, count: u64) -> Option<u64> {
+        self.coverage
+            .and_then(|coverage| crate::api::estimate(count, coverage))
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Verdicts {
     pub unreleased: Vec<UnreleasedContexts>,
@@ -574,12 +587,10 @@ pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs
                 site: site(id),
                 count,
                 orphaned,
-                oldest_age_s: inputs.now_ns.saturating_sub(oldest) as f64 / 1e9,
+                oldest_age_s: inputs.seconds_since(oldest),
                 growth,
                 window_s,
-                estimate: inputs
-                    .coverage
-                    .and_then(|coverage| crate::api::estimate(count, coverage)),
+                estimate: inputs.estimate(count),
             }
         })
         .collect();
@@ -629,12 +640,10 @@ pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs
                     state: state.to_owned(),
                     wait_reason: wait_reason.to_owned(),
                     count,
-                    oldest_cancelled_s: inputs.now_ns.saturating_sub(oldest) as f64 / 1e9,
+                    oldest_cancelled_s: inputs.seconds_since(oldest),
                     growth,
                     window_s,
-                    estimate: inputs
-                        .coverage
-                        .and_then(|coverage| crate::api::estimate(count, coverage)),
+                    estimate: inputs.estimate(count),
                 }
             },
         )
