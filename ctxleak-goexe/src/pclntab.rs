@@ -51,8 +51,11 @@ const FUNCTAB_ENTRY_LEN: usize = 8;
 pub enum PclntabError {
     #[error("the binary has no .gopclntab section: is it a Go program?")]
     NoSection,
-    #[error("cannot read the {section} section: {reason}")]
-    Section { section: String, reason: String },
+    #[error("cannot read the {section} section")]
+    Section {
+        section: String,
+        source: object::read::Error,
+    },
     #[error("the pclntab is truncated: it has {len} bytes, its {what} needs {needed}")]
     Truncated {
         what: &'static str,
@@ -672,9 +675,9 @@ impl<'d> Sections<'d> {
             {
                 continue;
             }
-            let bytes = section.data().map_err(|error| PclntabError::Section {
+            let bytes = section.data().map_err(|source| PclntabError::Section {
                 section: name.to_owned(),
-                reason: error.to_string(),
+                source,
             });
             match bytes {
                 Ok(bytes) => data.push((name.to_owned(), section.address(), bytes)),
