@@ -35,9 +35,6 @@ pub enum Done {
     ProgramRuns(Vec<ProgramRuns>),
 }
 
-/// A function run on the prober thread with the programs.
-type Call = Box<dyn FnOnce(&mut Programs) + Send>;
-
 enum Job {
     Attach {
         identity: ExeIdentity,
@@ -51,9 +48,12 @@ enum Job {
         attachment: Attachment,
     },
     ProgramRuns,
-    Call(Call),
-    /// A call made once every removal under way has finished.
-    Settle(Call),
+    /// Answered when the thread reaches it, between jobs (with `settle`: once every removal
+    /// under way has finished too).
+    Barrier {
+        settle: bool,
+        reached: std_mpsc::SyncSender<()>,
+    },
 }
 
 /// The handle the watcher keeps: jobs go in, [`Done`]s come out of the receiver that
@@ -122,28 +122,12 @@ impl Prober {
         self.send(Job::ProgramRuns);
     }
 
-    /// Runs `f` with the programs on the prober thread and waits up to `within` for its
-    /// result, behind the jobs sent before it (None if it did not come in time). For what
-    /// happens once, before the watch starts or as it ends.
-    pub fn call<R: Send + 'static>(
-        &self,
-        within: Duration,
-        f: impl FnOnce(&mut Programs) -> R + Send + 'static,
-    ) -> Option<R> {
-        self.call_as(Job::Call, within, f)
-    }
-
-    fn call_as<R: Send + 'static>(
-        &self,
-        job: fn(Call) -> Job,
-        within: Duration,
-        f: impl FnOnce(&mut Programs) -> R + Send + 'static,
-    ) -> Option<R> {
-        let (result, answer) = std_mpsc::sync_channel(1);
-        self.send(job(Box::new(move |programs| {
-            let _ = result.send(f(programs));
-        })));
-        let wait = || answer.recv_timeout(within).ok();
+    /// Waits up to `within` for the thread to be done with every job sent before (with
+    /// `settle`, also for the removals they started); false if it was not in time.
+    fn barrier(&self, settle: bool, within: Duration) -> bool {
+        let (reached, answer) = std_mpsc::sync_channel(1);
+        self.send(Job::Barrier { settle, reached });
+        let wait = || answer.recv_timeout(within).is_ok();
         match tokio::runtime::Handle::try_current() {
             // Inside the runtime: let its other tasks (the HTTP endpoint) run meanwhile.
             Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
@@ -161,7 +145,7 @@ impl Prober {
         self.stopping.store(true, Ordering::SeqCst);
         // Between jobs from then on: a link made after the hand-over would be this process's
         // last reference, and its exit would wait for the kernel to remove it.
-        if self.call(within, |_| ()).is_none() {
+        if !self.barrier(false, within) {
             tracing::debug!("the prober is still attaching; stopping without it");
         }
         match crate::release::hand_over() {
@@ -172,7 +156,7 @@ impl Prober {
                     self.detach(identity, attachment);
                 }
                 // Behind the detaches: waits for every removal to finish.
-                let _ = self.call_as(Job::Settle, Duration::from_secs(3600), |_| ());
+                let _ = self.barrier(true, Duration::from_secs(3600));
             }
         }
         // The thread ends when it finds the queue closed; its links go with it, quickly now
@@ -224,12 +208,13 @@ fn serve(
             Job::ProgramRuns => {
                 let _ = done.send(Done::ProgramRuns(programs.program_runs()));
             }
-            Job::Call(call) => call(&mut programs),
-            Job::Settle(call) => {
-                for (_, thread) in detaching.drain() {
-                    let _ = thread.join();
+            Job::Barrier { settle, reached } => {
+                if settle {
+                    for (_, thread) in detaching.drain() {
+                        let _ = thread.join();
+                    }
                 }
-                call(&mut programs);
+                let _ = reached.send(());
             }
         }
     }

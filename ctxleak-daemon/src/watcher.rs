@@ -321,13 +321,16 @@ impl Watcher {
             .any(|executable| executable.waiting.iter().any(|p| p.process.pid() == pid))
     }
 
+    /// A process waits for its executable's first attach.
+    fn anyone_waiting(&self) -> bool {
+        self.executables
+            .values()
+            .any(|executable| !executable.waiting.is_empty())
+    }
+
     /// No process is watched, nor waits to be.
     fn nothing_watched(&self) -> bool {
-        self.sessions.is_empty()
-            && self
-                .executables
-                .values()
-                .all(|executable| executable.waiting.is_empty())
+        self.sessions.is_empty() && !self.anyone_waiting()
     }
 
     pub fn watched(&self) -> usize {
@@ -446,11 +449,7 @@ impl Watcher {
     /// is watched (or refused: [`Hooks::attached`] says). For the start, before
     /// [`Watcher::run`]: `attach` and the daemon's first scan say what they watch once it is.
     pub async fn settle(&mut self, hooks: &mut dyn Hooks) -> anyhow::Result<()> {
-        while self
-            .executables
-            .values()
-            .any(|executable| !executable.waiting.is_empty())
-        {
+        while self.anyone_waiting() {
             let done = self
                 .answers
                 .recv()
