@@ -149,7 +149,7 @@ fn main() {
     let mut last = Value::Null;
     for _ in 0..=args.rounds {
         let start = Instant::now();
-        let taken = census::take(&memory, &binary.g_layout, allgs)
+        let taken = census::take(&memory, &binary.g_layout, None, allgs)
             .unwrap_or_else(|error| fail(format_args!("census of PID {pid} failed: {error}")));
         let took = start.elapsed();
 

@@ -66,6 +66,13 @@ pub struct Group {
     /// Seconds the longest stuck of them has not run; 0 when none is stuck.
     #[serde(default)]
     pub stuck_for_s: f64,
+    /// Members parked on the `Done()` channel of an unreleased context (older than the
+    /// context grace): they wait for a cancellation that has not come.
+    #[serde(default)]
+    pub listening: u64,
+    /// Where the context the first of them listens on was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listens_on: Option<SourceLocation>,
     /// One member's stack, innermost first.
     pub stack: Vec<SourceLocation>,
 }
@@ -142,6 +149,8 @@ mod tests {
                 rank: 0,
                 stuck: 0,
                 stuck_for_s: 0.0,
+                listening: 0,
+                listens_on: None,
                 stack: vec![],
             }],
         };
@@ -226,7 +235,27 @@ pub struct UnreleasedContexts {
     /// `probes.coverage`, an estimate of the total; absent when `count` is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<u64>,
+    /// The goroutines parked on these contexts' `Done()` channels (they *listen on* them;
+    /// `listeners.rs`), by the line they are blocked at, most first. A goroutine that received
+    /// its context later (through a channel, a struct, a pool) and waits on it is here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ContextListeners>,
 }
+
+/// Goroutines listening on unreleased contexts of one creation site, blocked at one line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextListeners {
+    /// Where they are blocked (the first frame outside the runtime); None when unknown.
+    pub blocked_at: Option<SourceLocation>,
+    /// "chan receive" or "select".
+    pub wait_reason: String,
+    pub count: u64,
+    /// A few of their goids, lowest first.
+    pub goids: Vec<u64>,
+}
+
+/// How many goids a finding lists.
+pub const GOID_SAMPLE: usize = 5;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutlivingGoroutines {

@@ -58,6 +58,9 @@ pub struct GoroutineRecord {
     /// Its g's index in `runtime.allgs`, which only ever grows: a g keeps its slot for the
     /// life of the process (goroutines come and go on it).
     pub slot: u32,
+    /// `g.waiting`: the first `runtime.sudog` of the channel operation it is parked in (0
+    /// when there is none, or when the binary's wait layout is unknown).
+    pub waiting: u64,
 }
 
 /// Most frames a stack walk follows; deeper stacks are cut.
@@ -309,12 +312,18 @@ fn yield_between_batches() {
     std::thread::sleep(BATCH_PAUSE);
 }
 
-/// Reads every live goroutine of the target. `allgs` is the runtime address of the slice.
+/// Reads every live goroutine of the target. `allgs` is the runtime address of the slice;
+/// `waiting` is where `g.waiting` is, when known ([`crate::goexe::WaitLayout`]).
 ///
 /// The g structs are read in batches of ranges (`ProcessMemory::read_many`), each range
 /// holding g's that lie close together; a range that cannot be read is read again g by g,
 /// so each g is read, or counted as unreadable, as a read of that g alone would have it.
-pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Census, MemoryError> {
+pub fn take(
+    memory: &ProcessMemory,
+    layout: &GLayout,
+    waiting: Option<u64>,
+    allgs: u64,
+) -> Result<Census, MemoryError> {
     let (array, len) = slice_header(memory, allgs)?;
     // Bounded: a slice header read mid-update must not make us allocate without limit.
     let len = usize::try_from(len.min(16 << 20)).unwrap_or(0);
@@ -325,7 +334,12 @@ pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Cens
         .map(|pointer| u64::from_le_bytes(pointer.try_into().unwrap_or_default()))
         .collect();
 
-    let read_len = usize::try_from(layout.read_len()).unwrap_or(512);
+    let read_len = layout.read_len().max(
+        waiting
+            .map_or(0, |offset| offset.saturating_add(8))
+            .min(layout.size),
+    );
+    let read_len = usize::try_from(read_len).unwrap_or(512);
     let read_len_u64 = read_len as u64;
     // The g's by address, grouped into ranges to read; a g whose end would overflow the
     // address space is read alone (and fails).
@@ -369,7 +383,7 @@ pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Cens
             *unreadable += 1;
             return None;
         }
-        decode(&g, layout)
+        decode(&g, layout, waiting)
     };
     let mut buffer = Vec::new();
     for batch in batches(&ranges, GRange::len) {
@@ -390,7 +404,7 @@ pub fn take(memory: &ProcessMemory, layout: &GLayout, allgs: u64) -> Result<Cens
             for &(address, index) in &by_address[range.first..range.last] {
                 records[index] = if read {
                     let at = offset + usize::try_from(address - range.start).unwrap_or(0);
-                    decode(&buffer[at..at + read_len], layout)
+                    decode(&buffer[at..at + read_len], layout, waiting)
                 } else {
                     read_alone(address, &mut unreadable)
                 };
@@ -452,7 +466,7 @@ impl GRange {
     }
 }
 
-fn decode(g: &[u8], layout: &GLayout) -> Option<GoroutineRecord> {
+fn decode(g: &[u8], layout: &GLayout, waiting: Option<u64>) -> Option<GoroutineRecord> {
     let u64_at = |offset: u64| {
         let start = usize::try_from(offset).ok()?;
         Some(u64::from_le_bytes(
@@ -479,6 +493,7 @@ fn decode(g: &[u8], layout: &GLayout) -> Option<GoroutineRecord> {
         stack_hi: u64_at(layout.stack_hi)?,
         tracking_seq: u8_at(layout.tracking_seq)?,
         slot: 0,
+        waiting: waiting.and_then(u64_at).unwrap_or(0),
     })
 }
 
@@ -537,7 +552,8 @@ mod tests {
         g[32..40].copy_from_slice(&0x401000u64.to_le_bytes());
         g[40..48].copy_from_slice(&0x402000u64.to_le_bytes());
         g[80] = 19;
-        let record = decode(&g, &layout).unwrap();
+        g[0..8].copy_from_slice(&0xc000_1000u64.to_le_bytes());
+        let record = decode(&g, &layout, Some(0)).unwrap();
         assert_eq!(
             record,
             GoroutineRecord {
@@ -547,10 +563,12 @@ mod tests {
                 gopc: 0x401000,
                 startpc: 0x402000,
                 waitreason: 19,
+                waiting: 0xc000_1000,
                 ..GoroutineRecord::default()
             }
         );
-        assert!(decode(&g[..20], &layout).is_none());
+        assert_eq!(decode(&g, &layout, None).unwrap().waiting, 0);
+        assert!(decode(&g[..20], &layout, None).is_none());
     }
 
     fn test_layout() -> GLayout {
@@ -591,7 +609,7 @@ mod tests {
                 census.unreadable += 1;
                 continue;
             }
-            if let Some(record) = decode(&g, layout).filter(|r| is_live_status(r.status)) {
+            if let Some(record) = decode(&g, layout, None).filter(|r| is_live_status(r.status)) {
                 census.goroutines.push(GoroutineRecord {
                     slot: u32::try_from(slot).unwrap(),
                     ..record
@@ -688,7 +706,7 @@ mod tests {
         let allgs = header.as_ptr() as u64;
 
         let memory = ProcessMemory::open(std::process::id()).unwrap();
-        let batched = take(&memory, &layout, allgs).unwrap();
+        let batched = take(&memory, &layout, None, allgs).unwrap();
         let reference = take_one_by_one(&memory, &layout, allgs).unwrap();
         // SAFETY: unmaps the two pages still mapped; nothing refers to them any more.
         unsafe { libc::munmap(pages, 2 * page) };

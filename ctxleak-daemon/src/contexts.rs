@@ -27,7 +27,11 @@
 //!   transport loops, ...) are not judged: they live as long as a connection or a pool.
 //! - `ctx.Done()` is not probed (it runs in every `select` on a context: measured as too costly
 //!   for a default probe), so a goroutine that receives a context later, through a channel or
-//!   a struct, is not bound to it.
+//!   a struct, is not bound to it by these rules. It is seen another way: a goroutine parked on
+//!   a tracked context's `Done()` channel *listens on* it (`listeners`, read from memory at
+//!   each census). Listeners are shown with the unreleased contexts they wait on; they need no
+//!   rule for pool workers, as a cancelled context has no listener left (closing its channel
+//!   woke them all) and a worker back on its work channel listens on nothing.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -35,13 +39,18 @@ use std::sync::Arc;
 use ctxleak_common::{CONTEXT_STACK_DEPTH, ContextEvent, EventKind, GoroutineEvent};
 
 use crate::api::{
-    ChildrenCheck, OutlivingGoroutines, ParentChildren, SourceLocation, UnreleasedContexts,
+    ChildrenCheck, ContextListeners, GOID_SAMPLE, OutlivingGoroutines, ParentChildren,
+    SourceLocation, UnreleasedContexts,
 };
 use crate::groups::GoroutineView;
 
 /// Words of a `cancelCtx` that [`ContextTracker::check_memory`] reads: its parent
 /// `Context` (+0, +8), `mu` (+16), `done` (+24, +32), `children` (+40) and `err` (+48).
 pub const CONTEXT_WORDS: usize = 7;
+
+/// Where a `cancelCtx`'s done channel is, once `Done()` made it: the data word of its `done`
+/// `atomic.Value` (+24, type word first), among the [`CONTEXT_WORDS`].
+pub const DONE_CHANNEL_OFFSET: u64 = 32;
 
 /// Index into the [`SiteTable`]. 0 is "unknown" (a context first seen after lost events).
 pub type SiteId = u32;
@@ -156,6 +165,8 @@ struct Binding {
 /// A context still registered and not cancelled, as the verdicts see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unreleased {
+    /// Where the context is in the target.
+    pub address: u64,
     pub site: SiteId,
     pub creator: u64,
     pub created_ns: u64,
@@ -444,13 +455,27 @@ impl ContextTracker {
     /// Every registered, not cancelled context.
     pub fn unreleased(&self) -> impl Iterator<Item = Unreleased> + '_ {
         self.records
-            .values()
-            .filter(|record| record.unreleased())
-            .map(|record| Unreleased {
+            .iter()
+            .filter(|(_, record)| record.unreleased())
+            .map(|(&address, record)| Unreleased {
+                address,
                 site: record.site,
                 creator: record.creator,
                 created_ns: record.at_ns,
             })
+    }
+
+    /// Where the context at `address` was created, if it is unreleased and was created at or
+    /// before `created_before_ns` (older than the grace period).
+    pub fn unreleased_site(
+        &self,
+        address: u64,
+        created_before_ns: u64,
+    ) -> Option<&Arc<SourceLocation>> {
+        self.records
+            .get(&address)
+            .filter(|record| record.unreleased() && record.at_ns <= created_before_ns)
+            .and_then(|record| self.sites.get(record.site))
     }
 
     /// Live goroutines bound by inheritance to a context cancelled at or before
@@ -537,6 +562,8 @@ pub struct Inputs<'a> {
     /// When the probes were not always on: the share of the time they were
     /// ([`crate::api::ProbeState::coverage`]), to estimate totals from the sampled counts.
     pub coverage: Option<f64>,
+    /// The goroutines listening on each context (by address), from `listeners`.
+    pub listeners: &'a HashMap<u64, Vec<u64>>,
 }
 
 impl Inputs<'_> {
@@ -559,6 +586,46 @@ pub struct Verdicts {
     pub children_check: ChildrenCheck,
 }
 
+/// Listening goroutines (by goid) grouped by where they are blocked, most first.
+fn listeners_by_line(
+    mut goids: Vec<u64>,
+    views: &HashMap<u64, &GoroutineView>,
+) -> Vec<ContextListeners> {
+    goids.sort_unstable();
+    goids.dedup();
+    // (blocked line, wait reason) -> (count, goid sample)
+    type Line<'v> = (Option<SourceLocation>, &'v str);
+    let mut by_line: HashMap<Line<'_>, (u64, Vec<u64>)> = HashMap::new();
+    for goid in goids {
+        let Some(view) = views.get(&goid) else {
+            continue;
+        };
+        let line = crate::groups::blocked_at(&view.stack).map(crate::groups::source_location);
+        let entry = by_line.entry((line, &view.wait_reason)).or_default();
+        entry.0 += 1;
+        if entry.1.len() < GOID_SAMPLE {
+            entry.1.push(goid);
+        }
+    }
+    let mut listeners: Vec<ContextListeners> = by_line
+        .into_iter()
+        .map(
+            |((blocked_at, wait_reason), (count, goids))| ContextListeners {
+                blocked_at,
+                wait_reason: wait_reason.to_owned(),
+                count,
+                goids,
+            },
+        )
+        .collect();
+    listeners.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.blocked_at.cmp(&b.blocked_at))
+    });
+    listeners
+}
+
 /// The verdicts of one census (see the module's documentation for the rules).
 pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs<'_>) -> Verdicts {
     let site = |id: SiteId| tracker.sites.get(id).map(|s| SourceLocation::clone(s));
@@ -569,6 +636,7 @@ pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs
     // always has some of.
     let young = inputs.now_ns.saturating_sub(inputs.grace_ns);
     let mut by_site: HashMap<SiteId, (u64, u64, u64)> = HashMap::new();
+    let mut listening: HashMap<SiteId, Vec<u64>> = HashMap::new();
     for context in tracker.unreleased().filter(|c| c.created_ns <= young) {
         let entry = by_site.entry(context.site).or_insert((0, 0, u64::MAX));
         entry.0 += 1;
@@ -576,6 +644,12 @@ pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs
             entry.1 += 1;
         }
         entry.2 = entry.2.min(context.created_ns);
+        if let Some(goids) = inputs.listeners.get(&context.address) {
+            listening
+                .entry(context.site)
+                .or_default()
+                .extend_from_slice(goids);
+        }
     }
     let mut unreleased: Vec<UnreleasedContexts> = by_site
         .into_iter()
@@ -591,6 +665,10 @@ pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs
                 growth,
                 window_s,
                 estimate: inputs.estimate(count),
+                listeners: listeners_by_line(
+                    listening.remove(&id).unwrap_or_default(),
+                    inputs.views,
+                ),
             }
         })
         .collect();

@@ -65,6 +65,14 @@ pub struct GoroutineView {
     /// (which counts its stops) as then. False at the first census that sees it.
     #[serde(skip)]
     pub still: bool,
+    /// Its stack was read at this census (it ran or moved since the last one, or every stack
+    /// was read): what else depends on where it waits is read again too (`listeners`).
+    #[serde(skip)]
+    pub stack_read: bool,
+    /// Where the unreleased context it listens on (waits on its `Done()` channel) was created
+    /// (`listeners`).
+    #[serde(skip)]
+    pub listens_on: Option<Arc<SourceLocation>>,
 }
 
 /// GET /api/goroutines: every live goroutine of the last census.
@@ -188,6 +196,8 @@ impl GoroutineList {
             parked_for_s: self.parked_for_s.get(index).copied().flatten(),
             // Not served, so not kept.
             still: false,
+            stack_read: false,
+            listens_on: None,
         })
     }
 
@@ -442,6 +452,8 @@ impl Symbolizer {
             stack,
             parked_for_s: None,
             still: false,
+            stack_read: false,
+            listens_on: None,
         }
     }
 }
@@ -498,6 +510,7 @@ pub fn symbolize_census(
         .zip(kept)
         .map(|(record, (kept, still))| {
             let slot = record.slot as usize;
+            let stack_read = kept.is_none();
             symbolizer.read_stacks[next_slot.min(slot)..slot].fill(ReadStack::NONE);
             next_slot = slot + 1;
             let stack = match kept {
@@ -518,6 +531,7 @@ pub fn symbolize_census(
             };
             GoroutineView {
                 still,
+                stack_read,
                 ..symbolizer.view(record, stack)
             }
         })
@@ -589,7 +603,7 @@ pub fn blocked_at(stack: &[StackFrame]) -> Option<&StackFrame> {
     })
 }
 
-fn source_location(frame: &StackFrame) -> SourceLocation {
+pub fn source_location(frame: &StackFrame) -> SourceLocation {
     SourceLocation {
         function: frame.function.to_string(),
         file: frame.file.to_string(),
@@ -840,12 +854,20 @@ impl GroupTracker {
                     rank: 0,
                     stuck: 0,
                     stuck_for_s: 0.0,
+                    listening: 0,
+                    listens_on: None,
                     stack: goroutine.stack.iter().map(source_location).collect(),
                 };
                 (group, true)
             });
             *eligible &= may_be;
             group.count += 1;
+            if let Some(site) = &goroutine.listens_on {
+                group.listening += 1;
+                group
+                    .listens_on
+                    .get_or_insert_with(|| SourceLocation::clone(site));
+            }
             group.oldest_age_s = group
                 .oldest_age_s
                 .max(now.duration_since(since).as_secs_f64());
@@ -1109,6 +1131,8 @@ mod tests {
             .into(),
             parked_for_s: None,
             still: true,
+            stack_read: false,
+            listens_on: None,
         }
     }
 

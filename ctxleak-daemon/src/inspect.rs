@@ -91,11 +91,14 @@ pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, G
         go_version: binary.version.raw.clone(),
         pie: binary.is_pie,
         layout_source: binary.layout_source,
-        layouts: ReleaseLayouts { g: binary.g_layout },
+        layouts: ReleaseLayouts {
+            g: binary.g_layout,
+            waits: binary.waits.as_ref().ok().map(|&(waits, _)| waits),
+        },
         layouts_derived: binary
             .g_layout_derived
             .as_ref()
-            .map(|&g| ReleaseLayouts { g })
+            .map(|&g| ReleaseLayouts { g, waits: None })
             .map_err(ToString::to_string),
         allgs: binary.allgs,
         functions: binary.pclntab.len(),

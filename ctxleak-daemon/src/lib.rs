@@ -23,6 +23,7 @@ pub mod groups;
 #[cfg(feature = "probes")]
 pub mod http;
 pub mod inspect;
+pub mod listeners;
 pub mod metrics;
 pub mod pprof;
 #[cfg(feature = "probes")]

@@ -4,7 +4,8 @@
 //! context verdicts.
 
 use crate::api::{
-    Group, GroupsResponse, LeaksResponse, OutlivingGoroutines, SourceLocation, UnreleasedContexts,
+    ContextListeners, Group, GroupsResponse, LeaksResponse, OutlivingGoroutines, SourceLocation,
+    UnreleasedContexts,
 };
 
 /// `function (file:line)` with the file's base name only, for one-line summaries.
@@ -32,14 +33,18 @@ pub fn context_lines(
     let mut lines = Vec::new();
     for u in unreleased {
         lines.push(format!(
-            "  unreleased: {} contexts{} created at {} ({} orphaned), oldest {:.0}s, {:+} in {}s",
+            "  unreleased: {} contexts{} created at {} ({} orphaned), oldest {:.0}s, {:+} in {}s{}",
             u.count,
             about(u.estimate),
             site(&u.site),
             u.orphaned,
             u.oldest_age_s,
             u.growth,
-            u.window_s
+            u.window_s,
+            u.listeners
+                .iter()
+                .map(|l| format!("; {}", listeners_summary(l)))
+                .collect::<String>()
         ));
     }
     for o in outliving {
@@ -63,6 +68,27 @@ pub fn context_lines(
         ));
     }
     lines
+}
+
+/// Goroutines waiting on unreleased contexts, in a few words: "2 goroutines wait on it at
+/// main.worker (main.go:40) (select; goroutines 17, 18)".
+pub fn listeners_summary(listeners: &ContextListeners) -> String {
+    let goids: Vec<String> = listeners.goids.iter().map(u64::to_string).collect();
+    format!(
+        "{} goroutine{} wait{} on it at {} ({}; goroutine{} {}{})",
+        listeners.count,
+        if listeners.count == 1 { "" } else { "s" },
+        if listeners.count == 1 { "s" } else { "" },
+        site(&listeners.blocked_at),
+        listeners.wait_reason,
+        if goids.len() == 1 { "" } else { "s" },
+        goids.join(", "),
+        if listeners.count > goids.len() as u64 {
+            ", ..."
+        } else {
+            ""
+        }
+    )
 }
 
 /// One leak-suspect group in a line: how many, blocked where and on what, how fast it grows,
@@ -199,6 +225,8 @@ mod tests {
             rank: 0,
             stuck: 2,
             stuck_for_s: 299.6,
+            listening: 0,
+            listens_on: None,
             stack: Vec::new(),
         };
         let groups: GroupsResponse = serde_json::from_value(serde_json::json!({
@@ -239,6 +267,7 @@ mod tests {
             growth: 3,
             window_s: 60,
             estimate: Some(60),
+            listeners: Vec::new(),
         };
         let exact = UnreleasedContexts {
             estimate: None,

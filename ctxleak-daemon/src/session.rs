@@ -52,6 +52,8 @@ pub struct Session {
     /// to log only those that appear or go away.
     findings: std::collections::BTreeSet<String>,
     symbolizer: Symbolizer,
+    /// Who listens on which context, from the last census (see [`crate::listeners`]).
+    listeners: crate::listeners::Listeners,
     groups: GroupTracker,
     /// " | leak suspect #1: ... | stuck: ..." for the summary line, from the last census.
     top_suspect: Option<String>,
@@ -111,6 +113,7 @@ impl Session {
             memory,
             allgs: binary.allgs.wrapping_add(bias),
             symbolizer: Symbolizer::new(binary.clone(), bias),
+            listeners: Default::default(),
             binary,
             bias,
             info,
@@ -335,8 +338,7 @@ impl Session {
     /// Rebuilds the live set from `runtime.allgs` (at attach, and after lost events).
     pub fn resync(&mut self) -> anyhow::Result<()> {
         let ktime = monotonic_ns();
-        let census = census::take(&self.memory, &self.binary.g_layout, self.allgs)
-            .with_context(|| format!("cannot read the goroutines of PID {}", self.pid))?;
+        let census = self.take_census()?;
         if census.unreadable > 0 {
             tracing::debug!(
                 pid = self.pid,
@@ -424,7 +426,8 @@ impl Session {
                 }
             }
         }
-        let (leaks, changes) = self.context_verdicts(ktime, started, &views, shared);
+        let listeners = self.find_listeners(&census, &mut views, ktime);
+        let (leaks, changes) = self.context_verdicts(ktime, started, &views, &listeners, shared);
         let groups = self.groups.update(started, &views);
         shared.metrics.set_census(pid, &groups);
         let stuck = crate::groups::stuck_groups(&groups);
@@ -530,8 +533,44 @@ impl Session {
 
     /// Reads this target's goroutines from memory (no event is applied here).
     pub fn take_census(&self) -> anyhow::Result<census::Census> {
-        census::take(&self.memory, &self.binary.g_layout, self.allgs)
+        let waiting = self.binary.waits.as_ref().ok().map(|(w, _)| w.g_waiting);
+        census::take(&self.memory, &self.binary.g_layout, waiting, self.allgs)
             .with_context(|| format!("cannot read the goroutines of PID {}", self.pid))
+    }
+
+    /// Who listens on which tracked unreleased context (goid -> context address), and the
+    /// views of the listeners marked with the context's creation site when it is older than
+    /// the grace period (for their groups). Nothing without the binary's wait layout.
+    fn find_listeners(
+        &mut self,
+        census: &census::Census,
+        views: &mut [crate::groups::GoroutineView],
+        ktime: u64,
+    ) -> std::collections::HashMap<u64, Vec<u64>> {
+        let Ok((layout, _)) = &self.binary.waits else {
+            return Default::default();
+        };
+        let (memory, contexts) = (&self.memory, &self.contexts);
+        let listeners = self
+            .listeners
+            .update(memory, layout, &census.goroutines, views, || {
+                crate::listeners::done_channels(
+                    memory,
+                    contexts.unreleased().map(|context| context.address),
+                )
+            });
+        let grace = u64::try_from(self.judgement.context_grace.as_nanos()).unwrap_or(u64::MAX);
+        let young = ktime.saturating_sub(grace);
+        for view in views.iter_mut() {
+            if let Some(&context) = listeners.get(&view.goid) {
+                view.listens_on = contexts.unreleased_site(context, young).cloned();
+            }
+        }
+        let mut by_context: std::collections::HashMap<u64, Vec<u64>> = Default::default();
+        for (goid, context) in listeners {
+            by_context.entry(context).or_default().push(goid);
+        }
+        by_context
     }
 
     /// Judges the contexts against this census and publishes the metrics. Returns the report
@@ -541,6 +580,7 @@ impl Session {
         ktime: u64,
         started: Instant,
         views: &[crate::groups::GoroutineView],
+        listeners: &std::collections::HashMap<u64, Vec<u64>>,
         shared: &Shared,
     ) -> (LeaksResponse, LeakChanges) {
         let tracker = &self.tracker;
@@ -568,6 +608,7 @@ impl Session {
                     .probe_state
                     .sampled
                     .then_some(self.probe_state.coverage),
+                listeners,
             },
         );
         let pid = self.pid;

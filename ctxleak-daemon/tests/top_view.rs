@@ -79,6 +79,8 @@ fn group(
         rank,
         stuck: 0,
         stuck_for_s: 0.0,
+        listening: 0,
+        listens_on: None,
         stack,
     }
 }
@@ -536,6 +538,7 @@ fn census_with_findings() -> (GroupsResponse, LeaksResponse) {
             growth: 12,
             window_s: 60,
             estimate: None,
+            listeners: Vec::new(),
         }],
         outliving: vec![OutlivingGoroutines {
             goroutine_site: cart.created_by.clone(),

@@ -1,7 +1,8 @@
 //! Struct layouts of the Go runtime, read from the binary's DWARF.
 //!
 //! Offsets in `runtime.g` moved between Go releases (see `shared/go-runtime.md`), so they are
-//! read from each binary rather than compiled in.
+//! read from each binary rather than compiled in. So are the few fields of a goroutine's
+//! channel waits ([`WaitLayout`]: `g.waiting`, `sudog.c`, `sudog.waitlink`).
 
 use std::borrow::Cow;
 
@@ -161,11 +162,89 @@ impl GLayout {
     }
 }
 
+/// Where a blocked goroutine's channel waits are (Go 1.21-1.27: `g.waiting` +312 or +320,
+/// `sudog.c` +80 or, from 1.26, +88, `sudog.waitlink` 16 bytes before it). A goroutine parked
+/// in a channel receive or a `select` has `g.waiting` pointing at the first `runtime.sudog`
+/// of its operation (`chanrecv` sets one, `selectgo` chains one per case through
+/// `waitlink`), and each sudog's `c` is the `*hchan` it waits on. Serialized (with these
+/// names) in the offset table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitLayout {
+    /// `g.waiting` (`*sudog`).
+    pub g_waiting: u64,
+    /// `sudog.c` (`*hchan`).
+    pub sudog_c: u64,
+    /// `sudog.waitlink` (`*sudog`): the next sudog of the same `select`.
+    pub sudog_waitlink: u64,
+}
+
+impl WaitLayout {
+    /// The largest `runtime.sudog` offset accepted (the struct is under 100 bytes in Go
+    /// 1.21-1.27).
+    pub const MAX_SUDOG_OFFSET: u64 = 512;
+
+    /// Every field must lie inside a plausible struct: `g.waiting` inside a g of `g_size`
+    /// bytes, the sudog's fields within [`WaitLayout::MAX_SUDOG_OFFSET`], each read as 8
+    /// bytes, none overlapping another.
+    pub fn check(&self, g_size: u64) -> Result<(), LayoutError> {
+        if self.g_waiting.saturating_add(8) > g_size {
+            return Err(LayoutError::BadOffset {
+                strukt: "runtime.g",
+                member: "waiting",
+            });
+        }
+        for (member, offset) in [("c", self.sudog_c), ("waitlink", self.sudog_waitlink)] {
+            if offset.saturating_add(8) > Self::MAX_SUDOG_OFFSET || offset % 8 != 0 {
+                return Err(LayoutError::BadOffset {
+                    strukt: "runtime.sudog",
+                    member,
+                });
+            }
+        }
+        if self.sudog_c.abs_diff(self.sudog_waitlink) < 8 {
+            return Err(LayoutError::BadOffset {
+                strukt: "runtime.sudog",
+                member: "c",
+            });
+        }
+        Ok(())
+    }
+
+    /// The fields where `other` differs, as `sudog.c +80, not +88` (this layout's value first).
+    pub fn differences(&self, other: &WaitLayout) -> Vec<String> {
+        let fields = |l: &WaitLayout| {
+            [
+                ("g.waiting", l.g_waiting),
+                ("sudog.c", l.sudog_c),
+                ("sudog.waitlink", l.sudog_waitlink),
+            ]
+        };
+        fields(self)
+            .iter()
+            .zip(fields(other))
+            .filter(|((_, mine), (_, theirs))| mine != theirs)
+            .map(|((name, mine), (_, theirs))| format!("{name} +{mine}, not +{theirs}"))
+            .collect()
+    }
+
+    /// The first sudog byte a read of `c` and `waitlink` needs, and how many bytes.
+    pub fn sudog_span(&self) -> (u64, usize) {
+        let first = self.sudog_c.min(self.sudog_waitlink);
+        let end = self.sudog_c.max(self.sudog_waitlink) + 8;
+        (first, usize::try_from(end - first).unwrap_or(16))
+    }
+}
+
 pub fn has_dwarf(file: &object::File<'_>) -> bool {
     file.section_by_name(".debug_info").is_some() || file.section_by_name(".zdebug_info").is_some()
 }
 
-pub fn read_g_layout(file: &object::File<'_>) -> Result<GLayout, LayoutError> {
+/// The `runtime.g` layout from DWARF, and the [`WaitLayout`] (or why DWARF does not give it),
+/// from one walk over the type entries.
+pub fn read_g_layout(
+    file: &object::File<'_>,
+) -> Result<(GLayout, Result<WaitLayout, LayoutError>), LayoutError> {
     if !has_dwarf(file) {
         return Err(LayoutError::NoDwarf);
     }
@@ -176,7 +255,15 @@ pub fn read_g_layout(file: &object::File<'_>) -> Result<GLayout, LayoutError> {
         RunTimeEndian::Big
     };
     let dwarf = sections.borrow(|section| EndianSlice::new(section, endian));
-    let structs = struct_members(&dwarf, &["runtime.g", "runtime.gobuf", "runtime.stack"])?;
+    let structs = struct_members(
+        &dwarf,
+        &[
+            "runtime.g",
+            "runtime.gobuf",
+            "runtime.stack",
+            "runtime.sudog",
+        ],
+    )?;
     let member = |strukt: &'static str, name: &'static str| {
         structs
             .iter()
@@ -222,7 +309,16 @@ pub fn read_g_layout(file: &object::File<'_>) -> Result<GLayout, LayoutError> {
         tracking_seq: g("trackingSeq")?,
     };
     layout.check()?;
-    Ok(layout)
+    let waits = (|| {
+        let waits = WaitLayout {
+            g_waiting: g("waiting")?,
+            sudog_c: member("runtime.sudog", "c")?,
+            sudog_waitlink: member("runtime.sudog", "waitlink")?,
+        };
+        waits.check(layout.size)?;
+        Ok(waits)
+    })();
+    Ok((layout, waits))
 }
 
 /// Largest decompressed DWARF section accepted; Go binaries of hundreds of MB have DWARF

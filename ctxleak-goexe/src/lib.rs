@@ -18,7 +18,7 @@ use object::{Object as _, ObjectKind, ObjectSection as _, ObjectSegment as _, Ob
 
 pub use buildinfo::GoVersion;
 pub use file::{ExecutableFile, MAX_EXECUTABLE_BYTES};
-pub use layout::GLayout;
+pub use layout::{GLayout, WaitLayout};
 pub use pclntab::Pclntab;
 
 /// The oldest Go release whose runtime ctxleak understands.
@@ -149,6 +149,10 @@ pub struct GoBinary {
     pub layout_source: LayoutSource,
     /// The layout derived from the runtime's code, also when DWARF gave it (a cross-check).
     pub g_layout_derived: Result<GLayout, derive::DeriveError>,
+    /// Where a goroutine's channel waits are, and from where ([`LayoutSource::Dwarf`] or
+    /// [`LayoutSource::Table`]: they are not derived from code); or why they are unknown (then
+    /// ctxleak does not look at what goroutines wait on).
+    pub waits: Result<(WaitLayout, LayoutSource), String>,
     pub probes: ProbeAddresses,
     /// Link-time address of `runtime.allgs`, a `[]*runtime.g`.
     pub allgs: u64,
@@ -215,11 +219,14 @@ impl GoBinary {
             .collect();
         let read = |address: u64, len: u64| code_of(data, &segments, address, len);
         let g_layout_derived = derive::g_layout(&pclntab, &read);
+        let mut dwarf_waits = None;
         let (g_layout, layout_source) = if layout::has_dwarf(&file) {
-            let layout = layout::read_g_layout(&file).map_err(|source| GoBinaryError::Layout {
-                path: path.clone(),
-                source,
-            })?;
+            let (layout, waits) =
+                layout::read_g_layout(&file).map_err(|source| GoBinaryError::Layout {
+                    path: path.clone(),
+                    source,
+                })?;
+            dwarf_waits = Some(waits);
             match &g_layout_derived {
                 Ok(derived) if *derived != layout => tracing::warn!(
                     "{}: the runtime.g layout derived from the code differs from DWARF ({}); using DWARF",
@@ -264,6 +271,26 @@ impl GoBinary {
                     });
                 }
             }
+        };
+
+        // The wait fields: from DWARF, else from the table's entry for the minor release.
+        let table_waits = || {
+            let minor = version.minor_release().unwrap_or_default();
+            offsets::lookup(&version)
+                .and_then(|layouts| layouts.waits)
+                .filter(|waits| waits.check(g_layout.size).is_ok())
+                .map(|waits| (waits, LayoutSource::Table))
+                .ok_or_else(|| {
+                    format!(
+                        "the offset table has no g.waiting/sudog layout for {minor} (it knows {})",
+                        offsets::known_versions().join(", ")
+                    )
+                })
+        };
+        let waits = match dwarf_waits {
+            Some(Ok(waits)) => Ok((waits, LayoutSource::Dwarf)),
+            Some(Err(err)) => Err(format!("DWARF: {err}")),
+            None => table_waits(),
         };
 
         let code = |function: &pclntab::Function<'_>| {
@@ -344,6 +371,7 @@ impl GoBinary {
             g_layout,
             layout_source,
             g_layout_derived,
+            waits,
             probes: ProbeAddresses {
                 goroutine_created,
                 goroutine_exited,

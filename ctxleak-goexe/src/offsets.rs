@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::layout::GLayout;
+use super::layout::{GLayout, WaitLayout};
 
 /// The layouts of one Go release.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -18,6 +18,10 @@ use super::layout::GLayout;
 pub struct ReleaseLayouts {
     #[serde(rename = "runtime.g")]
     pub g: GLayout,
+    /// Absent where it was not read (a layout derived from code: the wait fields are not
+    /// derived, see `WaitLayout`); every entry of the table has it.
+    #[serde(default, rename = "waits", skip_serializing_if = "Option::is_none")]
+    pub waits: Option<WaitLayout>,
 }
 
 /// Minor release (`go1.25`) to layouts.
@@ -64,6 +68,8 @@ mod tests {
             for offset in [g.atomicstatus, g.goid, g.parent_goid, g.gopc, g.startpc] {
                 assert!(offset < g.size, "{version}: {g:?}");
             }
+            let waits = layouts.waits.expect("every entry has the wait layout");
+            assert!(waits.check(g.size).is_ok(), "{version}: {waits:?}");
         }
     }
 

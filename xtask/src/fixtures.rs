@@ -38,7 +38,9 @@ const PLAIN: Variant = Variant {
 /// and the `cargo xtask chaos` drill's program.
 const PHASES: &[&str] = &["phases"];
 const PHASES_AND_CHAOS: &[&str] = &["phases", "chaos"];
-const PHASES_AND_PARKED: &[&str] = &["phases", "parked", "moving", "contexts", "budget", "chaos"];
+const PHASES_AND_PARKED: &[&str] = &[
+    "phases", "parked", "moving", "contexts", "budget", "chaos", "workers",
+];
 
 const VARIANTS: &[Variant] = &[
     // DWARF removed, symbol table kept.
