@@ -72,14 +72,32 @@ fn stripped_layouts_equal_dwarf_on_every_release() {
             ));
         }
         let minor = plain.version.minor_release().unwrap_or_default();
+        // The wait fields (g.waiting, sudog.c, sudog.waitlink) are not derived from code: a
+        // stripped build takes the table's, which must equal DWARF.
+        let dwarf_waits = match &plain.waits {
+            Ok((waits, LayoutSource::Dwarf)) => Some(*waits),
+            other => {
+                problems.push(format!("the plain build's wait layout: {other:?}"));
+                None
+            }
+        };
         match offsets::lookup(&plain.version) {
             Some(table) => {
-                let table = table.g.differences(&dwarf);
-                if !table.is_empty() {
-                    problems.push(format!("table {minor}: {}", table.join(", ")));
+                let mut differences = table.g.differences(&dwarf);
+                match (table.waits, dwarf_waits) {
+                    (Some(waits), Some(dwarf)) => differences.extend(waits.differences(&dwarf)),
+                    (None, _) => differences.push("no wait layout".to_owned()),
+                    _ => {}
+                }
+                if !differences.is_empty() {
+                    problems.push(format!("table {minor}: {}", differences.join(", ")));
                 }
             }
             None => problems.push(format!("table: no entry for {minor}")),
+        }
+        match (&stripped.waits, dwarf_waits) {
+            (Ok((waits, LayoutSource::Table)), Some(dwarf)) if *waits == dwarf => {}
+            (other, _) => problems.push(format!("the stripped build's wait layout: {other:?}")),
         }
         let line = format!(
             "{}: {} (stripped build's layout from {:?})",

@@ -19,6 +19,7 @@ mod exec;
 mod foreign_binaries;
 mod goroutine_count;
 mod healthy;
+mod listeners;
 mod offset_table;
 mod park_times;
 mod pprof_profile;
