@@ -1,7 +1,9 @@
 //! The goroutine census of a running Go program, stage by stage, as the daemon runs it every
 //! `--census-interval`: `census::take` (the g structs from `runtime.allgs`), symbolization
 //! (`groups::symbolize_census`: the stacks of goroutines that ran since the last census read
-//! and unwound, their PCs turned into frames), grouping (`GroupTracker::update`) and the
+//! and unwound, their PCs turned into frames), who listens on a context
+//! (`listeners::Listeners::update`, as if the target had an unreleased context: every
+//! goroutine read again in a receive or a select has its sudogs read), grouping (`GroupTracker::update`) and the
 //! goroutine profile (`groups::profile_samples` and `pprof::goroutine_profile`). Also timed on
 //! their own, outside the total: unwinding every goroutine (`census::unwind` of each), and the
 //! same with the stacks read in batches (`census::unwind_many`), whose results must be the same.
@@ -88,6 +90,7 @@ fn parse_args() -> Args {
 struct Round {
     take: Duration,
     symbolize: Duration,
+    listen: Duration,
     group: Duration,
     profile: Duration,
     unwind: Duration,
@@ -96,7 +99,7 @@ struct Round {
 
 impl Round {
     fn total(&self) -> Duration {
-        self.take + self.symbolize + self.group + self.profile
+        self.take + self.symbolize + self.listen + self.group + self.profile
     }
 }
 
@@ -135,6 +138,7 @@ fn main() {
     let allgs = binary.allgs.wrapping_add(bias);
     let mut symbolizer = Symbolizer::new(binary.clone(), bias);
     let mut tracker = GroupTracker::new(SuspectRules::default());
+    let mut listeners = ctxleak_daemon::listeners::Listeners::default();
 
     if args.wait {
         println!("waiting");
@@ -149,13 +153,25 @@ fn main() {
     let mut last = Value::Null;
     for _ in 0..=args.rounds {
         let start = Instant::now();
-        let taken = census::take(&memory, &binary.g_layout, None, allgs)
+        let waits = binary.waits.as_ref().ok().map(|&(waits, _)| waits);
+        let taken = census::take(&memory, &binary.g_layout, waits.map(|w| w.g_waiting), allgs)
             .unwrap_or_else(|error| fail(format_args!("census of PID {pid} failed: {error}")));
         let took = start.elapsed();
 
         let start = Instant::now();
         let views = groups::symbolize_census(&taken, &memory, &mut symbolizer);
         let symbolized = start.elapsed();
+
+        // Who listens on a context: the worst case, as if the target had an unreleased context
+        // (one done channel nobody waits on), so that every goroutine read again in a receive
+        // or a select has its sudogs read.
+        let start = Instant::now();
+        if let Some(waits) = &waits {
+            listeners.update(&memory, waits, &taken.goroutines, &views, || {
+                std::collections::HashMap::from([(1, 1)])
+            });
+        }
+        let listen = start.elapsed();
 
         let start = Instant::now();
         let grouped = tracker.update(Instant::now(), &views);
@@ -188,6 +204,7 @@ fn main() {
         rounds.push(Round {
             take: took,
             symbolize: symbolized,
+            listen,
             group,
             profile: profiled,
             unwind,
@@ -228,6 +245,7 @@ fn main() {
             "rounds": rounds.len(),
             "take": summary(rounds, |r| r.take),
             "symbolize": summary(rounds, |r| r.symbolize),
+            "listen": summary(rounds, |r| r.listen),
             "group": summary(rounds, |r| r.group),
             "profile": summary(rounds, |r| r.profile),
             "total": summary(rounds, Round::total),

@@ -441,6 +441,19 @@ impl App {
             u.site.as_ref(),
             width,
         ));
+        // The goroutines parked on their Done() channels (handed the contexts, they wait for
+        // a cancellation that has not come).
+        for listeners in &u.listeners {
+            lines.push(Line::from(truncate(
+                &crate::report::listeners_summary(listeners),
+                width,
+            )));
+            lines.extend(location_lines(
+                Span::styled("waiting at: ", bold),
+                listeners.blocked_at.as_ref(),
+                width,
+            ));
+        }
         lines
     }
 

@@ -191,6 +191,10 @@ fn census(ws: &Workspace, out: &Path, goroutines: u32, name: &str) -> Result<()>
             "symbolize",
             "stacks and symbols (`groups::symbolize_census`)",
         ),
+        (
+            "listen",
+            "who listens on a context (`listeners::Listeners::update`: sudogs of the goroutines read again in a receive or a select)",
+        ),
         ("group", "groups (`GroupTracker::update`)"),
         (
             "profile",
