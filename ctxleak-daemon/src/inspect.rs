@@ -73,6 +73,8 @@ pub struct Inspection {
     pub layouts: ReleaseLayouts,
     /// The layouts derived from the runtime's code (also when DWARF gave them), or why not.
     pub layouts_derived: Result<ReleaseLayouts, String>,
+    /// Where `layouts.waits` came from, or why it is unknown.
+    pub waits_source: Result<LayoutSource, String>,
     /// Link-time addresses.
     pub allgs: u64,
     pub functions: usize,
@@ -98,8 +100,16 @@ pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, G
         layouts_derived: binary
             .g_layout_derived
             .as_ref()
-            .map(|&g| ReleaseLayouts { g, waits: None })
+            .map(|&g| ReleaseLayouts {
+                g,
+                waits: binary.waits_derived.as_ref().ok().copied(),
+            })
             .map_err(ToString::to_string),
+        waits_source: binary
+            .waits
+            .as_ref()
+            .map(|&(_, source)| source)
+            .map_err(Clone::clone),
         allgs: binary.allgs,
         functions: binary.pclntab.len(),
         wait_reasons: binary.wait_reasons.clone(),
@@ -141,6 +151,15 @@ impl std::fmt::Display for Inspection {
                 derived.g.differences(g).join(", ")
             )?,
             Err(err) => writeln!(f, "{err}")?,
+        }
+        match (&self.layouts.waits, &self.waits_source) {
+            (Some(waits), Ok(source)) => writeln!(
+                f,
+                "channel waits ({source:?}): g.waiting +{}, sudog.c +{}, sudog.waitlink +{}",
+                waits.g_waiting, waits.sudog_c, waits.sudog_waitlink
+            )?,
+            (_, Err(why)) => writeln!(f, "channel waits unknown: {why}")?,
+            _ => {}
         }
         writeln!(
             f,

@@ -187,10 +187,11 @@ pub fn channels(memory: &ProcessMemory, layout: &WaitLayout, first: &[u64]) -> V
 mod tests {
     use super::*;
 
+    /// Go 1.21's.
     const LAYOUT: WaitLayout = WaitLayout {
-        g_waiting: 320,
-        sudog_c: 88,
-        sudog_waitlink: 72,
+        g_waiting: 312,
+        sudog_c: 80,
+        sudog_waitlink: 64,
     };
 
     /// Sudogs of 96 bytes in this process: a `select` of three cases (0 -> 1 -> 2), a receive
@@ -200,8 +201,8 @@ mod tests {
         let base = memory.as_ptr() as u64;
         let address = |i: usize| base + (i * 96) as u64;
         let mut put = |i: usize, channel: u64, link: Option<usize>| {
-            memory[i * 12 + 11] = channel;
-            memory[i * 12 + 9] = link.map_or(0, address);
+            memory[i * 12 + 10] = channel;
+            memory[i * 12 + 8] = link.map_or(0, address);
         };
         put(0, 0xa0, Some(1));
         put(1, 0xa1, Some(2));

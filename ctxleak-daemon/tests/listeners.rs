@@ -9,7 +9,7 @@
 //!   on every request's `Done()` while serving it (each context is cancelled, and a worker back
 //!   on its work channel listens on nothing).
 //!
-//! Oldest and newest Go, plain (layout from DWARF) and stripped (the offset table), all eight
+//! Oldest and newest Go, plain (layout from DWARF) and stripped (derived from code), all eight
 //! reports at once (about 20 s). The traffic and the leak start after ctxleak attached:
 //! contexts are seen from then on.
 

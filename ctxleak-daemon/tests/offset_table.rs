@@ -72,8 +72,8 @@ fn stripped_layouts_equal_dwarf_on_every_release() {
             ));
         }
         let minor = plain.version.minor_release().unwrap_or_default();
-        // The wait fields (g.waiting, sudog.c, sudog.waitlink) are not derived from code: a
-        // stripped build takes the table's, which must equal DWARF.
+        // The wait fields (g.waiting, sudog.c, sudog.waitlink): DWARF, the code (of both
+        // builds) and the table must agree too.
         let dwarf_waits = match &plain.waits {
             Ok((waits, LayoutSource::Dwarf)) => Some(*waits),
             other => {
@@ -96,8 +96,23 @@ fn stripped_layouts_equal_dwarf_on_every_release() {
             None => problems.push(format!("table: no entry for {minor}")),
         }
         match (&stripped.waits, dwarf_waits) {
-            (Ok((waits, LayoutSource::Table)), Some(dwarf)) if *waits == dwarf => {}
+            (Ok((waits, LayoutSource::Code)), Some(dwarf)) if *waits == dwarf => {}
             (other, _) => problems.push(format!("the stripped build's wait layout: {other:?}")),
+        }
+        if let Some(dwarf) = dwarf_waits {
+            for (build, derived) in [
+                ("stripped", &stripped.waits_derived),
+                ("plain", &plain.waits_derived),
+            ] {
+                match derived {
+                    Ok(derived) if *derived == dwarf => {}
+                    Ok(derived) => problems.push(format!(
+                        "wait layout derived from the {build} build's code: {}",
+                        derived.differences(&dwarf).join(", ")
+                    )),
+                    Err(err) => problems.push(format!("{build} build: {err}")),
+                }
+            }
         }
         let line = format!(
             "{}: {} (stripped build's layout from {:?})",
@@ -130,9 +145,8 @@ fn pie_and_cgo_builds_derive_the_same_layout() {
     let mut checked = 0;
     for version in common::go_versions() {
         let path = common::fixture(&version, "phases");
-        let dwarf = GoBinary::open(&path, &path)
-            .expect("fixture parses")
-            .g_layout;
+        let plain = GoBinary::open(&path, &path).expect("fixture parses");
+        let (dwarf, dwarf_waits) = (plain.g_layout, plain.waits.expect("DWARF's wait layout").0);
         for variant in ["phases-pie-stripped", "phases-pie", "phases-cgo"] {
             let path = common::fixtures_dir()
                 .join(format!("go{version}"))
@@ -145,6 +159,10 @@ fn pie_and_cgo_builds_derive_the_same_layout() {
                 .g_layout_derived
                 .unwrap_or_else(|err| panic!("go{version} {variant}: {err}"));
             assert_eq!(derived, dwarf, "go{version} {variant}");
+            let waits = binary
+                .waits_derived
+                .unwrap_or_else(|err| panic!("go{version} {variant}: {err}"));
+            assert_eq!(waits, dwarf_waits, "go{version} {variant}");
             checked += 1;
         }
     }

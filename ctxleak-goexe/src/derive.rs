@@ -23,6 +23,13 @@
 //! | waitreason | `gopark(unlockf, lock, reason, ...)` | `gp.waitreason = reason`: CL stored as a byte (and, from Go 1.23, `newproc1`'s fifth argument stored into the new g) |
 //! | sizeof(g) | `malg` | `new(g)`: `runtime.newobject`'s type, whose first word is the size |
 //!
+//! The fields of a goroutine's channel waits ([`wait_layout`]):
+//!
+//! | field | function | what the code does |
+//! |---|---|---|
+//! | sudog.waitlink, sudog.c | `releaseSudog(s)` | checks `s.elem`, `s.next`, `s.prev`, `s.waitlink`, `s.c` against nil, in this order (each throws "runtime: sudog with non-nil ..."): the 4th and 5th 8-byte nil tests of RAX's sudog (from Go 1.26, `s.c.get()` reads `c.vu`, the address as an integer) |
+//! | g.waiting | `chanrecv(c, ep, block)` | `gp.waiting = mysg`: `runtime.acquireSudog`'s result stored into the current g (R14); cross-checked by `mysg.c = c` (RAX stored at sudog.c) and `mysg.waitlink = nil` |
+//!
 //! The new g in `newproc1` is what `runtime.gfget` or `runtime.malg` returned. Values are
 //! cross-checked where a second use gives them too (`newproc1` also writes the goid, from
 //! `pp.goidcache`, and reads the new g's atomicstatus; sched.sp and sched.pc must be where the
@@ -39,7 +46,7 @@ use iced_x86::{
     OpAccess, OpKind, Register,
 };
 
-use super::layout::GLayout;
+use super::layout::{GLayout, WaitLayout};
 use super::pclntab::Pclntab;
 
 /// Why a field could not be derived.
@@ -382,6 +389,15 @@ fn trace(code: &[u8], ip: u64, callee: &dyn Fn(u64) -> Callee) -> Trace {
                     _ => operand_value(&instruction, 0, &st.regs),
                 };
                 out.tests.push((value, instruction.immediate(1) as i64));
+            }
+            // TEST reg, reg: the register against zero.
+            Mnemonic::Test
+                if instruction.op0_kind() == OpKind::Register
+                    && instruction.op1_kind() == OpKind::Register
+                    && instruction.op0_register() == instruction.op1_register() =>
+            {
+                out.tests
+                    .push((operand_value(&instruction, 0, &st.regs), 0));
             }
             _ => {}
         }
@@ -846,6 +862,131 @@ pub fn g_layout<'a>(
         .check()
         .map_err(|err| fail("(layout)", NEWPROC1, err.to_string()))?;
     no_overlaps(&layout)?;
+    Ok(layout)
+}
+
+/// Derives where a goroutine's channel waits are (see the table above) from
+/// `runtime.releaseSudog` and `runtime.chanrecv`; `g_size` bounds `g.waiting`.
+pub fn wait_layout<'a>(
+    pclntab: &'a Pclntab,
+    read: &'a dyn Fn(u64, u64) -> Option<&'a [u8]>,
+    g_size: u64,
+) -> Result<WaitLayout, DeriveError> {
+    let runtime = Runtime { pclntab, read };
+    const RELEASE: &str = "runtime.releaseSudog";
+    let release = runtime.trace(RELEASE, "sudog.c")?;
+    // The function is the one ctxleak knows: it throws these.
+    let says = |message: &str| {
+        release.calls.iter().any(|call| match call.args[0] {
+            Value::Address(address) => {
+                (runtime.read)(address, message.len() as u64) == Some(message.as_bytes())
+            }
+            _ => false,
+        })
+    };
+    for message in [
+        "runtime: sudog with non-nil waitlink",
+        "runtime: sudog with non-nil c",
+    ] {
+        if !says(message) {
+            return Err(fail(
+                "sudog.c",
+                RELEASE,
+                format!("it does not throw {message:?}"),
+            ));
+        }
+    }
+    let mut nil_tests: Vec<i64> = release
+        .tests
+        .iter()
+        .filter_map(|(value, immediate)| match value {
+            Value::Loaded {
+                base,
+                offset,
+                size: 8,
+            } if **base == Value::Arg(0) && *immediate == 0 => Some(*offset),
+            _ => None,
+        })
+        .collect();
+    nil_tests.dedup();
+    // elem, next, prev, waitlink, c
+    let [_, _, _, waitlink, c] = nil_tests[..] else {
+        return Err(fail(
+            "sudog.c",
+            RELEASE,
+            format!(
+                "{} nil tests of s's words ({nil_tests:?}), not 5 (elem, next, prev, waitlink, c)",
+                nil_tests.len()
+            ),
+        ));
+    };
+    let sudog = |offset: i64, field: &'static str| {
+        u64::try_from(offset)
+            .ok()
+            .filter(|&offset| offset < WaitLayout::MAX_SUDOG_OFFSET)
+            .ok_or_else(|| {
+                fail(
+                    field,
+                    RELEASE,
+                    format!("offset {offset} is not inside a sudog"),
+                )
+            })
+    };
+    let (waitlink, c) = (sudog(waitlink, "sudog.waitlink")?, sudog(c, "sudog.c")?);
+
+    const CHANRECV: &str = "runtime.chanrecv";
+    let chanrecv = runtime.trace(CHANRECV, "g.waiting")?;
+    let is_sudog = |value: &Value| {
+        matches!(value, Value::Returned(target)
+            if runtime.name_at(*target).is_some_and(|name| name == "runtime.acquireSudog"))
+    };
+    // gp.waiting = mysg
+    let waiting = one(
+        chanrecv
+            .accesses
+            .iter()
+            .filter(|access| {
+                access.size == 8
+                    && access.base == Value::G
+                    && access.stored.as_ref().is_some_and(is_sudog)
+            })
+            .map(|access| access.offset),
+        "g.waiting",
+        CHANRECV,
+        "store of acquireSudog's sudog into the current g",
+    )?;
+    let waiting = offset(waiting, "g.waiting", CHANRECV)?;
+    // mysg.c = c (from Go 1.26, c.set(c) stores it twice: vp and vu), mysg.waitlink = nil
+    let stored = |at: u64, value: &Value| {
+        chanrecv.accesses.iter().any(|access| {
+            access.size == 8
+                && is_sudog(&access.base)
+                && access.offset == at as i64
+                && access.stored.as_ref() == Some(value)
+        })
+    };
+    if !stored(c, &Value::Arg(0)) {
+        return Err(fail(
+            "sudog.c",
+            CHANRECV,
+            format!("c (RAX) is never stored at +{c} (from {RELEASE}) of the sudog"),
+        ));
+    }
+    if !stored(waitlink, &Value::Const(0)) {
+        return Err(fail(
+            "sudog.waitlink",
+            CHANRECV,
+            format!("nil is never stored at +{waitlink} (from {RELEASE}) of the sudog"),
+        ));
+    }
+    let layout = WaitLayout {
+        g_waiting: waiting,
+        sudog_c: c,
+        sudog_waitlink: waitlink,
+    };
+    layout
+        .check(g_size)
+        .map_err(|err| fail("(waits)", CHANRECV, err.to_string()))?;
     Ok(layout)
 }
 

@@ -163,7 +163,7 @@ impl GLayout {
 }
 
 /// Where a blocked goroutine's channel waits are (Go 1.21-1.27: `g.waiting` +312 or +320,
-/// `sudog.c` +80 or, from 1.26, +88, `sudog.waitlink` 16 bytes before it). A goroutine parked
+/// `sudog.c` +80 up to 1.25, `sudog.waitlink` +64 or +72). A goroutine parked
 /// in a channel receive or a `select` has `g.waiting` pointing at the first `runtime.sudog`
 /// of its operation (`chanrecv` sets one, `selectgo` chains one per case through
 /// `waitlink`), and each sudog's `c` is the `*hchan` it waits on. Serialized (with these
@@ -173,7 +173,8 @@ impl GLayout {
 pub struct WaitLayout {
     /// `g.waiting` (`*sudog`).
     pub g_waiting: u64,
-    /// `sudog.c` (`*hchan`).
+    /// `sudog.c` (`*hchan`); from Go 1.26 its `vu`, the channel's address as an integer,
+    /// +96 (`c` is a `maybeTraceableChan` at +88 whose `vp` the runtime may clear).
     pub sudog_c: u64,
     /// `sudog.waitlink` (`*sudog`): the next sudog of the same `select`.
     pub sudog_waitlink: u64,
@@ -241,9 +242,13 @@ pub fn has_dwarf(file: &object::File<'_>) -> bool {
 }
 
 /// The `runtime.g` layout from DWARF, and the [`WaitLayout`] (or why DWARF does not give it),
-/// from one walk over the type entries.
+/// from one walk over the type entries. `traceable_chan`: the binary is Go 1.26 or newer,
+/// whose `sudog.c` is a `runtime.maybeTraceableChan`, a `maybeTraceablePtr` whose `vp`
+/// (+0) the runtime clears to hide the channel from the GC while `vu` (+8), the address as
+/// an integer, stays the truth: [`WaitLayout::sudog_c`] is then where `vu` is.
 pub fn read_g_layout(
     file: &object::File<'_>,
+    traceable_chan: bool,
 ) -> Result<(GLayout, Result<WaitLayout, LayoutError>), LayoutError> {
     if !has_dwarf(file) {
         return Err(LayoutError::NoDwarf);
@@ -255,15 +260,24 @@ pub fn read_g_layout(
         RunTimeEndian::Big
     };
     let dwarf = sections.borrow(|section| EndianSlice::new(section, endian));
-    let structs = struct_members(
-        &dwarf,
+    let names: &[&'static str] = if traceable_chan {
         &[
             "runtime.g",
             "runtime.gobuf",
             "runtime.stack",
             "runtime.sudog",
-        ],
-    )?;
+            "runtime.maybeTraceableChan",
+            "runtime.maybeTraceablePtr",
+        ]
+    } else {
+        &[
+            "runtime.g",
+            "runtime.gobuf",
+            "runtime.stack",
+            "runtime.sudog",
+        ]
+    };
+    let structs = struct_members(&dwarf, names)?;
     let member = |strukt: &'static str, name: &'static str| {
         structs
             .iter()
@@ -310,9 +324,17 @@ pub fn read_g_layout(
     };
     layout.check()?;
     let waits = (|| {
+        let mut sudog_c = member("runtime.sudog", "c")?;
+        if traceable_chan {
+            sudog_c = nested(
+                nested(sudog_c, "runtime.maybeTraceableChan", "maybeTraceablePtr")?,
+                "runtime.maybeTraceablePtr",
+                "vu",
+            )?;
+        }
         let waits = WaitLayout {
             g_waiting: g("waiting")?,
-            sudog_c: member("runtime.sudog", "c")?,
+            sudog_c,
             sudog_waitlink: member("runtime.sudog", "waitlink")?,
         };
         waits.check(layout.size)?;

@@ -149,10 +149,12 @@ pub struct GoBinary {
     pub layout_source: LayoutSource,
     /// The layout derived from the runtime's code, also when DWARF gave it (a cross-check).
     pub g_layout_derived: Result<GLayout, derive::DeriveError>,
-    /// Where a goroutine's channel waits are, and from where ([`LayoutSource::Dwarf`] or
-    /// [`LayoutSource::Table`]: they are not derived from code); or why they are unknown (then
-    /// ctxleak does not look at what goroutines wait on).
+    /// Where a goroutine's channel waits are, and from where (DWARF, else the runtime's code,
+    /// else the offset table, as for `runtime.g`); or why they are unknown (then ctxleak does
+    /// not look at what goroutines wait on).
     pub waits: Result<(WaitLayout, LayoutSource), String>,
+    /// The wait layout derived from the runtime's code, also when DWARF gave it.
+    pub waits_derived: Result<WaitLayout, derive::DeriveError>,
     pub probes: ProbeAddresses,
     /// Link-time address of `runtime.allgs`, a `[]*runtime.g`.
     pub allgs: u64,
@@ -222,9 +224,11 @@ impl GoBinary {
         let mut dwarf_waits = None;
         let (g_layout, layout_source) = if layout::has_dwarf(&file) {
             let (layout, waits) =
-                layout::read_g_layout(&file).map_err(|source| GoBinaryError::Layout {
-                    path: path.clone(),
-                    source,
+                layout::read_g_layout(&file, version.at_least(1, 26)).map_err(|source| {
+                    GoBinaryError::Layout {
+                        path: path.clone(),
+                        source,
+                    }
                 })?;
             dwarf_waits = Some(waits);
             match &g_layout_derived {
@@ -287,10 +291,34 @@ impl GoBinary {
                     )
                 })
         };
+        let waits_derived = derive::wait_layout(&pclntab, &read, g_layout.size);
         let waits = match dwarf_waits {
-            Some(Ok(waits)) => Ok((waits, LayoutSource::Dwarf)),
+            Some(Ok(waits)) => {
+                match &waits_derived {
+                    Ok(derived) if *derived != waits => tracing::warn!(
+                        "{}: the g.waiting/sudog layout derived from the code differs from DWARF ({}); using DWARF",
+                        path.display(),
+                        derived.differences(&waits).join(", ")
+                    ),
+                    Ok(_) => {}
+                    Err(err) => tracing::debug!("{}: {err}; using DWARF", path.display()),
+                }
+                Ok((waits, LayoutSource::Dwarf))
+            }
             Some(Err(err)) => Err(format!("DWARF: {err}")),
-            None => table_waits(),
+            None => match &waits_derived {
+                Ok(derived) => Ok((*derived, LayoutSource::Code)),
+                Err(err) => {
+                    let table = table_waits().map_err(|why| format!("{err}; {why}"));
+                    if table.is_ok() {
+                        tracing::warn!(
+                            "{}: {err}; using the offset table's g.waiting/sudog layout",
+                            path.display()
+                        );
+                    }
+                    table
+                }
+            },
         };
 
         let code = |function: &pclntab::Function<'_>| {
@@ -372,6 +400,7 @@ impl GoBinary {
             layout_source,
             g_layout_derived,
             waits,
+            waits_derived,
             probes: ProbeAddresses {
                 goroutine_created,
                 goroutine_exited,
