@@ -16,17 +16,12 @@
 use std::collections::BTreeSet;
 
 use crate::common;
-use crate::common::{Driven, finish_json_report as finish, fixture, start_report};
+use crate::common::{
+    Driven, finish_json_report as finish, fixture, json_list as list, start_report,
+};
 use serde_json::Value;
 
 const WATCH: &[&str] = &["--for", "15s", "--json"];
-
-fn list<'a>(json: &'a Value, path: &[&str]) -> &'a [Value] {
-    path.iter()
-        .fold(json, |value, key| &value[*key])
-        .as_array()
-        .map_or(&[], Vec::as_slice)
-}
 
 /// `function:line` of a location.
 fn line_of(location: &Value) -> String {

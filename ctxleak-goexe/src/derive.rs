@@ -770,17 +770,7 @@ pub fn g_layout<'a>(
     }
     // if gp.trackingSeq%gTrackingPeriod == 0 (gTrackingPeriod is 8)
     let tracking_seq = one(
-        casgstatus
-            .tests
-            .iter()
-            .filter_map(|(value, immediate)| match value {
-                Value::Loaded {
-                    base,
-                    offset,
-                    size: 1,
-                } if **base == Value::Arg(0) && *immediate == 7 => Some(*offset),
-                _ => None,
-            }),
+        tested_fields_of_arg0(&casgstatus.tests, 1, 7),
         "trackingSeq",
         CASGSTATUS,
         "test of a byte of gp against 7 (trackingSeq % gTrackingPeriod)",
@@ -865,6 +855,23 @@ pub fn g_layout<'a>(
     Ok(layout)
 }
 
+/// The offsets of the first argument's fields of `size` bytes that `tests` compare with
+/// `immediate`, in code order.
+fn tested_fields_of_arg0(
+    tests: &[(Value, i64)],
+    size: u8,
+    immediate: i64,
+) -> impl Iterator<Item = i64> + '_ {
+    tests.iter().filter_map(move |(value, tested)| match value {
+        Value::Loaded {
+            base,
+            offset,
+            size: loaded,
+        } if **base == Value::Arg(0) && *loaded == size && *tested == immediate => Some(*offset),
+        _ => None,
+    })
+}
+
 /// Derives where a goroutine's channel waits are (see the table above) from
 /// `runtime.releaseSudog` and `runtime.chanrecv`; `g_size` bounds `g.waiting`.
 pub fn wait_layout<'a>(
@@ -896,18 +903,7 @@ pub fn wait_layout<'a>(
             ));
         }
     }
-    let mut nil_tests: Vec<i64> = release
-        .tests
-        .iter()
-        .filter_map(|(value, immediate)| match value {
-            Value::Loaded {
-                base,
-                offset,
-                size: 8,
-            } if **base == Value::Arg(0) && *immediate == 0 => Some(*offset),
-            _ => None,
-        })
-        .collect();
+    let mut nil_tests: Vec<i64> = tested_fields_of_arg0(&release.tests, 8, 0).collect();
     nil_tests.dedup();
     // elem, next, prev, waitlink, c
     let [_, _, _, waitlink, c] = nil_tests[..] else {

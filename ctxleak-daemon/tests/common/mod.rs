@@ -462,6 +462,14 @@ fn assert_outcomes(outcomes: Vec<(String, Result<String, String>)>) {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The array at `path` in a JSON report (empty when absent).
+pub fn json_list<'a>(json: &'a Value, path: &[&str]) -> &'a [Value] {
+    path.iter()
+        .fold(json, |value, key| &value[*key])
+        .as_array()
+        .map_or(&[], Vec::as_slice)
+}
+
 /// Runs a `ctxleak report --json` (from [`start_report`]) to its end: its exit status and
 /// JSON.
 pub fn finish_json_report(child: Child) -> Result<(Option<i32>, Value), String> {
