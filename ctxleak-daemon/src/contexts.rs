@@ -960,6 +960,79 @@ mod tests {
     }
 
     #[test]
+    fn listeners_are_shown_with_their_unreleased_contexts_by_blocked_line() {
+        let mut t = ContextTracker::default();
+        create_registered(&mut t, 1, 0x100, 0x900);
+        create_registered(&mut t, 1, 0x200, 0x900);
+        create_registered(&mut t, 1, 0x300, 0x900);
+        t.apply(
+            &event(EventKind::ContextCancelled, 1, 0x300, 0, 0),
+            1000,
+            |_| None,
+        );
+        let view = |goid: u64, line: u32| GoroutineView {
+            goid,
+            parent_goid: 1,
+            system: false,
+            state: "waiting",
+            wait_reason: "select".into(),
+            created_by: None,
+            start_function: None,
+            stack: vec![crate::groups::StackFrame {
+                function: "main.waiter".into(),
+                file: "main.go".into(),
+                line,
+                inlined: false,
+                wrapper: false,
+                pc: 0,
+            }]
+            .into(),
+            parked_for_s: None,
+            still: true,
+            stack_read: false,
+            listens_on: None,
+        };
+        let views = [view(7, 40), view(8, 40), view(9, 50), view(10, 40)];
+        let by_goid: HashMap<u64, &GoroutineView> = views.iter().map(|v| (v.goid, v)).collect();
+        // Goroutine 10 waits on a cancelled context: not a listener of an unreleased one.
+        let listeners = HashMap::from([(0x100, vec![8, 7]), (0x200, vec![9]), (0x300, vec![10])]);
+        let verdicts = verdicts(
+            &t,
+            &mut History::default(),
+            &Inputs {
+                now_ns: 10_000,
+                grace_ns: 0,
+                now: std::time::Instant::now(),
+                window: std::time::Duration::from_secs(60),
+                is_live: &|_| true,
+                views: &by_goid,
+                read_len: &|_| None,
+                is_program_function: &|_| true,
+                coverage: None,
+                listeners: &listeners,
+            },
+        );
+        let [unreleased] = &verdicts.unreleased[..] else {
+            panic!("{:?}", verdicts.unreleased);
+        };
+        assert_eq!(unreleased.count, 2);
+        let found: Vec<(u32, u64, Vec<u64>)> = unreleased
+            .listeners
+            .iter()
+            .map(|l| {
+                let line = l.blocked_at.as_ref().map_or(0, |site| site.line);
+                (line, l.count, l.goids.clone())
+            })
+            .collect();
+        assert_eq!(found, vec![(40, 2, vec![7, 8]), (50, 1, vec![9])]);
+        assert!(
+            crate::report::listeners_summary(&unreleased.listeners[0]).starts_with(
+                "2 goroutines wait on it at main.waiter (main.go:40) (select; goroutines 7, 8)"
+            )
+        );
+    }
+
+    #[test]
     fn growth_over_a_window() {
         let mut h = History::default();
         let t0 = std::time::Instant::now();

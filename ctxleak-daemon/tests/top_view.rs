@@ -20,7 +20,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ctxleak_daemon::api::{
-    Group, GroupsResponse, LeaksResponse, OutlivingGoroutines, SourceLocation, UnreleasedContexts,
+    ContextListeners, Group, GroupsResponse, LeaksResponse, OutlivingGoroutines, SourceLocation,
+    UnreleasedContexts,
 };
 use ctxleak_daemon::top::{Action, App, Connection, FetchError, Item, SortKey};
 use ratatui::Terminal;
@@ -538,7 +539,16 @@ fn census_with_findings() -> (GroupsResponse, LeaksResponse) {
             growth: 12,
             window_s: 60,
             estimate: None,
-            listeners: Vec::new(),
+            listeners: vec![ContextListeners {
+                blocked_at: Some(loc(
+                    "github.com/acme/shop/internal/search.(*Index).watch",
+                    "/src/shop/internal/search/watch.go",
+                    31,
+                )),
+                wait_reason: "select".into(),
+                count: 2,
+                goids: vec![41, 42],
+            }],
         }],
         outliving: vec![OutlivingGoroutines {
             goroutine_site: cart.created_by.clone(),
@@ -646,6 +656,13 @@ fn stuck_groups_and_context_findings_are_rows_beside_the_groups() {
     );
     assert!(text.contains(
         "created at: github.com/acme/shop/internal/search.(*Index).Query (/src/shop/internal/search/index.go:212)"
+    ), "{text}");
+    // ...with the goroutines parked on their Done() channels...
+    assert!(text.contains(
+        "2 goroutines wait on it at github.com/acme/shop/internal/search.(*Index).watch (watch.go:31) (select; goroutines 41"
+    ), "{text}");
+    assert!(text.contains(
+        "waiting at: github.com/acme/shop/internal/search.(*Index).watch (/src/shop/internal/search/watch.go:31)"
     ), "{text}");
     // ...and the outliving goroutines' sites and the stack of their group.
     app.handle_key(key(KeyCode::Down));
