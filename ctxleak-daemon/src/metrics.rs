@@ -106,6 +106,7 @@ struct TargetSeries {
     stuck: Vec<StuckLabels>,
     unreleased: Vec<ContextSiteLabels>,
     orphaned: Vec<ContextSiteLabels>,
+    listeners: Vec<ContextSiteLabels>,
     outliving: Vec<OutlivingLabels>,
 }
 
@@ -125,6 +126,7 @@ pub struct Metrics {
     contexts_cancelled: Family<TargetLabels, Counter>,
     unreleased: Family<ContextSiteLabels, Gauge>,
     orphaned: Family<ContextSiteLabels, Gauge>,
+    listeners: Family<ContextSiteLabels, Gauge>,
     outliving: Family<OutlivingLabels, Gauge>,
     children_mismatch: Family<TargetLabels, Gauge>,
     probe_duty: Family<TargetLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -167,6 +169,7 @@ impl Default for Metrics {
             contexts_cancelled: Family::default(),
             unreleased: Family::default(),
             orphaned: Family::default(),
+            listeners: Family::default(),
             outliving: Family::default(),
             children_mismatch: Family::default(),
             probe_duty: Family::default(),
@@ -295,6 +298,11 @@ impl Default for Metrics {
             "contexts_orphaned",
             "Unreleased contexts whose creating goroutine has exited, so nobody can cancel them (runtime lostcancel), by creation site",
             metrics.orphaned.clone(),
+        );
+        registry.register(
+            "context_listeners",
+            "Goroutines parked on the Done() channel of unreleased contexts (handed the context, they wait for a cancellation that has not come), by the contexts' creation site",
+            metrics.listeners.clone(),
         );
         registry.register(
             "goroutines_outliving_context",
@@ -484,6 +492,9 @@ impl Metrics {
         for labels in &series.orphaned {
             self.orphaned.remove(labels);
         }
+        for labels in &series.listeners {
+            self.listeners.remove(labels);
+        }
         for labels in &series.outliving {
             self.outliving.remove(labels);
         }
@@ -560,6 +571,7 @@ impl Metrics {
             fresh = TargetSeries {
                 unreleased: Vec::new(),
                 orphaned: Vec::new(),
+                listeners: Vec::new(),
                 outliving: Vec::new(),
                 ..old
             };
@@ -584,6 +596,13 @@ impl Metrics {
                     .get_or_create(&labels)
                     .inc_by(gauge_value(group.orphaned));
                 fresh.orphaned.push(labels.clone());
+            }
+            let listening: u64 = group.listeners.iter().map(|l| l.count).sum();
+            if listening > 0 {
+                self.listeners
+                    .get_or_create(&labels)
+                    .inc_by(gauge_value(listening));
+                fresh.listeners.push(labels.clone());
             }
             fresh.unreleased.push(labels);
         }
