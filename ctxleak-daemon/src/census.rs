@@ -286,6 +286,8 @@ pub struct Census {
     /// goroutine that ran on it): about the last goid handed out, so how far it moves between
     /// two censuses bounds the goroutines created meanwhile, even those already gone.
     pub high_goid: u64,
+    /// Bytes read from the target: the pointers, and the ranges of g structs.
+    pub bytes: usize,
 }
 
 /// g structs this close to each other are read as one range, the bytes between them
@@ -386,8 +388,10 @@ pub fn take(
         decode(&g, layout, waiting)
     };
     let mut buffer = Vec::new();
+    let mut bytes = pointers.len() + alone.len() * read_len;
     for batch in batches(&ranges, GRange::len) {
         let total: usize = batch.iter().map(GRange::len).sum();
+        bytes += total;
         buffer.resize(total.max(buffer.len()), 0);
         let read = {
             let mut rest = &mut buffer[..total];
@@ -431,6 +435,7 @@ pub fn take(
             .collect(),
         unreadable,
         high_goid,
+        bytes,
     })
 }
 

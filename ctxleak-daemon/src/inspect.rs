@@ -77,6 +77,9 @@ pub struct Inspection {
     pub waits_source: Result<LayoutSource, String>,
     /// Link-time addresses.
     pub allgs: u64,
+    /// Where the inputs of the runtime's own goroutine count are (link-time addresses), or
+    /// why they could not be found.
+    pub goroutine_count: Result<crate::goexe::sched::SchedAddresses, String>,
     pub functions: usize,
     pub wait_reasons: Vec<String>,
     pub probe_goroutine_created: Vec<Location>,
@@ -111,6 +114,7 @@ pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, G
             .map(|&(_, source)| source)
             .map_err(Clone::clone),
         allgs: binary.allgs,
+        goroutine_count: binary.sched.clone().map_err(|err| err.to_string()),
         functions: binary.pclntab.len(),
         wait_reasons: binary.wait_reasons.clone(),
         probe_goroutine_created: binary
@@ -166,6 +170,27 @@ impl std::fmt::Display for Inspection {
             "runtime.allgs at {:#x}; {} functions",
             self.allgs, self.functions
         )?;
+        match &self.goroutine_count {
+            Ok(sched) => writeln!(
+                f,
+                "goroutine count from memory: sched.goidgen at {:#x}, sched.ngsys at {:#x}, free list count{} at {}, runtime.allp at {:#x}, a p's free list count at +{}",
+                sched.goidgen,
+                sched.ngsys,
+                if sched.free.len() > 1 { "s" } else { "" },
+                sched
+                    .free
+                    .iter()
+                    .map(|address| format!("{address:#x}"))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                sched.allp,
+                sched.p_free
+            )?,
+            Err(err) => writeln!(
+                f,
+                "goroutine count from memory: {err}; counted by reading every g"
+            )?,
+        }
         for location in &self.probe_goroutine_created {
             writeln!(f, "goroutine-created probe: {location}")?;
         }

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod dashboard;
 pub mod discover;
 pub mod error_line;
+pub mod gcount;
 pub mod options;
 /// The readers of Go executables: their own crate, the boundary of untrusted input.
 pub use ctxleak_goexe as goexe;

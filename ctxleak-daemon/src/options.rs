@@ -115,10 +115,14 @@ pub struct WatchFlags {
     /// hit costs the target about a microsecond; under a budget, ctxleak estimates the cost
     /// from the hits it sees and switches the probes off and on in windows so that it
     /// averages at most the budget (ctxleak_probe_duty_ratio says how much of the time they
-    /// were on). Goroutine counts and stacks come from memory either way and stay exact;
-    /// created/exited counts and context findings are samples while the probes are off part
-    /// of the time. 0: memory only (no probes, no context findings); exact: probes always
-    /// on, whatever they cost [default: 1%; with --park-times: exact].
+    /// were on). Goroutine counts and stacks come from memory either way: while the probes
+    /// are off, the user and system counts are the runtime's own arithmetic, read every
+    /// second, exactly runtime.NumGoroutine() whenever the program is not starting or ending
+    /// goroutines at that instant; created comes from the goid allocator (ahead by at most
+    /// 16 x GOMAXPROCS goids that the Ps hold unused) and exited is created minus the change
+    /// in live goroutines; context findings are samples while the probes are off part of
+    /// the time. 0: memory only (no probes, no context findings); exact: probes always on,
+    /// whatever they cost [default: 1%; with --park-times: exact].
     #[arg(long, value_name = "SHARE", value_parser = probe_policy)]
     #[serde(default, deserialize_with = "de::probe_policy")]
     pub max_overhead: Option<ProbePolicy>,

@@ -14,12 +14,13 @@ use ctxleak_common::{ContextEvent, GoroutineEvent};
 use crate::api::{GroupsResponse, LeaksResponse};
 use crate::census;
 use crate::contexts::{self, ContextTracker, History};
+use crate::gcount::GcountReader;
 use crate::goexe::GoBinary;
 use crate::groups::{GoroutineList, GoroutinesResponse, GroupTracker, SuspectRules, Symbolizer};
 use crate::http::{Latest, Shared};
 use crate::metrics::{TargetInfo, TargetMetrics};
 use crate::procmem::ProcessMemory;
-use crate::tracker::{GoroutineTracker, kind_of_start};
+use crate::tracker::{Counts, GoroutineTracker, kind_of_start};
 
 /// How every session judges its target: the same for all targets of one ctxleak.
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +72,12 @@ pub struct Session {
     hits: u64,
     /// When [`Session::count_from_memory`] may read the goroutines again.
     next_memory_count: Instant,
+    /// The runtime's own count of its goroutines, read while the probes are off (None: its
+    /// inputs could not be found in the executable; then every read is a scan of `allgs`).
+    gcount: Option<GcountReader>,
+    /// g's that `sched.ngsys` counts and a census does not: in cgo programs, the dead g of
+    /// each extra M (for C threads calling Go). Learnt whenever an exact count is at hand.
+    uncounted_system: u64,
     /// What `/api/leaks` says of the probes; `on`: whether its executable's probes are
     /// attached now (see [`crate::budget`]).
     probe_state: crate::api::ProbeState,
@@ -107,11 +114,24 @@ impl Session {
         judgement: Judgement,
         policy: crate::budget::ProbePolicy,
     ) -> Self {
+        let allgs = binary.allgs.wrapping_add(bias);
+        let gcount = match &binary.sched {
+            Ok(sched) => Some(GcountReader::new(process.pid(), sched, allgs, bias)),
+            Err(error) => {
+                tracing::debug!(
+                    pid = process.pid(),
+                    "{error}: the goroutines are counted by reading every g while the probes are off"
+                );
+                None
+            }
+        };
         Self {
             pid: process.pid(),
             process,
             memory,
-            allgs: binary.allgs.wrapping_add(bias),
+            allgs,
+            gcount,
+            uncounted_system: 0,
             symbolizer: Symbolizer::new(binary.clone(), bias),
             listeners: Default::default(),
             binary,
@@ -178,6 +198,8 @@ impl Session {
             self.probe_state.sampled = true;
             self.events_gap = true;
             self.contexts_gap = true;
+            // The events kept the counts exact up to now.
+            self.learn_uncounted_system();
             return Ok(());
         }
         self.count_from_memory(Instant::now(), true)
@@ -188,14 +210,33 @@ impl Session {
         std::mem::take(&mut self.hits)
     }
 
-    /// While the probes are off (or as they come back on, `now_due`), reads the live
-    /// goroutines from memory and estimates how many were created and exited since the last
-    /// read (see [`GoroutineTracker::reset_estimating`]). Rate-limited so that reading a
-    /// huge target takes at most a tenth of the daemon's time: at most every second, and
-    /// every ten times as long as the last read took.
+    /// While the probes are off (or as they come back on, `now_due`), reads the goroutine
+    /// counts from memory and estimates how many were created and exited since the last read.
+    /// Every second, the runtime's own arithmetic ([`crate::gcount`], a few dozen bytes
+    /// whatever the number of goroutines; see [`GoroutineTracker::count_estimating`]); as the
+    /// probes come back on (the events need the live set to start from), or when the
+    /// arithmetic cannot be read, a scan of every g (see
+    /// [`GoroutineTracker::reset_estimating`]). Rate-limited so that reading a huge target
+    /// takes at most a tenth of the daemon's time: at most every second, and every ten times
+    /// as long as the last read took.
     pub fn count_from_memory(&mut self, now: Instant, now_due: bool) -> anyhow::Result<()> {
         if !self.events_gap || (!now_due && now < self.next_memory_count) {
             return Ok(());
+        }
+        if !now_due && let Some(reader) = &self.gcount {
+            match reader.read(&self.memory) {
+                Ok(counted) => {
+                    let counts = Counts {
+                        user: counted.counts.user,
+                        system: counted.counts.system.saturating_sub(self.uncounted_system),
+                    };
+                    self.tracker.count_estimating(counts, counted.goidgen);
+                    self.next_memory_count = now + (now.elapsed() * 10).max(EVERY_TICK);
+                    self.publish_counts();
+                    return Ok(());
+                }
+                Err(error) => tracing::debug!(pid = self.pid, "{error}; reading every g instead"),
+            }
         }
         let ktime = monotonic_ns();
         let census = self.take_census()?;
@@ -233,6 +274,25 @@ impl Session {
             });
         self.events_gap = !self.probe_state.on;
         self.publish_counts();
+        self.learn_uncounted_system();
+    }
+
+    /// Compares the runtime's own count with the tracker's, exact just now (after a census,
+    /// or from the events): the system g's the runtime counts beyond it are taken away from
+    /// its system count from now on. Not when the user counts differ (the target was creating
+    /// or ending goroutines meanwhile).
+    fn learn_uncounted_system(&mut self) {
+        let Some(counted) = self
+            .gcount
+            .as_ref()
+            .and_then(|reader| reader.read(&self.memory).ok())
+        else {
+            return;
+        };
+        let exact = self.tracker.counts();
+        if counted.counts.user == exact.user {
+            self.uncounted_system = counted.counts.system.saturating_sub(exact.system);
+        }
     }
 
     pub fn pid(&self) -> u32 {

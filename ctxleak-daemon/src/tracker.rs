@@ -168,9 +168,31 @@ impl GoroutineTracker {
         high_goid: u64,
         classify: impl Fn(u64) -> GoroutineKind,
     ) {
-        let live_before = self.counts.user + self.counts.system;
-        let high_before = self.goid_high;
+        let before = self.before_estimate();
         self.reset(ktime_ns, goroutines, classify);
+        self.estimate_since(before, high_goid);
+    }
+
+    /// The counts alone after a time without events, from the runtime's own arithmetic
+    /// ([`crate::gcount`]); the live set is left as it was (the next census replaces it).
+    /// Created and exited are estimated as in [`GoroutineTracker::reset_estimating`], from
+    /// `goidgen`, the goid allocator: it is ahead of the goids handed out by what the Ps hold
+    /// in their caches (up to 16 each), so the estimate too can be ahead by 16 × GOMAXPROCS,
+    /// and no more: that much is not counted again later.
+    pub fn count_estimating(&mut self, counts: Counts, goidgen: u64) {
+        let before = self.before_estimate();
+        self.counts = counts;
+        self.estimate_since(before, goidgen);
+    }
+
+    /// (live goroutines, highest goid) before a count from memory.
+    fn before_estimate(&self) -> (u64, u64) {
+        (self.counts.user + self.counts.system, self.goid_high)
+    }
+
+    /// Adds the goroutines created and exited since `before` ([`Self::before_estimate`]) to
+    /// the totals, now that the counts are read again and goids up to `high_goid` handed out.
+    fn estimate_since(&mut self, (live_before, high_before): (u64, u64), high_goid: u64) {
         self.goid_high = self.goid_high.max(high_goid);
         let live_after = self.counts.user + self.counts.system;
         let created = self.goid_high.saturating_sub(high_before);
@@ -476,5 +498,35 @@ mod tests {
             5 - 3,
             "live now minus live at start"
         );
+    }
+
+    #[test]
+    fn counts_from_the_runtime_estimate_from_the_goid_allocator() {
+        let mut tracker = GoroutineTracker::default();
+        tracker.reset(100, &[record(1, 9), record(2, 1), record(3, 9)], classify);
+        tracker.saw_goid(3);
+        // Probes off; the runtime counts 5 user goroutines and 1 system one, and has handed
+        // goids up to 48 to its Ps.
+        let counts = Counts { user: 5, system: 1 };
+        tracker.count_estimating(counts, 48);
+        assert_eq!(tracker.counts(), counts);
+        assert_eq!((tracker.created, tracker.exited), (45, 42));
+        // Nothing new: the same allocator, fewer goroutines (they exited).
+        tracker.count_estimating(Counts { user: 2, system: 1 }, 48);
+        assert_eq!((tracker.created, tracker.exited), (45, 45));
+        // A census after it saw goids below the allocator's (held in a P's cache): nothing is
+        // counted twice; the live set is the census's again.
+        tracker.reset_estimating(
+            200,
+            &[record(1, 9), record(2, 1), record(40, 9)],
+            40,
+            classify,
+        );
+        assert_eq!(tracker.counts(), Counts { user: 2, system: 1 });
+        assert_eq!((tracker.created, tracker.exited), (45, 45));
+        assert!(tracker.is_live(40) && !tracker.is_live(3));
+        // More goroutines than the goids moved (a stale allocator read): created covers them.
+        tracker.count_estimating(Counts { user: 6, system: 1 }, 40);
+        assert_eq!((tracker.created, tracker.exited), (49, 45));
     }
 }

@@ -50,12 +50,14 @@ fn check_command(label: &str, command: std::process::Command, ctxleak_args: &[&s
     phases.advance();
     let (name, before_attach) = phases.checkpoint();
     assert_eq!(name, "pre-attach");
-    // A census every second: the event-driven count is reconciled with memory throughout.
-    let args: Vec<&str> = ["--census-interval", "1s"]
-        .iter()
-        .chain(ctxleak_args)
-        .copied()
-        .collect();
+    // A census every second (unless the caller sets the interval): the event-driven count is
+    // reconciled with memory throughout.
+    let census_every = if ctxleak_args.contains(&"--census-interval") {
+        &[][..]
+    } else {
+        &["--census-interval", "1s"][..]
+    };
+    let args: Vec<&str> = census_every.iter().chain(ctxleak_args).copied().collect();
     let ctxleak = Ctxleak::attach_with(pid, &args);
 
     let check = |name: &str, want: u64, outcome: &mut Outcome| {
@@ -89,6 +91,22 @@ fn check_command(label: &str, command: std::process::Command, ctxleak_args: &[&s
         if name == "final" {
             break;
         }
+    }
+    // Memory only, the system count too (the runtime's `sched.ngsys`, less what a census does
+    // not count), against a census taken now (asking for the groups takes one), while the
+    // target stands still at its last checkpoint.
+    let memory_only = ctxleak_args
+        .windows(2)
+        .any(|pair| pair == ["--max-overhead", "0"]);
+    let gauge = sample(&ctxleak.scrape(), &system);
+    let body = common::http_get(&ctxleak.metrics_url, "/api/groups");
+    let census = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|groups| groups["goroutines_system"].as_f64());
+    if memory_only && (gauge.is_none() || gauge != census) {
+        outcome.failures.push(format!(
+            "final: {gauge:?} system goroutines by the gauge, {census:?} by a census"
+        ));
     }
     let metrics = ctxleak.scrape();
     let lost = sample(&metrics, "ctxleak_events_lost_total").unwrap_or(-1.0);
@@ -186,6 +204,96 @@ fn stripped_pie_and_cgo_builds_are_counted_exactly() {
         "expected cgo fixtures for at least two Go versions, found {cgo_builds}"
     );
     report(&outcomes);
+}
+
+/// Memory only, with no census between the checkpoints (the first comes after a minute):
+/// the gauge every second is the runtime's own arithmetic (`gcount`: `len(allgs)` minus the
+/// free lists and `sched.ngsys`, read from memory), and it must be exactly
+/// `runtime.NumGoroutine()` at every checkpoint, on the oldest and newest Go, with and
+/// without symbols, and on the newest's cgo build (whose extra M's dead g is in `ngsys`).
+#[test]
+fn memory_only_counts_by_the_runtimes_own_arithmetic() {
+    let versions = go_versions();
+    let (oldest, newest) = (
+        versions.first().expect("a Go version"),
+        versions.last().expect("a Go version"),
+    );
+    let args = ["--max-overhead", "0", "--census-interval", "60s"];
+    let mut outcomes = Vec::new();
+    for version in [oldest, newest] {
+        for build in ["phases", "phases-stripped", "phases-pie-stripped"] {
+            outcomes.push(check_build(version, build, &args));
+        }
+    }
+    outcomes.push(check_build(newest, "phases-cgo", &args));
+    report(&outcomes);
+}
+
+/// Where every release keeps the runtime's goroutine count inputs, found in its code
+/// (`goexe::sched`), against the symbols of the same program built with them: `goidgen` is
+/// the first field of `runtime.sched`, every count lies inside it, `allp` found in the
+/// stripped build's code sits where the symbol says relative to `sched`, and the P's count
+/// is at the same offset with and without symbols.
+#[test]
+fn count_inputs_are_found_in_every_release() {
+    use object::{Object as _, ObjectSymbol as _};
+    let mut failures = Vec::new();
+    for version in go_versions() {
+        let plain = fixture(&version, "phases");
+        let data = std::fs::read(&plain).expect("the fixture");
+        let file = object::File::parse(&*data).expect("an ELF file");
+        let symbol = |name: &str| {
+            file.symbols()
+                .find(|symbol| symbol.name() == Ok(name))
+                .map(|symbol| (symbol.address(), symbol.size()))
+                .expect("a symbol")
+        };
+        let (sched, sched_size) = symbol("runtime.sched");
+        let (allp, _) = symbol("runtime.allp");
+        let found = |build: &str| {
+            let path = fixture(&version, build);
+            ctxleak_daemon::goexe::GoBinary::open(&path, &path)
+                .expect("the fixture parses")
+                .sched
+        };
+        let (with, without) = match (found("phases"), found("phases-stripped")) {
+            (Ok(with), Ok(without)) => (with, without),
+            (with, without) => {
+                failures.push(format!("go{version}: {with:?} / {without:?}"));
+                continue;
+            }
+        };
+        let inside = |address: u64| (sched..sched + sched_size).contains(&address);
+        if with.goidgen != sched
+            || !inside(with.ngsys)
+            || !with.free.iter().all(|&address| inside(address))
+            || with.allp != allp
+        {
+            failures.push(format!(
+                "go{version}: {with:x?} against runtime.sched at {sched:#x} ({sched_size} bytes), runtime.allp at {allp:#x}"
+            ));
+        }
+        let relative = |found: &ctxleak_daemon::goexe::sched::SchedAddresses| {
+            let from = |address: u64| address.wrapping_sub(found.goidgen);
+            (
+                from(found.ngsys),
+                found
+                    .free
+                    .iter()
+                    .map(|&address| from(address))
+                    .collect::<Vec<_>>(),
+                from(found.allp),
+                found.p_free,
+            )
+        };
+        if relative(&with) != relative(&without) {
+            failures.push(format!(
+                "go{version}: stripped {without:x?}, with symbols {with:x?}"
+            ));
+        }
+        eprintln!("go{version}: {with:x?}");
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 fn report(outcomes: &[Outcome]) {

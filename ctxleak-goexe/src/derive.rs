@@ -68,7 +68,7 @@ fn fail(field: &'static str, function: &'static str, why: impl Into<String>) -> 
 
 /// What a register or stack slot holds, as far as one pass over a function can tell.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Value {
+pub(crate) enum Value {
     Unknown,
     /// The n-th integer argument register at entry (RAX, RBX, RCX, RDI, RSI, R8, ...).
     Arg(u8),
@@ -76,7 +76,7 @@ enum Value {
     G,
     /// RAX after a direct call to this address.
     Returned(u64),
-    /// A link-time address (a RIP-relative LEA).
+    /// A link-time address (a RIP-relative LEA; as an access's base, a global variable).
     Address(u64),
     Const(i64),
     /// `size` bytes loaded from `base + offset`.
@@ -148,7 +148,7 @@ impl Value {
         }
     }
 
-    fn loaded(base: &Value, offset: i64, size: u8) -> Value {
+    pub(crate) fn loaded(base: &Value, offset: i64, size: u8) -> Value {
         if base.depth() >= MAX_DEPTH {
             return Value::Unknown;
         }
@@ -162,13 +162,13 @@ impl Value {
 
 /// A memory access outside the stack frame.
 #[derive(Clone, Debug)]
-struct Access {
-    mnemonic: Mnemonic,
-    base: Value,
-    offset: i64,
-    size: u8,
-    /// For a `MOV` store: the value stored.
-    stored: Option<Value>,
+pub(crate) struct Access {
+    pub(crate) mnemonic: Mnemonic,
+    pub(crate) base: Value,
+    pub(crate) offset: i64,
+    pub(crate) size: u8,
+    /// For a `MOV` store: the value stored; for an `XADD`, the value added.
+    pub(crate) stored: Option<Value>,
 }
 
 #[derive(Clone, Debug)]
@@ -180,11 +180,11 @@ struct Call {
 
 /// What one pass over a function saw.
 #[derive(Debug, Default)]
-struct Trace {
-    accesses: Vec<Access>,
+pub(crate) struct Trace {
+    pub(crate) accesses: Vec<Access>,
     calls: Vec<Call>,
     /// `TEST`/`CMP` of a value against an immediate.
-    tests: Vec<(Value, i64)>,
+    pub(crate) tests: Vec<(Value, i64)>,
 }
 
 /// ABIInternal's integer argument registers, in order.
@@ -306,11 +306,11 @@ fn trace(code: &[u8], ip: u64, callee: &dyn Fn(u64) -> Callee) -> Trace {
             .any(|operand| instruction.op_kind(operand) == OpKind::Memory);
         if has_memory
             && let Place::Memory(base, offset) = &place
-            && !matches!(base, Value::Unknown | Value::Address(_))
+            && *base != Value::Unknown
         {
-            let stored = (instruction.mnemonic() == Mnemonic::Mov
-                && instruction.op0_kind() == OpKind::Memory)
-                .then(|| operand_value(&instruction, 1, &st.regs));
+            let stored = matches!(instruction.mnemonic(), Mnemonic::Mov | Mnemonic::Xadd)
+                && instruction.op0_kind() == OpKind::Memory;
+            let stored = stored.then(|| operand_value(&instruction, 1, &st.regs));
             out.accesses.push(Access {
                 mnemonic: instruction.mnemonic(),
                 base: base.clone(),
@@ -532,13 +532,13 @@ fn operand_value(instruction: &Instruction, operand: u32, regs: &[Value; 16]) ->
 /// forward branch, so hostile input must not make a function of megabytes.
 const MAX_FUNCTION: u64 = 64 * 1024;
 
-struct Runtime<'a> {
-    pclntab: &'a Pclntab,
-    read: &'a dyn Fn(u64, u64) -> Option<&'a [u8]>,
+pub(crate) struct Runtime<'a> {
+    pub(crate) pclntab: &'a Pclntab,
+    pub(crate) read: &'a dyn Fn(u64, u64) -> Option<&'a [u8]>,
 }
 
 impl<'a> Runtime<'a> {
-    fn function(
+    pub(crate) fn function(
         &self,
         name: &'static str,
         field: &'static str,
@@ -560,7 +560,11 @@ impl<'a> Runtime<'a> {
         Ok((function.entry, code))
     }
 
-    fn trace(&self, name: &'static str, field: &'static str) -> Result<Trace, DeriveError> {
+    pub(crate) fn trace(
+        &self,
+        name: &'static str,
+        field: &'static str,
+    ) -> Result<Trace, DeriveError> {
         let (entry, code) = self.function(name, field)?;
         let callee = |target| match self.name_at(target) {
             Some(name) if name.starts_with("runtime.gcWriteBarrier") => Callee::WriteBarrier,
@@ -585,7 +589,7 @@ impl<'a> Runtime<'a> {
 }
 
 /// Exactly one value in `found`, else an error saying how many.
-fn one<T: PartialEq + Copy + std::fmt::Debug>(
+pub(crate) fn one<T: PartialEq + Copy + std::fmt::Debug>(
     found: impl IntoIterator<Item = T>,
     field: &'static str,
     function: &'static str,

@@ -10,6 +10,7 @@ pub mod file;
 pub mod layout;
 pub mod offsets;
 pub mod pclntab;
+pub mod sched;
 pub mod symbolize;
 
 use std::path::{Path, PathBuf};
@@ -158,6 +159,9 @@ pub struct GoBinary {
     pub probes: ProbeAddresses,
     /// Link-time address of `runtime.allgs`, a `[]*runtime.g`.
     pub allgs: u64,
+    /// Where the inputs of the runtime's own goroutine count live (see [`sched`]), or why
+    /// they could not be found (then only a scan of `allgs` counts the goroutines).
+    pub sched: Result<sched::SchedAddresses, sched::SchedError>,
     /// `runtime.waitReasonStrings`, indexed by `g.waitreason` (the enum moved between
     /// releases, so the strings come from each binary). Empty if they cannot be found.
     pub wait_reasons: Vec<String>,
@@ -353,6 +357,8 @@ impl GoBinary {
                 .ok_or_else(|| GoBinaryError::NoAllgs { path: path.clone() })?,
         };
 
+        let sched = sched::sched_addresses(&pclntab, &read, data_symbol(&file, "runtime.allp"));
+
         let wait_reasons =
             wait_reason_strings(&file, data, &segments, &pclntab).unwrap_or_default();
 
@@ -408,6 +414,7 @@ impl GoBinary {
                 contexts,
             },
             allgs,
+            sched,
             wait_reasons,
             is_pie: file.kind() == ObjectKind::Dynamic,
             modules: buildinfo::module_paths(buildinfo),
