@@ -68,7 +68,7 @@ fn main() {
     let (mut census, mut gcount) = (None, None);
     for _ in 0..rounds {
         let start = Instant::now();
-        let taken = census::take(&memory, &binary.g_layout, allgs)
+        let taken = census::take(&memory, &binary.g_layout, None, allgs)
             .unwrap_or_else(|error| fail(format_args!("census of PID {pid}: {error}")));
         scans.push(start.elapsed());
         census = Some(taken);
