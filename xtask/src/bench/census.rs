@@ -341,10 +341,11 @@ const ATTACH_WINDOW_S: u64 = 20;
 /// `ctxleak attach` on the fixture for [`ATTACH_WINDOW_S`]: its RSS sampled every 100 ms
 /// (the lowest in the second half, after the first census: what it keeps between censuses;
 /// and the most), and the fixture's largest scheduling gap meanwhile against an idle window
-/// just before.
+/// just before. The fixture's GC is stopped first: its forced collection every two minutes
+/// takes seconds at this size and makes gaps of its own, in either window.
 fn attach_memory(ctxleak: &Path, fixture: &mut Fixture) -> Result<Value> {
     let window = Duration::from_secs(ATTACH_WINDOW_S);
-    fixture.ask("pause")?;
+    fixture.ask("nogc")?;
     std::thread::sleep(window);
     let idle = fixture.ask("pause")?;
     let mut child = Command::new(ctxleak)
