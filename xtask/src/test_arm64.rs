@@ -26,12 +26,14 @@ use anyhow::{Context, Result, bail};
 use crate::build::{self, ARM64};
 use crate::{debian, fixtures, go, process, workspace::Workspace};
 
-/// The tests run inside the VM (libtest filters): the exact goroutine count against
+/// The tests run inside the VM (libtest filters): that ctxleak says it runs memory only there
+/// (no probe placement on arm64 yet, issue #19 item 1), the exact goroutine count against
 /// `runtime.NumGoroutine()`, and the census's stacks (and its pprof profile, read by `go tool
 /// pprof`) against the runtime's own goroutine profile. Not yet their stripped builds' twins:
 /// without symbols, `runtime.allgs` is found in `runtime.forEachG`'s code, which ctxleak
 /// decodes on x86-64 only so far (issue #19, item 1).
 const TESTS: &[&str] = &[
+    "bad_input::probes_not_placed_on_this_architecture_yet",
     "goroutine_count::user_goroutines_match_runtime_numgoroutine_on_every_go_version",
     "census::census_stacks_match_the_runtimes_own_goroutine_profile",
 ];
