@@ -76,8 +76,9 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
     let prepared = target::prepare(process, |_| None)?;
     let exe = prepared.path.display().to_string();
     let version = prepared.binary.version.to_string();
-    let has_contexts = prepared.binary.probes.contexts.is_some();
+    let has_contexts = prepared.binary.context_probes().is_some();
     let contexts_probed = watch.contexts_probed(&prepared.binary);
+    let unavailable = prepared.binary.probes_unavailable();
     let probe_count = watcher.add_and_wait(prepared).await?;
     let listen = listener
         .local_addr()
@@ -86,6 +87,7 @@ pub async fn run(options: AttachOptions) -> anyhow::Result<Outcome> {
     eprintln!(
         "ctxleak: attached to PID {pid} ({exe}, {version}, {}{}); metrics at http://{listen}/metrics",
         match watch.policy {
+            _ if let Some(line) = &unavailable => line.clone(),
             ProbePolicy::Exact => format!("{probe_count} probes"),
             ProbePolicy::Budget { .. } if !watch.policy.probes() => {
                 "memory only: no probes (--max-overhead 0)".to_owned()

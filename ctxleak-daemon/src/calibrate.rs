@@ -17,7 +17,9 @@
 //! a busy host does not inflate it; it takes about 50 ms, and the detach happens off the
 //! caller's thread.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(target_arch = "x86_64")]
+use std::time::Instant;
 
 use crate::budget::DEFAULT_HIT_COST;
 use crate::probes::Programs;
@@ -30,7 +32,9 @@ pub const REFERENCE_TRAP: Duration = Duration::from_nanos(455);
 const MAX_SCALE: f64 = 5.0;
 
 /// Calls timed per round, and rounds (the fastest counts).
+#[cfg(target_arch = "x86_64")]
 const CALLS: u32 = 4_000;
+#[cfg(target_arch = "x86_64")]
 const ROUNDS: u32 = 5;
 
 /// Why the trap could not be measured (the default hit cost is used instead).
@@ -51,6 +55,7 @@ pub enum CalibrationError {
 }
 
 /// A measured trap outside this range is not believed: the default is used instead.
+#[cfg(target_arch = "x86_64")]
 const PLAUSIBLE_TRAP: std::ops::Range<Duration> =
     Duration::from_nanos(50)..Duration::from_micros(50);
 

@@ -65,12 +65,18 @@ pub struct GoroutineRecord {
 
 /// Most frames a stack walk follows; deeper stacks are cut.
 pub const MAX_FRAMES: usize = 64;
+/// How far below a frame's SP its frame record (saved frame pointer, return address) may start:
+/// 0 on x86-64 (the record is above SP), 8 on arm64 (see `groups::frame_record`), so the copy
+/// of a stack starts that much below `sched.sp`.
+const RECORD_BELOW_SP: u64 = if cfg!(target_arch = "aarch64") { 8 } else { 0 };
+
 /// Most stack bytes read per goroutine: parked goroutines rarely use more than a few KiB.
 const MAX_STACK_READ: u64 = 64 << 10;
 
 /// The return addresses of a goroutine that is not running, innermost first (runtime
-/// addresses), walked through frame pointers from `g.sched`, which Go keeps on amd64. The
-/// stack is read once, from `sched.sp` up to `stack.hi`, and walked in that copy. Empty for a
+/// addresses), walked through frame pointers from `g.sched`, which Go keeps on amd64 and arm64.
+/// The stack is read once, from `sched.sp` (on arm64 8 bytes below) up to `stack.hi`, and
+/// walked in that copy. Empty for a
 /// goroutine that is running (its `sched` is stale) or whose stack cannot be read.
 ///
 /// `first_bp` is the innermost frame's frame pointer when the caller can compute it from the
@@ -214,7 +220,7 @@ fn stack_range(record: &GoroutineRecord) -> Result<(u64, usize), Vec<u64>> {
         return Err(Vec::new());
     }
     let (low, high) = (
-        record.sched_sp,
+        record.sched_sp.saturating_sub(RECORD_BELOW_SP),
         record
             .stack_hi
             .min(record.sched_sp.saturating_add(MAX_STACK_READ)),

@@ -382,8 +382,7 @@ impl Symbolizer {
     }
 
     /// The innermost frame's pointer from the function table: at `sched.pc` the frame is
-    /// `sp_delta` bytes deep, so the function was entered with SP = sched.sp + delta, and its
-    /// prologue pushed BP just below the return address there.
+    /// `sp_delta` bytes deep (see [`frame_record`]).
     fn first_frame_pointer(&self, record: &GoroutineRecord) -> Option<u64> {
         let link_pc = record.sched_pc.wrapping_sub(self.bias);
         self.binary
@@ -391,8 +390,7 @@ impl Symbolizer {
             .function_at(link_pc)
             .and_then(|function| function.sp_delta(link_pc))
             .and_then(|delta| u64::try_from(delta).ok())
-            .filter(|&delta| delta >= 8)
-            .map(|delta| record.sched_sp + delta - 8)
+            .and_then(|delta| frame_record(record.sched_sp, delta))
     }
 
     /// The stack with these return addresses, innermost first, by its index in `stack_list`:
@@ -1065,6 +1063,20 @@ impl Fnv {
         for &byte in bytes.iter().chain([0xffu8].iter()) {
             self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
         }
+    }
+}
+
+/// Where a Go function's frame record (the caller's saved frame pointer, then the return
+/// address) is, from its SP and how deep its frame is (`sp_delta`); None for a function
+/// without a frame. x86-64: the function was entered with SP = sp + delta, and its prologue
+/// pushed BP just below the return address there. arm64: the prologue stores the link
+/// register at the new SP and the frame pointer just below it (`STP (R29, R30), -8(RSP)`), so
+/// the record is at SP - 8 whatever the frame's size.
+fn frame_record(sp: u64, sp_delta: u64) -> Option<u64> {
+    if cfg!(target_arch = "aarch64") {
+        (sp_delta > 0).then(|| sp.wrapping_sub(8))
+    } else {
+        (sp_delta >= 8).then(|| sp + sp_delta - 8)
     }
 }
 

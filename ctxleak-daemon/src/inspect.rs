@@ -83,7 +83,8 @@ pub struct Inspection {
     pub functions: usize,
     pub wait_reasons: Vec<String>,
     pub probe_goroutine_created: Vec<Location>,
-    pub probe_goroutine_exited: Location,
+    /// None where ctxleak cannot place probes yet ([`GoBinary::probes_unavailable`]).
+    pub probe_goroutine_exited: Option<Location>,
     /// The PCs asked for with --pc.
     pub pcs: Vec<Location>,
 }
@@ -119,11 +120,14 @@ pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, G
         wait_reasons: binary.wait_reasons.clone(),
         probe_goroutine_created: binary
             .probes
-            .goroutine_created
             .iter()
+            .flat_map(|probes| &probes.goroutine_created)
             .map(|site| locate(&binary, site.address))
             .collect(),
-        probe_goroutine_exited: locate(&binary, binary.probes.goroutine_exited),
+        probe_goroutine_exited: binary
+            .probes
+            .as_ref()
+            .map(|probes| locate(&binary, probes.goroutine_exited)),
         pcs: pcs.iter().map(|&pc| locate(&binary, pc)).collect(),
     })
 }
@@ -194,7 +198,10 @@ impl std::fmt::Display for Inspection {
         for location in &self.probe_goroutine_created {
             writeln!(f, "goroutine-created probe: {location}")?;
         }
-        write!(f, "goroutine-exited probe: {}", self.probe_goroutine_exited)?;
+        match &self.probe_goroutine_exited {
+            Some(location) => write!(f, "goroutine-exited probe: {location}")?,
+            None => write!(f, "probes: none on this architecture yet")?,
+        }
         for location in &self.pcs {
             write!(f, "\n{location}")?;
         }

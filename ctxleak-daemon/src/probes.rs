@@ -282,11 +282,14 @@ impl Programs {
         only: Option<u32>,
     ) -> Result<Attachment, ProbeError> {
         let scope = scope(only);
+        // An architecture whose probes ctxleak cannot place yet: memory only, nothing attached.
+        let Some(probes) = &binary.probes else {
+            return Ok(Attachment { links: Vec::new() });
+        };
         let parked = mode
             .park_times
-            .then_some((PROG_GOROUTINE_PARKED, binary.probes.goroutine_parked));
-        let contexts = binary
-            .probes
+            .then_some((PROG_GOROUTINE_PARKED, probes.goroutine_parked));
+        let contexts = probes
             .contexts
             .as_ref()
             .filter(|_| !mode.no_contexts)
@@ -299,8 +302,7 @@ impl Programs {
             })
             .into_iter()
             .flatten();
-        let points = binary
-            .probes
+        let points = probes
             .goroutine_created
             .iter()
             .map(|site| {
@@ -310,7 +312,7 @@ impl Programs {
                 };
                 (program, site.address)
             })
-            .chain([(PROG_GOROUTINE_EXITED, binary.probes.goroutine_exited)])
+            .chain([(PROG_GOROUTINE_EXITED, probes.goroutine_exited)])
             .chain(parked)
             .chain(contexts);
         let mut attachment = Attachment { links: Vec::new() };
@@ -407,7 +409,7 @@ impl ProbeMaps {
         bias: u64,
         mode: ProbeMode,
     ) -> Result<(), ProbeError> {
-        let (lo, hi) = binary.probes.contexts.as_ref().map_or((0, 0), |c| c.text);
+        let (lo, hi) = binary.context_probes().map_or((0, 0), |c| c.text);
         let config = TargetConfig {
             offsets: binary.g_layout.probe_offsets(),
             park_times: u32::from(mode.park_times),

@@ -63,7 +63,7 @@ impl WatchOptions {
 
     /// Whether the `context` probes run on `binary` (some of the time, under a budget).
     pub fn contexts_probed(&self, binary: &GoBinary) -> bool {
-        binary.probes.contexts.is_some()
+        binary.context_probes().is_some()
             && !self.probe_mode.no_contexts
             && !self.probe_mode.floor
             && self.policy.probes()
@@ -376,7 +376,7 @@ impl Watcher {
         let executable = match self.executables.entry(identity) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
-                let probes = self.options.policy.probes();
+                let probes = self.options.policy.probes() && prepared.binary.probes.is_some();
                 let bucket = match self.options.policy {
                     ProbePolicy::Budget { share } if probes => {
                         Some(Bucket::new(share, self.hit_cost, Instant::now()))

@@ -168,8 +168,11 @@ fn check_command(label: &str, command: std::process::Command, ctxleak_args: &[&s
 #[test]
 fn user_goroutines_match_runtime_numgoroutine_on_every_go_version() {
     let versions = go_versions();
+    // Every supported version under `cargo xtask test`; the oldest and newest under `cargo
+    // xtask test-arm64`, where emulation is slow.
+    let edges = (versions.first(), versions.last());
     assert!(
-        versions.len() >= 7,
+        matches!(edges, (Some(oldest), Some(newest)) if oldest.starts_with("1.21.") && newest.starts_with("1.27.")),
         "expected Go 1.21 through 1.27, got {versions:?}"
     );
     let outcomes: Vec<Outcome> = versions

@@ -8,6 +8,8 @@
 #![no_std]
 #![no_main]
 
+mod regs;
+
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
@@ -21,6 +23,7 @@ use ctxleak_common::{
     EXECS_RING_BYTES, EventHeader, EventKind, ExecEvent, GoOffsets, GoroutineEvent, GoroutineKey,
     MAX_PARKS, MAX_TARGETS, TargetConfig,
 };
+use regs::GoRegs;
 
 #[map]
 static TARGETS: HashMap<u32, TargetConfig> = HashMap::with_max_entries(MAX_TARGETS, 0);
@@ -47,35 +50,30 @@ static STACK_WINDOW: PerCpuArray<[u64; STACK_WINDOW_WORDS]> = PerCpuArray::with_
 static PARKS: LruHashMap<GoroutineKey, u64> = LruHashMap::with_max_entries(MAX_PARKS, 0);
 
 /// Placed on the instruction right after `CALL runtime.newproc1` (found by disassembly at
-/// attach time): RAX then holds the new, already runnable g. Not a uretprobe: those crash Go
+/// attach time): the result register (arg0: RAX, arm64 R0) then holds the new, already runnable g. Not a uretprobe: those crash Go
 /// programs, whose stacks move.
 #[uprobe]
 pub fn goroutine_created(ctx: ProbeContext) -> u32 {
-    // SAFETY: the kernel hands uprobe programs a valid pt_regs.
-    let g = unsafe { (*ctx.regs).rax };
-    report_created(&ctx, g);
+    report_created(&ctx, GoRegs::of(&ctx).arg0());
     0
 }
 
 /// Placed on the `CALL runtime.runqput(pp, newg, true)` that follows `CALL runtime.newproc1`
-/// in `runtime.newproc.func1`, the path of every `go` statement: RBX holds the new g. The
+/// in `runtime.newproc.func1`, the path of every `go` statement: arg1 (RBX, arm64 R1) holds the new g. The
 /// kernel emulates a CALL, while the instruction after newproc1's CALL is a load it must
 /// single-step out of line, a second trap per goroutine.
 #[uprobe]
 pub fn goroutine_enqueued(ctx: ProbeContext) -> u32 {
-    // SAFETY: the kernel hands uprobe programs a valid pt_regs.
-    let g = unsafe { (*ctx.regs).rbx };
-    report_created(&ctx, g);
+    report_created(&ctx, GoRegs::of(&ctx).arg1());
     0
 }
 
 /// Placed after the stack check of `runtime.goexit1` (it cannot fire twice when the stack
 /// grows, and the kernel emulates the `PUSHQ BP` there without a second trap). In Go's
-/// register ABI, R14 holds the current g: the goroutine that is exiting.
+/// register ABI, a register holds the current g (R14, arm64 R28): the goroutine that is exiting.
 #[uprobe]
 pub fn goroutine_exited(ctx: ProbeContext) -> u32 {
-    // SAFETY: as above.
-    let g = unsafe { (*ctx.regs).r14 };
+    let g = GoRegs::of(&ctx).g();
     let Some((pid, target)) = current_target() else {
         return 0;
     };
@@ -97,7 +95,7 @@ pub fn goroutine_exited(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Placed after the stack check of `runtime.gopark` (only with park timing on): R14 is the
+/// Placed after the stack check of `runtime.gopark` (only with park timing on): g is the
 /// goroutine about to park. Records when, in a map the daemon reads at census time: one map
 /// update per park, no event.
 #[uprobe]
@@ -108,8 +106,7 @@ pub fn goroutine_parked(_ctx: ProbeContext) -> u32 {
     if target.park_times == 0 {
         return 0;
     }
-    // SAFETY: as in goroutine_created.
-    let g = unsafe { (*_ctx.regs).r14 };
+    let g = GoRegs::of(&_ctx).g();
     let Some(goid) = read_u64(g, target.offsets.g_goid) else {
         count(Counter::ReadErrors);
         return 0;
@@ -123,29 +120,21 @@ pub fn goroutine_parked(_ctx: ProbeContext) -> u32 {
 }
 
 /// Placed after the stack check of `context.(*cancelCtx).propagateCancel`, which every
-/// cancelCtx, timerCtx and afterFuncCtx goes through when it is made: RAX is the new context,
-/// RBX/RCX the parent `Context` interface (its data word is sent as the event's detail: the
-/// daemon tells the context from a reuse of its memory by it), R14 the goroutine making it. The prologue has not run yet, so the return address is at
-/// [SP] and RBP is still the caller's frame pointer: the creation stack is read from there,
+/// cancelCtx, timerCtx and afterFuncCtx goes through when it is made: arg0 is the new context,
+/// arg1/arg2 the parent `Context` interface (its data word is sent as the event's detail: the
+/// daemon tells the context from a reuse of its memory by it), g the goroutine making it. The
+/// prologue has not run yet, so the return address is at [SP] (arm64: in the link register)
+/// and the frame pointer is still the caller's: the creation stack is read from there,
 /// up to the user's line outside package `context`.
 #[uprobe]
 pub fn context_created(ctx: ProbeContext) -> u32 {
-    // SAFETY: the kernel hands uprobe programs a valid pt_regs.
-    let (context, parent_type, parent, sp, bp) = unsafe {
-        (
-            (*ctx.regs).rax,
-            (*ctx.regs).rbx,
-            (*ctx.regs).rcx,
-            (*ctx.regs).rsp,
-            (*ctx.regs).rbp,
-        )
-    };
+    let regs = GoRegs::of(&ctx);
+    let (context, parent_type, parent) = (regs.arg0(), regs.arg1(), regs.arg2());
+    let (sp, fp, link) = (regs.sp(), regs.fp(), regs.link());
     let Some((change, target)) = context_change(EventKind::ContextCreated, context, parent) else {
         return 0;
     };
-    // SAFETY: as in goroutine_created.
-    let g = unsafe { (*ctx.regs).r14 };
-    let Some(goid) = read_u64(g, target.offsets.g_goid) else {
+    let Some(goid) = read_u64(regs.g(), target.offsets.g_goid) else {
         count(Counter::ReadErrors);
         return 0;
     };
@@ -156,7 +145,7 @@ pub fn context_created(ctx: ProbeContext) -> u32 {
         stack: [0; CONTEXT_STACK_DEPTH],
     };
     let text = (target.context_text_lo, target.context_text_hi);
-    if !unwind(&mut event, sp, bp, text) {
+    if !unwind(&mut event, sp, fp, link, text) {
         count(Counter::ReadErrors);
         return 0;
     }
@@ -168,12 +157,12 @@ pub fn context_created(ctx: ProbeContext) -> u32 {
 /// `propagateCancel` (the kernel emulates a CALL: no second trap). It fires only for contexts
 /// that really join a parent's `children` map: those under `Background`, `WithoutCancel` or
 /// an already-cancelled parent never do, and never cost the daemon memory. Arguments of
-/// mapassign(type, map, key): RBX is the map, RCX points at the key, the `canceler` interface
+/// mapassign(type, map, key): arg1 is the map, arg2 points at the key, the `canceler` interface
 /// whose data word is the child.
 #[uprobe]
 pub fn context_registered(ctx: ProbeContext) -> u32 {
-    // SAFETY: as above.
-    let (map, key) = unsafe { ((*ctx.regs).rbx, (*ctx.regs).rcx) };
+    let regs = GoRegs::of(&ctx);
+    let (map, key) = (regs.arg1(), regs.arg2());
     let Some(child) = read_u64(key, 8) else {
         count(Counter::ReadErrors);
         return 0;
@@ -185,12 +174,12 @@ pub fn context_registered(ctx: ProbeContext) -> u32 {
 }
 
 /// Placed after the stack check of `context.(*cancelCtx).cancel(removeFromParent, err,
-/// cause)`; timerCtx and afterFuncCtx cancel through it too. RAX is the context, BL
+/// cause)`; timerCtx and afterFuncCtx cancel through it too. arg0 is the context, arg1's low byte
 /// `removeFromParent`.
 #[uprobe]
 pub fn context_cancelled(ctx: ProbeContext) -> u32 {
-    // SAFETY: as above.
-    let (context, flag) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx & 0xff) };
+    let regs = GoRegs::of(&ctx);
+    let (context, flag) = (regs.arg0(), regs.arg1() & 0xff);
     if let Some((event, _)) = context_change(EventKind::ContextCancelled, context, flag) {
         send(&event);
     }
@@ -202,7 +191,9 @@ pub fn context_cancelled(ctx: ProbeContext) -> u32 {
 const STACK_WINDOW_WORDS: usize = 32;
 
 /// Fills `event.stack` with return addresses at a function's first instructions
-/// (before `PUSHQ BP`): [SP] is the return address, RBP still the caller's frame pointer.
+/// (before the prologue saves the frame pointer): the return address is at [SP] (arm64: in
+/// the link register), the frame pointer still the caller's. Go's frames are alike on both:
+/// [FP] is the caller's saved FP, [FP+8] the frame's return address.
 /// Stops after the first one outside `context_text` ([lo, hi) of package `context`; (0, 0)
 /// walks the whole depth): that is the line that made the context, all the daemon looks for,
 /// and each frame read costs the target. False if not even the return address could be read.
@@ -212,7 +203,13 @@ const STACK_WINDOW_WORDS: usize = 32;
 /// `bpf_probe_read_user` costs the target 25-50 ns on these VMs, much more than the bytes it
 /// copies. Frames outside the window are read one at a time.
 #[inline(always)]
-fn unwind(event: &mut ContextEvent, sp: u64, bp: u64, context_text: (u64, u64)) -> bool {
+fn unwind(
+    event: &mut ContextEvent,
+    sp: u64,
+    fp: u64,
+    link: Option<u64>,
+    context_text: (u64, u64),
+) -> bool {
     // Near the top of a stack the window may end in unmapped memory: then every frame is
     // read alone.
     let window = STACK_WINDOW.get_ptr_mut(0).and_then(|scratch| {
@@ -242,8 +239,13 @@ fn unwind(event: &mut ContextEvent, sp: u64, bp: u64, context_text: (u64, u64)) 
         // SAFETY: as above.
         unsafe { bpf_probe_read_user(address as *const [u64; 2]) }.ok()
     };
-    let Some([caller, _]) = pair(sp) else {
-        return false;
+    let caller = if let Some(link) = link {
+        link
+    } else {
+        let Some([caller, _]) = pair(sp) else {
+            return false;
+        };
+        caller
     };
     event.stack[0] = caller;
     let (lo, hi) = context_text;
@@ -252,7 +254,7 @@ fn unwind(event: &mut ContextEvent, sp: u64, bp: u64, context_text: (u64, u64)) 
         return true;
     }
     // Go keeps frame pointers: [BP] is the caller's saved BP, [BP+8] its return address.
-    let mut frame = bp;
+    let mut frame = fp;
     for slot in 1..CONTEXT_STACK_DEPTH {
         if frame == 0 {
             break;

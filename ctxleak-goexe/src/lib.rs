@@ -22,6 +22,18 @@ pub use file::{ExecutableFile, MAX_EXECUTABLE_BYTES};
 pub use layout::{GLayout, WaitLayout};
 pub use pclntab::Pclntab;
 
+/// The architecture ctxleak runs on, chosen when it is built: it watches Go programs built for
+/// this one (`GOARCH`), and refuses others in one line ([`GoBinaryError::Architecture`]).
+pub const HOST_ARCH: object::Architecture = if cfg!(target_arch = "aarch64") {
+    object::Architecture::Aarch64
+} else {
+    object::Architecture::X86_64
+};
+
+/// The architectures whose runtime code [`disasm`] reads to place the probes: elsewhere
+/// [`GoBinary::probes`] is `None` and ctxleak runs memory only (arm64 placement: issue #19).
+const PROBE_PLACEMENT: &[object::Architecture] = &[object::Architecture::X86_64];
+
 /// The oldest Go release whose runtime ctxleak understands.
 pub const MIN_GO: (u32, u32) = (1, 21);
 
@@ -51,7 +63,8 @@ pub enum GoBinaryError {
         source: buildinfo::BuildInfoError,
     },
     #[error(
-        "{path} is a Go program for {arch}: ctxleak watches linux/amd64 programs; run it on an amd64 host against an amd64 build"
+        "{path} is a Go program for {arch}, and this ctxleak watches linux/{} programs: run the ctxleak built for {arch} on the host (amd64 and arm64 are supported)",
+        go_arch(HOST_ARCH)
     )]
     Architecture { path: PathBuf, arch: &'static str },
     #[error(
@@ -156,7 +169,9 @@ pub struct GoBinary {
     pub waits: Result<(WaitLayout, LayoutSource), String>,
     /// The wait layout derived from the runtime's code, also when DWARF gave it.
     pub waits_derived: Result<WaitLayout, derive::DeriveError>,
-    pub probes: ProbeAddresses,
+    /// Where the probes go; `None` on an architecture whose code ctxleak cannot place them
+    /// in yet ([`PROBE_PLACEMENT`]): then it reads memory only (counts, census, stacks).
+    pub probes: Option<ProbeAddresses>,
     /// Link-time address of `runtime.allgs`, a `[]*runtime.g`.
     pub allgs: u64,
     /// Where the inputs of the runtime's own goroutine count live (see [`sched`]), or why
@@ -199,7 +214,7 @@ impl GoBinary {
                 path: path.clone(),
                 source,
             })?;
-        if file.architecture() != object::Architecture::X86_64 {
+        if file.architecture() != HOST_ARCH {
             return Err(GoBinaryError::Architecture {
                 path,
                 arch: go_arch(file.architecture()),
@@ -333,19 +348,7 @@ impl GoBinary {
                 function.end.saturating_sub(function.entry),
             )
         };
-        let function = |name: &'static str| {
-            pclntab
-                .function(name)
-                .ok_or_else(|| GoBinaryError::MissingSymbol {
-                    path: path.clone(),
-                    symbol: name,
-                })
-        };
-        let newproc1 = function("runtime.newproc1")?.entry;
-        // Not found (inlined, renamed): every creation is probed after newproc1 instead.
-        let runqput = function("runtime.runqput").ok().map(|f| f.entry);
-        let goexit1 = function("runtime.goexit1")?;
-
+        let function = |name: &'static str| needed(&pclntab, name, &path);
         // runtime.allgs: its symbol when the binary has one, else the slice runtime.forEachG
         // ranges over.
         let allgs = match data_symbol(&file, "runtime.allgs") {
@@ -362,41 +365,11 @@ impl GoBinary {
         let wait_reasons =
             wait_reason_strings(&file, data, &segments, &pclntab).unwrap_or_default();
 
-        // Goroutines are made by runtime.newproc1, called from `go` statements (through
-        // runtime.newproc.func1) and from a few other runtime functions (coroutines, debug
-        // calls, synctest); probe every call to it from the runtime.
-        let mut goroutine_created = Vec::new();
-        for function in pclntab
-            .functions()
-            .filter(|f| f.name.starts_with("runtime.") && !f.is_wrapper())
-        {
-            if let Some(code) = code(&function) {
-                goroutine_created.extend(disasm::creation_sites(
-                    code,
-                    function.entry,
-                    newproc1,
-                    runqput,
-                ));
-            }
-        }
-        if goroutine_created.is_empty() {
-            return Err(GoBinaryError::NoCreationSite { path });
-        }
-        let gopark = function("runtime.gopark")?;
-        let goroutine_parked = code(&gopark)
-            .map(|code| disasm::after_stack_check(code, gopark.entry))
-            .ok_or_else(|| GoBinaryError::MissingSymbol {
-                path: path.clone(),
-                symbol: "runtime.gopark",
-            })?;
-        let goroutine_exited = code(&goexit1)
-            .map(|code| disasm::after_stack_check(code, goexit1.entry))
-            .ok_or_else(|| GoBinaryError::MissingSymbol {
-                path: path.clone(),
-                symbol: "runtime.goexit1",
-            })?;
-
-        let contexts = context_probes(&pclntab, |function| code(function));
+        let probes = if PROBE_PLACEMENT.contains(&file.architecture()) {
+            Some(probe_addresses(&pclntab, code, &path)?)
+        } else {
+            None
+        };
 
         Ok(Self {
             path,
@@ -407,18 +380,29 @@ impl GoBinary {
             g_layout_derived,
             waits,
             waits_derived,
-            probes: ProbeAddresses {
-                goroutine_created,
-                goroutine_exited,
-                goroutine_parked,
-                contexts,
-            },
+            probes,
             allgs,
             sched,
             wait_reasons,
             is_pie: file.kind() == ObjectKind::Dynamic,
             modules: buildinfo::module_paths(buildinfo),
             segments,
+        })
+    }
+
+    /// The `context` probes' places, when the binary has probes and uses package `context`.
+    pub fn context_probes(&self) -> Option<&ContextProbes> {
+        self.probes.as_ref()?.contexts.as_ref()
+    }
+
+    /// One line saying that ctxleak cannot probe this binary's architecture yet (its probe
+    /// placement reads x86-64 code only), or `None` when it can.
+    pub fn probes_unavailable(&self) -> Option<String> {
+        self.probes.is_none().then(|| {
+            format!(
+                "memory only: probes are not available for linux/{} programs yet (goroutine counts, census, stacks and pprof work; no context findings)",
+                go_arch(HOST_ARCH)
+            )
         })
     }
 
@@ -463,6 +447,78 @@ impl GoBinary {
             .find(|s| s.file_offset == 0)
             .map(|s| s.address)
     }
+}
+
+/// The function `name`, which ctxleak needs: a missing one is an error naming it.
+fn needed<'p>(
+    pclntab: &'p Pclntab,
+    name: &'static str,
+    path: &Path,
+) -> Result<pclntab::Function<'p>, GoBinaryError> {
+    pclntab
+        .function(name)
+        .ok_or_else(|| GoBinaryError::MissingSymbol {
+            path: path.to_owned(),
+            symbol: name,
+        })
+}
+
+/// Where the probes go in a binary of an architecture of [`PROBE_PLACEMENT`], from its
+/// runtime's code (`code` gives a function's bytes).
+fn probe_addresses<'d>(
+    pclntab: &Pclntab,
+    code: impl Fn(&pclntab::Function<'_>) -> Option<&'d [u8]>,
+    path: &Path,
+) -> Result<ProbeAddresses, GoBinaryError> {
+    let path = path.to_owned();
+    let function = |name: &'static str| needed(pclntab, name, &path);
+    let newproc1 = function("runtime.newproc1")?.entry;
+    // Not found (inlined, renamed): every creation is probed after newproc1 instead.
+    let runqput = function("runtime.runqput").ok().map(|f| f.entry);
+    let goexit1 = function("runtime.goexit1")?;
+
+    // Goroutines are made by runtime.newproc1, called from `go` statements (through
+    // runtime.newproc.func1) and from a few other runtime functions (coroutines, debug
+    // calls, synctest); probe every call to it from the runtime.
+    let mut goroutine_created = Vec::new();
+    for function in pclntab
+        .functions()
+        .filter(|f| f.name.starts_with("runtime.") && !f.is_wrapper())
+    {
+        if let Some(code) = code(&function) {
+            goroutine_created.extend(disasm::creation_sites(
+                code,
+                function.entry,
+                newproc1,
+                runqput,
+            ));
+        }
+    }
+    if goroutine_created.is_empty() {
+        return Err(GoBinaryError::NoCreationSite { path });
+    }
+    let gopark = function("runtime.gopark")?;
+    let goroutine_parked = code(&gopark)
+        .map(|code| disasm::after_stack_check(code, gopark.entry))
+        .ok_or_else(|| GoBinaryError::MissingSymbol {
+            path: path.clone(),
+            symbol: "runtime.gopark",
+        })?;
+    let goroutine_exited = code(&goexit1)
+        .map(|code| disasm::after_stack_check(code, goexit1.entry))
+        .ok_or_else(|| GoBinaryError::MissingSymbol {
+            path: path.clone(),
+            symbol: "runtime.goexit1",
+        })?;
+
+    let contexts = context_probes(pclntab, |function| code(function));
+
+    Ok(ProbeAddresses {
+        goroutine_created,
+        goroutine_exited,
+        goroutine_parked,
+        contexts,
+    })
 }
 
 /// A size in GiB, for people: `20 GiB`, `1.5 GiB`.

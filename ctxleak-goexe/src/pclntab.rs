@@ -3,7 +3,8 @@
 //!
 //! Layout (Go 1.20 through at least 1.27, magic `0xFFFFFFF1`; `runtime/symtab.go`):
 //!
-//! - a header `pcHeader`: magic u32, two zero bytes, the PC quantum (1 on amd64), the pointer
+//! - a header `pcHeader`: magic u32, two zero bytes, the PC quantum (1 on amd64, 4 on arm64:
+//!   the unit of the pc-value tables' pc deltas), the pointer
 //!   size (8), then eight pointer-sized words: `nfunc`, `nfiles`, `textStart` (0 since Go 1.26:
 //!   the runtime takes `moduledata.text`), and the offsets from the header of `funcnametab`,
 //!   `cutab`, `filetab`, `pctab` and `pclntab`;
@@ -66,7 +67,7 @@ pub enum PclntabError {
     BadMagic(u32),
     #[error(
         "unsupported pclntab header (pad {pad:#x}, pc quantum {quantum}, pointer size {ptr_size}): \
-         ctxleak reads linux/amd64 binaries (quantum 1, pointer size 8)"
+         ctxleak reads linux/amd64 and linux/arm64 binaries (quantum 1 or 4, pointer size 8)"
     )]
     Unsupported { pad: u16, quantum: u8, ptr_size: u8 },
     #[error("the pclntab's {table} table starts at {offset:#x}, outside the table or out of order")]
@@ -94,6 +95,8 @@ impl FuncId {
 /// inline trees), so it can outlive the file's data.
 pub struct Pclntab {
     data: Vec<u8>,
+    /// The header's PC quantum (1 or 4, checked at parse time).
+    pc_quantum: u8,
     text_start: u64,
     nfunc: usize,
     funcnametab: Range<usize>,
@@ -242,6 +245,7 @@ impl Pclntab {
         }
         let mut table = Self {
             data: data.to_vec(),
+            pc_quantum: header.pc_quantum,
             text_start,
             nfunc: header.nfunc as usize,
             funcnametab: range(0),
@@ -481,8 +485,8 @@ impl Pclntab {
             value = value.wrapping_add((-((uvdelta & 1) as i32)) ^ ((uvdelta >> 1) as i32));
             let (pcdelta, n) = read_varint(p)?;
             p = &p[n..];
-            // PC quantum 1 (amd64): checked at parse time.
-            pc = pc.checked_add(u64::from(pcdelta))?;
+            // runtime.step: the delta counts PC quanta (1 or 4: checked at parse time).
+            pc = pc.checked_add(u64::from(pcdelta) * u64::from(self.pc_quantum))?;
             if target < pc {
                 return Some(value);
             }
@@ -586,6 +590,8 @@ impl<'t> Function<'t> {
 #[derive(Clone, Copy, Debug)]
 struct Header {
     nfunc: u64,
+    /// What a pc-value table's pc delta counts: 1 byte on amd64, a 4-byte instruction on arm64.
+    pc_quantum: u8,
     text_start: u64,
     funcname_offset: u64,
     cu_offset: u64,
@@ -613,7 +619,7 @@ impl Header {
             return Err(PclntabError::BadMagic(magic));
         }
         let (pad, quantum, ptr_size) = (u16::from_le_bytes([data[4], data[5]]), data[6], data[7]);
-        if pad != 0 || quantum != 1 || ptr_size != 8 {
+        if pad != 0 || !matches!(quantum, 1 | 4) || ptr_size != 8 {
             return Err(PclntabError::Unsupported {
                 pad,
                 quantum,
@@ -623,6 +629,7 @@ impl Header {
         let word = |i: usize| read_u64(data, 8 + 8 * i).unwrap_or_default();
         Ok(Self {
             nfunc: word(0),
+            pc_quantum: quantum,
             text_start: word(2),
             funcname_offset: word(3),
             cu_offset: word(4),

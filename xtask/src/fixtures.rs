@@ -198,8 +198,34 @@ pub fn build_offsets_probe(ws: &Workspace, version: &str) -> Result<()> {
     build_one(ws, version, "phases", stripped)
 }
 
+/// `name` built with Go `version` for `goarch` into `dir` (`cargo xtask test-arm64`: the same
+/// names as the host's fixtures, in a folder of their own).
+pub fn build_cross(
+    ws: &Workspace,
+    version: &str,
+    name: &str,
+    goarch: &'static str,
+    dir: &Path,
+) -> Result<()> {
+    let plain = Variant {
+        goarch: Some(goarch),
+        ..PLAIN
+    };
+    build_to(ws, version, name, &plain, &dir.join(name))
+}
+
 fn build_one(ws: &Workspace, version: &str, name: &str, variant: &Variant) -> Result<()> {
     let out = ws.fixture(version, &format!("{name}{}", variant.suffix));
+    build_to(ws, version, name, variant, &out)
+}
+
+fn build_to(
+    ws: &Workspace,
+    version: &str,
+    name: &str,
+    variant: &Variant,
+    out: &Path,
+) -> Result<()> {
     let mut cmd = go::command(ws, version);
     cmd.current_dir(ws.fixtures_module()).arg("build");
     if variant.pie {
@@ -214,7 +240,7 @@ fn build_one(ws: &Workspace, version: &str, name: &str, variant: &Variant) -> Re
     if let Some(ldflags) = variant.ldflags {
         cmd.arg(format!("-ldflags={ldflags}"));
     }
-    cmd.arg("-o").arg(&out).arg(format!("./cmd/{name}"));
+    cmd.arg("-o").arg(out).arg(format!("./cmd/{name}"));
     // go prints its compile errors on stderr, which the terminal shows.
     process::run(&mut cmd).with_context(|| {
         format!("could not build fixture {name} with Go {version}: fix the errors above, or run `cargo xtask setup` if the toolchain is broken")

@@ -4,7 +4,9 @@
 //! its `run`, as aya's and bpfman's xtasks are laid out; this file only dispatches.
 
 mod bench;
+mod build;
 mod chaos;
+mod debian;
 mod deploy;
 mod fixtures;
 mod fuzz;
@@ -15,6 +17,7 @@ mod run;
 mod setup;
 mod signals;
 mod test;
+mod test_arm64;
 mod workspace;
 
 use std::process::ExitCode;
@@ -37,6 +40,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Setup(setup::Options),
+    Build(build::Options),
     Fixtures(fixtures::Options),
     Bench(bench::Options),
     Chaos(chaos::Options),
@@ -44,6 +48,7 @@ enum Command {
     Offsets(offsets::Options),
     Fuzz(fuzz::Options),
     Test(test::Options),
+    TestArm64(test_arm64::Options),
     Run(run::Options),
 }
 
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
     let done = |()| ExitCode::SUCCESS;
     let outcome = match &cli.command {
         Command::Setup(options) => setup::run(&ws, options).map(done),
+        Command::Build(options) => build::run(&ws, options).map(done),
         Command::Fixtures(options) => fixtures::run(&ws, options).map(done),
         Command::Bench(options) => bench::run(&ws, options).map(done),
         Command::Chaos(options) => chaos::run(&ws, options),
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
         Command::Offsets(options) => offsets::run(&ws, options).map(done),
         Command::Fuzz(options) => fuzz::run(&ws, options),
         Command::Test(options) => test::run(&ws, options),
+        Command::TestArm64(options) => test_arm64::run(&ws, options).map(done),
         Command::Run(options) => run::run(&ws, options),
     };
     outcome.unwrap_or_else(|err| {

@@ -91,6 +91,12 @@ impl Workspace {
         self.root.join("target/tools")
     }
 
+    /// What `cargo xtask test-arm64` downloads and makes: the arm64 kernel and busybox (from
+    /// Debian's packages), the arm64 fixtures, the initramfs and the serial console's log.
+    pub fn arm64_out(&self) -> PathBuf {
+        self.root.join("target/arm64")
+    }
+
     /// deploy-check's scratch folder, emptied at each run.
     pub fn deploy_scratch(&self) -> PathBuf {
         self.root.join("target/deploy-check")

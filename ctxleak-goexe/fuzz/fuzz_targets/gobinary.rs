@@ -31,13 +31,13 @@ fuzz_target!(|data: &[u8]| {
             let _ = binary.g_layout.probe_offsets();
             let _ = tolerating_known_panics(|| binary.g_layout.read_len());
             let _ = binary.first_segment_address();
-            let probes = &binary.probes;
+            let probes = binary.probes.iter();
             for &address in probes
-                .goroutine_created
-                .iter()
-                .take(8)
+                .clone()
+                .flat_map(|probes| probes.goroutine_created.iter().take(8))
                 .map(|site| &site.address)
-                .chain([&probes.goroutine_exited, &binary.allgs])
+                .chain(probes.map(|probes| &probes.goroutine_exited))
+                .chain([&binary.allgs])
             {
                 let _ = binary.file_offset(address);
                 let _ = binary.function_name_at(address);

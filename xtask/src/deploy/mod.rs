@@ -37,8 +37,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 pub use self::prometheus::ensure_prometheus;
-use crate::process;
 use crate::workspace::Workspace;
+use crate::{debian, process};
 
 /// Where the unit, the image and the docs install the binary.
 const BINARY: &str = "/usr/local/bin/ctxleak";
@@ -106,21 +106,8 @@ impl Tools {
     }
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn apt_install(package: &str) -> Result<()> {
-    if !is_root() {
-        bail!(
-            "the Debian package {package} is missing: install it (apt-get install {package}) or run as root"
-        );
-    }
-    println!("deploy-check: installing {package} (Debian package)");
-    process::run(Command::new("apt-get").args(["update", "-qq"]))?;
-    process::run(Command::new("apt-get").args(["install", "-y", "-qq", package]))
-        .with_context(|| format!("cannot install {package}: run `apt-get install {package}`"))
+    debian::install(&[package], "for deploy-check")
 }
 
 struct Checker<'ws> {

@@ -7,14 +7,14 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::{Checker, PORT, dump, gist, is_root};
-use crate::process;
+use super::{Checker, PORT, dump, gist};
 use crate::workspace::Workspace;
+use crate::{debian, process};
 
 /// promtool from PATH when there is one, else Debian's (see `ensure_prometheus`).
 pub(super) fn ensure_promtool(ws: &Workspace) -> Result<PathBuf> {
@@ -48,58 +48,11 @@ pub fn ensure_prometheus(ws: &Workspace) -> Result<PrometheusTools> {
         "extracting prometheus and promtool from Debian's prometheus package into {}",
         dir.display()
     );
-    // Extracted beside the final folder and renamed into place, so an interrupted
-    // extraction never leaves a half-written binary where the check above would find it.
-    let partial = dir.with_extension("partial");
-    let _ = fs::remove_dir_all(&partial);
-    fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
-    let download = || {
-        process::output(
-            Command::new("apt-get")
-                .args(["download", "-qq", "prometheus"])
-                .current_dir(&partial),
-        )
-    };
-    if download().is_err() {
-        // Most often the package lists were never fetched on this machine.
-        if !is_root() {
-            bail!(
-                "cannot download Debian's prometheus package (for prometheus and promtool): run `apt-get update` as root"
-            );
-        }
-        process::run(Command::new("apt-get").args(["update", "-qq"]))?;
-        download().context("cannot download Debian's prometheus package")?;
-    }
-    let deb = fs::read_dir(&partial)
-        .with_context(|| format!("cannot list {}", partial.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
-        .context("apt-get download prometheus left no .deb")?;
-    let mut unpack = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(&deb)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start dpkg-deb")?;
-    let tar_input = unpack.stdout.take().context("dpkg-deb has no stdout")?;
-    let extracted = Command::new("tar")
-        .args(["-x", "-C"])
-        .arg(&partial)
-        .args(["./usr/bin/prometheus", "./usr/bin/promtool"])
-        .stdin(tar_input)
-        .status()
-        .context("cannot start tar")?;
-    let unpacked = unpack.wait().context("cannot wait for dpkg-deb")?;
-    if !extracted.success() || !unpacked.success() {
-        bail!(
-            "cannot extract usr/bin/prometheus and usr/bin/promtool from {}",
-            deb.display()
-        );
-    }
-    fs::remove_file(&deb).with_context(|| format!("cannot remove {}", deb.display()))?;
-    let _ = fs::remove_dir_all(&dir);
-    fs::rename(&partial, &dir)
-        .with_context(|| format!("cannot move {} to {}", partial.display(), dir.display()))?;
+    debian::extract(
+        "prometheus",
+        &dir,
+        &["./usr/bin/prometheus", "./usr/bin/promtool"],
+    )?;
     for binary in [&tools.prometheus, &tools.promtool] {
         process::output(Command::new(binary).arg("--version"))
             .with_context(|| format!("the extracted {} does not run", binary.display()))?;

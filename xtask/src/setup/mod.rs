@@ -54,10 +54,19 @@ pub fn ensure(ws: &Workspace) -> Result<()> {
     install(ws, &Report { verbose: false })
 }
 
-fn install(ws: &Workspace, report: &Report) -> Result<()> {
+/// What building `ctxleak` needs (not the Go toolchains): nightly's rust-src and bpf-linker.
+pub fn ensure_build(ws: &Workspace) -> Result<()> {
+    build_tools(ws, &Report { verbose: false })
+}
+
+fn build_tools(ws: &Workspace, report: &Report) -> Result<()> {
     let nightly = nightly::check(report)?;
     nightly::ensure_rust_src(report)?;
-    bpf_linker::ensure(ws, &nightly, report)?;
+    bpf_linker::ensure(ws, &nightly, report)
+}
+
+fn install(ws: &Workspace, report: &Report) -> Result<()> {
+    build_tools(ws, report)?;
     go_toolchains::ensure(ws, report)?;
     Ok(())
 }
