@@ -154,7 +154,9 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
 }
 
 /// The initramfs's /init: mounts what ctxleak and the tests use, runs the tests, says how they
-/// ended (`DONE`) and powers off.
+/// ended (`DONE`) and powers off. /tmp stays the initramfs's own (writable, in memory): the
+/// image keeps the checkout's absolute paths, which the test binary has compiled in, and a
+/// tmpfs mounted on /tmp would hide a checkout under /tmp (CI's clones).
 fn init_script(versions: &[&str]) -> String {
     format!(
         r#"#!/bin/busybox sh
@@ -163,7 +165,7 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
+mkdir -p /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
