@@ -26,6 +26,8 @@ pub mod http;
 pub mod inspect;
 pub mod listeners;
 pub mod metrics;
+#[cfg(feature = "probes")]
+pub mod multi;
 pub mod pprof;
 #[cfg(feature = "probes")]
 pub mod prober;

@@ -16,12 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use aya::programs::uprobe::UProbeLink;
 use tokio::sync::mpsc;
 
 use crate::discover::ExeIdentity;
 use crate::goexe::GoBinary;
-use crate::probes::{Attachment, ProbeError, ProbeMode, ProgramRuns, Programs};
+use crate::probes::{Attachment, Detached, ProbeError, ProbeMode, ProgramRuns, Programs};
 use crate::target::ExeFile;
 
 /// An answer from the prober thread.
@@ -33,6 +32,13 @@ pub enum Done {
     },
     /// What the kernel counted for each program ([`Prober::program_runs`]).
     ProgramRuns(Vec<ProgramRuns>),
+    /// An executable's probes are gone. `trapping`: about how long they kept trapping after
+    /// their programs stopped seeing the hits (see [`drop_at_once`]): hits the budget could
+    /// not count, which [`crate::budget::Bucket::charge_removal`] pays for.
+    Detached {
+        identity: ExeIdentity,
+        trapping: Duration,
+    },
 }
 
 enum Job {
@@ -198,9 +204,26 @@ fn serve(
                 identity,
                 attachment,
             } => {
+                let multi = attachment.is_multi();
                 let links = programs.detach(attachment);
                 detaching.retain(|_, thread| !thread.is_finished());
-                let thread = std::thread::spawn(move || drop_at_once(links));
+                let done = done.clone();
+                let thread = std::thread::spawn(move || {
+                    let gone = drop_at_once(links);
+                    let trapping = if multi {
+                        // Every link's breakpoints go after the same grace period, before
+                        // the first link's release returns (it then waits once more).
+                        gone.iter().min().copied()
+                    } else {
+                        // One after another: the k-th link's probe trapped until it went.
+                        (!gone.is_empty())
+                            .then(|| gone.iter().sum::<Duration>() / gone.len() as u32)
+                    };
+                    let _ = done.send(Done::Detached {
+                        identity,
+                        trapping: trapping.unwrap_or_default(),
+                    });
+                });
                 if let Some(earlier) = detaching.insert(identity, thread) {
                     let _ = earlier.join();
                 }
@@ -225,20 +248,29 @@ fn serve(
 const MAX_DETACH_THREADS: usize = 64;
 
 /// Removes probes at once, one thread each (up to [`MAX_DETACH_THREADS`]), and returns when
-/// all are gone. Each removal waits for an RCU grace period after taking its breakpoint out:
-/// in parallel the waits overlap, one after another they add up (0.1 s each when idle, more
-/// on a busy host).
-fn drop_at_once(links: Vec<UProbeLink>) {
+/// all are gone, with how long each thread took from the start. A `uprobe_multi` link's
+/// release takes its breakpoints out after one RCU grace period and waits for another: in
+/// parallel, the first waits overlap. Perf-event links go one after another whatever the
+/// threads (the kernel removes them under one mutex, a grace period each: 0.1 s apiece when
+/// idle, more on a busy host), and each one's program goes before its breakpoint does.
+fn drop_at_once(links: Vec<Detached>) -> Vec<Duration> {
+    let started = std::time::Instant::now();
     let threads = links.len().min(MAX_DETACH_THREADS);
-    let mut shares: Vec<Vec<UProbeLink>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut shares: Vec<Vec<Detached>> = (0..threads).map(|_| Vec::new()).collect();
     for (index, link) in links.into_iter().enumerate() {
         shares[index % threads].push(link);
     }
     let threads: Vec<_> = shares
         .into_iter()
-        .map(|share| std::thread::spawn(move || drop(share)))
+        .map(|share| {
+            std::thread::spawn(move || {
+                drop(share);
+                started.elapsed()
+            })
+        })
         .collect();
-    for thread in threads {
-        let _ = thread.join();
-    }
+    threads
+        .into_iter()
+        .filter_map(|thread| thread.join().ok())
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! Loads ctxleak's eBPF programs (embedded in the binary at build time) and attaches them to
 //! a target process.
 
-use std::os::fd::AsRawFd as _;
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use std::path::Path;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
@@ -92,12 +92,34 @@ pub struct ProbeMode {
 
 /// The probes of one executable file, until [`Probes::detach`].
 pub struct Attachment {
-    links: Vec<(&'static str, UProbeLinkId)>,
+    links: Vec<Link>,
+    /// Places probed.
+    points: usize,
+}
+
+/// One link of an [`Attachment`]: a `uprobe_multi` link of a program's every place in the
+/// file (see [`crate::multi`]), or aya's perf-event link of one place.
+enum Link {
+    Multi(OwnedFd),
+    Perf(&'static str, UProbeLinkId),
+}
+
+/// A link taken out of its [`Attachment`]: dropping it removes its probes (and waits for the
+/// kernel: drop it off the event loop).
+pub enum Detached {
+    Multi(OwnedFd),
+    Perf(UProbeLink),
 }
 
 impl Attachment {
     pub fn probe_count(&self) -> usize {
-        self.links.len()
+        self.points
+    }
+
+    /// Whether its links are `uprobe_multi` links (whose programs see every hit until the
+    /// breakpoints are gone; a perf-event link's program goes before its breakpoint).
+    pub fn is_multi(&self) -> bool {
+        self.links.iter().any(|link| matches!(link, Link::Multi(_)))
     }
 }
 
@@ -112,8 +134,11 @@ pub struct Probes {
 /// The uprobe programs (and the exec tracepoint): what attaches to files.
 pub struct Programs {
     ebpf: Ebpf,
+    /// The same programs loaded for `uprobe_multi` links; None where the kernel cannot (then
+    /// aya's perf-event links, removed one grace period after another).
+    multi: Option<crate::multi::MultiPrograms>,
     /// Keeps the kernel's run statistics on while held ([`Programs::enable_run_stats`]).
-    run_stats: Option<std::os::fd::OwnedFd>,
+    run_stats: Option<OwnedFd>,
 }
 
 /// The maps the programs read and count in: which processes are watched (and how), their
@@ -164,11 +189,13 @@ impl Probes {
             .map_max_entries(EVENTS_MAP, ring_bytes)
             // The programs compare the ring's fill level with its size on every event.
             .override_global("EVENTS_RING_SIZE", &ring_size, true)
-            .load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/ctxleak"
-            )))
+            .load(EBPF_OBJECT)
             .map_err(load_error)?;
+        // Before the logger and the watcher take maps out of `ebpf`.
+        let maps: Vec<(String, OwnedFd)> = ebpf
+            .maps()
+            .filter_map(|(name, map)| Some((name.to_owned(), map_fd(map)?)))
+            .collect();
         match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => {
                 let mut logger = crate::readable::watch_readable(logger).map_err(load_error)?;
@@ -201,14 +228,23 @@ impl Probes {
         for name in UPROBE_PROGRAMS {
             uprobe(&mut ebpf, name)?.load().map_err(load_error)?;
         }
+        let multi = match crate::multi::MultiPrograms::load(EBPF_OBJECT, &maps, UPROBE_PROGRAMS) {
+            Ok(multi) => Some(multi),
+            Err(error) => {
+                tracing::debug!("no uprobe_multi links (perf-event links instead): {error:#}");
+                None
+            }
+        };
         tracing::debug!(
             events_fd = events.get_ref().as_raw_fd(),
+            multi = multi.is_some(),
             "eBPF programs loaded"
         );
         Ok((
             Self {
                 programs: Programs {
                     ebpf,
+                    multi,
                     run_stats: None,
                 },
                 maps: ProbeMaps {
@@ -259,10 +295,16 @@ impl Programs {
             .iter()
             .filter_map(|program| {
                 let info = uprobe(&mut self.ebpf, program).ok()?.info().ok()?;
-                (info.run_count() > 0).then(|| ProgramRuns {
+                let (multi_runs, multi_time) = self
+                    .multi
+                    .as_ref()
+                    .and_then(|multi| multi.runs(program))
+                    .unwrap_or_default();
+                let runs = info.run_count() + multi_runs;
+                (runs > 0).then(|| ProgramRuns {
                     program,
-                    runs: info.run_count(),
-                    run_time: info.run_time(),
+                    runs,
+                    run_time: info.run_time() + multi_time,
                 })
             })
             .collect()
@@ -284,7 +326,10 @@ impl Programs {
         let scope = scope(only);
         // An architecture whose probes ctxleak cannot place yet: memory only, nothing attached.
         let Some(probes) = &binary.probes else {
-            return Ok(Attachment { links: Vec::new() });
+            return Ok(Attachment {
+                links: Vec::new(),
+                points: 0,
+            });
         };
         let parked = mode
             .park_times
@@ -315,26 +360,49 @@ impl Programs {
             .chain([(PROG_GOROUTINE_EXITED, probes.goroutine_exited)])
             .chain(parked)
             .chain(contexts);
-        let mut attachment = Attachment { links: Vec::new() };
+        let mut places: Vec<(&'static str, u64)> = Vec::new();
         for (program, address) in points {
             let program = match (mode.floor, mode.floor_spin_ns) {
                 (false, _) => program,
                 (true, 0) => PROG_FLOOR,
                 (true, _) => PROG_FLOOR_SPIN,
             };
-            let attached = binary
+            let offset = binary
                 .file_offset(address)
                 .ok_or_else(|| ProbeError::BadAddress {
                     path: binary.path.display().to_string(),
                     address,
-                })
-                .and_then(|offset| {
-                    uprobe(&mut self.ebpf, program)?
-                        .attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
-                        .map_err(attach_error(&binary.path, offset))
-                });
+                })?;
+            places.push((program, offset));
+        }
+        let mut attachment = Attachment {
+            links: Vec::new(),
+            points: places.len(),
+        };
+        if let Some(multi) = &self.multi {
+            match attach_multi(multi, &places, exe, only, &mut attachment) {
+                Ok(()) => return Ok(attachment),
+                Err(error) => {
+                    tracing::debug!(
+                        "uprobe_multi links refused, perf-event links from now on: {error}"
+                    );
+                    drop(self.detach(attachment));
+                    self.multi = None;
+                    attachment = Attachment {
+                        links: Vec::new(),
+                        points: places.len(),
+                    };
+                }
+            }
+        }
+        for (program, offset) in places {
+            let attached = uprobe(&mut self.ebpf, program).and_then(|probe| {
+                probe
+                    .attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)
+                    .map_err(attach_error(&binary.path, offset))
+            });
             match attached {
-                Ok(link) => attachment.links.push((program, link)),
+                Ok(link) => attachment.links.push(Link::Perf(program, link)),
                 Err(error) => {
                     drop(self.detach(attachment));
                     return Err(error);
@@ -367,12 +435,15 @@ impl Programs {
     /// be done with it (about 100 ms each, measured): the links are handed back so that the
     /// caller can drop them away from its event loop.
     #[must_use = "dropping the links detaches the probes; drop them off the event loop"]
-    pub fn detach(&mut self, attachment: Attachment) -> Vec<UProbeLink> {
+    pub fn detach(&mut self, attachment: Attachment) -> Vec<Detached> {
         attachment
             .links
             .into_iter()
-            .filter_map(|(program, link)| {
-                uprobe(&mut self.ebpf, program).ok()?.take_link(link).ok()
+            .filter_map(|link| match link {
+                Link::Multi(fd) => Some(Detached::Multi(fd)),
+                Link::Perf(program, link) => Some(Detached::Perf(
+                    uprobe(&mut self.ebpf, program).ok()?.take_link(link).ok()?,
+                )),
             })
             .collect()
     }
@@ -458,6 +529,52 @@ impl ProbeMaps {
             .map(|values| values.iter().sum())
             .unwrap_or(0)
     }
+}
+
+/// The eBPF object, built for the BPF target by build.rs: loaded by aya, and again for
+/// `uprobe_multi` links ([`crate::multi`]).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ctxleak"));
+
+/// A descriptor of one of aya's maps, for relocating the programs loaded again for
+/// `uprobe_multi` links; None for kinds of map ctxleak's programs do not use.
+fn map_fd(map: &aya::maps::Map) -> Option<OwnedFd> {
+    use aya::maps::Map;
+    let data = match map {
+        Map::Array(data)
+        | Map::HashMap(data)
+        | Map::LruHashMap(data)
+        | Map::PerCpuArray(data)
+        | Map::RingBuf(data) => data,
+        _ => return None,
+    };
+    data.fd().as_fd().try_clone_to_owned().ok()
+}
+
+/// Links each program at all its `places` (program, file offset) with one `uprobe_multi`
+/// link, pushing the links into `attachment` as they are made.
+fn attach_multi(
+    multi: &crate::multi::MultiPrograms,
+    places: &[(&'static str, u64)],
+    exe: &Path,
+    only: Option<u32>,
+    attachment: &mut Attachment,
+) -> std::io::Result<()> {
+    let mut programs: Vec<&'static str> = places.iter().map(|(program, _)| *program).collect();
+    programs.dedup();
+    let mut seen = std::collections::HashSet::new();
+    for program in programs {
+        if !seen.insert(program) {
+            continue;
+        }
+        let offsets: Vec<u64> = places
+            .iter()
+            .filter(|(p, _)| *p == program)
+            .map(|(_, offset)| *offset)
+            .collect();
+        let link = multi.attach(program, exe, &offsets, only.filter(|&pid| pid != 0))?;
+        attachment.links.push(Link::Multi(link));
+    }
+    Ok(())
 }
 
 /// Trapping in process `only` alone, or (None, or 0) in every process running the file.

@@ -465,6 +465,16 @@ impl Watcher {
         match done {
             Done::Attached { identity, result } => self.attached(hooks, identity, result),
             Done::ProgramRuns(runs) => self.export_program_runs(runs),
+            Done::Detached { identity, trapping } => {
+                tracing::debug!(?identity, ?trapping, "probes removed");
+                if let Some(bucket) = self
+                    .executables
+                    .get_mut(&identity)
+                    .and_then(|executable| executable.bucket.as_mut())
+                {
+                    bucket.charge_removal(trapping);
+                }
+            }
         }
     }
 

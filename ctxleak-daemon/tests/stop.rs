@@ -181,3 +181,63 @@ fn daemon_exits_at_once_on_sigterm_and_its_probes_leave_the_target() {
         "the target failed after ctxleak left"
     );
 }
+
+/// The `link_type` of each eBPF link `pid` holds, from its fdinfo.
+fn link_types(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("list ctxleak's descriptors")
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link")
+        })
+        .filter_map(|entry| {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                entry.file_name().to_str()?
+            ))
+            .ok()?;
+            info.lines()
+                .find_map(|line| line.strip_prefix("link_type:"))
+                .map(|kind| kind.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Whether the running kernel is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
+/// Where the kernel has them (6.6+), an executable's probes are one `uprobe_multi` link per
+/// program, whose removal takes every breakpoint out after one grace period, instead of one
+/// perf-event link per place, removed one grace period after another (ctxleak-daemon's
+/// `multi` module). Older kernels get perf-event links, and probes all the same.
+#[test]
+fn probes_are_uprobe_multi_links_where_the_kernel_has_them() {
+    let binary = fixture(&newest_go(), "phases");
+    let mut phases = Phases::start(&binary);
+    phases.checkpoint();
+    let ctxleak = Ctxleak::attach_with(phases.pid(), &["--max-overhead", "exact"]);
+    let kinds = link_types(ctxleak.child.id());
+    let multi = kinds.iter().filter(|kind| *kind == "uprobe_multi").count();
+    let perf = kinds.iter().filter(|kind| *kind == "perf").count();
+    if kernel_at_least(6, 6) {
+        // Goroutines created (a program per register the new g is in: one or two) and
+        // exited; the fixture makes no contexts.
+        assert!(multi >= 2, "uprobe_multi links: {kinds:?}");
+        assert_eq!(perf, 0, "no perf-event uprobe left: {kinds:?}");
+    } else {
+        assert!(perf >= 2, "perf-event links: {kinds:?}");
+    }
+    drop(ctxleak);
+    phases.advance();
+    phases.checkpoint();
+    assert!(phases.finish().success());
+}
