@@ -38,9 +38,10 @@ use serde_json::{Value, json};
 /// Two full rereads with warm caches after the first round, the rest incremental.
 const DEFAULT_ROUNDS: usize = 2 * groups::FULL_READ_EVERY as usize;
 
+mod common;
+
 fn fail(message: impl std::fmt::Display) -> ! {
-    eprintln!("census: {message}");
-    exit(1)
+    common::fail("census", message)
 }
 
 struct Args {
@@ -52,36 +53,20 @@ struct Args {
 
 fn parse_args() -> Args {
     let usage = "usage: census PID [BINARY] [--rounds N] [--wait]: run it through `cargo xtask bench census`";
-    let mut positional = Vec::new();
-    let (mut rounds, mut wait) = (DEFAULT_ROUNDS, false);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--rounds" => {
-                rounds = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|&n| n > 0)
-                    .unwrap_or_else(|| fail(usage));
-            }
-            "--wait" => wait = true,
-            // cargo bench passes --bench to harness = false benchmarks.
-            other if other.starts_with("--") => {}
-            other => positional.push(other.to_owned()),
-        }
-    }
-    let Some(pid) = positional.first().and_then(|pid| pid.parse().ok()) else {
+    let args = common::Args::parse(usage, &["--rounds"]);
+    let Some(pid) = args.positional.first().and_then(|pid| pid.parse().ok()) else {
         eprintln!("{usage}");
         exit(2)
     };
-    let binary = positional
+    let binary = args
+        .positional
         .get(1)
         .map_or_else(|| PathBuf::from(format!("/proc/{pid}/exe")), PathBuf::from);
     Args {
         pid,
         binary,
-        rounds,
-        wait,
+        rounds: args.number("--rounds", DEFAULT_ROUNDS),
+        wait: args.flag("--wait"),
     }
 }
 

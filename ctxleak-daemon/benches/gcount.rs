@@ -8,7 +8,6 @@
 //!     cargo bench -p ctxleak-daemon --no-default-features --bench gcount -- PID [--rounds N]
 
 use std::path::PathBuf;
-use std::process::exit;
 use std::time::{Duration, Instant};
 
 use ctxleak_daemon::census;
@@ -18,9 +17,10 @@ use ctxleak_daemon::procmem::{self, ProcessMemory};
 use ctxleak_daemon::tracker::{GoroutineKind, kind_of_start};
 use serde_json::json;
 
+mod common;
+
 fn fail(message: impl std::fmt::Display) -> ! {
-    eprintln!("gcount: {message}");
-    exit(1)
+    common::fail("gcount", message)
 }
 
 /// Median and minimum, in microseconds.
@@ -34,23 +34,13 @@ fn summary(mut samples: Vec<Duration>) -> serde_json::Value {
 
 fn main() {
     let usage = "usage: gcount PID [--rounds N]";
-    let mut args = std::env::args().skip(1);
-    let (mut pid, mut rounds) = (None, 20usize);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--rounds" => {
-                rounds = args
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|&n| n > 0)
-                    .unwrap_or_else(|| fail(usage));
-            }
-            // cargo bench passes --bench to harness = false benchmarks.
-            other if other.starts_with("--") => {}
-            other => pid = other.parse::<u32>().ok(),
-        }
-    }
-    let pid = pid.unwrap_or_else(|| fail(usage));
+    let args = common::Args::parse(usage, &["--rounds"]);
+    let rounds = args.number("--rounds", 20);
+    let pid: u32 = args
+        .positional
+        .first()
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| fail(usage));
     let exe = PathBuf::from(format!("/proc/{pid}/exe"));
     let binary = GoBinary::open(&exe, &exe).unwrap_or_else(|error| fail(error));
     let memory = ProcessMemory::open(pid).unwrap_or_else(|error| fail(error));

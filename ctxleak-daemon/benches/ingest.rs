@@ -56,9 +56,10 @@ const RECORD: usize = (HEADER + GoroutineEvent::SIZE + 7) & !7;
 /// Clock step between events: 1 µs, 1 M events/s.
 const STEP_NS: u64 = 1_000;
 
+mod common;
+
 fn fail(message: impl std::fmt::Display) -> ! {
-    eprintln!("ingest: {message}");
-    exit(1)
+    common::fail("ingest", message)
 }
 
 /// xorshift64*: deterministic, so every variant and every run sees the same stream.
@@ -218,26 +219,11 @@ fn time<S>(mut prepare: impl FnMut() -> S, mut run: impl FnMut(&mut S)) -> Durat
 }
 
 fn main() {
-    let mut positional = Vec::new();
-    let mut live_sizes = Vec::new();
-    let mut events = DEFAULT_EVENTS;
     let usage = "usage: ingest BINARY [--live N]... [--events N]: run it through `cargo xtask bench ingest`";
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut number = || {
-            args.next()
-                .and_then(|n| n.parse::<usize>().ok())
-                .filter(|&n| n > 0)
-                .unwrap_or_else(|| fail(usage))
-        };
-        match arg.as_str() {
-            "--live" => live_sizes.push(number()),
-            "--events" => events = number(),
-            // cargo bench passes --bench to harness = false benchmarks.
-            other if other.starts_with("--") => {}
-            other => positional.push(other.to_owned()),
-        }
-    }
+    let args = common::Args::parse(usage, &["--live", "--events"]);
+    let positional = &args.positional;
+    let mut live_sizes = args.numbers("--live");
+    let events = args.number("--events", DEFAULT_EVENTS);
     let Some(file) = positional.first() else {
         eprintln!("{usage}");
         exit(2)

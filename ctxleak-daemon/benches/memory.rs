@@ -22,7 +22,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::process::exit;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ctxleak_common::{ContextChange, ContextEvent, EventHeader, EventKind, GoroutineEvent};
@@ -261,24 +260,14 @@ fn context_rows(n: usize) -> Vec<Value> {
     ]
 }
 
+mod common;
+
 fn main() {
-    let mut n = DEFAULT_GOROUTINES;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--goroutines" {
-            n = args
-                .next()
-                .and_then(|n| n.parse().ok())
-                .filter(|&n| n > 0)
-                .unwrap_or_else(|| {
-                    eprintln!(
-                        "usage: memory [--goroutines N]: run it through `cargo xtask bench memory`"
-                    );
-                    exit(2)
-                });
-        }
-        // Anything else: cargo bench passes --bench to harness = false benchmarks.
-    }
+    let args = common::Args::parse(
+        "usage: memory [--goroutines N]: run it through `cargo xtask bench memory`",
+        &["--goroutines"],
+    );
+    let n = args.number("--goroutines", DEFAULT_GOROUTINES);
     let count = n as u64;
 
     // The baselines.
