@@ -377,7 +377,7 @@ mod tests {
     fn sample(key: &str) -> (&'static str, &'static [&'static str]) {
         match key {
             "ring-buffer-size" => ("65536", &["65536"]),
-            "park-times" | "no-contexts" | "probe-stats" => ("true", &[]),
+            "park-times" | "no-contexts" | "releases-from-memory" | "probe-stats" => ("true", &[]),
             "exe" | "process-name" | "cgroup" => (r#"["/usr/bin/*"]"#, &["/usr/bin/*"]),
             "web.listen-address" => (r#"":9789""#, &[":9789"]),
             "log.format" => (r#""json""#, &["json"]),
@@ -410,7 +410,7 @@ mod tests {
     #[test]
     fn every_flag_is_a_key_that_sets_the_same() {
         let keys = keys();
-        assert_eq!(keys.len(), 19, "{keys:?}");
+        assert_eq!(keys.len(), 20, "{keys:?}");
         for key in &keys {
             let file = parse(&toml_line(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
             assert_ne!(file, DaemonFlags::default(), "{key} set nothing");
@@ -444,6 +444,7 @@ mod tests {
                     ring_buffer_size: Some(65536),
                     park_times: Some(true),
                     no_contexts: Some(true),
+                    releases_from_memory: Some(true),
                     probe_stats: Some(true),
                     max_overhead: Some(crate::budget::ProbePolicy::Budget { share: 0.025 }),
                 },

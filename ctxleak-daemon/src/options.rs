@@ -105,6 +105,13 @@ pub struct WatchFlags {
     #[arg(long, num_args = 0, default_missing_value = "true")]
     #[serde(default)]
     pub no_contexts: Option<bool>,
+    /// Read context cancellations from the target's memory (each tracked context's `err`,
+    /// every second) instead of probing `(*cancelCtx).cancel`: one trap fewer per context,
+    /// so the probes fit a budget for longer; cancellations are then known to within about a
+    /// second.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    #[serde(default)]
+    pub releases_from_memory: Option<bool>,
     /// Count each probe's runs and run time in the kernel and export them
     /// (ctxleak_probe_runs_total, ctxleak_probe_run_seconds_total): what ctxleak costs the
     /// target, probe by probe. Costs two clock reads per probe hit; needs CAP_SYS_ADMIN.
@@ -427,6 +434,7 @@ impl WatchFlags {
                 floor: false,
                 floor_spin_ns: 0,
                 no_contexts: self.no_contexts.unwrap_or(false),
+                releases_from_memory: self.releases_from_memory.unwrap_or(false),
                 run_stats: self.probe_stats.unwrap_or(false),
             },
             judgement: crate::session::Judgement {

@@ -85,6 +85,9 @@ pub struct ProbeMode {
     pub floor_spin_ns: u32,
     /// Leave the `context` probes out (goroutines only).
     pub no_contexts: bool,
+    /// Leave the cancellation probe out: cancellations are read from memory
+    /// ([`crate::session::Session::check_releases`]).
+    pub releases_from_memory: bool,
     /// Have the kernel count each program's runs and time (two clock reads per probe hit),
     /// exported as `ctxleak_probe_runs_total` and `ctxleak_probe_run_seconds_total`.
     pub run_stats: bool,
@@ -346,7 +349,10 @@ impl Programs {
                 ]
             })
             .into_iter()
-            .flatten();
+            .flatten()
+            .filter(|(program, _)| {
+                !(mode.releases_from_memory && *program == PROG_CONTEXT_CANCELLED)
+            });
         let points = probes
             .goroutine_created
             .iter()

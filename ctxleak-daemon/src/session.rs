@@ -66,6 +66,8 @@ pub struct Session {
     /// The probes were off at some time since the tracked contexts were last checked in
     /// memory: cancellations may have been missed.
     contexts_gap: bool,
+    /// Cancellations come from memory only (`--releases-from-memory`).
+    releases_from_memory: bool,
     /// When [`Session::check_releases`] may read the tracked contexts again.
     next_release_check: Instant,
     /// Events applied since [`Session::take_hits`]: one per probe hit.
@@ -151,6 +153,7 @@ impl Session {
             summarized: (0, 0),
             events_gap: false,
             contexts_gap: false,
+            releases_from_memory: false,
             next_release_check: Instant::now(),
             hits: 0,
             next_memory_count: Instant::now(),
@@ -261,7 +264,13 @@ impl Session {
 
     /// Whether cancellations of tracked contexts may have been missed.
     fn releases_unseen(&self) -> bool {
-        self.contexts_probed && self.contexts_gap
+        self.contexts_probed && (self.contexts_gap || self.releases_from_memory)
+    }
+
+    /// Cancellations are not probed (`--releases-from-memory`): read them from memory every
+    /// second, probes on or off.
+    pub fn read_releases_from_memory(&mut self) {
+        self.releases_from_memory = true;
     }
 
     /// The live set from a census read after `ktime`, after a time without (all) events;

@@ -633,6 +633,9 @@ impl Watcher {
             self.options.judgement,
             self.options.policy,
         );
+        if self.options.probe_mode.releases_from_memory {
+            session.read_releases_from_memory();
+        }
         if !probes_on {
             // Its executable's probes are off for now: its live set comes from memory.
             let _ = session.probes_switched(false);

@@ -35,13 +35,14 @@ fn mismatch_free(report: &Value, children: u64, parent_tracked: u64) -> Result<(
     Ok(())
 }
 
-fn check(version: &str, name: &str) -> Result<String, String> {
+fn check(version: &str, name: &str, extra: &[&str]) -> Result<String, String> {
     let mut fx = Driven::start(&fixture(version, name));
     fx.checkpoint("pre-attach")?;
-    let ctxleak = Ctxleak::attach_with(
-        fx.pid(),
-        &["--census-interval", "500ms", "--context-grace", "1s"],
-    );
+    let args: Vec<&str> = ["--census-interval", "500ms", "--context-grace", "1s"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let ctxleak = Ctxleak::attach_with(fx.pid(), &args);
     let pid = fx.pid();
 
     let at = advance_to(&mut fx, "leaked")?;
@@ -184,10 +185,10 @@ fn location(value: &Value) -> String {
     )
 }
 
-fn on_every_version(name: &str) {
+fn on_every_version(name: &str, extra: &[&str]) {
     let mut failures = Vec::new();
     for version in go_versions() {
-        match check(&version, name) {
+        match check(&version, name, extra) {
             Ok(summary) => eprintln!("go{version} {name}: {summary}"),
             Err(error) => failures.push(format!("go{version} {name}: {error}")),
         }
@@ -197,10 +198,17 @@ fn on_every_version(name: &str) {
 
 #[test]
 fn context_verdicts_match_the_programs_own_view() {
-    on_every_version("contexts");
+    on_every_version("contexts", &[]);
 }
 
 #[test]
 fn context_verdicts_match_on_stripped_binaries() {
-    on_every_version("contexts-stripped");
+    on_every_version("contexts-stripped", &[]);
+}
+
+/// The same verdicts with the cancellation probe left out, cancellations read from memory
+/// (each tracked context's `err`, every second).
+#[test]
+fn context_verdicts_match_with_releases_read_from_memory() {
+    on_every_version("contexts", &["--releases-from-memory"]);
 }
