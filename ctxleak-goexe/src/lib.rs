@@ -399,8 +399,8 @@ impl GoBinary {
         self.probes.as_ref()?.contexts.as_ref()
     }
 
-    /// One line saying that ctxleak cannot probe this binary's architecture yet (its probe
-    /// placement reads x86-64 code only), or `None` when it can.
+    /// One line saying that ctxleak cannot probe this binary's architecture (its probe
+    /// placement reads x86-64 and arm64 code: [`disasm::Isa::of`]), or `None` when it can.
     pub fn probes_unavailable(&self) -> Option<String> {
         self.probes.is_none().then(|| {
             format!(
