@@ -3,8 +3,9 @@
 //! The budget (`--max-overhead`, [`crate::budget`]) turns probe hits into CPU time. The trap
 //! is most of a hit's price and depends on the host: about 0.9 µs on this project's VMs,
 //! about 0.3 µs on bare metal. So ctxleak measures it on itself: it times calls of a
-//! function of its own that starts with `PUSH RBP` (an instruction the kernel emulates, as on
-//! every Go probe site ctxleak uses), then the same calls with the do-nothing program
+//! function of its own that starts with an instruction the kernel emulates, as at the Go
+//! probe sites ctxleak uses (x86-64: `PUSH RBP`; arm64: `B`, a branch the kernel simulates
+//! like the ADRP, B.cond, CBZ and BL sites), then the same calls with the do-nothing program
 //! attached there, trapping in ctxleak's own process only. The difference per call is the
 //! trap, in a loop that does nothing else.
 //!
@@ -17,9 +18,7 @@
 //! a busy host does not inflate it; it takes about 50 ms, and the detach happens off the
 //! caller's thread.
 
-use std::time::Duration;
-#[cfg(target_arch = "x86_64")]
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::budget::DEFAULT_HIT_COST;
 use crate::probes::Programs;
@@ -32,9 +31,7 @@ pub const REFERENCE_TRAP: Duration = Duration::from_nanos(455);
 const MAX_SCALE: f64 = 5.0;
 
 /// Calls timed per round, and rounds (the fastest counts).
-#[cfg(target_arch = "x86_64")]
 const CALLS: u32 = 4_000;
-#[cfg(target_arch = "x86_64")]
 const ROUNDS: u32 = 5;
 
 /// Why the trap could not be measured (the default hit cost is used instead).
@@ -50,12 +47,9 @@ pub enum CalibrationError {
         trapped: Duration,
         bare: Duration,
     },
-    #[error("measured on x86-64 only")]
-    NotX86,
 }
 
 /// A measured trap outside this range is not believed: the default is used instead.
-#[cfg(target_arch = "x86_64")]
 const PLAUSIBLE_TRAP: std::ops::Range<Duration> =
     Duration::from_nanos(50)..Duration::from_micros(50);
 
@@ -71,21 +65,33 @@ std::arch::global_asm!(
     ".popsection",
 );
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(target_arch = "aarch64")]
+std::arch::global_asm!(
+    ".pushsection .text.ctxleak_trap_site,\"ax\",%progbits",
+    ".globl ctxleak_trap_site",
+    ".p2align 4",
+    "ctxleak_trap_site:",
+    "b 1f",
+    "1:",
+    "ret",
+    ".popsection",
+);
+
 unsafe extern "C" {
-    /// `PUSH RBP; POP RBP; RET`: a probe site like the Go ones, that does nothing.
+    /// x86-64 `PUSH RBP; POP RBP; RET`, arm64 `B next; RET`: a probe site like the Go ones,
+    /// that does nothing.
     fn ctxleak_trap_site();
 }
 
 /// The fastest of [`ROUNDS`] rounds of [`CALLS`] calls, per call.
-#[cfg(target_arch = "x86_64")]
 fn time_calls() -> Duration {
     (0..ROUNDS)
         .map(|_| {
             let started = Instant::now();
             for _ in 0..CALLS {
-                // SAFETY: the function only pushes and pops RBP and returns: no arguments,
-                // no memory but its own stack slot, every register as it was.
+                // SAFETY: the function only pushes and pops RBP (arm64: branches to its RET)
+                // and returns: no arguments, no memory but its own stack slot, every register
+                // as it was.
                 unsafe { ctxleak_trap_site() };
             }
             started.elapsed() / CALLS
@@ -97,12 +103,10 @@ fn time_calls() -> Duration {
 /// Measurements made before giving up on an implausible one: a round of calls can be slowed
 /// by anything else on the host (another ctxleak calibrating on the same binary, in the
 /// tests), which a second measurement a moment later usually is not.
-#[cfg(target_arch = "x86_64")]
 const ATTEMPTS: u32 = 3;
 
 /// The bare trap's price on this host, measured on ctxleak's own process (up to [`ATTEMPTS`]
 /// times while the result is implausible); an error in one line if it cannot be measured.
-#[cfg(target_arch = "x86_64")]
 pub fn trap_cost(probes: &mut Programs) -> Result<Duration, CalibrationError> {
     let mut attempt = 1;
     loop {
@@ -114,7 +118,6 @@ pub fn trap_cost(probes: &mut Programs) -> Result<Duration, CalibrationError> {
 }
 
 /// One measurement of [`trap_cost`].
-#[cfg(target_arch = "x86_64")]
 fn measure_trap(probes: &mut Programs) -> Result<Duration, CalibrationError> {
     let address = ctxleak_trap_site as *const () as u64;
     let offset = crate::procmem::own_file_offset(address).ok_or(CalibrationError::NotMapped)?;
@@ -139,11 +142,6 @@ fn measure_trap(probes: &mut Programs) -> Result<Duration, CalibrationError> {
             bare,
         })
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub fn trap_cost(_probes: &mut Programs) -> Result<Duration, CalibrationError> {
-    Err(CalibrationError::NotX86)
 }
 
 /// What a hit costs on this host: [`DEFAULT_HIT_COST`] scaled by the measured trap against

@@ -358,8 +358,8 @@ impl Programs {
             .iter()
             .map(|site| {
                 let program = match site.register {
-                    NewGoroutineIn::Rax => PROG_GOROUTINE_CREATED,
-                    NewGoroutineIn::Rbx => PROG_GOROUTINE_ENQUEUED,
+                    NewGoroutineIn::Result => PROG_GOROUTINE_CREATED,
+                    NewGoroutineIn::SecondArgument => PROG_GOROUTINE_ENQUEUED,
                 };
                 (program, site.address)
             })

@@ -69,7 +69,8 @@ pub fn goroutine_enqueued(ctx: ProbeContext) -> u32 {
 }
 
 /// Placed after the stack check of `runtime.goexit1` (it cannot fire twice when the stack
-/// grows, and the kernel emulates the `PUSHQ BP` there without a second trap). In Go's
+/// grows, and the kernel emulates the `PUSHQ BP` there without a second trap; arm64: on the
+/// first instruction after the check that the kernel simulates, an `ADRP`). In Go's
 /// register ABI, a register holds the current g (R14, arm64 R28): the goroutine that is exiting.
 #[uprobe]
 pub fn goroutine_exited(ctx: ProbeContext) -> u32 {
@@ -95,7 +96,8 @@ pub fn goroutine_exited(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Placed after the stack check of `runtime.gopark` (only with park timing on): g is the
+/// Placed after the stack check of `runtime.gopark` (only with park timing on; arm64: on the
+/// first simulated instruction after it, a B.cond): g is the
 /// goroutine about to park. Records when, in a map the daemon reads at census time: one map
 /// update per park, no event.
 #[uprobe]
@@ -154,7 +156,7 @@ pub fn context_created(ctx: ProbeContext) -> u32 {
 }
 
 /// Placed on the `CALL runtime.mapassign` of `p.children[child] = struct{}{}` in
-/// `propagateCancel` (the kernel emulates a CALL: no second trap). It fires only for contexts
+/// `propagateCancel` (the kernel emulates a CALL, arm64 a BL: no second trap). It fires only for contexts
 /// that really join a parent's `children` map: those under `Background`, `WithoutCancel` or
 /// an already-cancelled parent never do, and never cost the daemon memory. Arguments of
 /// mapassign(type, map, key): arg1 is the map, arg2 points at the key, the `canceler` interface
@@ -174,8 +176,9 @@ pub fn context_registered(ctx: ProbeContext) -> u32 {
 }
 
 /// Placed after the stack check of `context.(*cancelCtx).cancel(removeFromParent, err,
-/// cause)`; timerCtx and afterFuncCtx cancel through it too. arg0 is the context, arg1's low byte
-/// `removeFromParent`.
+/// cause)` (arm64: on its `CBZ` of `err`, the first simulated instruction after the check, with
+/// R0 and R1 untouched); timerCtx and afterFuncCtx cancel through it too. arg0 is the context,
+/// arg1's low byte `removeFromParent`.
 #[uprobe]
 pub fn context_cancelled(ctx: ProbeContext) -> u32 {
     let regs = GoRegs::of(&ctx);

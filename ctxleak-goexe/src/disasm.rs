@@ -1,7 +1,10 @@
 //! Finds probe addresses inside Go runtime functions by decoding their machine code.
 //!
 //! Offsets inside functions differ between Go releases and builds, so they are found at attach
-//! time, never hard-coded.
+//! time, never hard-coded. x86-64 code is decoded here (iced-x86), arm64 code in [`arm64`];
+//! [`Isa`] picks one by the ELF's machine.
+
+pub mod arm64;
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Instruction, OpKind, Register};
 
@@ -30,13 +33,89 @@ pub fn direct_calls(code: &[u8], ip: u64) -> impl Iterator<Item = DirectCall> + 
         })
 }
 
+/// The instruction sets whose code ctxleak places probes in, by the ELF's machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    X86_64,
+    Aarch64,
+}
+
+/// What a "function entered" probe's program reads, which decides how far into the function
+/// it may go (see [`Isa::entered`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// Only the current g (`runtime.goexit1`, `runtime.gopark`).
+    G,
+    /// The first `n` integer arguments (`(*cancelCtx).cancel`: the context and a flag).
+    Arguments(u8),
+    /// Arguments and the caller's frame as at the entry: SP, FP and the return address
+    /// (`propagateCancel`, whose program walks the creation stack).
+    Frame,
+}
+
+impl Isa {
+    /// The instruction set of an ELF file's machine, if ctxleak places probes in it.
+    pub fn of(architecture: object::Architecture) -> Option<Self> {
+        match architecture {
+            object::Architecture::X86_64 => Some(Self::X86_64),
+            object::Architecture::Aarch64 => Some(Self::Aarch64),
+            _ => None,
+        }
+    }
+
+    /// Every direct call (x86 `CALL rel32`, arm64 `BL`) in `code`, which starts at `ip`.
+    pub fn direct_calls(self, code: &[u8], ip: u64) -> Vec<DirectCall> {
+        match self {
+            Self::X86_64 => direct_calls(code, ip).collect(),
+            Self::Aarch64 => arm64::direct_calls(code, ip),
+        }
+    }
+
+    /// One creation site per direct call of `newproc1` in `code` (which starts at `ip`).
+    ///
+    /// When the next direct call is `runqput` (as in `runtime.newproc.func1`, the path of
+    /// every `go` statement: `runqput(pp, newg, true)`), the probe goes on that call, which
+    /// the kernel emulates (x86 `CALL`, arm64 `BL`), and reads the new g from its second
+    /// argument. Otherwise it goes on the instruction after the call of `newproc1` and reads
+    /// its result; that instruction is usually a load, which the kernel must single-step out
+    /// of line: a second trap per goroutine. Either way the goroutine is not on a run queue
+    /// yet, so its creation is always reported before it can exit.
+    pub fn creation_sites(
+        self,
+        code: &[u8],
+        ip: u64,
+        newproc1: u64,
+        runqput: Option<u64>,
+    ) -> Vec<CreationSite> {
+        sites_from_calls(&self.direct_calls(code, ip), newproc1, runqput)
+    }
+
+    /// Where a probe for "this function was entered" goes. x86-64: [`after_stack_check`],
+    /// whatever the program reads (the `PUSHQ BP` there is emulated: one trap). arm64:
+    /// [`arm64::entered`], the first simulated instruction the registers read survive to.
+    pub fn entered(self, code: &[u8], ip: u64, reads: Reads) -> u64 {
+        match self {
+            Self::X86_64 => after_stack_check(code, ip),
+            Self::Aarch64 => arm64::entered(code, ip, reads),
+        }
+    }
+
+    /// The slice variable `code` reads both words of (see [`slice_read_by`]).
+    pub fn slice_read_by(self, code: &[u8], ip: u64) -> Option<u64> {
+        match self {
+            Self::X86_64 => slice_read_by(code, ip),
+            Self::Aarch64 => arm64::slice_read_by(code, ip),
+        }
+    }
+}
+
 /// Which register holds the new g where a [`CreationSite`] is probed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum NewGoroutineIn {
-    /// Right after `CALL runtime.newproc1`: its result.
-    Rax,
-    /// On `CALL runtime.runqput(pp, gp, next)`: its second argument.
-    Rbx,
+    /// Right after the call of `runtime.newproc1`: its result (RAX; arm64 R0).
+    Result,
+    /// On the call of `runtime.runqput(pp, gp, next)`: its second argument (RBX; arm64 R1).
+    SecondArgument,
 }
 
 /// Where the probe for a goroutine creation goes, and where it reads the new g.
@@ -46,21 +125,12 @@ pub struct CreationSite {
     pub register: NewGoroutineIn,
 }
 
-/// One creation site per direct `CALL newproc1` in `code` (which starts at address `ip`).
-///
-/// When the next direct call is `CALL runqput` (as in `runtime.newproc.func1`, the path of
-/// every `go` statement: `runqput(pp, newg, true)`), the probe goes on that CALL, which the
-/// kernel emulates, and reads the new g from RBX. Otherwise it goes on the instruction after
-/// `CALL newproc1` and reads RAX; that instruction is usually a load, which the kernel must
-/// single-step out of line: a second trap per goroutine. Either way the goroutine is not on
-/// a run queue yet, so its creation is always reported before it can exit.
-pub fn creation_sites(
-    code: &[u8],
-    ip: u64,
+/// One creation site per call of `newproc1` in `calls` (see [`Isa::creation_sites`]).
+fn sites_from_calls(
+    calls: &[DirectCall],
     newproc1: u64,
     runqput: Option<u64>,
 ) -> Vec<CreationSite> {
-    let calls: Vec<DirectCall> = direct_calls(code, ip).collect();
     calls
         .iter()
         .enumerate()
@@ -68,11 +138,11 @@ pub fn creation_sites(
         .map(|(index, call)| match calls.get(index + 1) {
             Some(next) if Some(next.target) == runqput => CreationSite {
                 address: next.address,
-                register: NewGoroutineIn::Rbx,
+                register: NewGoroutineIn::SecondArgument,
             },
             _ => CreationSite {
                 address: call.next,
-                register: NewGoroutineIn::Rax,
+                register: NewGoroutineIn::Result,
             },
         })
         .collect()
@@ -223,27 +293,31 @@ mod tests {
         code.push(0x90);
         // 0x3000 is runqput: its CALL, reading RBX.
         assert_eq!(
-            creation_sites(&code, ip, 0x2000, Some(0x3000)),
+            Isa::X86_64.creation_sites(&code, ip, 0x2000, Some(0x3000)),
             vec![CreationSite {
                 address: ip + 8,
-                register: NewGoroutineIn::Rbx
+                register: NewGoroutineIn::SecondArgument
             }]
         );
         // Something else follows: after newproc1's CALL, reading RAX.
         assert_eq!(
-            creation_sites(&code, ip, 0x2000, Some(0x4000)),
+            Isa::X86_64.creation_sites(&code, ip, 0x2000, Some(0x4000)),
             vec![CreationSite {
                 address: ip + 5,
-                register: NewGoroutineIn::Rax
+                register: NewGoroutineIn::Result
             }]
         );
         assert_eq!(
-            creation_sites(&code, ip, 0x3000, None),
+            Isa::X86_64.creation_sites(&code, ip, 0x3000, None),
             vec![CreationSite {
                 address: ip + 13,
-                register: NewGoroutineIn::Rax
+                register: NewGoroutineIn::Result
             }]
         );
-        assert!(creation_sites(&code, ip, 0x4000, None).is_empty());
+        assert!(
+            Isa::X86_64
+                .creation_sites(&code, ip, 0x4000, None)
+                .is_empty()
+        );
     }
 }

@@ -30,10 +30,6 @@ pub const HOST_ARCH: object::Architecture = if cfg!(target_arch = "aarch64") {
     object::Architecture::X86_64
 };
 
-/// The architectures whose runtime code [`disasm`] reads to place the probes: elsewhere
-/// [`GoBinary::probes`] is `None` and ctxleak runs memory only (arm64 placement: issue #19).
-const PROBE_PLACEMENT: &[object::Architecture] = &[object::Architecture::X86_64];
-
 /// The oldest Go release whose runtime ctxleak understands.
 pub const MIN_GO: (u32, u32) = (1, 21);
 
@@ -119,9 +115,9 @@ pub enum LayoutSource {
 /// Link-time addresses where the probes go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeAddresses {
-    /// One per `CALL runtime.newproc1` in the runtime (see [`disasm::creation_sites`]).
+    /// One per `CALL runtime.newproc1` in the runtime (see [`disasm::Isa::creation_sites`]).
     pub goroutine_created: Vec<disasm::CreationSite>,
-    /// Inside `runtime.goexit1`, after its stack check.
+    /// Inside `runtime.goexit1`, after its stack check (see [`disasm::Isa::entered`]).
     pub goroutine_exited: u64,
     /// Inside `runtime.gopark`, after its stack check (used with park timing only).
     pub goroutine_parked: u64,
@@ -133,9 +129,10 @@ pub struct ProbeAddresses {
 /// Link-time addresses of the `context` probes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContextProbes {
-    /// Inside `context.(*cancelCtx).propagateCancel`, after its stack check.
+    /// Inside `context.(*cancelCtx).propagateCancel`, after its stack check and before its
+    /// prologue (the program walks the caller's frames).
     pub created: u64,
-    /// The `CALL runtime.mapassign` in `propagateCancel` (`p.children[child] = struct{}{}`).
+    /// The call of `runtime.mapassign` in `propagateCancel` (`p.children[child] = struct{}{}`).
     pub registered: u64,
     /// Inside `context.(*cancelCtx).cancel`, after its stack check.
     pub cancelled: u64,
@@ -170,7 +167,7 @@ pub struct GoBinary {
     /// The wait layout derived from the runtime's code, also when DWARF gave it.
     pub waits_derived: Result<WaitLayout, derive::DeriveError>,
     /// Where the probes go; `None` on an architecture whose code ctxleak cannot place them
-    /// in yet ([`PROBE_PLACEMENT`]): then it reads memory only (counts, census, stacks).
+    /// in ([`disasm::Isa::of`]): then it reads memory only (counts, census, stacks).
     pub probes: Option<ProbeAddresses>,
     /// Link-time address of `runtime.allgs`, a `[]*runtime.g`.
     pub allgs: u64,
@@ -199,6 +196,16 @@ impl GoBinary {
     }
 
     pub fn parse(data: &[u8], path: &Path) -> Result<Self, GoBinaryError> {
+        Self::parse_for(data, path, HOST_ARCH)
+    }
+
+    /// [`Self::parse`] for a ctxleak running on `host`: it reads Go programs of that
+    /// architecture only. Tests and tools use it to read another architecture's binaries.
+    pub fn parse_for(
+        data: &[u8],
+        path: &Path,
+        host: object::Architecture,
+    ) -> Result<Self, GoBinaryError> {
         let path = path.to_owned();
         let file =
             object::File::parse(data).map_err(|_| GoBinaryError::NotElf { path: path.clone() })?;
@@ -214,7 +221,7 @@ impl GoBinary {
                 path: path.clone(),
                 source,
             })?;
-        if file.architecture() != HOST_ARCH {
+        if file.architecture() != host {
             return Err(GoBinaryError::Architecture {
                 path,
                 arch: go_arch(file.architecture()),
@@ -349,14 +356,13 @@ impl GoBinary {
             )
         };
         let function = |name: &'static str| needed(&pclntab, name, &path);
+        let isa = disasm::Isa::of(file.architecture());
         // runtime.allgs: its symbol when the binary has one, else the slice runtime.forEachG
         // ranges over.
         let allgs = match data_symbol(&file, "runtime.allgs") {
             Some(address) => address,
             None => code(&function("runtime.forEachG")?)
-                .and_then(|code| {
-                    disasm::slice_read_by(code, function("runtime.forEachG").ok()?.entry)
-                })
+                .and_then(|code| isa?.slice_read_by(code, function("runtime.forEachG").ok()?.entry))
                 .ok_or_else(|| GoBinaryError::NoAllgs { path: path.clone() })?,
         };
 
@@ -365,11 +371,9 @@ impl GoBinary {
         let wait_reasons =
             wait_reason_strings(&file, data, &segments, &pclntab).unwrap_or_default();
 
-        let probes = if PROBE_PLACEMENT.contains(&file.architecture()) {
-            Some(probe_addresses(&pclntab, code, &path)?)
-        } else {
-            None
-        };
+        let probes = isa
+            .map(|isa| probe_addresses(isa, &pclntab, code, &path))
+            .transpose()?;
 
         Ok(Self {
             path,
@@ -395,8 +399,8 @@ impl GoBinary {
         self.probes.as_ref()?.contexts.as_ref()
     }
 
-    /// One line saying that ctxleak cannot probe this binary's architecture yet (its probe
-    /// placement reads x86-64 code only), or `None` when it can.
+    /// One line saying that ctxleak cannot probe this binary's architecture (its probe
+    /// placement reads x86-64 and arm64 code: [`disasm::Isa::of`]), or `None` when it can.
     pub fn probes_unavailable(&self) -> Option<String> {
         self.probes.is_none().then(|| {
             format!(
@@ -463,9 +467,10 @@ fn needed<'p>(
         })
 }
 
-/// Where the probes go in a binary of an architecture of [`PROBE_PLACEMENT`], from its
-/// runtime's code (`code` gives a function's bytes).
+/// Where the probes go in a binary of instruction set `isa`, from its runtime's code (`code`
+/// gives a function's bytes).
 fn probe_addresses<'d>(
+    isa: disasm::Isa,
     pclntab: &Pclntab,
     code: impl Fn(&pclntab::Function<'_>) -> Option<&'d [u8]>,
     path: &Path,
@@ -486,12 +491,7 @@ fn probe_addresses<'d>(
         .filter(|f| f.name.starts_with("runtime.") && !f.is_wrapper())
     {
         if let Some(code) = code(&function) {
-            goroutine_created.extend(disasm::creation_sites(
-                code,
-                function.entry,
-                newproc1,
-                runqput,
-            ));
+            goroutine_created.extend(isa.creation_sites(code, function.entry, newproc1, runqput));
         }
     }
     if goroutine_created.is_empty() {
@@ -499,19 +499,19 @@ fn probe_addresses<'d>(
     }
     let gopark = function("runtime.gopark")?;
     let goroutine_parked = code(&gopark)
-        .map(|code| disasm::after_stack_check(code, gopark.entry))
+        .map(|code| isa.entered(code, gopark.entry, disasm::Reads::G))
         .ok_or_else(|| GoBinaryError::MissingSymbol {
             path: path.clone(),
             symbol: "runtime.gopark",
         })?;
     let goroutine_exited = code(&goexit1)
-        .map(|code| disasm::after_stack_check(code, goexit1.entry))
+        .map(|code| isa.entered(code, goexit1.entry, disasm::Reads::G))
         .ok_or_else(|| GoBinaryError::MissingSymbol {
             path: path.clone(),
             symbol: "runtime.goexit1",
         })?;
 
-    let contexts = context_probes(pclntab, |function| code(function));
+    let contexts = context_probes(isa, pclntab, |function| code(function));
 
     Ok(ProbeAddresses {
         goroutine_created,
@@ -545,13 +545,15 @@ fn package_of(name: &str) -> &str {
 /// `parentCancelCtx` inlined or not; a build where that is not so gets no context probes
 /// rather than a probe in the wrong place.
 fn context_probes<'d>(
+    isa: disasm::Isa,
     pclntab: &Pclntab,
     code: impl Fn(&pclntab::Function<'_>) -> Option<&'d [u8]>,
 ) -> Option<ContextProbes> {
     let propagate = pclntab.function("context.(*cancelCtx).propagateCancel")?;
     let cancel = pclntab.function("context.(*cancelCtx).cancel")?;
     let propagate_code = code(&propagate)?;
-    let mut assignments = disasm::direct_calls(propagate_code, propagate.entry).filter(|call| {
+    let calls = isa.direct_calls(propagate_code, propagate.entry);
+    let mut assignments = calls.iter().filter(|call| {
         pclntab.function_at(call.target).is_some_and(|callee| {
             callee.entry == call.target && callee.name.starts_with("runtime.mapassign")
         })
@@ -571,9 +573,11 @@ fn context_probes<'d>(
         });
     Some(ContextProbes {
         text,
-        created: disasm::after_stack_check(propagate_code, propagate.entry),
+        created: isa.entered(propagate_code, propagate.entry, disasm::Reads::Frame),
         registered,
-        cancelled: code(&cancel).map(|c| disasm::after_stack_check(c, cancel.entry))?,
+        // The context and removeFromParent.
+        cancelled: code(&cancel)
+            .map(|c| isa.entered(c, cancel.entry, disasm::Reads::Arguments(2)))?,
     })
 }
 

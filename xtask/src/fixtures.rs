@@ -38,6 +38,7 @@ const PLAIN: Variant = Variant {
 /// and the `cargo xtask chaos` drill's program.
 const PHASES: &[&str] = &["phases"];
 const PHASES_AND_CHAOS: &[&str] = &["phases", "chaos"];
+const PHASES_AND_CONTEXTS: &[&str] = &["phases", "contexts"];
 const PHASES_AND_PARKED: &[&str] = &[
     "phases", "parked", "moving", "contexts", "budget", "chaos", "workers",
 ];
@@ -91,16 +92,26 @@ const VARIANTS: &[Variant] = &[
         versions: cgo_versions,
         programs: PHASES_AND_CHAOS,
     },
-    // A Go program for another architecture: what ctxleak must refuse in one line (and the
-    // start of the arm64 work, issue #19).
+    // Go programs for another architecture: what an amd64 ctxleak must refuse in one line,
+    // and what ctxleak-goexe's tests place arm64 probes in (tests/arm64_probes.rs), with the
+    // oldest and newest Go, with and without symbols.
     Variant {
         suffix: "-arm64",
         ldflags: None,
         pie: false,
         cgo: false,
         goarch: Some("arm64"),
-        versions: newest,
-        programs: PHASES,
+        versions: oldest_and_newest,
+        programs: PHASES_AND_CONTEXTS,
+    },
+    Variant {
+        suffix: "-arm64-stripped",
+        ldflags: Some("-s -w"),
+        pie: false,
+        cgo: false,
+        goarch: Some("arm64"),
+        versions: oldest_and_newest,
+        programs: PHASES_AND_CONTEXTS,
     },
 ];
 
@@ -110,6 +121,10 @@ fn every(_: &str) -> bool {
 
 fn newest(version: &str) -> bool {
     version == go::NEWEST
+}
+
+fn oldest_and_newest(version: &str) -> bool {
+    version == go::GO_VERSIONS[0] || version == go::NEWEST
 }
 
 fn cgo_versions(version: &str) -> bool {

@@ -26,20 +26,23 @@ use anyhow::{Context, Result, bail};
 use crate::build::{self, ARM64};
 use crate::{debian, fixtures, go, process, workspace::Workspace};
 
-/// The tests run inside the VM (libtest filters): that ctxleak says it runs memory only there
-/// (no probe placement on arm64 yet, issue #19 item 1), the exact goroutine count against
-/// `runtime.NumGoroutine()`, and the census's stacks (and its pprof profile, read by `go tool
-/// pprof`) against the runtime's own goroutine profile. Not yet their stripped builds' twins:
-/// without symbols, `runtime.allgs` is found in `runtime.forEachG`'s code, which ctxleak
-/// decodes on x86-64 only so far (issue #19, item 1).
+/// The tests run inside the VM (libtest filters): that ctxleak places its probes there, the
+/// exact goroutine count against `runtime.NumGoroutine()`, the census's stacks (and its pprof
+/// profile, read by `go tool pprof`) against the runtime's own goroutine profile, and what
+/// needs the probes: the context verdicts against the `contexts` fixture's own view (probes
+/// in propagateCancel, on its mapassign call and in cancel; the eBPF object passing the arm64
+/// verifier) and the exact park times (the gopark probe). Not yet their stripped builds'
+/// twins: without DWARF, the runtime's layouts are derived from x86-64 code only (derive.rs).
 const TESTS: &[&str] = &[
-    "bad_input::probes_not_placed_on_this_architecture_yet",
+    "bad_input::probes_are_placed_on_arm64",
     "goroutine_count::user_goroutines_match_runtime_numgoroutine_on_every_go_version",
     "census::census_stacks_match_the_runtimes_own_goroutine_profile",
+    "contexts::context_verdicts_match_the_programs_own_view",
+    "park_times::park_times_are_exact_for_goroutines_parked_after_attach",
 ];
 
 /// The fixture programs [`TESTS`] run.
-const FIXTURES: &[&str] = &["phases", "parked"];
+const FIXTURES: &[&str] = &["phases", "parked", "contexts"];
 
 /// The printed line that ends the run inside the VM, followed by the test binary's exit code.
 const DONE: &str = "ctxleak-arm64: tests exited with";
@@ -171,7 +174,7 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t debugfs debugfs /sys/kernel/debug
 ip link set lo up
 echo "ctxleak-arm64: kernel $(uname -r) $(uname -m), $(nproc) CPUs"
-CTXLEAK_FIXTURES=/fixtures CTXLEAK_GO_VERSIONS={versions} /tests --test-threads=1 {tests}
+CTXLEAK_FIXTURES=/fixtures CTXLEAK_GO_VERSIONS={versions} /tests --test-threads=1 --show-output {tests}
 echo "{DONE} $?"
 poweroff -f
 "#,
