@@ -388,6 +388,15 @@ impl Programs {
         if let Some(multi) = &self.multi {
             match attach_multi(multi, &places, exe, only, &mut attachment) {
                 Ok(()) => return Ok(attachment),
+                // The file or the process went away: perf-event links would fail the same.
+                Err(error) if matches!(error.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+                    drop(self.detach(attachment));
+                    return Err(ProbeError::Attach {
+                        path: binary.path.display().to_string(),
+                        offset: places.first().map_or(0, |(_, offset)| *offset),
+                        source: Box::new(error),
+                    });
+                }
                 Err(error) => {
                     tracing::debug!(
                         "uprobe_multi links refused, perf-event links from now on: {error}"
