@@ -30,6 +30,11 @@ const TARGETS: &[&str] = &["buildinfo", "pclntab", "dwarf", "gobinary"];
 /// either (its table sits in `.data.rel.ro.gopclntab` before Go 1.26).
 const SEED_FIXTURES: &[&str] = &["phases", "phases-stripped", "phases-pie-stripped"];
 
+/// The arm64 builds among the seeds (built with the oldest and newest Go only): the
+/// `gobinary` target reads each file for its own architecture, so these reach the arm64
+/// decoder (ctxleak-goexe/src/disasm/arm64.rs).
+const ARM64_SEED_FIXTURES: &[&str] = &["phases-arm64", "phases-arm64-stripped"];
+
 /// libFuzzer's limits. A run above RSS_LIMIT_MB, a single allocation above MALLOC_LIMIT_MB
 /// (inputs are at most a few megabytes: anything near this was sized from a count in the
 /// file), or one input taking longer than the target's timeout is a failure.
@@ -210,7 +215,11 @@ fn write_seeds(ws: &Workspace, target: &str, dir: &Path) -> Result<SeedStats> {
         Ok(())
     };
     for &version in go::GO_VERSIONS {
-        for &fixture in SEED_FIXTURES {
+        let arm64 = (target == "gobinary"
+            && (version == go::GO_VERSIONS[0] || version == go::NEWEST))
+            .then_some(ARM64_SEED_FIXTURES)
+            .unwrap_or_default();
+        for &fixture in SEED_FIXTURES.iter().chain(arm64) {
             let path = ws.fixture(version, fixture);
             let data =
                 fs::read(&path).with_context(|| format!("could not read {}", path.display()))?;

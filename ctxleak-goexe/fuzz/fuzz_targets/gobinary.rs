@@ -4,8 +4,12 @@
 //! its section search and `runtime.firstmoduledata` search are fuzzed on files whose build
 //! info is broken too.
 //!
+//! Each file is parsed for its own architecture (`GoBinary::parse_for`), as a ctxleak built for
+//! it would.
+//!
 //! Slow per run (a run reads a 1–2.5 MB Go binary), but it is the real entry point. Seeds:
-//! whole fixtures (`phases`, `phases-stripped`, `phases-pie-stripped` of every Go version); run
+//! whole fixtures (`phases`, `phases-stripped`, `phases-pie-stripped` of every Go version, and
+//! `phases-arm64` and `phases-arm64-stripped` of the oldest and newest); run
 //! it with `-max_len` above the largest (`cargo xtask fuzz` does).
 
 #![no_main]
@@ -23,7 +27,14 @@ fuzz_target!(|data: &[u8]| {
     if SKIP_KNOWN_ISSUES && file.as_ref().is_ok_and(claims_oversized_section) {
         return;
     }
-    let Some(parsed) = tolerating_known_panics(|| GoBinary::parse(data, Path::new("fuzz"))) else {
+    // Each file as ctxleak running on its own architecture would read it: arm64 seeds (and
+    // mutants that keep their header) reach the arm64 decoder, the others the x86 one.
+    let arch = file
+        .as_ref()
+        .map_or(object::Architecture::X86_64, object::Object::architecture);
+    let Some(parsed) =
+        tolerating_known_panics(|| GoBinary::parse_for(data, Path::new("fuzz"), arch))
+    else {
         return;
     };
     match parsed {
