@@ -154,7 +154,7 @@ fn main() {
     for _ in 0..=args.rounds {
         let start = Instant::now();
         let waits = binary.waits.as_ref().ok().map(|&(waits, _)| waits);
-        let taken = census::take(&memory, &binary.g_layout, waits.map(|w| w.g_waiting), allgs)
+        let taken = census::take(&memory, &binary.g_layout, waits.as_ref(), allgs)
             .unwrap_or_else(|error| fail(format_args!("census of PID {pid} failed: {error}")));
         let took = start.elapsed();
 

@@ -63,9 +63,12 @@ pub struct Group {
     /// a deadlock does not grow.
     #[serde(default)]
     pub stuck: u64,
-    /// Seconds the longest stuck of them has not run; 0 when none is stuck.
+    /// Seconds the longest stuck of them has not run, at least; 0 when none is stuck.
     #[serde(default)]
     pub stuck_for_s: f64,
+    /// Where `stuck_for_s` comes from.
+    #[serde(default)]
+    pub stuck_since: StuckSince,
     /// Members parked on the `Done()` channel of an unreleased context (older than the
     /// context grace): they wait for a cancellation that has not come.
     #[serde(default)]
@@ -75,6 +78,31 @@ pub struct Group {
     pub listens_on: Option<SourceLocation>,
     /// One member's stack, innermost first.
     pub stack: Vec<SourceLocation>,
+}
+
+/// Where a stuck goroutine's "has not run since" comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StuckSince {
+    /// ctxleak's own censuses: since the first one that saw it blocked there, still.
+    #[default]
+    Ctxleak,
+    /// The runtime's record, `g.waitsince` (`groups::GroupTracker::runtime_bounds`): it was
+    /// blocked before ctxleak first saw it.
+    Runtime,
+    /// Its exact park time (park timing, a `gopark` probe).
+    ParkTime,
+}
+
+impl StuckSince {
+    /// How a report names it: "ctxleak", "runtime", "park time".
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ctxleak => "ctxleak",
+            Self::Runtime => "runtime",
+            Self::ParkTime => "park time",
+        }
+    }
 }
 
 /// A place in the target's source code.
@@ -149,6 +177,7 @@ mod tests {
                 rank: 0,
                 stuck: 0,
                 stuck_for_s: 0.0,
+                stuck_since: StuckSince::default(),
                 listening: 0,
                 listens_on: None,
                 stack: vec![],

@@ -163,8 +163,8 @@ impl std::fmt::Display for Inspection {
         match (&self.layouts.waits, &self.waits_source) {
             (Some(waits), Ok(source)) => writeln!(
                 f,
-                "channel waits ({source:?}): g.waiting +{}, sudog.c +{}, sudog.waitlink +{}",
-                waits.g_waiting, waits.sudog_c, waits.sudog_waitlink
+                "waits ({source:?}): g.waiting +{}, g.waitsince +{}, sudog.c +{}, sudog.waitlink +{}",
+                waits.g_waiting, waits.g_waitsince, waits.sudog_c, waits.sudog_waitlink
             )?,
             (_, Err(why)) => writeln!(f, "channel waits unknown: {why}")?,
             _ => {}

@@ -190,6 +190,7 @@ mod tests {
     /// Go 1.21's.
     const LAYOUT: WaitLayout = WaitLayout {
         g_waiting: 312,
+        g_waitsince: 168,
         sudog_c: 80,
         sudog_waitlink: 64,
     };
@@ -239,6 +240,8 @@ mod tests {
             still: !stack_read,
             stack_read,
             listens_on: None,
+            waitsince: 0,
+            runtime_blocked_for_s: None,
         }
     }
 

@@ -115,14 +115,15 @@ fn waiting_on(group: &Group) -> &str {
 }
 
 /// A group's stuck goroutines in a line: how many, blocked where and on what, for how long
-/// without running, created where.
+/// at least without running (and whose record says so), created where.
 pub fn stuck_summary(group: &Group) -> String {
     format!(
-        "{} goroutines blocked in {} ({}), none has run for {:.0}s, created at {}",
+        "{} goroutines blocked in {} ({}), none has run for at least {:.0}s ({}), created at {}",
         group.stuck,
         site(&group.blocked_at),
         waiting_on(group),
         group.stuck_for_s,
+        group.stuck_since.label(),
         site(&group.created_by),
     )
 }
@@ -225,6 +226,7 @@ mod tests {
             rank: 0,
             stuck: 2,
             stuck_for_s: 299.6,
+            stuck_since: crate::api::StuckSince::Runtime,
             listening: 0,
             listens_on: None,
             stack: Vec::new(),
@@ -250,7 +252,7 @@ mod tests {
         let text = text(&leaks, &groups, 30.0);
         assert!(
             text.contains(
-                "  stuck: 2 goroutines blocked in main.start.func1 (main.go:66) (sync.Mutex.Lock), none has run for 300s, created at main.start (main.go:60)\n"
+                "  stuck: 2 goroutines blocked in main.start.func1 (main.go:66) (sync.Mutex.Lock), none has run for at least 300s (runtime), created at main.start (main.go:60)\n"
             ),
             "{text}"
         );

@@ -486,6 +486,7 @@ impl Session {
                 }
             }
         }
+        self.groups.runtime_bounds(ktime, &mut views);
         let listeners = self.find_listeners(&census, &mut views, ktime);
         let (leaks, changes) = self.context_verdicts(ktime, started, &views, &listeners, shared);
         let groups = self.groups.update(started, &views);
@@ -593,8 +594,8 @@ impl Session {
 
     /// Reads this target's goroutines from memory (no event is applied here).
     pub fn take_census(&self) -> anyhow::Result<census::Census> {
-        let waiting = self.binary.waits.as_ref().ok().map(|(w, _)| w.g_waiting);
-        census::take(&self.memory, &self.binary.g_layout, waiting, self.allgs)
+        let waits = self.binary.waits.as_ref().ok().map(|(waits, _)| waits);
+        census::take(&self.memory, &self.binary.g_layout, waits, self.allgs)
             .with_context(|| format!("cannot read the goroutines of PID {}", self.pid))
     }
 

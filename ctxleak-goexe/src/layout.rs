@@ -162,7 +162,8 @@ impl GLayout {
     }
 }
 
-/// Where a blocked goroutine's channel waits are (Go 1.21-1.27: `g.waiting` +312 or +320,
+/// Where a blocked goroutine's waits are: since when the runtime has seen it blocked
+/// (`g.waitsince`), and its channel waits (Go 1.21-1.27: `g.waiting` +312 or +320,
 /// `sudog.c` +80 up to 1.25, `sudog.waitlink` +64 or +72). A goroutine parked
 /// in a channel receive or a `select` has `g.waiting` pointing at the first `runtime.sudog`
 /// of its operation (`chanrecv` sets one, `selectgo` chains one per case through
@@ -173,6 +174,11 @@ impl GLayout {
 pub struct WaitLayout {
     /// `g.waiting` (`*sudog`).
     pub g_waiting: u64,
+    /// `g.waitsince` (i64, `nanotime()`): the start of the mark termination of the GC cycle
+    /// before the one whose stack scan first saw the goroutine blocked (0 until a scan does
+    /// with a non-zero start; cleared whenever it runs). +168 or +176, next to `waitreason`,
+    /// so a census reads it with the words it reads anyway. See `groups::runtime_bound`.
+    pub g_waitsince: u64,
     /// `sudog.c` (`*hchan`); from Go 1.26 its `vu`, the channel's address as an integer,
     /// +96 (`c` is a `maybeTraceableChan` at +88 whose `vp` the runtime may clear).
     pub sudog_c: u64,
@@ -189,10 +195,18 @@ impl WaitLayout {
     /// bytes, the sudog's fields within [`WaitLayout::MAX_SUDOG_OFFSET`], each read as 8
     /// bytes, none overlapping another.
     pub fn check(&self, g_size: u64) -> Result<(), LayoutError> {
-        if self.g_waiting.saturating_add(8) > g_size {
+        for (member, offset) in [("waiting", self.g_waiting), ("waitsince", self.g_waitsince)] {
+            if offset.saturating_add(8) > g_size {
+                return Err(LayoutError::BadOffset {
+                    strukt: "runtime.g",
+                    member,
+                });
+            }
+        }
+        if self.g_waiting.abs_diff(self.g_waitsince) < 8 {
             return Err(LayoutError::BadOffset {
                 strukt: "runtime.g",
-                member: "waiting",
+                member: "waitsince",
             });
         }
         for (member, offset) in [("c", self.sudog_c), ("waitlink", self.sudog_waitlink)] {
@@ -217,6 +231,7 @@ impl WaitLayout {
         let fields = |l: &WaitLayout| {
             [
                 ("g.waiting", l.g_waiting),
+                ("g.waitsince", l.g_waitsince),
                 ("sudog.c", l.sudog_c),
                 ("sudog.waitlink", l.sudog_waitlink),
             ]
@@ -334,6 +349,7 @@ pub fn read_g_layout(
         }
         let waits = WaitLayout {
             g_waiting: g("waiting")?,
+            g_waitsince: g("waitsince")?,
             sudog_c,
             sudog_waitlink: member("runtime.sudog", "waitlink")?,
         };

@@ -39,7 +39,7 @@ const PLAIN: Variant = Variant {
 const PHASES: &[&str] = &["phases"];
 const PHASES_AND_CHAOS: &[&str] = &["phases", "chaos"];
 const PHASES_AND_PARKED: &[&str] = &[
-    "phases", "parked", "moving", "contexts", "budget", "chaos", "workers",
+    "phases", "parked", "moving", "contexts", "budget", "chaos", "workers", "deadlock",
 ];
 
 const VARIANTS: &[Variant] = &[

@@ -549,10 +549,11 @@ impl App {
             lines.push(Line::styled(
                 truncate(
                     &format!(
-                        "STUCK: {} goroutine{} not run for {} (a deadlock, or a send nobody receives)",
+                        "STUCK: {} goroutine{} not run for at least {} ({}) (a deadlock, or a send nobody receives)",
                         group.stuck,
                         plural(group.stuck as usize),
                         human_age(group.stuck_for_s),
+                        group.stuck_since.label(),
                     ),
                     width,
                 ),
