@@ -789,6 +789,21 @@ impl GroupTracker {
         }
     }
 
+    /// The goids of the last census's members of the group with this id (`Group::id`, in
+    /// hex).
+    pub fn members_of(&self, group: u64) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|member| member.group == group)
+            .map(|member| member.goid)
+            .collect()
+    }
+
+    /// The rules it judges by.
+    pub fn rules(&self) -> &SuspectRules {
+        &self.rules
+    }
+
     /// Sets each waiting goroutine's `runtime_blocked_for_s` from the `g.waitsince`s of a
     /// census taken at `now_ns` (CLOCK_MONOTONIC, the clock of the runtime's `nanotime`).
     ///
@@ -926,6 +941,7 @@ impl GroupTracker {
                     stuck: 0,
                     stuck_for_s: 0.0,
                     stuck_since: StuckSince::default(),
+                    channel: None,
                     listening: 0,
                     listens_on: None,
                     stack: goroutine.stack.iter().map(source_location).collect(),

@@ -100,6 +100,7 @@ pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, G
         layouts: ReleaseLayouts {
             g: binary.g_layout,
             waits: binary.waits.as_ref().ok().map(|&(waits, _)| waits),
+            chans: binary.chans.as_ref().ok().map(|&(chans, _)| chans),
         },
         layouts_derived: binary
             .g_layout_derived
@@ -107,6 +108,7 @@ pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, G
             .map(|&g| ReleaseLayouts {
                 g,
                 waits: binary.waits_derived.as_ref().ok().copied(),
+                chans: None,
             })
             .map_err(ToString::to_string),
         waits_source: binary
@@ -168,6 +170,20 @@ impl std::fmt::Display for Inspection {
             )?,
             (_, Err(why)) => writeln!(f, "channel waits unknown: {why}")?,
             _ => {}
+        }
+        if let Some(chans) = &self.layouts.chans {
+            writeln!(
+                f,
+                "channels: hchan.qcount +{}, dataqsiz +{}, closed +{}, sendx +{}, recvx +{}, recvq +{}, sendq +{}, sudog.next +{}",
+                chans.qcount,
+                chans.dataqsiz,
+                chans.closed,
+                chans.sendx,
+                chans.recvx,
+                chans.recvq,
+                chans.sendq,
+                chans.sudog_next
+            )?;
         }
         writeln!(
             f,

@@ -117,8 +117,12 @@ fn waiting_on(group: &Group) -> &str {
 /// A group's stuck goroutines in a line: how many, blocked where and on what, for how long
 /// at least without running (and whose record says so), created where.
 pub fn stuck_summary(group: &Group) -> String {
+    let channel = group
+        .channel
+        .map(|evidence| format!("; channel: {}", evidence.summary()))
+        .unwrap_or_default();
     format!(
-        "{} goroutines blocked in {} ({}), none has run for at least {:.0}s ({}), created at {}",
+        "{} goroutines blocked in {} ({}), none has run for at least {:.0}s ({}), created at {}{channel}",
         group.stuck,
         site(&group.blocked_at),
         waiting_on(group),
@@ -227,6 +231,7 @@ mod tests {
             stuck: 2,
             stuck_for_s: 299.6,
             stuck_since: crate::api::StuckSince::Runtime,
+            channel: None,
             listening: 0,
             listens_on: None,
             stack: Vec::new(),

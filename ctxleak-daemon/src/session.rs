@@ -55,6 +55,8 @@ pub struct Session {
     symbolizer: Symbolizer,
     /// Who listens on which context, from the last census (see [`crate::listeners`]).
     listeners: crate::listeners::Listeners,
+    /// The channels stuck groups wait on (see [`crate::chans`]).
+    channels: crate::chans::ChannelWatch,
     groups: GroupTracker,
     /// " | leak suspect #1: ... | stuck: ..." for the summary line, from the last census.
     top_suspect: Option<String>,
@@ -134,6 +136,7 @@ impl Session {
             uncounted_system: 0,
             symbolizer: Symbolizer::new(binary.clone(), bias),
             listeners: Default::default(),
+            channels: Default::default(),
             binary,
             bias,
             info,
@@ -489,7 +492,18 @@ impl Session {
         self.groups.runtime_bounds(ktime, &mut views);
         let listeners = self.find_listeners(&census, &mut views, ktime);
         let (leaks, changes) = self.context_verdicts(ktime, started, &views, &listeners, shared);
-        let groups = self.groups.update(started, &views);
+        let mut groups = self.groups.update(started, &views);
+        if let (Ok((waits, _)), Ok((chans, _))) = (&self.binary.waits, &self.binary.chans) {
+            let tracker = &self.groups;
+            self.channels.update(
+                &self.memory,
+                (waits, chans),
+                (started, tracker.rules().stuck_after),
+                &mut groups,
+                &census.goroutines,
+                |group| tracker.members_of(group),
+            );
+        }
         shared.metrics.set_census(pid, &groups);
         let stuck = crate::groups::stuck_groups(&groups);
         let suspect = groups.iter().find(|group| group.rank == 1).map(|group| {

@@ -5,6 +5,9 @@
 //! the growing-leak suspects (there are none). Beside them, goroutines that wait the same way
 //! but run (a contended mutex, a producer waiting in `chan send` for a slow consumer, a
 //! coordinator's `WaitGroup.Wait`) and idle ones (receives, selects, a sleep) are not stuck.
+//! The sends nobody receives carry channel evidence as the fixture knows them (`fact sends`:
+//! all on one unbuffered channel, no receiver parked on it, nothing received since: high
+//! confidence); the locks carry none, nor does the idle pool receiving on its job channel.
 //! The `healthy` fixture under the same flags has no stuck goroutine and exits 0.
 //!
 //! The deadlocks happen before ctxleak attaches, as a real one would. Oldest and newest Go,
@@ -51,9 +54,9 @@ fn describe(group: &Value) -> String {
     )
 }
 
-/// The fixture's truth: "function:line=N;..." as line -> count.
-fn stuck_truth(fx: &Driven) -> Result<BTreeMap<String, u64>, String> {
-    fx.fact("stuck")?
+/// The fixture's truth: "function:line=N;..." as line -> count, of `stuck` or `sends`.
+fn truth_of(fx: &Driven, fact: &str) -> Result<BTreeMap<String, u64>, String> {
+    fx.fact(fact)?
         .split(';')
         .map(|entry| {
             let (line, count) = entry.rsplit_once('=').ok_or("a fact stuck without =")?;
@@ -72,7 +75,8 @@ fn deadlocked(version: &str) -> Result<String, String> {
     let (status, json) = finish(child)?;
     fx.send("");
     fx.checkpoint("status")?;
-    let truth = stuck_truth(&fx)?;
+    let truth = truth_of(&fx, "stuck")?;
+    let sends = truth_of(&fx, "sends")?;
     let stuck = list(&json, &["leaks", "stuck"]);
     let found: BTreeMap<String, u64> = stuck
         .iter()
@@ -95,16 +99,40 @@ fn deadlocked(version: &str) -> Result<String, String> {
             "a deadlock does not grow, yet suspects {suspects:#?}"
         ));
     }
+    // Channel evidence: the sends nobody receives wait, all of them, on one channel with no
+    // receiver and nothing received since (high confidence); the locks have none.
+    for group in stuck {
+        let line = line_of(group);
+        let evidence = &group["channel"];
+        let expected = sends.get(&line);
+        let as_known = match expected {
+            Some(&members) => {
+                evidence["members"] == members
+                    && evidence["channels"] == 1
+                    && evidence["senders_waiting"] == members
+                    && evidence["receivers_waiting"] == 0
+                    && evidence["capacity"] == 0
+                    && evidence["confident"] == true
+            }
+            None => evidence.is_null(),
+        };
+        if !as_known {
+            return Err(format!(
+                "{line}: channel evidence {evidence}, the fixture knows {expected:?} senders on one unbuffered channel nobody receives from"
+            ));
+        }
+    }
     // The controls were seen waiting as the stuck ones do, and are not stuck.
     for (function, reason) in [
         ("main.contended.func1", "sync.Mutex.Lock"),
         ("main.batches.func2", "chan send"),
+        ("main.idle.func1", "chan receive"),
     ] {
         let control = groups
             .iter()
             .find(|g| g["blocked_at"]["function"] == function && g["wait_reason"] == reason)
             .ok_or_else(|| format!("no group of {function} waiting in {reason}"))?;
-        if control["stuck"] != 0 {
+        if control["stuck"] != 0 || !control["channel"].is_null() {
             return Err(format!("a control is stuck: {}", describe(control)));
         }
     }
@@ -171,7 +199,7 @@ fn watched_late(version: &str, program: &str, mode: &str) -> Result<Late, String
     Ok(Late {
         status,
         stuck: list(&json, &["leaks", "stuck"]).to_vec(),
-        truth: stuck_truth(&fx)?,
+        truth: truth_of(&fx, "stuck")?,
         gcs,
     })
 }

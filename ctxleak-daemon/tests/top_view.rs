@@ -81,6 +81,7 @@ fn group(
         stuck: 0,
         stuck_for_s: 0.0,
         stuck_since: Default::default(),
+        channel: None,
         listening: 0,
         listens_on: None,
         stack,

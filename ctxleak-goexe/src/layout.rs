@@ -252,19 +252,85 @@ impl WaitLayout {
     }
 }
 
+/// Where the state of a channel is in its `runtime.hchan`, and the link of its queues of
+/// parked goroutines (Go 1.21-1.27: `qcount` +0, `dataqsiz` +8, `closed` +28, `sendx`,
+/// `recvx`, `recvq`, `sendq` +40, +48, +56, +72 up to 1.22, 8 further from 1.23, where
+/// `timer` came in; `sudog.next` +8). Serialized (with these names) in the offset table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChanLayout {
+    /// `hchan.qcount`: values in the buffer.
+    pub qcount: u64,
+    /// `hchan.dataqsiz`: the buffer's size (0: unbuffered).
+    pub dataqsiz: u64,
+    /// `hchan.closed` (u32).
+    pub closed: u64,
+    /// `hchan.sendx`, `hchan.recvx`: where the next send and receive go in the buffer.
+    pub sendx: u64,
+    pub recvx: u64,
+    /// `hchan.recvq.first`, `hchan.sendq.first`: the first `sudog` of the goroutines parked
+    /// receiving and sending.
+    pub recvq: u64,
+    pub sendq: u64,
+    /// `sudog.next`: the next sudog of the same queue.
+    pub sudog_next: u64,
+}
+
+impl ChanLayout {
+    /// The largest `runtime.hchan` offset accepted (the struct is about 100 bytes).
+    pub const MAX_OFFSET: u64 = 256;
+
+    /// Every field inside a plausible struct.
+    pub fn check(&self) -> Result<(), LayoutError> {
+        for (strukt, member, offset) in [
+            ("runtime.hchan", "qcount", self.qcount),
+            ("runtime.hchan", "dataqsiz", self.dataqsiz),
+            ("runtime.hchan", "closed", self.closed),
+            ("runtime.hchan", "sendx", self.sendx),
+            ("runtime.hchan", "recvx", self.recvx),
+            ("runtime.hchan", "recvq", self.recvq),
+            ("runtime.hchan", "sendq", self.sendq),
+            ("runtime.sudog", "next", self.sudog_next),
+        ] {
+            if offset.saturating_add(8) > Self::MAX_OFFSET {
+                return Err(LayoutError::BadOffset { strukt, member });
+            }
+        }
+        Ok(())
+    }
+
+    /// How many bytes of an hchan a read of every field above needs (from its start).
+    pub fn read_len(&self) -> usize {
+        [
+            self.qcount,
+            self.dataqsiz,
+            self.closed,
+            self.sendx,
+            self.recvx,
+            self.recvq,
+            self.sendq,
+        ]
+        .into_iter()
+        .max()
+        .map_or(8, |last| {
+            usize::try_from(last.min(Self::MAX_OFFSET) + 8).unwrap_or(8)
+        })
+    }
+}
+
 pub fn has_dwarf(file: &object::File<'_>) -> bool {
     file.section_by_name(".debug_info").is_some() || file.section_by_name(".zdebug_info").is_some()
 }
 
-/// The `runtime.g` layout from DWARF, and the [`WaitLayout`] (or why DWARF does not give it),
-/// from one walk over the type entries. `traceable_chan`: the binary is Go 1.26 or newer,
+/// The `runtime.g` layout from DWARF, and the [`WaitLayout`] and [`ChanLayout`] (or why DWARF
+/// does not give them), from one walk over the type entries. `traceable_chan`: the binary is Go 1.26 or newer,
 /// whose `sudog.c` is a `runtime.maybeTraceableChan`, a `maybeTraceablePtr` whose `vp`
 /// (+0) the runtime clears to hide the channel from the GC while `vu` (+8), the address as
 /// an integer, stays the truth: [`WaitLayout::sudog_c`] is then where `vu` is.
 pub fn read_g_layout(
     file: &object::File<'_>,
     traceable_chan: bool,
-) -> Result<(GLayout, Result<WaitLayout, LayoutError>), LayoutError> {
+) -> Result<DwarfLayouts, LayoutError> {
     if !has_dwarf(file) {
         return Err(LayoutError::NoDwarf);
     }
@@ -281,6 +347,8 @@ pub fn read_g_layout(
             "runtime.gobuf",
             "runtime.stack",
             "runtime.sudog",
+            "runtime.hchan",
+            "runtime.waitq",
             "runtime.maybeTraceableChan",
             "runtime.maybeTraceablePtr",
         ]
@@ -290,6 +358,8 @@ pub fn read_g_layout(
             "runtime.gobuf",
             "runtime.stack",
             "runtime.sudog",
+            "runtime.hchan",
+            "runtime.waitq",
         ]
     };
     let structs = struct_members(&dwarf, names)?;
@@ -356,7 +426,34 @@ pub fn read_g_layout(
         waits.check(layout.size)?;
         Ok(waits)
     })();
-    Ok((layout, waits))
+    let chans = (|| {
+        let hchan = |name| member("runtime.hchan", name);
+        let chans = ChanLayout {
+            qcount: hchan("qcount")?,
+            dataqsiz: hchan("dataqsiz")?,
+            closed: hchan("closed")?,
+            sendx: hchan("sendx")?,
+            recvx: hchan("recvx")?,
+            recvq: nested(hchan("recvq")?, "runtime.waitq", "first")?,
+            sendq: nested(hchan("sendq")?, "runtime.waitq", "first")?,
+            sudog_next: member("runtime.sudog", "next")?,
+        };
+        chans.check()?;
+        Ok(chans)
+    })();
+    Ok(DwarfLayouts {
+        g: layout,
+        waits,
+        chans,
+    })
+}
+
+/// What [`read_g_layout`] reads: `runtime.g`'s layout, and the wait and channel layouts or
+/// why DWARF does not give them.
+pub struct DwarfLayouts {
+    pub g: GLayout,
+    pub waits: Result<WaitLayout, LayoutError>,
+    pub chans: Result<ChanLayout, LayoutError>,
 }
 
 /// Largest decompressed DWARF section accepted; Go binaries of hundreds of MB have DWARF

@@ -559,6 +559,12 @@ impl App {
                 ),
                 self.styled(Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD)),
             ));
+            if let Some(evidence) = &group.channel {
+                lines.push(Line::raw(truncate(
+                    &format!("channel: {}", evidence.summary()),
+                    width,
+                )));
+            }
         }
         lines.extend(location_lines(
             Span::styled("created by: ", bold),
