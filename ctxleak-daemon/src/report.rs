@@ -262,6 +262,28 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("no leaks found"), "{text}");
+        // A send nobody receives, with its channel's evidence.
+        let sends = Group {
+            wait_reason: "chan send".into(),
+            stuck_since: crate::api::StuckSince::Ctxleak,
+            channel: Some(crate::api::ChannelEvidence {
+                members: 2,
+                channels: 1,
+                receivers_waiting: 0,
+                senders_waiting: 2,
+                buffered: 0,
+                capacity: 0,
+                closed: false,
+                unchanged_for_s: 12.0,
+                head_stuck: true,
+                confident: true,
+            }),
+            ..leaks.stuck[0].clone()
+        };
+        assert_eq!(
+            stuck_summary(&sends),
+            "2 goroutines blocked in main.start.func1 (main.go:66) (chan send), none has run for at least 300s (ctxleak), created at main.start (main.go:60); channel: all 2 wait on one channel, 2 parked sending, nobody receiving, nothing received since they stuck; high confidence"
+        );
     }
 
     #[test]
