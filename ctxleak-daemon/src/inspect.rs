@@ -75,6 +75,8 @@ pub struct Inspection {
     pub layouts_derived: Result<ReleaseLayouts, String>,
     /// Where `layouts.waits` came from, or why it is unknown.
     pub waits_source: Result<LayoutSource, String>,
+    /// Where `layouts.chans` came from, or why it is unknown.
+    pub chans_source: Result<LayoutSource, String>,
     /// Link-time addresses.
     pub allgs: u64,
     /// Where the inputs of the runtime's own goroutine count are (link-time addresses), or
@@ -111,6 +113,11 @@ pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, G
                 chans: None,
             })
             .map_err(ToString::to_string),
+        chans_source: binary
+            .chans
+            .as_ref()
+            .map(|&(_, source)| source)
+            .map_err(Clone::clone),
         waits_source: binary
             .waits
             .as_ref()
@@ -171,10 +178,10 @@ impl std::fmt::Display for Inspection {
             (_, Err(why)) => writeln!(f, "channel waits unknown: {why}")?,
             _ => {}
         }
-        if let Some(chans) = &self.layouts.chans {
-            writeln!(
+        match (&self.layouts.chans, &self.chans_source) {
+            (Some(chans), Ok(source)) => writeln!(
                 f,
-                "channels: hchan.qcount +{}, dataqsiz +{}, closed +{}, sendx +{}, recvx +{}, recvq +{}, sendq +{}, sudog.next +{}",
+                "channels ({source:?}): hchan.qcount +{}, dataqsiz +{}, closed +{}, sendx +{}, recvx +{}, recvq +{}, sendq +{}, sudog.next +{}",
                 chans.qcount,
                 chans.dataqsiz,
                 chans.closed,
@@ -183,7 +190,9 @@ impl std::fmt::Display for Inspection {
                 chans.recvq,
                 chans.sendq,
                 chans.sudog_next
-            )?;
+            )?,
+            (_, Err(why)) => writeln!(f, "channels unknown: {why}")?,
+            _ => {}
         }
         writeln!(
             f,
