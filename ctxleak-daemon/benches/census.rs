@@ -3,7 +3,10 @@
 //! (`groups::symbolize_census`: the stacks of goroutines that ran since the last census read
 //! and unwound, their PCs turned into frames), who listens on a context
 //! (`listeners::Listeners::update`, as if the target had an unreleased context: every
-//! goroutine read again in a receive or a select has its sudogs read), grouping (`GroupTracker::update`) and the
+//! goroutine read again in a receive or a select has its sudogs read), grouping (the
+//! runtime's `g.waitsince` bounds, `GroupTracker::runtime_bounds`, and
+//! `GroupTracker::update`), channel evidence for stuck groups (`chans::ChannelWatch::update`,
+//! the worst case: as if every group in a stuck wait were stuck) and the
 //! goroutine profile (`groups::profile_samples` and `pprof::goroutine_profile`). Also timed on
 //! their own, outside the total: unwinding every goroutine (`census::unwind` of each), and the
 //! same with the stacks read in batches (`census::unwind_many`), whose results must be the same.
@@ -77,6 +80,7 @@ struct Round {
     symbolize: Duration,
     listen: Duration,
     group: Duration,
+    stuck: Duration,
     profile: Duration,
     unwind: Duration,
     unwind_many: Duration,
@@ -84,7 +88,7 @@ struct Round {
 
 impl Round {
     fn total(&self) -> Duration {
-        self.take + self.symbolize + self.listen + self.group + self.profile
+        self.take + self.symbolize + self.listen + self.group + self.stuck + self.profile
     }
 }
 
@@ -124,6 +128,7 @@ fn main() {
     let mut symbolizer = Symbolizer::new(binary.clone(), bias);
     let mut tracker = GroupTracker::new(SuspectRules::default());
     let mut listeners = ctxleak_daemon::listeners::Listeners::default();
+    let mut channels = ctxleak_daemon::chans::ChannelWatch::default();
 
     if args.wait {
         println!("waiting");
@@ -139,7 +144,7 @@ fn main() {
     for _ in 0..=args.rounds {
         let start = Instant::now();
         let waits = binary.waits.as_ref().ok().map(|&(waits, _)| waits);
-        let taken = census::take(&memory, &binary.g_layout, waits.map(|w| w.g_waiting), allgs)
+        let taken = census::take(&memory, &binary.g_layout, waits.as_ref(), allgs)
             .unwrap_or_else(|error| fail(format_args!("census of PID {pid} failed: {error}")));
         let took = start.elapsed();
 
@@ -158,9 +163,32 @@ fn main() {
         }
         let listen = start.elapsed();
 
+        let mut views = views;
         let start = Instant::now();
+        tracker.runtime_bounds(ctxleak_daemon::session::monotonic_ns(), &mut views);
         let grouped = tracker.update(Instant::now(), &views);
         let group = start.elapsed();
+
+        // Channel evidence, the worst case: every group in a stuck wait taken as stuck.
+        let start = Instant::now();
+        if let (Some(waits), Ok((chans, _))) = (&waits, &binary.chans) {
+            let mut stuck = grouped.clone();
+            for group in &mut stuck {
+                if groups::STUCK_WAITS.contains(&group.wait_reason.as_str()) {
+                    group.stuck = group.count;
+                }
+            }
+            channels.update(
+                &memory,
+                (waits, chans),
+                (Instant::now(), Duration::ZERO),
+                &mut stuck,
+                &taken.goroutines,
+                |group| tracker.members_of(group),
+            );
+            std::hint::black_box(stuck);
+        }
+        let stuck = start.elapsed();
 
         let start = Instant::now();
         let profile = pprof::goroutine_profile(&groups::profile_samples(&views), 0, None);
@@ -191,6 +219,7 @@ fn main() {
             symbolize: symbolized,
             listen,
             group,
+            stuck,
             profile: profiled,
             unwind,
             unwind_many,
@@ -232,6 +261,7 @@ fn main() {
             "symbolize": summary(rounds, |r| r.symbolize),
             "listen": summary(rounds, |r| r.listen),
             "group": summary(rounds, |r| r.group),
+            "stuck": summary(rounds, |r| r.stuck),
             "profile": summary(rounds, |r| r.profile),
             "total": summary(rounds, Round::total),
             "unwind_only": summary(rounds, |r| r.unwind),

@@ -63,9 +63,15 @@ pub struct Group {
     /// a deadlock does not grow.
     #[serde(default)]
     pub stuck: u64,
-    /// Seconds the longest stuck of them has not run; 0 when none is stuck.
+    /// Seconds the longest stuck of them has not run, at least; 0 when none is stuck.
     #[serde(default)]
     pub stuck_for_s: f64,
+    /// Where `stuck_for_s` comes from.
+    #[serde(default)]
+    pub stuck_since: StuckSince,
+    /// For stuck members blocked on channels: what their channels say (`chans`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelEvidence>,
     /// Members parked on the `Done()` channel of an unreleased context (older than the
     /// context grace): they wait for a cancellation that has not come.
     #[serde(default)]
@@ -75,6 +81,92 @@ pub struct Group {
     pub listens_on: Option<SourceLocation>,
     /// One member's stack, innermost first.
     pub stack: Vec<SourceLocation>,
+}
+
+/// What the channels a stuck group's members wait on say (`chans`), at the last census.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ChannelEvidence {
+    /// Members whose channel wait was read.
+    pub members: u64,
+    /// Distinct channels they wait on: 1 is "all N wait on one channel".
+    pub channels: u64,
+    /// Goroutines parked receiving on those channels ("the other side" of a send), and
+    /// sending on them.
+    pub receivers_waiting: u64,
+    pub senders_waiting: u64,
+    /// Values in their buffers, and the buffers' sizes (0: unbuffered).
+    pub buffered: u64,
+    pub capacity: u64,
+    pub closed: bool,
+    /// Seconds no census saw their state change (buffer counters, queue heads and lengths),
+    /// as far back as ctxleak has read them.
+    pub unchanged_for_s: f64,
+    /// The head of each one's send queue is a stuck member: nothing was received since it
+    /// stuck (a receive takes the head when senders wait).
+    pub head_stuck: bool,
+    /// Stuck with high confidence: a send on one channel that no one receives, with no
+    /// receiver parked on it and no progress for `--stuck-after`. Never for receives (an idle
+    /// pool looks the same).
+    pub confident: bool,
+}
+
+impl ChannelEvidence {
+    /// The evidence in words: "all 3 wait on one channel, nobody receives, no progress for
+    /// 20s; high confidence".
+    pub fn summary(&self) -> String {
+        let mut parts = vec![if self.channels == 1 {
+            format!("all {} wait on one channel", self.members)
+        } else {
+            format!("{} wait on {} channels", self.members, self.channels)
+        }];
+        if self.closed {
+            parts.push("closed".to_owned());
+        }
+        if self.capacity > 0 {
+            parts.push(format!("buffer {}/{}", self.buffered, self.capacity));
+        }
+        parts.push(match (self.receivers_waiting, self.senders_waiting) {
+            (0, 0) => "nobody else waits on it".to_owned(),
+            (0, senders) => format!("{senders} parked sending, nobody receiving"),
+            (receivers, 0) => format!("{receivers} parked receiving, nobody sending"),
+            (receivers, senders) => format!("{receivers} receiving, {senders} sending"),
+        });
+        if self.head_stuck {
+            parts.push("nothing received since they stuck".to_owned());
+        } else {
+            parts.push(format!("no progress for {:.0}s", self.unchanged_for_s));
+        }
+        let mut text = parts.join(", ");
+        if self.confident {
+            text.push_str("; high confidence");
+        }
+        text
+    }
+}
+
+/// Where a stuck goroutine's "has not run since" comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StuckSince {
+    /// ctxleak's own censuses: since the first one that saw it blocked there, still.
+    #[default]
+    Ctxleak,
+    /// The runtime's record, `g.waitsince` (`groups::GroupTracker::runtime_bounds`): it was
+    /// blocked before ctxleak first saw it.
+    Runtime,
+    /// Its exact park time (park timing, a `gopark` probe).
+    ParkTime,
+}
+
+impl StuckSince {
+    /// How a report names it: "ctxleak", "runtime", "park time".
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ctxleak => "ctxleak",
+            Self::Runtime => "runtime",
+            Self::ParkTime => "park time",
+        }
+    }
 }
 
 /// A place in the target's source code.
@@ -149,6 +241,8 @@ mod tests {
                 rank: 0,
                 stuck: 0,
                 stuck_for_s: 0.0,
+                stuck_since: StuckSince::default(),
+                channel: None,
                 listening: 0,
                 listens_on: None,
                 stack: vec![],

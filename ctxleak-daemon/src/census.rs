@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use crate::goexe::GLayout;
+use crate::goexe::{GLayout, WaitLayout};
 use crate::procmem::{MemoryError, ProcessMemory};
 
 /// `runtime.g.atomicstatus` values (the same in Go 1.21–1.27).
@@ -61,6 +61,9 @@ pub struct GoroutineRecord {
     /// `g.waiting`: the first `runtime.sudog` of the channel operation it is parked in (0
     /// when there is none, or when the binary's wait layout is unknown).
     pub waiting: u64,
+    /// `g.waitsince`: 0, or a GC cycle's start (`nanotime()`, CLOCK_MONOTONIC) that bounds
+    /// since when it has not run (`groups::runtime_bound`); 0 when the layout is unknown.
+    pub waitsince: u64,
 }
 
 /// Most frames a stack walk follows; deeper stacks are cut.
@@ -321,7 +324,7 @@ fn yield_between_batches() {
 }
 
 /// Reads every live goroutine of the target. `allgs` is the runtime address of the slice;
-/// `waiting` is where `g.waiting` is, when known ([`crate::goexe::WaitLayout`]).
+/// `waits` says where `g.waiting` and `g.waitsince` are, when known.
 ///
 /// The g structs are read in batches of ranges (`ProcessMemory::read_many`), each range
 /// holding g's that lie close together; a range that cannot be read is read again g by g,
@@ -329,7 +332,7 @@ fn yield_between_batches() {
 pub fn take(
     memory: &ProcessMemory,
     layout: &GLayout,
-    waiting: Option<u64>,
+    waits: Option<&WaitLayout>,
     allgs: u64,
 ) -> Result<Census, MemoryError> {
     let (array, len) = slice_header(memory, allgs)?;
@@ -343,8 +346,10 @@ pub fn take(
         .collect();
 
     let read_len = layout.read_len().max(
-        waiting
-            .map_or(0, |offset| offset.saturating_add(8))
+        waits
+            .map_or(0, |waits| {
+                waits.g_waiting.max(waits.g_waitsince).saturating_add(8)
+            })
             .min(layout.size),
     );
     let read_len = usize::try_from(read_len).unwrap_or(512);
@@ -391,7 +396,7 @@ pub fn take(
             *unreadable += 1;
             return None;
         }
-        decode(&g, layout, waiting)
+        decode(&g, layout, waits)
     };
     let mut buffer = Vec::new();
     let mut bytes = pointers.len() + alone.len() * read_len;
@@ -414,7 +419,7 @@ pub fn take(
             for &(address, index) in &by_address[range.first..range.last] {
                 records[index] = if read {
                     let at = offset + usize::try_from(address - range.start).unwrap_or(0);
-                    decode(&buffer[at..at + read_len], layout, waiting)
+                    decode(&buffer[at..at + read_len], layout, waits)
                 } else {
                     read_alone(address, &mut unreadable)
                 };
@@ -477,7 +482,7 @@ impl GRange {
     }
 }
 
-fn decode(g: &[u8], layout: &GLayout, waiting: Option<u64>) -> Option<GoroutineRecord> {
+fn decode(g: &[u8], layout: &GLayout, waits: Option<&WaitLayout>) -> Option<GoroutineRecord> {
     let u64_at = |offset: u64| {
         let start = usize::try_from(offset).ok()?;
         Some(u64::from_le_bytes(
@@ -504,7 +509,8 @@ fn decode(g: &[u8], layout: &GLayout, waiting: Option<u64>) -> Option<GoroutineR
         stack_hi: u64_at(layout.stack_hi)?,
         tracking_seq: u8_at(layout.tracking_seq)?,
         slot: 0,
-        waiting: waiting.and_then(u64_at).unwrap_or(0),
+        waiting: waits.and_then(|w| u64_at(w.g_waiting)).unwrap_or(0),
+        waitsince: waits.and_then(|w| u64_at(w.g_waitsince)).unwrap_or(0),
     })
 }
 
@@ -564,7 +570,14 @@ mod tests {
         g[40..48].copy_from_slice(&0x402000u64.to_le_bytes());
         g[80] = 19;
         g[0..8].copy_from_slice(&0xc000_1000u64.to_le_bytes());
-        let record = decode(&g, &layout, Some(0)).unwrap();
+        g[56..64].copy_from_slice(&123_456_789u64.to_le_bytes());
+        let waits = WaitLayout {
+            g_waiting: 0,
+            g_waitsince: 56,
+            sudog_c: 80,
+            sudog_waitlink: 64,
+        };
+        let record = decode(&g, &layout, Some(&waits)).unwrap();
         assert_eq!(
             record,
             GoroutineRecord {
@@ -575,10 +588,13 @@ mod tests {
                 startpc: 0x402000,
                 waitreason: 19,
                 waiting: 0xc000_1000,
+                waitsince: 123_456_789,
+                sched_sp: 123_456_789,
                 ..GoroutineRecord::default()
             }
         );
-        assert_eq!(decode(&g, &layout, None).unwrap().waiting, 0);
+        let unknown = decode(&g, &layout, None).unwrap();
+        assert_eq!((unknown.waiting, unknown.waitsince), (0, 0));
         assert!(decode(&g[..20], &layout, None).is_none());
     }
 

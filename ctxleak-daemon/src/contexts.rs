@@ -991,6 +991,8 @@ mod tests {
             still: true,
             stack_read: false,
             listens_on: None,
+            waitsince: 0,
+            runtime_blocked_for_s: None,
         };
         let views = [view(7, 40), view(8, 40), view(9, 50), view(10, 40)];
         let by_goid: HashMap<u64, &GoroutineView> = views.iter().map(|v| (v.goid, v)).collect();

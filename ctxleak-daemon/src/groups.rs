@@ -14,14 +14,17 @@
 //! will receive) gets its own verdict: goroutines **stuck** in a wait that does not end by
 //! itself in a healthy program ([`STUCK_WAITS`]) without running once for longer than
 //! [`SuspectRules::stuck_after`]. Only goroutines in those waits are followed one by one.
+//! Since when one has not run is the earliest of ctxleak's own first sighting, the runtime's
+//! record (`g.waitsince`, [`GroupTracker::runtime_bounds`]: a deadlock hours old is stuck at
+//! the first census) and, with park timing, its exact park time.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::api::{Group, SourceLocation};
+use crate::api::{Group, SourceLocation, StuckSince};
 use crate::census::{self, Census, GoroutineRecord};
 use crate::goexe::GoBinary;
 use crate::goexe::symbolize::{self, Frame};
@@ -73,6 +76,14 @@ pub struct GoroutineView {
     /// (`listeners`).
     #[serde(skip)]
     pub listens_on: Option<Arc<SourceLocation>>,
+    /// `g.waitsince` as the census read it (0: none).
+    #[serde(skip)]
+    pub waitsince: u64,
+    /// How long, at least, the runtime's own record says it has not run, blocked where it is
+    /// ([`GroupTracker::runtime_bounds`]): earlier than ctxleak's first sighting when it was
+    /// blocked before ctxleak attached.
+    #[serde(skip)]
+    pub runtime_blocked_for_s: Option<f64>,
 }
 
 /// GET /api/goroutines: every live goroutine of the last census.
@@ -198,6 +209,8 @@ impl GoroutineList {
             still: false,
             stack_read: false,
             listens_on: None,
+            waitsince: 0,
+            runtime_blocked_for_s: None,
         })
     }
 
@@ -452,6 +465,8 @@ impl Symbolizer {
             still: false,
             stack_read: false,
             listens_on: None,
+            waitsince: record.waitsince,
+            runtime_blocked_for_s: None,
         }
     }
 }
@@ -753,7 +768,13 @@ pub struct GroupTracker {
     /// The groups that were suspects at the last census: the relative threshold does not
     /// apply to them (a leak stays one however large it has grown).
     suspects: HashSet<u64, foldhash::fast::RandomState>,
+    /// GC cycle start times (`nanotime()`) seen in `g.waitsince`s, the newest
+    /// [`MAX_GC_STARTS`]: the bounds of [`GroupTracker::runtime_bounds`].
+    gc_starts: BTreeSet<u64>,
 }
+
+/// GC cycle starts kept: at a cycle a second, more than an hour of them.
+const MAX_GC_STARTS: usize = 4096;
 
 impl GroupTracker {
     pub fn new(rules: SuspectRules) -> Self {
@@ -764,6 +785,67 @@ impl GroupTracker {
             censuses: 0,
             history: HashMap::new(),
             suspects: HashSet::default(),
+            gc_starts: BTreeSet::new(),
+        }
+    }
+
+    /// The goids of the last census's members of the group with this id (`Group::id`, in
+    /// hex).
+    pub fn members_of(&self, group: u64) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|member| member.group == group)
+            .map(|member| member.goid)
+            .collect()
+    }
+
+    /// The rules it judges by.
+    pub fn rules(&self) -> &SuspectRules {
+        &self.rules
+    }
+
+    /// Sets each waiting goroutine's `runtime_blocked_for_s` from the `g.waitsince`s of a
+    /// census taken at `now_ns` (CLOCK_MONOTONIC, the clock of the runtime's `nanotime`).
+    ///
+    /// What the runtime does (the same in Go 1.21-1.27, `runtime/mgcmark.go`, `proc.go`): a
+    /// GC's stack scan (`markroot`) of a goroutine that is waiting or in a system call, with
+    /// `waitsince` 0, sets it to `work.tstart`; `execute` (each time it is scheduled) and
+    /// `exitsyscall` set it back to 0. `work.tstart` is set by `gcMark`, at the start of a
+    /// cycle's mark termination, after that cycle's stack scans: a scan writes the start of
+    /// the *previous* cycle's mark termination (0 before the first cycle has ended, so a
+    /// program's first GC records nothing). So `waitsince` W means: a scan in the cycle after
+    /// the one that started at W saw it blocked, and it has not been scheduled since; that
+    /// scan came before the next cycle's start, the first GC start after W. W itself can be
+    /// up to a GC interval before it blocked (the traceback's "N minutes" counts from W), so
+    /// the bound used is that next start, when some goroutine's `waitsince` shows it (an
+    /// idle goroutine parked between the two cycles does); without one, no runtime bound.
+    /// (A goroutine scanned while in a runtime wait it leaves without being scheduled, a GC
+    /// assist, keeps W until it is next scheduled, at most a preemption slice later.)
+    pub fn runtime_bounds(&mut self, now_ns: u64, goroutines: &mut [GoroutineView]) {
+        let mut last = 0;
+        for goroutine in goroutines.iter() {
+            let since = goroutine.waitsince;
+            if since != last && since != 0 && since < now_ns {
+                self.gc_starts.insert(since);
+                last = since;
+            }
+        }
+        while self.gc_starts.len() > MAX_GC_STARTS {
+            self.gc_starts.pop_first();
+        }
+        for goroutine in goroutines.iter_mut() {
+            goroutine.runtime_blocked_for_s = None;
+            if goroutine.waitsince == 0
+                || goroutine.state != "waiting"
+                || !STUCK_WAITS.contains(&&*goroutine.wait_reason)
+            {
+                continue;
+            }
+            goroutine.runtime_blocked_for_s = self
+                .gc_starts
+                .range(goroutine.waitsince.saturating_add(1)..)
+                .next()
+                .map(|&next| now_ns.saturating_sub(next) as f64 / 1e9);
         }
     }
 
@@ -828,6 +910,12 @@ impl GroupTracker {
                 }
                 _ => now,
             });
+            // The runtime's record, when it reaches further back.
+            let runtime_since = goroutine
+                .runtime_blocked_for_s
+                .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+                .and_then(|blocked| now.checked_sub(blocked))
+                .filter(|&since| still_since.is_some_and(|still| since < still));
             members.push(Member {
                 goid: goroutine.goid,
                 group: id,
@@ -852,6 +940,8 @@ impl GroupTracker {
                     rank: 0,
                     stuck: 0,
                     stuck_for_s: 0.0,
+                    stuck_since: StuckSince::default(),
+                    channel: None,
                     listening: 0,
                     listens_on: None,
                     stack: goroutine.stack.iter().map(source_location).collect(),
@@ -870,10 +960,18 @@ impl GroupTracker {
                 .oldest_age_s
                 .max(now.duration_since(since).as_secs_f64());
             if let Some(still_since) = still_since {
-                let stuck_for = now.duration_since(parked_since.unwrap_or(still_since));
-                if stuck_for >= self.rules.stuck_after {
+                let (since, source) = match (parked_since, runtime_since) {
+                    (Some(parked), _) => (parked, StuckSince::ParkTime),
+                    (None, Some(runtime)) => (runtime, StuckSince::Runtime),
+                    (None, None) => (still_since, StuckSince::Ctxleak),
+                };
+                let stuck_for = now.duration_since(since).as_secs_f64();
+                if stuck_for >= self.rules.stuck_after.as_secs_f64() {
                     group.stuck += 1;
-                    group.stuck_for_s = group.stuck_for_s.max(stuck_for.as_secs_f64());
+                    if stuck_for > group.stuck_for_s {
+                        group.stuck_for_s = stuck_for;
+                        group.stuck_since = source;
+                    }
                 }
             }
         }
@@ -1145,6 +1243,8 @@ mod tests {
             still: true,
             stack_read: false,
             listens_on: None,
+            waitsince: 0,
+            runtime_blocked_for_s: None,
         }
     }
 
@@ -1432,5 +1532,72 @@ mod tests {
             Some((0, 3))
         );
         assert_eq!(rising_floor(&history, now, Duration::ZERO), None);
+    }
+
+    /// `runtime_bounds` on goroutines with these `(wait reason, waitsince)`, at `now_ns`.
+    fn bounds(now_ns: u64, goroutines: &[(&str, u64)]) -> Vec<Option<f64>> {
+        let mut views: Vec<GoroutineView> = goroutines
+            .iter()
+            .zip(1000..)
+            .map(|(&(reason, waitsince), goid)| GoroutineView {
+                waitsince,
+                ..waiting_on(reason)(goid)
+            })
+            .collect();
+        GroupTracker::new(SuspectRules::default()).runtime_bounds(now_ns, &mut views);
+        views.iter().map(|v| v.runtime_blocked_for_s).collect()
+    }
+
+    #[test]
+    fn the_runtime_bound_is_the_gc_start_after_the_recorded_one() {
+        let s = 1_000_000_000;
+        // Stuck ones recorded at the GC that started at 100 s; an idle receiver at 160 s
+        // shows the next GC started then: stuck since at least 160 s, 40 s before 200 s.
+        let found = bounds(
+            200 * s,
+            &[
+                ("sync.Mutex.Lock", 100 * s),
+                ("chan send", 100 * s),
+                ("chan receive", 160 * s),
+                ("chan send", 160 * s),
+                ("chan send", 0),
+                // Not a GC start: in the future.
+                ("chan receive", 300 * s),
+            ],
+        );
+        assert_eq!(
+            found,
+            [Some(40.0), Some(40.0), None, None, None, None],
+            "no bound without a later GC start, for idle waits or no record"
+        );
+    }
+
+    #[test]
+    fn a_runtime_bound_makes_a_goroutine_stuck_at_the_first_census() {
+        let mut tracker = GroupTracker::new(SuspectRules {
+            stuck_after: Duration::from_secs(20),
+            ..SuspectRules::default()
+        });
+        let start = Instant::now();
+        let view = |goid, blocked_for| GoroutineView {
+            runtime_blocked_for_s: blocked_for,
+            ..waiting_on("chan send")(goid)
+        };
+        let group = tracker.update(start, &[view(1, Some(600.0)), view(2, None)])[0].clone();
+        assert_eq!(
+            (group.stuck, group.stuck_for_s, group.stuck_since),
+            (1, 600.0, StuckSince::Runtime),
+            "{group:?}"
+        );
+        // 30 s on, both still: the other is stuck by ctxleak's own record; the first still
+        // by the runtime's, which reaches further back.
+        let views =
+            [view(1, Some(630.0)), view(2, None)].map(|v| GoroutineView { still: true, ..v });
+        let group = tracker.update(start + Duration::from_secs(30), &views)[0].clone();
+        assert_eq!(
+            (group.stuck, group.stuck_for_s, group.stuck_since),
+            (2, 630.0, StuckSince::Runtime),
+            "{group:?}"
+        );
     }
 }

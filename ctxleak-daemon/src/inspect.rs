@@ -75,6 +75,8 @@ pub struct Inspection {
     pub layouts_derived: Result<ReleaseLayouts, String>,
     /// Where `layouts.waits` came from, or why it is unknown.
     pub waits_source: Result<LayoutSource, String>,
+    /// Where `layouts.chans` came from, or why it is unknown.
+    pub chans_source: Result<LayoutSource, String>,
     /// Link-time addresses.
     pub allgs: u64,
     /// Where the inputs of the runtime's own goroutine count are (link-time addresses), or
@@ -100,6 +102,7 @@ pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, G
         layouts: ReleaseLayouts {
             g: binary.g_layout,
             waits: binary.waits.as_ref().ok().map(|&(waits, _)| waits),
+            chans: binary.chans.as_ref().ok().map(|&(chans, _)| chans),
         },
         layouts_derived: binary
             .g_layout_derived
@@ -107,8 +110,14 @@ pub fn inspect(path: &Path, display: &Path, pcs: &[u64]) -> Result<Inspection, G
             .map(|&g| ReleaseLayouts {
                 g,
                 waits: binary.waits_derived.as_ref().ok().copied(),
+                chans: None,
             })
             .map_err(ToString::to_string),
+        chans_source: binary
+            .chans
+            .as_ref()
+            .map(|&(_, source)| source)
+            .map_err(Clone::clone),
         waits_source: binary
             .waits
             .as_ref()
@@ -163,10 +172,26 @@ impl std::fmt::Display for Inspection {
         match (&self.layouts.waits, &self.waits_source) {
             (Some(waits), Ok(source)) => writeln!(
                 f,
-                "channel waits ({source:?}): g.waiting +{}, sudog.c +{}, sudog.waitlink +{}",
-                waits.g_waiting, waits.sudog_c, waits.sudog_waitlink
+                "waits ({source:?}): g.waiting +{}, g.waitsince +{}, sudog.c +{}, sudog.waitlink +{}",
+                waits.g_waiting, waits.g_waitsince, waits.sudog_c, waits.sudog_waitlink
             )?,
             (_, Err(why)) => writeln!(f, "channel waits unknown: {why}")?,
+            _ => {}
+        }
+        match (&self.layouts.chans, &self.chans_source) {
+            (Some(chans), Ok(source)) => writeln!(
+                f,
+                "channels ({source:?}): hchan.qcount +{}, dataqsiz +{}, closed +{}, sendx +{}, recvx +{}, recvq +{}, sendq +{}, sudog.next +{}",
+                chans.qcount,
+                chans.dataqsiz,
+                chans.closed,
+                chans.sendx,
+                chans.recvx,
+                chans.recvq,
+                chans.sendq,
+                chans.sudog_next
+            )?,
+            (_, Err(why)) => writeln!(f, "channels unknown: {why}")?,
             _ => {}
         }
         writeln!(

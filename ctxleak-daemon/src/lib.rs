@@ -9,6 +9,7 @@ pub mod budget;
 pub mod calibrate;
 pub mod census;
 pub mod cgroup;
+pub mod chans;
 pub mod config;
 pub mod contexts;
 #[cfg(feature = "probes")]

@@ -140,47 +140,74 @@ pub fn done_channels(
 /// at most [`MAX_CHAIN`] links: one batched read per link for all chains.
 pub fn channels(memory: &ProcessMemory, layout: &WaitLayout, first: &[u64]) -> Vec<Vec<u64>> {
     let (start, len) = layout.sudog_span();
-    let word = |bytes: &[u8], offset: u64| {
-        let at = usize::try_from(offset - start).ok()?;
-        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-    };
     let mut found: Vec<Vec<u64>> = vec![Vec::new(); first.len()];
-    // (chain, sudog) still to read.
-    let mut next: Vec<(usize, u64)> = first
+    follow_chains(
+        memory,
+        first,
+        (start, len, layout.sudog_waitlink),
+        MAX_CHAIN,
+        |chain, _, word| {
+            if let Some(channel) = word(layout.sudog_c).filter(|&c| c != 0) {
+                found[chain].push(channel);
+            }
+        },
+    );
+    found
+}
+
+/// Follows linked lists in the target, all at once: from each of `first` (0: an empty list),
+/// reads `len` bytes at `start` of each node and goes on to the node at `next` (an offset in
+/// the node, within the bytes read), for at most `max` nodes a list, with one batched read
+/// per step for all lists. `visit(list, node, word)` sees each node read; `word(offset)` is
+/// the 8-byte word at that offset of the node, when it was read. Sudog chains (`waitlink`,
+/// here) and channel queues (`sudog.next`, `chans`) both go through it.
+pub fn follow_chains(
+    memory: &ProcessMemory,
+    first: &[u64],
+    (start, len, next): (u64, usize, u64),
+    max: usize,
+    mut visit: impl FnMut(usize, u64, &dyn Fn(u64) -> Option<u64>),
+) {
+    // (list, node) still to read.
+    let mut pending: Vec<(usize, u64)> = first
         .iter()
         .enumerate()
-        .filter(|&(_, &sudog)| sudog != 0)
-        .map(|(chain, &sudog)| (chain, sudog))
+        .filter(|&(_, &node)| node != 0)
+        .map(|(list, &node)| (list, node))
         .collect();
     let mut buffer = Vec::new();
-    for _ in 0..MAX_CHAIN {
-        if next.is_empty() {
+    for _ in 0..max {
+        if pending.is_empty() {
             break;
         }
-        buffer.resize(next.len() * len, 0);
+        buffer.resize(pending.len() * len, 0);
         let read = {
-            let mut reads: Vec<(u64, &mut [u8])> = next
+            let mut reads: Vec<(u64, &mut [u8])> = pending
                 .iter()
                 .zip(buffer.chunks_exact_mut(len))
-                .map(|(&(_, sudog), bytes)| (sudog.saturating_add(start), bytes))
+                .map(|(&(_, node), bytes)| (node.saturating_add(start), bytes))
                 .collect();
             memory.read_many(&mut reads)
         };
         let mut after = Vec::new();
-        for ((&(chain, _), bytes), read) in next.iter().zip(buffer.chunks_exact(len)).zip(read) {
+        for ((&(list, node), bytes), read) in pending.iter().zip(buffer.chunks_exact(len)).zip(read)
+        {
             if !read {
                 continue;
             }
-            if let Some(channel) = word(bytes, layout.sudog_c).filter(|&c| c != 0) {
-                found[chain].push(channel);
-            }
-            if let Some(link) = word(bytes, layout.sudog_waitlink).filter(|&l| l != 0) {
-                after.push((chain, link));
+            let word = |offset: u64| {
+                let at = usize::try_from(offset.checked_sub(start)?).ok()?;
+                Some(u64::from_le_bytes(
+                    bytes.get(at..at.checked_add(8)?)?.try_into().ok()?,
+                ))
+            };
+            visit(list, node, &word);
+            if let Some(link) = word(next).filter(|&l| l != 0) {
+                after.push((list, link));
             }
         }
-        next = after;
+        pending = after;
     }
-    found
 }
 
 #[cfg(test)]
@@ -190,6 +217,7 @@ mod tests {
     /// Go 1.21's.
     const LAYOUT: WaitLayout = WaitLayout {
         g_waiting: 312,
+        g_waitsince: 168,
         sudog_c: 80,
         sudog_waitlink: 64,
     };
@@ -239,6 +267,8 @@ mod tests {
             still: !stack_read,
             stack_read,
             listens_on: None,
+            waitsince: 0,
+            runtime_blocked_for_s: None,
         }
     }
 

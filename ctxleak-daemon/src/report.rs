@@ -115,14 +115,19 @@ fn waiting_on(group: &Group) -> &str {
 }
 
 /// A group's stuck goroutines in a line: how many, blocked where and on what, for how long
-/// without running, created where.
+/// at least without running (and whose record says so), created where.
 pub fn stuck_summary(group: &Group) -> String {
+    let channel = group
+        .channel
+        .map(|evidence| format!("; channel: {}", evidence.summary()))
+        .unwrap_or_default();
     format!(
-        "{} goroutines blocked in {} ({}), none has run for {:.0}s, created at {}",
+        "{} goroutines blocked in {} ({}), none has run for at least {:.0}s ({}), created at {}{channel}",
         group.stuck,
         site(&group.blocked_at),
         waiting_on(group),
         group.stuck_for_s,
+        group.stuck_since.label(),
         site(&group.created_by),
     )
 }
@@ -225,6 +230,8 @@ mod tests {
             rank: 0,
             stuck: 2,
             stuck_for_s: 299.6,
+            stuck_since: crate::api::StuckSince::Runtime,
+            channel: None,
             listening: 0,
             listens_on: None,
             stack: Vec::new(),
@@ -250,11 +257,33 @@ mod tests {
         let text = text(&leaks, &groups, 30.0);
         assert!(
             text.contains(
-                "  stuck: 2 goroutines blocked in main.start.func1 (main.go:66) (sync.Mutex.Lock), none has run for 300s, created at main.start (main.go:60)\n"
+                "  stuck: 2 goroutines blocked in main.start.func1 (main.go:66) (sync.Mutex.Lock), none has run for at least 300s (runtime), created at main.start (main.go:60)\n"
             ),
             "{text}"
         );
         assert!(!text.contains("no leaks found"), "{text}");
+        // A send nobody receives, with its channel's evidence.
+        let sends = Group {
+            wait_reason: "chan send".into(),
+            stuck_since: crate::api::StuckSince::Ctxleak,
+            channel: Some(crate::api::ChannelEvidence {
+                members: 2,
+                channels: 1,
+                receivers_waiting: 0,
+                senders_waiting: 2,
+                buffered: 0,
+                capacity: 0,
+                closed: false,
+                unchanged_for_s: 12.0,
+                head_stuck: true,
+                confident: true,
+            }),
+            ..leaks.stuck[0].clone()
+        };
+        assert_eq!(
+            stuck_summary(&sends),
+            "2 goroutines blocked in main.start.func1 (main.go:66) (chan send), none has run for at least 300s (ctxleak), created at main.start (main.go:60); channel: all 2 wait on one channel, 2 parked sending, nobody receiving, nothing received since they stuck; high confidence"
+        );
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Session {
     symbolizer: Symbolizer,
     /// Who listens on which context, from the last census (see [`crate::listeners`]).
     listeners: crate::listeners::Listeners,
+    /// The channels stuck groups wait on (see [`crate::chans`]).
+    channels: crate::chans::ChannelWatch,
     groups: GroupTracker,
     /// " | leak suspect #1: ... | stuck: ..." for the summary line, from the last census.
     top_suspect: Option<String>,
@@ -136,6 +138,7 @@ impl Session {
             uncounted_system: 0,
             symbolizer: Symbolizer::new(binary.clone(), bias),
             listeners: Default::default(),
+            channels: Default::default(),
             binary,
             bias,
             info,
@@ -495,9 +498,21 @@ impl Session {
                 }
             }
         }
+        self.groups.runtime_bounds(ktime, &mut views);
         let listeners = self.find_listeners(&census, &mut views, ktime);
         let (leaks, changes) = self.context_verdicts(ktime, started, &views, &listeners, shared);
-        let groups = self.groups.update(started, &views);
+        let mut groups = self.groups.update(started, &views);
+        if let (Ok((waits, _)), Ok((chans, _))) = (&self.binary.waits, &self.binary.chans) {
+            let tracker = &self.groups;
+            self.channels.update(
+                &self.memory,
+                (waits, chans),
+                (started, tracker.rules().stuck_after),
+                &mut groups,
+                &census.goroutines,
+                |group| tracker.members_of(group),
+            );
+        }
         shared.metrics.set_census(pid, &groups);
         let stuck = crate::groups::stuck_groups(&groups);
         let suspect = groups.iter().find(|group| group.rank == 1).map(|group| {
@@ -602,8 +617,8 @@ impl Session {
 
     /// Reads this target's goroutines from memory (no event is applied here).
     pub fn take_census(&self) -> anyhow::Result<census::Census> {
-        let waiting = self.binary.waits.as_ref().ok().map(|(w, _)| w.g_waiting);
-        census::take(&self.memory, &self.binary.g_layout, waiting, self.allgs)
+        let waits = self.binary.waits.as_ref().ok().map(|(waits, _)| waits);
+        census::take(&self.memory, &self.binary.g_layout, waits, self.allgs)
             .with_context(|| format!("cannot read the goroutines of PID {}", self.pid))
     }
 

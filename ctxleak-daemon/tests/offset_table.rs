@@ -89,6 +89,19 @@ fn stripped_layouts_equal_dwarf_on_every_release() {
                     (None, _) => differences.push("no wait layout".to_owned()),
                     _ => {}
                 }
+                // The channel fields: the table's (what a stripped build uses) are DWARF's.
+                match (table.chans, &plain.chans) {
+                    (Some(chans), Ok((dwarf, LayoutSource::Dwarf))) if chans == *dwarf => {}
+                    (chans, dwarf) => {
+                        differences.push(format!("hchan layout {chans:?}, DWARF's {dwarf:?}"))
+                    }
+                }
+                if stripped.chans.as_ref().ok().map(|&(chans, _)| chans) != table.chans {
+                    differences.push(format!(
+                        "the stripped build's hchan layout: {:?}",
+                        stripped.chans
+                    ));
+                }
                 if !differences.is_empty() {
                     problems.push(format!("table {minor}: {}", differences.join(", ")));
                 }

@@ -80,6 +80,8 @@ fn group(
         rank,
         stuck: 0,
         stuck_for_s: 0.0,
+        stuck_since: Default::default(),
+        channel: None,
         listening: 0,
         listens_on: None,
         stack,
@@ -638,7 +640,7 @@ fn stuck_groups_and_context_findings_are_rows_beside_the_groups() {
     let text = screen(&draw(&mut app, 120, 40));
     assert!(
         text.contains(
-            "STUCK: 40 goroutines not run for 5m (a deadlock, or a send nobody receives)"
+            "STUCK: 40 goroutines not run for at least 5m (ctxleak) (a deadlock, or a send nobody receives)"
         ),
         "{text}"
     );

@@ -29,6 +29,7 @@
 //! |---|---|---|
 //! | sudog.waitlink, sudog.c | `releaseSudog(s)` | checks `s.elem`, `s.next`, `s.prev`, `s.waitlink`, `s.c` against nil, in this order (each throws "runtime: sudog with non-nil ..."): the 4th and 5th 8-byte nil tests of RAX's sudog (from Go 1.26, `s.c.get()` reads `c.vu`, the address as an integer) |
 //! | g.waiting | `chanrecv(c, ep, block)` | `gp.waiting = mysg`: `runtime.acquireSudog`'s result stored into the current g (R14); cross-checked by `mysg.c = c` (RAX stored at sudog.c) and `mysg.waitlink = nil` |
+//! | g.waitsince | `execute(gp, inheritTime)`, `exitsyscall()` | `gp.waitsince = 0` in both: the one offset where `execute` stores an 8-byte zero into RAX's g and `exitsyscall` into the current g (R14) |
 //!
 //! The new g in `newproc1` is what `runtime.gfget` or `runtime.malg` returned. Values are
 //! cross-checked where a second use gives them too (`newproc1` also writes the goid, from
@@ -979,8 +980,10 @@ pub fn wait_layout<'a>(
             format!("nil is never stored at +{waitlink} (from {RELEASE}) of the sudog"),
         ));
     }
+    let waitsince = waitsince(&runtime)?;
     let layout = WaitLayout {
         g_waiting: waiting,
+        g_waitsince: waitsince,
         sudog_c: c,
         sudog_waitlink: waitlink,
     };
@@ -988,6 +991,38 @@ pub fn wait_layout<'a>(
         .check(g_size)
         .map_err(|err| fail("(waits)", CHANRECV, err.to_string()))?;
     Ok(layout)
+}
+
+/// `g.waitsince`: both `execute` (`gp.waitsince = 0` for RAX's g) and `exitsyscall` (for
+/// the current g) clear it; each clears other 8-byte fields too (`exitsyscall` its
+/// `syscallsp`), but only this one in both.
+fn waitsince(runtime: &Runtime<'_>) -> Result<u64, DeriveError> {
+    const EXECUTE: &str = "runtime.execute";
+    const EXITSYSCALL: &str = "runtime.exitsyscall";
+    let zeroed = |function: &'static str, base: Value| -> Result<Vec<i64>, DeriveError> {
+        let trace = runtime.trace(function, "g.waitsince")?;
+        let mut offsets: Vec<i64> = trace
+            .accesses
+            .iter()
+            .filter(|access| {
+                access.size == 8 && access.base == base && access.stored == Some(Value::Const(0))
+            })
+            .map(|access| access.offset)
+            .collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        Ok(offsets)
+    };
+    let exitsyscall = zeroed(EXITSYSCALL, Value::G)?;
+    let waitsince = one(
+        zeroed(EXECUTE, Value::Arg(0))?
+            .into_iter()
+            .filter(|offset| exitsyscall.contains(offset)),
+        "g.waitsince",
+        EXECUTE,
+        "8-byte zero stored into gp (RAX) that exitsyscall also stores into the current g",
+    )?;
+    offset(waitsince, "g.waitsince", EXECUTE)
 }
 
 /// Offsets of the fields of `runtime.gobuf` ctxleak reads.

@@ -162,7 +162,8 @@ impl GLayout {
     }
 }
 
-/// Where a blocked goroutine's channel waits are (Go 1.21-1.27: `g.waiting` +312 or +320,
+/// Where a blocked goroutine's waits are: since when the runtime has seen it blocked
+/// (`g.waitsince`), and its channel waits (Go 1.21-1.27: `g.waiting` +312 or +320,
 /// `sudog.c` +80 up to 1.25, `sudog.waitlink` +64 or +72). A goroutine parked
 /// in a channel receive or a `select` has `g.waiting` pointing at the first `runtime.sudog`
 /// of its operation (`chanrecv` sets one, `selectgo` chains one per case through
@@ -173,6 +174,11 @@ impl GLayout {
 pub struct WaitLayout {
     /// `g.waiting` (`*sudog`).
     pub g_waiting: u64,
+    /// `g.waitsince` (i64, `nanotime()`): the start of the mark termination of the GC cycle
+    /// before the one whose stack scan first saw the goroutine blocked (0 until a scan does
+    /// with a non-zero start; cleared whenever it runs). +168 or +176, next to `waitreason`,
+    /// so a census reads it with the words it reads anyway. See `groups::runtime_bound`.
+    pub g_waitsince: u64,
     /// `sudog.c` (`*hchan`); from Go 1.26 its `vu`, the channel's address as an integer,
     /// +96 (`c` is a `maybeTraceableChan` at +88 whose `vp` the runtime may clear).
     pub sudog_c: u64,
@@ -189,10 +195,18 @@ impl WaitLayout {
     /// bytes, the sudog's fields within [`WaitLayout::MAX_SUDOG_OFFSET`], each read as 8
     /// bytes, none overlapping another.
     pub fn check(&self, g_size: u64) -> Result<(), LayoutError> {
-        if self.g_waiting.saturating_add(8) > g_size {
+        for (member, offset) in [("waiting", self.g_waiting), ("waitsince", self.g_waitsince)] {
+            if offset.saturating_add(8) > g_size {
+                return Err(LayoutError::BadOffset {
+                    strukt: "runtime.g",
+                    member,
+                });
+            }
+        }
+        if self.g_waiting.abs_diff(self.g_waitsince) < 8 {
             return Err(LayoutError::BadOffset {
                 strukt: "runtime.g",
-                member: "waiting",
+                member: "waitsince",
             });
         }
         for (member, offset) in [("c", self.sudog_c), ("waitlink", self.sudog_waitlink)] {
@@ -217,6 +231,7 @@ impl WaitLayout {
         let fields = |l: &WaitLayout| {
             [
                 ("g.waiting", l.g_waiting),
+                ("g.waitsince", l.g_waitsince),
                 ("sudog.c", l.sudog_c),
                 ("sudog.waitlink", l.sudog_waitlink),
             ]
@@ -237,19 +252,85 @@ impl WaitLayout {
     }
 }
 
+/// Where the state of a channel is in its `runtime.hchan`, and the link of its queues of
+/// parked goroutines (Go 1.21-1.27: `qcount` +0, `dataqsiz` +8, `closed` +28, `sendx`,
+/// `recvx`, `recvq`, `sendq` +40, +48, +56, +72 up to 1.22, 8 further from 1.23, where
+/// `timer` came in; `sudog.next` +8). Serialized (with these names) in the offset table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChanLayout {
+    /// `hchan.qcount`: values in the buffer.
+    pub qcount: u64,
+    /// `hchan.dataqsiz`: the buffer's size (0: unbuffered).
+    pub dataqsiz: u64,
+    /// `hchan.closed` (u32).
+    pub closed: u64,
+    /// `hchan.sendx`, `hchan.recvx`: where the next send and receive go in the buffer.
+    pub sendx: u64,
+    pub recvx: u64,
+    /// `hchan.recvq.first`, `hchan.sendq.first`: the first `sudog` of the goroutines parked
+    /// receiving and sending.
+    pub recvq: u64,
+    pub sendq: u64,
+    /// `sudog.next`: the next sudog of the same queue.
+    pub sudog_next: u64,
+}
+
+impl ChanLayout {
+    /// The largest `runtime.hchan` offset accepted (the struct is about 100 bytes).
+    pub const MAX_OFFSET: u64 = 256;
+
+    /// Every field inside a plausible struct.
+    pub fn check(&self) -> Result<(), LayoutError> {
+        for (strukt, member, offset) in [
+            ("runtime.hchan", "qcount", self.qcount),
+            ("runtime.hchan", "dataqsiz", self.dataqsiz),
+            ("runtime.hchan", "closed", self.closed),
+            ("runtime.hchan", "sendx", self.sendx),
+            ("runtime.hchan", "recvx", self.recvx),
+            ("runtime.hchan", "recvq", self.recvq),
+            ("runtime.hchan", "sendq", self.sendq),
+            ("runtime.sudog", "next", self.sudog_next),
+        ] {
+            if offset.saturating_add(8) > Self::MAX_OFFSET {
+                return Err(LayoutError::BadOffset { strukt, member });
+            }
+        }
+        Ok(())
+    }
+
+    /// How many bytes of an hchan a read of every field above needs (from its start).
+    pub fn read_len(&self) -> usize {
+        [
+            self.qcount,
+            self.dataqsiz,
+            self.closed,
+            self.sendx,
+            self.recvx,
+            self.recvq,
+            self.sendq,
+        ]
+        .into_iter()
+        .max()
+        .map_or(8, |last| {
+            usize::try_from(last.min(Self::MAX_OFFSET) + 8).unwrap_or(8)
+        })
+    }
+}
+
 pub fn has_dwarf(file: &object::File<'_>) -> bool {
     file.section_by_name(".debug_info").is_some() || file.section_by_name(".zdebug_info").is_some()
 }
 
-/// The `runtime.g` layout from DWARF, and the [`WaitLayout`] (or why DWARF does not give it),
-/// from one walk over the type entries. `traceable_chan`: the binary is Go 1.26 or newer,
+/// The `runtime.g` layout from DWARF, and the [`WaitLayout`] and [`ChanLayout`] (or why DWARF
+/// does not give them), from one walk over the type entries. `traceable_chan`: the binary is Go 1.26 or newer,
 /// whose `sudog.c` is a `runtime.maybeTraceableChan`, a `maybeTraceablePtr` whose `vp`
 /// (+0) the runtime clears to hide the channel from the GC while `vu` (+8), the address as
 /// an integer, stays the truth: [`WaitLayout::sudog_c`] is then where `vu` is.
 pub fn read_g_layout(
     file: &object::File<'_>,
     traceable_chan: bool,
-) -> Result<(GLayout, Result<WaitLayout, LayoutError>), LayoutError> {
+) -> Result<DwarfLayouts, LayoutError> {
     if !has_dwarf(file) {
         return Err(LayoutError::NoDwarf);
     }
@@ -266,6 +347,8 @@ pub fn read_g_layout(
             "runtime.gobuf",
             "runtime.stack",
             "runtime.sudog",
+            "runtime.hchan",
+            "runtime.waitq",
             "runtime.maybeTraceableChan",
             "runtime.maybeTraceablePtr",
         ]
@@ -275,6 +358,8 @@ pub fn read_g_layout(
             "runtime.gobuf",
             "runtime.stack",
             "runtime.sudog",
+            "runtime.hchan",
+            "runtime.waitq",
         ]
     };
     let structs = struct_members(&dwarf, names)?;
@@ -334,13 +419,41 @@ pub fn read_g_layout(
         }
         let waits = WaitLayout {
             g_waiting: g("waiting")?,
+            g_waitsince: g("waitsince")?,
             sudog_c,
             sudog_waitlink: member("runtime.sudog", "waitlink")?,
         };
         waits.check(layout.size)?;
         Ok(waits)
     })();
-    Ok((layout, waits))
+    let chans = (|| {
+        let hchan = |name| member("runtime.hchan", name);
+        let chans = ChanLayout {
+            qcount: hchan("qcount")?,
+            dataqsiz: hchan("dataqsiz")?,
+            closed: hchan("closed")?,
+            sendx: hchan("sendx")?,
+            recvx: hchan("recvx")?,
+            recvq: nested(hchan("recvq")?, "runtime.waitq", "first")?,
+            sendq: nested(hchan("sendq")?, "runtime.waitq", "first")?,
+            sudog_next: member("runtime.sudog", "next")?,
+        };
+        chans.check()?;
+        Ok(chans)
+    })();
+    Ok(DwarfLayouts {
+        g: layout,
+        waits,
+        chans,
+    })
+}
+
+/// What [`read_g_layout`] reads: `runtime.g`'s layout, and the wait and channel layouts or
+/// why DWARF does not give them.
+pub struct DwarfLayouts {
+    pub g: GLayout,
+    pub waits: Result<WaitLayout, LayoutError>,
+    pub chans: Result<ChanLayout, LayoutError>,
 }
 
 /// Largest decompressed DWARF section accepted; Go binaries of hundreds of MB have DWARF

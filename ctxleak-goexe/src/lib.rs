@@ -19,7 +19,7 @@ use object::{Object as _, ObjectKind, ObjectSection as _, ObjectSegment as _, Ob
 
 pub use buildinfo::GoVersion;
 pub use file::{ExecutableFile, MAX_EXECUTABLE_BYTES};
-pub use layout::{GLayout, WaitLayout};
+pub use layout::{ChanLayout, GLayout, WaitLayout};
 pub use pclntab::Pclntab;
 
 /// The architecture ctxleak runs on, chosen when it is built: it watches Go programs built for
@@ -166,6 +166,9 @@ pub struct GoBinary {
     pub waits: Result<(WaitLayout, LayoutSource), String>,
     /// The wait layout derived from the runtime's code, also when DWARF gave it.
     pub waits_derived: Result<WaitLayout, derive::DeriveError>,
+    /// Where a channel's state and queues are (DWARF, else the offset table), or why they
+    /// are unknown (then stuck goroutines get no channel evidence).
+    pub chans: Result<(ChanLayout, LayoutSource), String>,
     /// Where the probes go; `None` on an architecture whose code ctxleak cannot place them
     /// in ([`disasm::Isa::of`]): then it reads memory only (counts, census, stacks).
     pub probes: Option<ProbeAddresses>,
@@ -248,15 +251,18 @@ impl GoBinary {
         let read = |address: u64, len: u64| code_of(data, &segments, address, len);
         let g_layout_derived = derive::g_layout(&pclntab, &read);
         let mut dwarf_waits = None;
+        let mut dwarf_chans = None;
         let (g_layout, layout_source) = if layout::has_dwarf(&file) {
-            let (layout, waits) =
+            let layouts =
                 layout::read_g_layout(&file, version.at_least(1, 26)).map_err(|source| {
                     GoBinaryError::Layout {
                         path: path.clone(),
                         source,
                     }
                 })?;
-            dwarf_waits = Some(waits);
+            let layout = layouts.g;
+            dwarf_waits = Some(layouts.waits);
+            dwarf_chans = Some(layouts.chans);
             match &g_layout_derived {
                 Ok(derived) if *derived != layout => tracing::warn!(
                     "{}: the runtime.g layout derived from the code differs from DWARF ({}); using DWARF",
@@ -318,6 +324,22 @@ impl GoBinary {
                 })
         };
         let waits_derived = derive::wait_layout(&pclntab, &read, g_layout.size);
+        // The channel fields: from DWARF, else from the table.
+        let chans = match dwarf_chans {
+            Some(Ok(chans)) => Ok((chans, LayoutSource::Dwarf)),
+            Some(Err(err)) => Err(format!("DWARF: {err}")),
+            None => offsets::lookup(&version)
+                .and_then(|layouts| layouts.chans)
+                .filter(|chans| chans.check().is_ok())
+                .map(|chans| (chans, LayoutSource::Table))
+                .ok_or_else(|| {
+                    format!(
+                        "the offset table has no hchan layout for {} (it knows {})",
+                        version.minor_release().unwrap_or_default(),
+                        offsets::known_versions().join(", ")
+                    )
+                }),
+        };
         let waits = match dwarf_waits {
             Some(Ok(waits)) => {
                 match &waits_derived {
@@ -384,6 +406,7 @@ impl GoBinary {
             g_layout_derived,
             waits,
             waits_derived,
+            chans,
             probes,
             allgs,
             sched,

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::layout::{GLayout, WaitLayout};
+use super::layout::{ChanLayout, GLayout, WaitLayout};
 
 /// The layouts of one Go release.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -22,6 +22,10 @@ pub struct ReleaseLayouts {
     /// derived, see `WaitLayout`); every entry of the table has it.
     #[serde(default, rename = "waits", skip_serializing_if = "Option::is_none")]
     pub waits: Option<WaitLayout>,
+    /// Absent where it was not read (a layout derived from code); every entry of the table
+    /// has it.
+    #[serde(default, rename = "chans", skip_serializing_if = "Option::is_none")]
+    pub chans: Option<ChanLayout>,
 }
 
 /// Minor release (`go1.25`) to layouts.
@@ -70,6 +74,8 @@ mod tests {
             }
             let waits = layouts.waits.expect("every entry has the wait layout");
             assert!(waits.check(g.size).is_ok(), "{version}: {waits:?}");
+            let chans = layouts.chans.expect("every entry has the channel layout");
+            assert!(chans.check().is_ok(), "{version}: {chans:?}");
         }
     }
 

@@ -40,7 +40,7 @@ const PHASES: &[&str] = &["phases"];
 const PHASES_AND_CHAOS: &[&str] = &["phases", "chaos"];
 const PHASES_AND_CONTEXTS: &[&str] = &["phases", "contexts"];
 const PHASES_AND_PARKED: &[&str] = &[
-    "phases", "parked", "moving", "contexts", "budget", "chaos", "workers",
+    "phases", "parked", "moving", "contexts", "budget", "chaos", "workers", "deadlock",
 ];
 
 const VARIANTS: &[Variant] = &[

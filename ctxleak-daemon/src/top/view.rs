@@ -549,15 +549,22 @@ impl App {
             lines.push(Line::styled(
                 truncate(
                     &format!(
-                        "STUCK: {} goroutine{} not run for {} (a deadlock, or a send nobody receives)",
+                        "STUCK: {} goroutine{} not run for at least {} ({}) (a deadlock, or a send nobody receives)",
                         group.stuck,
                         plural(group.stuck as usize),
                         human_age(group.stuck_for_s),
+                        group.stuck_since.label(),
                     ),
                     width,
                 ),
                 self.styled(Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD)),
             ));
+            if let Some(evidence) = &group.channel {
+                lines.push(Line::raw(truncate(
+                    &format!("channel: {}", evidence.summary()),
+                    width,
+                )));
+            }
         }
         lines.extend(location_lines(
             Span::styled("created by: ", bold),

@@ -76,7 +76,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     tolerating_known_panics(|| {
-        if let Ok((layout, _)) = read_g_layout(&file, true) {
+        if let Ok(layouts) = read_g_layout(&file, true) {
+            let layout = layouts.g;
             // What the daemon does with a layout: the probe offsets and how much of a g to read.
             let _ = layout.probe_offsets();
             let _ = layout.read_len();

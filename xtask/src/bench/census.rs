@@ -195,7 +195,14 @@ fn census(ws: &Workspace, out: &Path, goroutines: u32, name: &str) -> Result<()>
             "listen",
             "who listens on a context (`listeners::Listeners::update`: sudogs of the goroutines read again in a receive or a select)",
         ),
-        ("group", "groups (`GroupTracker::update`)"),
+        (
+            "group",
+            "groups (`GroupTracker::runtime_bounds` from `g.waitsince`, `GroupTracker::update`)",
+        ),
+        (
+            "stuck",
+            "channel evidence (`chans::ChannelWatch::update`; worst case: every group in a stuck wait taken as stuck)",
+        ),
         (
             "profile",
             "pprof profile (`groups::profile_samples`, `pprof::goroutine_profile`)",
