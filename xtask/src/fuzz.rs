@@ -30,7 +30,7 @@ const TARGETS: &[&str] = &["buildinfo", "pclntab", "dwarf", "gobinary"];
 /// either (its table sits in `.data.rel.ro.gopclntab` before Go 1.26).
 const SEED_FIXTURES: &[&str] = &["phases", "phases-stripped", "phases-pie-stripped"];
 
-/// The arm64 builds among the seeds (built with the oldest and newest Go only): the
+/// The arm64 builds among the seeds: the
 /// `gobinary` target reads each file for its own architecture, so these reach the arm64
 /// decoder (ctxleak-goexe/src/disasm/arm64.rs).
 const ARM64_SEED_FIXTURES: &[&str] = &["phases-arm64", "phases-arm64-stripped"];
@@ -215,10 +215,11 @@ fn write_seeds(ws: &Workspace, target: &str, dir: &Path) -> Result<SeedStats> {
         Ok(())
     };
     for &version in go::GO_VERSIONS {
-        let arm64 = (target == "gobinary"
-            && (version == go::GO_VERSIONS[0] || version == go::NEWEST))
-            .then_some(ARM64_SEED_FIXTURES)
-            .unwrap_or_default();
+        let arm64: &[&str] = if target == "gobinary" {
+            ARM64_SEED_FIXTURES
+        } else {
+            &[]
+        };
         for &fixture in SEED_FIXTURES.iter().chain(arm64) {
             let path = ws.fixture(version, fixture);
             let data =

@@ -9,7 +9,7 @@
 //!
 //! Slow per run (a run reads a 1–2.5 MB Go binary), but it is the real entry point. Seeds:
 //! whole fixtures (`phases`, `phases-stripped`, `phases-pie-stripped` of every Go version, and
-//! `phases-arm64` and `phases-arm64-stripped` of the oldest and newest); run
+//! `phases-arm64` and `phases-arm64-stripped`); run
 //! it with `-max_len` above the largest (`cargo xtask fuzz` does).
 
 #![no_main]
