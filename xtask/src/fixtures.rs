@@ -93,15 +93,16 @@ const VARIANTS: &[Variant] = &[
         programs: PHASES_AND_CHAOS,
     },
     // Go programs for another architecture: what an amd64 ctxleak must refuse in one line,
-    // and what ctxleak-goexe's tests place arm64 probes in (tests/arm64_probes.rs), with the
-    // oldest and newest Go, with and without symbols.
+    // and what ctxleak-goexe's tests place arm64 probes in and find the goroutine count's
+    // inputs, the wait reasons and the layouts of (tests/arm64_probes.rs), with every Go,
+    // with and without symbols.
     Variant {
         suffix: "-arm64",
         ldflags: None,
         pie: false,
         cgo: false,
         goarch: Some("arm64"),
-        versions: oldest_and_newest,
+        versions: every,
         programs: PHASES_AND_CONTEXTS,
     },
     Variant {
@@ -110,7 +111,7 @@ const VARIANTS: &[Variant] = &[
         pie: false,
         cgo: false,
         goarch: Some("arm64"),
-        versions: oldest_and_newest,
+        versions: every,
         programs: PHASES_AND_CONTEXTS,
     },
 ];
@@ -121,10 +122,6 @@ fn every(_: &str) -> bool {
 
 fn newest(version: &str) -> bool {
     version == go::NEWEST
-}
-
-fn oldest_and_newest(version: &str) -> bool {
-    version == go::GO_VERSIONS[0] || version == go::NEWEST
 }
 
 fn cgo_versions(version: &str) -> bool {
