@@ -304,7 +304,7 @@ pub fn read(code: &[u8], ip: u64) -> Reading {
             (Opcode::ADD, _, _, Operand::Immediate(lo)) => {
                 result = Some(match value(&second) {
                     Value::Address(base) => {
-                        let formed = base + u64::from(lo);
+                        let formed = base.wrapping_add(u64::from(lo));
                         reading.addresses.push(formed);
                         Value::Address(formed)
                     }
@@ -386,7 +386,9 @@ pub fn read(code: &[u8], ip: u64) -> Reading {
             ) => {
                 if let Value::Address(page) = registers[usize::from(base & 31)] {
                     let address = page.wrapping_add_signed(offset.into());
-                    reading.words_loaded.extend([address, address + 8]);
+                    reading
+                        .words_loaded
+                        .extend([address, address.wrapping_add(8)]);
                 }
             }
             (
@@ -476,7 +478,7 @@ pub fn slice_read_by(code: &[u8], ip: u64) -> Option<u64> {
     loaded
         .iter()
         .copied()
-        .filter(|&base| loaded.contains(&(base + 8)))
+        .filter(|&base| loaded.contains(&(base.wrapping_add(8))))
         .min()
 }
 
