@@ -100,6 +100,14 @@ impl Isa {
         }
     }
 
+    /// The bound and candidate tables of a bounds-checked table lookup (see [`table_lookup`]).
+    pub fn table_lookup(self, code: &[u8], ip: u64) -> (Option<u8>, Vec<u64>) {
+        match self {
+            Self::X86_64 => table_lookup(code, ip),
+            Self::Aarch64 => arm64::table_lookup(code, ip),
+        }
+    }
+
     /// The slice variable `code` reads both words of (see [`slice_read_by`]).
     pub fn slice_read_by(self, code: &[u8], ip: u64) -> Option<u64> {
         match self {

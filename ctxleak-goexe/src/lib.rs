@@ -388,10 +388,16 @@ impl GoBinary {
                 .ok_or_else(|| GoBinaryError::NoAllgs { path: path.clone() })?,
         };
 
-        let sched = sched::sched_addresses(&pclntab, &read, data_symbol(&file, "runtime.allp"));
+        // Another machine's code is read as x86-64's, as before arm64 (it finds nothing).
+        let sched = sched::sched_addresses(
+            &pclntab,
+            &read,
+            data_symbol(&file, "runtime.allp"),
+            isa.unwrap_or(disasm::Isa::X86_64),
+        );
 
         let wait_reasons =
-            wait_reason_strings(&file, data, &segments, &pclntab).unwrap_or_default();
+            wait_reason_strings(&file, isa, data, &segments, &pclntab).unwrap_or_default();
 
         let probes = isa
             .map(|isa| probe_addresses(isa, &pclntab, code, &path))
@@ -607,9 +613,10 @@ fn context_probes<'d>(
 /// `runtime.waitReasonStrings`, a `[N]string` in initialised data, read from the file: from
 /// its symbol when there is one, else from `runtime.waitReason.String`, which bounds-checks
 /// the index against N and loads the array's address (the candidate whose N entries all read
-/// as short printable strings).
+/// as short printable strings; x86-64 and arm64 code, [`disasm::Isa::table_lookup`]).
 fn wait_reason_strings(
     file: &object::File<'_>,
+    isa: Option<disasm::Isa>,
     data: &[u8],
     segments: &[Segment],
     pclntab: &Pclntab,
@@ -647,7 +654,7 @@ fn wait_reason_strings(
         function.entry,
         function.end.saturating_sub(function.entry),
     )?;
-    let (bound, candidates) = disasm::table_lookup(code, function.entry);
+    let (bound, candidates) = isa?.table_lookup(code, function.entry);
     let count = u64::from(bound?);
     candidates
         .into_iter()

@@ -1,8 +1,12 @@
-//! Probe placement in Go arm64 binaries (the `-arm64` and `-arm64-stripped` builds of the
-//! `contexts` fixture, oldest and newest Go, made by `cargo xtask fixtures`), checked against
-//! `go tool objdump` of the same toolchain: every site is where the README's arm64 table says,
-//! on an instruction the arm64 kernel simulates where it should be, and the stripped build
-//! gets the same sites (and `runtime.allgs`) as the one with symbols.
+//! Go arm64 binaries (the `-arm64` and `-arm64-stripped` builds of the `phases` and
+//! `contexts` fixtures, every supported Go, made by `cargo xtask fixtures`): probe placement
+//! checked against `go tool objdump` of the same toolchain (oldest and newest Go: every site
+//! is where the README's arm64 table says, on an instruction the arm64 kernel simulates where
+//! it should be, and the stripped build gets the same sites and `runtime.allgs` as the one
+//! with symbols); and on every release, what a stripped build gets from the runtime's arm64
+//! code against the symbols and DWARF of the build with them: the wait reason strings, the
+//! goroutine count's inputs, and the struct layouts (the offset table's, which is per release
+//! and not per architecture).
 //!
 //! Run with `cargo xtask test -p ctxleak-goexe --test arm64_probes` (it sets CTXLEAK_FIXTURES
 //! and CTXLEAK_GO_VERSIONS).
@@ -11,8 +15,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ctxleak_goexe::GoBinary;
 use ctxleak_goexe::disasm::NewGoroutineIn;
+use ctxleak_goexe::{GoBinary, LayoutSource, offsets};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 /// One line of `go tool objdump`: address, Go's mnemonic and operands.
@@ -66,14 +70,25 @@ fn fixtures() -> PathBuf {
     ))
 }
 
+/// Every Go the fixtures were built with.
+fn all_versions() -> Vec<String> {
+    let list = std::env::var("CTXLEAK_GO_VERSIONS").expect("CTXLEAK_GO_VERSIONS is not set");
+    let versions: Vec<String> = list
+        .split(',')
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert!(!versions.is_empty(), "CTXLEAK_GO_VERSIONS is empty");
+    versions
+}
+
 /// The oldest and newest Go the fixtures were built with.
 fn versions() -> [String; 2] {
-    let list = std::env::var("CTXLEAK_GO_VERSIONS").expect("CTXLEAK_GO_VERSIONS is not set");
-    let versions: Vec<&str> = list.split(',').filter(|v| !v.is_empty()).collect();
+    let versions = all_versions();
     let (Some(oldest), Some(newest)) = (versions.first(), versions.last()) else {
         panic!("CTXLEAK_GO_VERSIONS is empty");
     };
-    [oldest.to_string(), newest.to_string()]
+    [oldest.clone(), newest.clone()]
 }
 
 fn fixture(version: &str, name: &str) -> PathBuf {
@@ -315,4 +330,139 @@ fn arm64_probe_sites_match_objdump_on_the_oldest_and_newest_go() {
             "Go {version}, stripped"
         );
     }
+}
+
+/// The address and size of a symbol of the build with symbols.
+fn symbol(file: &object::File<'_>, name: &str) -> (u64, u64) {
+    file.symbols()
+        .find(|symbol| symbol.name() == Ok(name))
+        .map(|symbol| (symbol.address(), symbol.size()))
+        .unwrap_or_else(|| panic!("no {name} in .symtab"))
+}
+
+/// `runtime.waitReason.String`'s bound and table, read from the stripped build's arm64 code,
+/// give the strings the unstripped build's `runtime.waitReasonStrings` holds, on every
+/// release.
+#[test]
+fn wait_reasons_of_stripped_arm64_builds_equal_the_symbols_table() {
+    let mut failures = Vec::new();
+    for version in all_versions() {
+        let plain = parse(&fixture(&version, "phases-arm64"));
+        let stripped = parse(&fixture(&version, "phases-arm64-stripped"));
+        let data = std::fs::read(fixture(&version, "phases-arm64")).expect("read");
+        let file = object::File::parse(&*data).expect("ELF");
+        let (_, size) = symbol(&file, "runtime.waitReasonStrings");
+        let expected = usize::try_from(size / 16).expect("a count");
+        eprintln!(
+            "Go {version}: {} wait reasons, stripped {}",
+            plain.wait_reasons.len(),
+            stripped.wait_reasons.len()
+        );
+        if plain.wait_reasons.len() != expected
+            || !plain
+                .wait_reasons
+                .iter()
+                .any(|reason| reason == "chan receive")
+            || stripped.wait_reasons != plain.wait_reasons
+        {
+            failures.push(format!(
+                "Go {version}: the symbol's {expected} {:?}, stripped {:?}",
+                plain.wait_reasons, stripped.wait_reasons
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Where every release keeps the goroutine count's inputs, found in arm64 code, against the
+/// symbols of the same program built with them (as `count_inputs_are_found_in_every_release`
+/// does for x86-64): `goidgen` is the first field of `runtime.sched`, every count lies inside
+/// it, `allp` is the symbol, and the stripped build (whose data may sit a few words
+/// elsewhere) finds each at the same place relative to `goidgen`, the P's count at the same
+/// offset.
+#[test]
+fn count_inputs_of_arm64_builds_are_found_in_every_release() {
+    let mut failures = Vec::new();
+    for version in all_versions() {
+        let data = std::fs::read(fixture(&version, "phases-arm64")).expect("read");
+        let file = object::File::parse(&*data).expect("ELF");
+        let (sched, sched_size) = symbol(&file, "runtime.sched");
+        let (allp, _) = symbol(&file, "runtime.allp");
+        let found = |build: &str| parse(&fixture(&version, build)).sched;
+        let (with, without) = match (found("phases-arm64"), found("phases-arm64-stripped")) {
+            (Ok(with), Ok(without)) => (with, without),
+            (with, without) => {
+                failures.push(format!("Go {version}: {with:?} / {without:?}"));
+                continue;
+            }
+        };
+        let inside = |address: u64| (sched..sched + sched_size).contains(&address);
+        if with.goidgen != sched
+            || !inside(with.ngsys)
+            || !with.free.iter().all(|&address| inside(address))
+            || with.allp != allp
+        {
+            failures.push(format!(
+                "Go {version}: {with:x?} against runtime.sched at {sched:#x} ({sched_size} bytes), runtime.allp at {allp:#x}"
+            ));
+        }
+        let relative = |found: &ctxleak_goexe::sched::SchedAddresses| {
+            let from = |address: u64| address.wrapping_sub(found.goidgen);
+            (
+                from(found.ngsys),
+                found.free.iter().map(|&a| from(a)).collect::<Vec<_>>(),
+                from(found.allp),
+                found.p_free,
+            )
+        };
+        if relative(&with) != relative(&without) {
+            failures.push(format!(
+                "Go {version}: stripped {without:x?}, with symbols {with:x?}"
+            ));
+        }
+        eprintln!("Go {version}: {with:x?}");
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The offset table is keyed by Go release, not by architecture: its entry for each release
+/// equals the DWARF of the arm64 build (runtime.g and the wait fields), and a stripped arm64
+/// build, whose layouts the x86-only derivation cannot read, uses exactly that.
+#[test]
+fn offset_table_matches_arm64_dwarf_on_every_release() {
+    let mut failures = Vec::new();
+    for version in all_versions() {
+        let plain = parse(&fixture(&version, "phases-arm64"));
+        let stripped = parse(&fixture(&version, "phases-arm64-stripped"));
+        assert_eq!(plain.layout_source, LayoutSource::Dwarf, "Go {version}");
+        let Some(table) = offsets::lookup(&plain.version) else {
+            failures.push(format!("Go {version}: no entry in the offset table"));
+            continue;
+        };
+        let mut differences = table.g.differences(&plain.g_layout);
+        match (&table.waits, &plain.waits) {
+            (Some(waits), Ok((dwarf, LayoutSource::Dwarf))) => {
+                differences.extend(waits.differences(dwarf));
+            }
+            other => differences.push(format!("wait layouts: {other:?}")),
+        }
+        differences.extend(stripped.g_layout.differences(&plain.g_layout));
+        match &stripped.waits {
+            Ok((waits, _)) if Ok(waits) == plain.waits.as_ref().map(|(w, _)| w) => {}
+            other => differences.push(format!("the stripped build's wait layout: {other:?}")),
+        }
+        eprintln!(
+            "Go {version}: table and arm64 DWARF {}; the stripped build's layout from {:?}",
+            if differences.is_empty() {
+                "agree"
+            } else {
+                "DIFFER"
+            },
+            stripped.layout_source
+        );
+        if !differences.is_empty() {
+            failures.push(format!("Go {version}: {}", differences.join(", ")));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }

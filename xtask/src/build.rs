@@ -22,8 +22,8 @@ pub struct Cross {
     /// Debian's (and Go's) name of the architecture.
     pub debian_arch: &'static str,
     /// The C compiler that links (as in .cargo/config.toml) and the packages that bring it and
-    /// the target's C library.
-    linker: &'static str,
+    /// the target's C library (also the C compiler of cgo fixtures built for it).
+    pub linker: &'static str,
     packages: &'static [&'static str],
     /// Where those packages put the target's C library: its dynamic loader and shared
     /// libraries, which a root filesystem for the target needs beside `ctxleak`.

@@ -6,11 +6,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::build::Cross;
 use crate::{go, process, setup, workspace::Workspace};
 
 /// A build of one program. Plain builds are made for every program and Go version; the
 /// variants, of the programs each lists, make the matrix of binaries the tests (and the
 /// `chaos` drill) attach to.
+#[derive(Clone, Copy)]
 struct Variant {
     suffix: &'static str,
     ldflags: Option<&'static str>,
@@ -18,6 +20,8 @@ struct Variant {
     cgo: bool,
     /// Cross-compiled for this `GOARCH` (None: the host's, amd64).
     goarch: Option<&'static str>,
+    /// The C compiler of a cross-compiled cgo build.
+    cc: Option<&'static str>,
     /// Which Go versions get this variant.
     versions: fn(&str) -> bool,
     /// Which programs get it.
@@ -30,6 +34,7 @@ const PLAIN: Variant = Variant {
     pie: false,
     cgo: false,
     goarch: None,
+    cc: None,
     versions: every,
     programs: &[],
 };
@@ -51,6 +56,7 @@ const VARIANTS: &[Variant] = &[
         pie: false,
         cgo: false,
         goarch: None,
+        cc: None,
         versions: newest,
         programs: PHASES,
     },
@@ -61,6 +67,7 @@ const VARIANTS: &[Variant] = &[
         pie: false,
         cgo: false,
         goarch: None,
+        cc: None,
         versions: every,
         programs: PHASES_AND_PARKED,
     },
@@ -70,6 +77,7 @@ const VARIANTS: &[Variant] = &[
         pie: true,
         cgo: false,
         goarch: None,
+        cc: None,
         versions: every,
         programs: PHASES_AND_CHAOS,
     },
@@ -79,6 +87,7 @@ const VARIANTS: &[Variant] = &[
         pie: true,
         cgo: false,
         goarch: None,
+        cc: None,
         versions: every,
         programs: PHASES,
     },
@@ -89,19 +98,22 @@ const VARIANTS: &[Variant] = &[
         pie: false,
         cgo: true,
         goarch: None,
+        cc: None,
         versions: cgo_versions,
         programs: PHASES_AND_CHAOS,
     },
     // Go programs for another architecture: what an amd64 ctxleak must refuse in one line,
-    // and what ctxleak-goexe's tests place arm64 probes in (tests/arm64_probes.rs), with the
-    // oldest and newest Go, with and without symbols.
+    // and what ctxleak-goexe's tests place arm64 probes in and find the goroutine count's
+    // inputs, the wait reasons and the layouts of (tests/arm64_probes.rs), with every Go,
+    // with and without symbols.
     Variant {
         suffix: "-arm64",
         ldflags: None,
         pie: false,
         cgo: false,
         goarch: Some("arm64"),
-        versions: oldest_and_newest,
+        cc: None,
+        versions: every,
         programs: PHASES_AND_CONTEXTS,
     },
     Variant {
@@ -110,7 +122,8 @@ const VARIANTS: &[Variant] = &[
         pie: false,
         cgo: false,
         goarch: Some("arm64"),
-        versions: oldest_and_newest,
+        cc: None,
+        versions: every,
         programs: PHASES_AND_CONTEXTS,
     },
 ];
@@ -121,10 +134,6 @@ fn every(_: &str) -> bool {
 
 fn newest(version: &str) -> bool {
     version == go::NEWEST
-}
-
-fn oldest_and_newest(version: &str) -> bool {
-    version == go::GO_VERSIONS[0] || version == go::NEWEST
 }
 
 fn cgo_versions(version: &str) -> bool {
@@ -213,20 +222,34 @@ pub fn build_offsets_probe(ws: &Workspace, version: &str) -> Result<()> {
     build_one(ws, version, "phases", stripped)
 }
 
-/// `name` built with Go `version` for `goarch` into `dir` (`cargo xtask test-arm64`: the same
-/// names as the host's fixtures, in a folder of their own).
+/// `name` built as the host's fixture `name{suffix}` ("" plain, "-stripped", "-pie-stripped",
+/// "-cgo": the same flags) but with Go `version` for `cross`, into `dir/name{suffix}` (`cargo
+/// xtask test-arm64`: the same names as the host's fixtures, in a folder of their own). A cgo
+/// build compiles its C with the cross toolchain's C compiler.
 pub fn build_cross(
     ws: &Workspace,
     version: &str,
     name: &str,
-    goarch: &'static str,
+    suffix: &str,
+    cross: &Cross,
     dir: &Path,
 ) -> Result<()> {
-    let plain = Variant {
-        goarch: Some(goarch),
-        ..PLAIN
+    let host = std::iter::once(&PLAIN)
+        .chain(VARIANTS)
+        .find(|variant| variant.suffix == suffix && variant.goarch.is_none())
+        .with_context(|| format!("no fixture variant {suffix:?} to cross-build"))?;
+    let variant = Variant {
+        goarch: Some(cross.debian_arch),
+        cc: Some(cross.linker),
+        ..*host
     };
-    build_to(ws, version, name, &plain, &dir.join(name))
+    build_to(
+        ws,
+        version,
+        name,
+        &variant,
+        &dir.join(format!("{name}{suffix}")),
+    )
 }
 
 fn build_one(ws: &Workspace, version: &str, name: &str, variant: &Variant) -> Result<()> {
@@ -250,7 +273,11 @@ fn build_to(
         cmd.env("CGO_ENABLED", "1");
     }
     if let Some(goarch) = variant.goarch {
-        cmd.env("GOARCH", goarch).env("CGO_ENABLED", "0");
+        cmd.env("GOARCH", goarch);
+        match variant.cc {
+            Some(cc) if variant.cgo => cmd.env("CC", cc),
+            _ => cmd.env("CGO_ENABLED", "0"),
+        };
     }
     if let Some(ldflags) = variant.ldflags {
         cmd.arg(format!("-ldflags={ldflags}"));

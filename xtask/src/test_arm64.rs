@@ -31,18 +31,31 @@ use crate::{debian, fixtures, go, process, workspace::Workspace};
 /// profile, read by `go tool pprof`) against the runtime's own goroutine profile, and what
 /// needs the probes: the context verdicts against the `contexts` fixture's own view (probes
 /// in propagateCancel, on its mapassign call and in cancel; the eBPF object passing the arm64
-/// verifier) and the exact park times (the gopark probe). Not yet their stripped builds'
-/// twins: without DWARF, the runtime's layouts are derived from x86-64 code only (derive.rs).
+/// verifier) and the exact park times (the gopark probe). And without symbols or DWARF
+/// (`-s -w`): the count from the runtime's own arithmetic, with no census between the
+/// checkpoints (its inputs found in the stripped builds' arm64 code; stripped, stripped PIE
+/// and cgo builds), and the census's stacks of a stripped build (layouts from the offset
+/// table, `allgs` and the wait reasons from arm64 code).
 const TESTS: &[&str] = &[
     "bad_input::probes_are_placed_on_arm64",
     "goroutine_count::user_goroutines_match_runtime_numgoroutine_on_every_go_version",
+    "goroutine_count::memory_only_counts_by_the_runtimes_own_arithmetic",
     "census::census_stacks_match_the_runtimes_own_goroutine_profile",
+    "census::census_stacks_of_stripped_builds_match_the_runtimes_own_goroutine_profile",
     "contexts::context_verdicts_match_the_programs_own_view",
     "park_times::park_times_are_exact_for_goroutines_parked_after_attach",
 ];
 
-/// The fixture programs [`TESTS`] run.
-const FIXTURES: &[&str] = &["phases", "parked", "contexts"];
+/// The fixtures [`TESTS`] run: program and the host's variant (its suffix) of each.
+const FIXTURES: &[(&str, &str)] = &[
+    ("phases", ""),
+    ("phases", "-stripped"),
+    ("phases", "-pie-stripped"),
+    ("phases", "-cgo"),
+    ("parked", ""),
+    ("parked", "-stripped"),
+    ("contexts", ""),
+];
 
 /// The printed line that ends the run inside the VM, followed by the test binary's exit code.
 const DONE: &str = "ctxleak-arm64: tests exited with";
@@ -72,8 +85,8 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
     crate::setup::go_toolchains(ws, &versions)?;
     for version in versions {
         let dir = fixtures_dir.join(format!("go{version}"));
-        for name in FIXTURES {
-            fixtures::build_cross(ws, version, name, ARM64.debian_arch, &dir)?;
+        for (name, suffix) in FIXTURES {
+            fixtures::build_cross(ws, version, name, suffix, &ARM64, &dir)?;
         }
         let mut pprof = go::command(ws, version);
         pprof
@@ -104,10 +117,11 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
     image.file("tests", &tests, 0o755)?;
     for version in versions {
         let dir = fixtures_dir.join(format!("go{version}"));
-        for name in FIXTURES {
+        for (name, suffix) in FIXTURES {
+            let name = format!("{name}{suffix}");
             image.file(
                 &format!("fixtures/go{version}/{name}"),
-                &dir.join(name),
+                &dir.join(&name),
                 0o755,
             )?;
         }

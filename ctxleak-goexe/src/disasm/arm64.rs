@@ -219,60 +219,279 @@ fn written(instruction: &Instruction) -> Option<[Option<u16>; 3]> {
     }
 }
 
-/// The address of a slice variable that `code` reads both words of, as
-/// [`super::slice_read_by`] on x86-64: Go addresses data with `ADRP Xn, page` then `LDR Xt,
-/// [Xn, #lo]` (one word), `LDP Xt1, Xt2, [Xn, #lo]` (both) or `ADD Xn, Xn, #lo` first. The
-/// lowest address whose next word is read too.
-pub fn slice_read_by(code: &[u8], ip: u64) -> Option<u64> {
-    let mut known = [None::<u64>; 32];
-    let mut targets = Vec::new();
+/// What a register holds, as far as [`read`] knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Value {
+    Unknown,
+    Const(u64),
+    /// The address of a global: `ADRP Xn, page`, then maybe `ADD Xn, Xn, #lo`.
+    Address(u64),
+    /// R0 as at the entry: the first argument (`pp` of `gfput`).
+    FirstArgument,
+    /// `size` bytes loaded from a global.
+    Global {
+        address: u64,
+        size: u8,
+    },
+    /// `size` bytes loaded from the first argument plus `offset`.
+    ArgumentField {
+        offset: i64,
+        size: u8,
+    },
+    /// A sum with `size` bytes loaded from the global at `address`.
+    SumWith {
+        address: u64,
+        size: u8,
+    },
+}
+
+/// An atomic add of a constant to a global (`LDADD`, `LDADDAL`...: Go's `Xadd` on ARMv8.1
+/// atomics; the `LDAXR`/`STLXR` loop beside it for older CPUs adds the same constant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AtomicAdd {
+    /// 4 or 8 bytes.
+    pub size: u8,
+    pub address: u64,
+    pub added: u64,
+}
+
+/// What a straight read of a function's code (branches not followed, registers tracked
+/// through `ADRP`/`ADD`, register moves, loads and 8-byte stack spills; a call forgets them)
+/// gives away about the globals it uses. Go addresses data with `ADRP Xn, page` then `LDR
+/// Xt, [Xn, #lo]`, `LDP Xt1, Xt2, [Xn, #lo]` or `ADD Xn, Xn, #lo` first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// Every global address formed by `ADRP` + `ADD` (x86: a RIP-relative `LEA`).
+    pub addresses: Vec<u64>,
+    /// Every 8-byte word of a global loaded (`LDR Xt`; `LDP` loads two).
+    pub words_loaded: Vec<u64>,
+    pub atomic_adds: Vec<AtomicAdd>,
+    /// 4-byte globals stored with what was loaded from them plus something (`count += n`).
+    pub counts_added_to: Vec<u64>,
+    /// Every compare with an immediate (`CMP Rn, #imm`, Go's `CMPW $imm, Rn`): the 4-byte
+    /// field of the first argument compared (its offset), or `None` for anything else.
+    pub compares: Vec<(Option<i64>, u64)>,
+}
+
+/// Reads `code` (which starts at `ip`) as [`Reading`] says.
+pub fn read(code: &[u8], ip: u64) -> Reading {
+    let mut registers = [Value::Unknown; 32];
+    registers[0] = Value::FirstArgument;
+    let mut slots: Vec<(i32, Value)> = Vec::new();
+    let mut reading = Reading::default();
     for (address, instruction) in instructions(code, ip) {
+        // A register operand's value (a register shifted by nothing included).
+        let value = |operand: &Operand| match *operand {
+            Operand::Register(_, 31) | Operand::RegShift(_, 0, _, 31) => Value::Const(0),
+            Operand::Register(_, r)
+            | Operand::RegisterOrSP(_, r)
+            | Operand::RegShift(_, 0, _, r)
+                if r < 31 =>
+            {
+                registers[usize::from(r)]
+            }
+            _ => Value::Unknown,
+        };
         let [first, second, third, _] = instruction.operands;
+        // What the instruction leaves in its first operand's register, when modelled.
+        let mut result = None;
         match (instruction.opcode, first, second, third) {
-            (Opcode::ADRP, Operand::Register(SizeCode::X, rd), Operand::PCOffset(offset), _) => {
-                known[usize::from(rd & 31)] = Some((address & !0xfff).wrapping_add_signed(offset));
-                continue;
+            (Opcode::ADRP, _, Operand::PCOffset(offset), _) => {
+                result = Some(Value::Address(
+                    (address & !0xfff).wrapping_add_signed(offset),
+                ));
+            }
+            (Opcode::ADD, _, _, Operand::Immediate(lo)) => {
+                result = Some(match value(&second) {
+                    Value::Address(base) => {
+                        let formed = base.wrapping_add(u64::from(lo));
+                        reading.addresses.push(formed);
+                        Value::Address(formed)
+                    }
+                    Value::Global { address, size } => Value::SumWith { address, size },
+                    _ => Value::Unknown,
+                });
+            }
+            (Opcode::ADD, _, _, _) => {
+                let sum =
+                    [value(&second), value(&third)]
+                        .into_iter()
+                        .find_map(|value| match value {
+                            Value::Global { address, size } => {
+                                Some(Value::SumWith { address, size })
+                            }
+                            _ => None,
+                        });
+                result = Some(sum.unwrap_or(Value::Unknown));
+            }
+            // MOV: ORR Rd, ZR, #imm / Rm; MOVZ.
+            (Opcode::ORR, _, Operand::Register(_, 31), Operand::Imm64(imm)) => {
+                result = Some(Value::Const(imm));
+            }
+            (Opcode::ORR, _, Operand::Register(_, 31), Operand::Immediate(imm)) => {
+                result = Some(Value::Const(imm.into()));
+            }
+            (Opcode::ORR, _, Operand::Register(_, 31), Operand::RegShift(_, 0, _, _)) => {
+                result = Some(value(&third));
+            }
+            (Opcode::MOVZ, _, Operand::ImmShift(imm, shift), _) => {
+                result = Some(Value::Const(u64::from(imm) << shift));
+            }
+            (Opcode::SUBS, Operand::Register(_, 31), _, Operand::Immediate(imm)) => {
+                let field = match value(&second) {
+                    Value::ArgumentField { offset, size: 4 } => Some(offset),
+                    _ => None,
+                };
+                reading.compares.push((field, imm.into()));
             }
             (
-                Opcode::ADD,
-                Operand::RegisterOrSP(SizeCode::X, rd),
-                Operand::RegisterOrSP(SizeCode::X, rn),
-                Operand::Immediate(lo),
-            ) if rd != SP => {
-                known[usize::from(rd & 31)] =
-                    known[usize::from(rn & 31)].map(|page| page + u64::from(lo));
-                continue;
-            }
-            (
-                Opcode::LDR,
-                Operand::Register(SizeCode::X, _),
-                Operand::RegPreIndex(rn, lo, false),
+                Opcode::LDR | Opcode::LDRSW | Opcode::LDUR,
+                Operand::Register(size, _),
+                Operand::RegPreIndex(base, offset, false),
                 _,
-            ) => targets
-                .extend(known[usize::from(rn & 31)].map(|b| b.wrapping_add_signed(lo.into()))),
+            ) => {
+                let size = if instruction.opcode == Opcode::LDRSW || size == SizeCode::W {
+                    4
+                } else {
+                    8
+                };
+                result = Some(if base == SP {
+                    slots
+                        .iter()
+                        .rev()
+                        .find(|(slot, _)| *slot == offset && size == 8)
+                        .map_or(Value::Unknown, |(_, value)| *value)
+                } else {
+                    match registers[usize::from(base & 31)] {
+                        Value::Address(page) => {
+                            let address = page.wrapping_add_signed(offset.into());
+                            if size == 8 {
+                                reading.words_loaded.push(address);
+                            }
+                            Value::Global { address, size }
+                        }
+                        Value::FirstArgument => Value::ArgumentField {
+                            offset: offset.into(),
+                            size,
+                        },
+                        _ => Value::Unknown,
+                    }
+                });
+            }
             (
                 Opcode::LDP,
                 Operand::Register(SizeCode::X, _),
                 Operand::Register(SizeCode::X, _),
-                Operand::RegPreIndex(rn, lo, false),
+                Operand::RegPreIndex(base, offset, false),
             ) => {
-                if let Some(base) = known[usize::from(rn & 31)] {
-                    let base = base.wrapping_add_signed(lo.into());
-                    targets.extend([base, base + 8]);
+                if let Value::Address(page) = registers[usize::from(base & 31)] {
+                    let address = page.wrapping_add_signed(offset.into());
+                    reading
+                        .words_loaded
+                        .extend([address, address.wrapping_add(8)]);
+                }
+            }
+            (
+                Opcode::STR | Opcode::STUR,
+                Operand::Register(size, _),
+                Operand::RegPreIndex(base, offset, false),
+                _,
+            ) => {
+                if base == SP {
+                    if size == SizeCode::X {
+                        slots.push((offset, value(&first)));
+                    }
+                } else if let (Value::Address(page), SizeCode::W) =
+                    (registers[usize::from(base & 31)], size)
+                {
+                    let stored = page.wrapping_add_signed(offset.into());
+                    if value(&first)
+                        == (Value::SumWith {
+                            address: stored,
+                            size: 4,
+                        })
+                    {
+                        reading.counts_added_to.push(stored);
+                    }
+                }
+            }
+            (
+                Opcode::LDADD(_),
+                Operand::Register(size, _),
+                _,
+                Operand::RegPreIndex(base, 0, false),
+            ) => {
+                if let (Value::Const(added), Value::Address(address)) =
+                    (value(&first), registers[usize::from(base & 31)])
+                {
+                    reading.atomic_adds.push(AtomicAdd {
+                        size: if size == SizeCode::X { 8 } else { 4 },
+                        address,
+                        added,
+                    });
+                }
+                if let Operand::Register(_, rt) = second
+                    && rt < 31
+                {
+                    registers[usize::from(rt)] = Value::Unknown;
                 }
             }
             _ => {}
         }
-        // Whatever else the instruction wrote is no longer a known address.
-        for register in written(&instruction).into_iter().flatten().flatten() {
-            known[usize::from(register & 31)] = None;
+        if matches!(instruction.opcode, Opcode::BL | Opcode::BLR) {
+            registers = [Value::Unknown; 32];
+            continue;
+        }
+        match written(&instruction) {
+            Some(writes) => {
+                for register in writes.into_iter().flatten() {
+                    if register == SP {
+                        slots.clear();
+                    } else {
+                        registers[usize::from(register & 31)] = Value::Unknown;
+                    }
+                }
+            }
+            // Not modelled: its first register operand is taken as written.
+            None => match first {
+                Operand::Register(_, r) | Operand::RegisterOrSP(_, r) if r < 31 => {
+                    registers[usize::from(r)] = Value::Unknown;
+                }
+                _ => {}
+            },
+        }
+        if let (Some(result), Operand::Register(_, rd) | Operand::RegisterOrSP(_, rd)) =
+            (result, first)
+            && rd < 31
+        {
+            registers[usize::from(rd)] = result;
         }
     }
-    targets
+    reading
+}
+
+/// The address of a slice variable that `code` reads both words of, as
+/// [`super::slice_read_by`] on x86-64 (see [`read`]): the lowest address whose next word is
+/// read too.
+pub fn slice_read_by(code: &[u8], ip: u64) -> Option<u64> {
+    let loaded = read(code, ip).words_loaded;
+    loaded
         .iter()
         .copied()
-        .filter(|&base| targets.contains(&(base + 8)))
+        .filter(|&base| loaded.contains(&(base.wrapping_add(8))))
         .min()
+}
+
+/// What a bounds-checked table lookup like `runtime.waitReason.String` gives away, as
+/// [`super::table_lookup`] on x86-64: the bound of its first compare with a small immediate
+/// (`CMPW $N, Rn`), and every `ADRP`+`ADD` address (one of them is the table).
+pub fn table_lookup(code: &[u8], ip: u64) -> (Option<u8>, Vec<u64>) {
+    let reading = read(code, ip);
+    let bound = reading
+        .compares
+        .iter()
+        .find_map(|&(_, bound)| u8::try_from(bound).ok());
+    (bound, reading.addresses)
 }
 
 #[cfg(test)]
@@ -374,5 +593,51 @@ mod tests {
         let words = [0xd0000abb, 0x9116c37b, 0xa9400b61];
         let page = (ip & !0xfff) + 1_400_832;
         assert_eq!(slice_read_by(&code(&words), ip), Some(page + 1456));
+    }
+
+    #[test]
+    fn reads_a_table_lookup() {
+        // runtime.waitReason.String, Go 1.27.3: UBFX; CMPW $47, R2; BCC; ADRP; ADD (the
+        // string "unknown wait reason"); MOVD $19, R1; RET; UBFX; ADRP; ADD (the table); ...
+        let ip = 0x64ed0;
+        let words = [
+            0xd3401c02, 0x7100bc5f, 0x540000a3, 0xd0000260, 0x911dec00, 0xd2800261, 0xd65f03c0,
+            0xd3401c02, 0xf0000903, 0x910b8063, 0x8b021062, 0xa9400440, 0xd65f03c0,
+        ];
+        assert_eq!(
+            table_lookup(&code(&words), ip),
+            (
+                Some(47),
+                vec![0x64000 + 319_488 + 1915, 0x64000 + 1_191_936 + 736]
+            )
+        );
+    }
+
+    #[test]
+    fn reads_atomic_adds_counts_and_compares() {
+        // newproc1, Go 1.21.13: MOVD $16, R2 (ORR); ADRP; ADD $1728; LDADDAL R2, R4, (R3).
+        let ip = 0x4c804;
+        let words = [0xb27c03e2, 0xd00007e3, 0x911b0063, 0xf8e20064];
+        let goidgen = 0x4c000 + 1_040_384 + 1728;
+        assert_eq!(
+            read(&code(&words), ip).atomic_adds,
+            vec![AtomicAdd {
+                size: 8,
+                address: goidgen,
+                added: 16
+            }]
+        );
+        // gfput, Go 1.21.13: pp spilled, a call, pp reloaded; MOVW 2472(R0), R2; CMPW $32,
+        // R2. Then sched.gFree.n += inc: ADRP; MOVW 1912(R27), R1; MOVW 36(RSP), R2; ADD R1,
+        // R2, R1; ADRP; MOVW R1, 1912(R27).
+        let ip = 0x4cb78;
+        let words = [
+            0xf9003fe0, 0x94003332, 0xf9403fe0, 0xb989a802, 0x7100805f, 0xd00007fb, 0xb9877b61,
+            0xb98027e2, 0x8b010041, 0xd00007fb, 0xb9077b61,
+        ];
+        let reading = read(&code(&words), ip);
+        assert_eq!(reading.compares, vec![(Some(2472), 32)]);
+        let page = ((ip + 20) & !0xfff) + 1_040_384;
+        assert_eq!(reading.counts_added_to, vec![page + 1912]);
     }
 }
