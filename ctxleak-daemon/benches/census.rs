@@ -165,7 +165,7 @@ fn main() {
 
         let mut views = views;
         let start = Instant::now();
-        tracker.runtime_bounds(ctxleak_daemon::session::monotonic_ns(), &mut views);
+        tracker.runtime_bounds(procmem::monotonic_ns(), &mut views);
         let grouped = tracker.update(Instant::now(), &views);
         let group = start.elapsed();
 

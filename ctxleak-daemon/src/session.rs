@@ -829,13 +829,4 @@ fn leak_report_text(verdicts: &contexts::Verdicts) -> String {
     format!("ctxleak: context leak report\n{}", lines.join("\n"))
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads.
-pub fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid timespec pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
-}
+pub use crate::procmem::monotonic_ns;
