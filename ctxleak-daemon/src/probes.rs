@@ -574,18 +574,15 @@ fn attach_multi(
     only: Option<u32>,
     attachment: &mut Attachment,
 ) -> std::io::Result<()> {
-    let mut programs: Vec<&'static str> = places.iter().map(|(program, _)| *program).collect();
-    programs.dedup();
-    let mut seen = std::collections::HashSet::new();
-    for program in programs {
-        if !seen.insert(program) {
-            continue;
+    // Each program's places, in the order the programs first come.
+    let mut by_program: Vec<(&'static str, Vec<u64>)> = Vec::new();
+    for &(program, offset) in places {
+        match by_program.iter_mut().find(|(p, _)| *p == program) {
+            Some((_, offsets)) => offsets.push(offset),
+            None => by_program.push((program, vec![offset])),
         }
-        let offsets: Vec<u64> = places
-            .iter()
-            .filter(|(p, _)| *p == program)
-            .map(|(_, offset)| *offset)
-            .collect();
+    }
+    for (program, offsets) in by_program {
         let link = multi.attach(program, exe, &offsets, only.filter(|&pid| pid != 0))?;
         attachment.links.push(Link::Multi(link));
     }
