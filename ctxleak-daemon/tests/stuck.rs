@@ -66,6 +66,26 @@ fn truth_of(fx: &Driven, fact: &str) -> Result<BTreeMap<String, u64>, String> {
         .map_err(str::to_owned)
 }
 
+/// The stuck groups of a report, described, if it exited 1 with exactly the program's own
+/// `truth` (blocked line → goroutines) as its stuck groups, one group per line.
+fn exactly(
+    status: Option<i32>,
+    stuck: &[Value],
+    truth: &BTreeMap<String, u64>,
+) -> Result<Vec<String>, String> {
+    let found: BTreeMap<String, u64> = stuck
+        .iter()
+        .map(|group| (line_of(group), group["stuck"].as_u64().unwrap_or(0)))
+        .collect();
+    let shown: Vec<String> = stuck.iter().map(describe).collect();
+    if status != Some(1) || found != *truth || found.len() != stuck.len() {
+        return Err(format!(
+            "exit {status:?}, stuck {shown:#?}, want exactly {truth:?}"
+        ));
+    }
+    Ok(shown)
+}
+
 fn deadlocked(version: &str) -> Result<String, String> {
     let mut fx = Driven::start(&fixture(version, "deadlock"));
     fx.checkpoint("started")?;
@@ -78,16 +98,7 @@ fn deadlocked(version: &str) -> Result<String, String> {
     let truth = truth_of(&fx, "stuck")?;
     let sends = truth_of(&fx, "sends")?;
     let stuck = list(&json, &["leaks", "stuck"]);
-    let found: BTreeMap<String, u64> = stuck
-        .iter()
-        .map(|group| (line_of(group), group["stuck"].as_u64().unwrap_or(0)))
-        .collect();
-    let shown: Vec<String> = stuck.iter().map(describe).collect();
-    if status != Some(1) || found != truth || found.len() != stuck.len() {
-        return Err(format!(
-            "exit {status:?}, stuck {shown:#?}, want exactly {truth:?}"
-        ));
-    }
+    let shown = exactly(status, stuck, &truth)?;
     let groups = list(&json, &["groups", "groups"]);
     let suspects: Vec<String> = groups
         .iter()
@@ -211,16 +222,8 @@ fn recorded_by_the_runtime(version: &str, program: &str) -> Result<String, Strin
         truth,
         gcs,
     } = watched_late(version, program, "gc")?;
-    let found: BTreeMap<String, u64> = stuck
-        .iter()
-        .map(|group| (line_of(group), group["stuck"].as_u64().unwrap_or(0)))
-        .collect();
-    let shown: Vec<String> = stuck.iter().map(describe).collect();
-    if status != Some(1) || found != truth || found.len() != stuck.len() {
-        return Err(format!(
-            "{program} after {gcs} GCs: exit {status:?}, stuck {shown:#?}, want exactly {truth:?}"
-        ));
-    }
+    let shown = exactly(status, &stuck, &truth)
+        .map_err(|why| format!("{program} after {gcs} GCs: {why}"))?;
     // Each stuck since before the attach, as the runtime recorded it.
     for group in &stuck {
         let stuck_for = group["stuck_for_s"].as_f64().unwrap_or(0.0);

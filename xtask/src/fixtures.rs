@@ -104,7 +104,7 @@ const VARIANTS: &[Variant] = &[
     },
     // Go programs for another architecture: what an amd64 ctxleak must refuse in one line,
     // and what ctxleak-goexe's tests place arm64 probes in and find the goroutine count's
-    // inputs, the wait reasons and the layouts of (tests/arm64_probes.rs), with every Go,
+    // inputs, the wait reasons and the layouts of (tests/from_code.rs), with every Go,
     // with and without symbols.
     Variant {
         suffix: "-arm64",

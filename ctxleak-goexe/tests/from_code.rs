@@ -1,14 +1,14 @@
-//! Go arm64 binaries (the `-arm64` and `-arm64-stripped` builds of the `phases` and
-//! `contexts` fixtures, every supported Go, made by `cargo xtask fixtures`): probe placement
-//! checked against `go tool objdump` of the same toolchain (oldest and newest Go: every site
-//! is where the README's arm64 table says, on an instruction the arm64 kernel simulates where
-//! it should be, and the stripped build gets the same sites and `runtime.allgs` as the one
-//! with symbols); and on every release, what a stripped build gets from the runtime's arm64
-//! code against the symbols and DWARF of the build with them: the wait reason strings, the
-//! goroutine count's inputs, and the struct layouts (the offset table's, which is per release
-//! and not per architecture).
+//! What ctxleak reads from Go binaries' code, against the symbols and DWARF of the same
+//! program built with them (fixtures made by `cargo xtask fixtures` for every supported Go).
+//! arm64 (the `-arm64` and `-arm64-stripped` builds of `phases` and `contexts`): probe
+//! placement checked against `go tool objdump` of the same toolchain (oldest and newest Go:
+//! every site is where the README's arm64 table says, on an instruction the arm64 kernel
+//! simulates where it should be, and the stripped build gets the same sites and
+//! `runtime.allgs` as the one with symbols); and on every release, the wait reason strings and
+//! the struct layouts (the offset table's, which is per release and not per architecture).
+//! Both architectures, every release: the goroutine count's inputs.
 //!
-//! Run with `cargo xtask test -p ctxleak-goexe --test arm64_probes` (it sets CTXLEAK_FIXTURES
+//! Run with `cargo xtask test -p ctxleak-goexe --test from_code` (it sets CTXLEAK_FIXTURES
 //! and CTXLEAK_GO_VERSIONS).
 
 use std::collections::BTreeMap;
@@ -66,7 +66,7 @@ fn simulated(line: &Line) -> bool {
 
 fn fixtures() -> PathBuf {
     PathBuf::from(std::env::var_os("CTXLEAK_FIXTURES").expect(
-        "CTXLEAK_FIXTURES is not set: run `cargo xtask test -p ctxleak-goexe --test arm64_probes`",
+        "CTXLEAK_FIXTURES is not set: run `cargo xtask test -p ctxleak-goexe --test from_code`",
     ))
 }
 
@@ -101,10 +101,16 @@ fn fixture(version: &str, name: &str) -> PathBuf {
     path
 }
 
+/// The fixture read for its own architecture (an x86-64 build on any host, an arm64 build on
+/// any host).
 fn parse(path: &Path) -> GoBinary {
+    parse_sched(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+fn parse_sched(path: &Path) -> Result<GoBinary, ctxleak_goexe::GoBinaryError> {
     let data = std::fs::read(path).expect("read the fixture");
-    GoBinary::parse_for(&data, path, object::Architecture::Aarch64)
-        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+    let architecture = object::File::parse(&*data).expect("ELF").architecture();
+    GoBinary::parse_for(&data, path, architecture)
 }
 
 /// `go tool objdump` of the whole binary, by function name (the toolchain that built it).
@@ -374,23 +380,24 @@ fn wait_reasons_of_stripped_arm64_builds_equal_the_symbols_table() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// Where every release keeps the goroutine count's inputs, found in arm64 code, against the
-/// symbols of the same program built with them (as `count_inputs_are_found_in_every_release`
-/// does for x86-64): `goidgen` is the first field of `runtime.sched`, every count lies inside
-/// it, `allp` is the symbol, and the stripped build (whose data may sit a few words
+/// Where every release keeps the goroutine count's inputs, found in the code of a stripped
+/// build of `phases` (`suffix`: "" for x86-64, "-arm64"), against the symbols of the same
+/// program built with them: `goidgen` is the first field of `runtime.sched`, every count lies
+/// inside it, `allp` is the symbol, and the stripped build (whose data may sit a few words
 /// elsewhere) finds each at the same place relative to `goidgen`, the P's count at the same
 /// offset.
-#[test]
-fn count_inputs_of_arm64_builds_are_found_in_every_release() {
+fn count_inputs_match_the_symbols(suffix: &str) {
     let mut failures = Vec::new();
+    let plain = format!("phases{suffix}");
+    let stripped = format!("phases{suffix}-stripped");
     for version in all_versions() {
-        let data = std::fs::read(fixture(&version, "phases-arm64")).expect("read");
+        let data = std::fs::read(fixture(&version, &plain)).expect("read");
         let file = object::File::parse(&*data).expect("ELF");
         let (sched, sched_size) = symbol(&file, "runtime.sched");
         let (allp, _) = symbol(&file, "runtime.allp");
-        let found = |build: &str| parse(&fixture(&version, build)).sched;
-        let (with, without) = match (found("phases-arm64"), found("phases-arm64-stripped")) {
-            (Ok(with), Ok(without)) => (with, without),
+        let found = |build: &str| parse_sched(&fixture(&version, build)).map(|binary| binary.sched);
+        let (with, without) = match (found(&plain), found(&stripped)) {
+            (Ok(Ok(with)), Ok(Ok(without))) => (with, without),
             (with, without) => {
                 failures.push(format!("Go {version}: {with:?} / {without:?}"));
                 continue;
@@ -420,9 +427,19 @@ fn count_inputs_of_arm64_builds_are_found_in_every_release() {
                 "Go {version}: stripped {without:x?}, with symbols {with:x?}"
             ));
         }
-        eprintln!("Go {version}: {with:x?}");
+        eprintln!("Go {version}{suffix}: {with:x?}");
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn count_inputs_are_found_in_every_release() {
+    count_inputs_match_the_symbols("");
+}
+
+#[test]
+fn count_inputs_of_arm64_builds_are_found_in_every_release() {
+    count_inputs_match_the_symbols("-arm64");
 }
 
 /// The offset table is keyed by Go release, not by architecture: its entry for each release
