@@ -377,7 +377,7 @@ mod tests {
     fn sample(key: &str) -> (&'static str, &'static [&'static str]) {
         match key {
             "ring-buffer-size" => ("65536", &["65536"]),
-            "park-times" | "no-contexts" | "releases-from-memory" | "probe-stats" => ("true", &[]),
+            "park-times" | "no-contexts" | "cancel-probe" | "probe-stats" => ("true", &[]),
             "exe" | "process-name" | "cgroup" => (r#"["/usr/bin/*"]"#, &["/usr/bin/*"]),
             "web.listen-address" => (r#"":9789""#, &[":9789"]),
             "log.format" => (r#""json""#, &["json"]),
@@ -444,7 +444,7 @@ mod tests {
                     ring_buffer_size: Some(65536),
                     park_times: Some(true),
                     no_contexts: Some(true),
-                    releases_from_memory: Some(true),
+                    cancel_probe: Some(true),
                     probe_stats: Some(true),
                     max_overhead: Some(crate::budget::ProbePolicy::Budget { share: 0.025 }),
                 },

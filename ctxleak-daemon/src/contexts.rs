@@ -138,6 +138,16 @@ fn parent_identity(type_word: u64, data_word: u64) -> u64 {
     data_word ^ type_word.rotate_left(32)
 }
 
+/// Whether `word` can be a `cancelCtx`'s `mu` (+16): a `sync.Mutex` is `state int32` (locked,
+/// woken and starving bits, then the waiters' count from bit 3) and `sema uint32` (a
+/// semaphore's count), each far below 2^24 in any program. Memory the GC gave to something
+/// else after the context was freed seldom is: a Swiss-table map group (Go 1.24+) that began
+/// with the same two words as the context's parent had its control word there
+/// (0x8080808080xxxx80), and was taken for a live context before this check.
+fn plausible_mutex(word: u64) -> bool {
+    word & 0xff00_0000_ff00_0000 == 0
+}
+
 // Millions of them may be kept (`cargo xtask bench memory`; issue #8's goal is 128 bytes per
 // context, hash table included).
 const _: () = assert!(size_of::<ContextRecord>() == 48);
@@ -333,7 +343,10 @@ impl ContextTracker {
                 continue;
             };
             match words {
-                Some(words) if parent_identity(words[0], words[1]) == record.parent => {
+                Some(words)
+                    if parent_identity(words[0], words[1]) == record.parent
+                        && plausible_mutex(words[2]) =>
+                {
                     if words[6] == 0 {
                         continue;
                     }
@@ -913,9 +926,11 @@ mod tests {
         create_registered(&mut t, 1, 0x300, 0x900); // freed and reused: the parent's type differs
         create_registered(&mut t, 1, 0x400, 0x900); // unmapped
         t.apply_goroutine(&goroutine(EventKind::Created, 2, 1)); // bound to 0x400
+        create_registered(&mut t, 1, 0x600, 0x900); // freed and reused: no mutex at +16
+        create_registered(&mut t, 1, 0x700, 0x900); // still registered, its mutex contended
         create(&mut t, 1, 0x500, 50); // bound, under Background, still alive
         t.apply_goroutine(&goroutine(EventKind::Created, 3, 1)); // bound to 0x500
-        assert_eq!(t.unreleased().count(), 4);
+        assert_eq!(t.unreleased().count(), 6);
         let memory = |address: u64| -> Option<[u64; CONTEXT_WORDS]> {
             match address {
                 0x100 => Some([0x77, 0x900, 0, 0, 0, 0xaa, 0]),
@@ -923,6 +938,10 @@ mod tests {
                 // The data word matches, not the type word: a Swiss-table map group (Go 1.24+)
                 // was seen to take a freed context's memory so.
                 0x300 => Some([0, 0x900, 0x8080_8080_8080_8080, 0, 0, 0, 0]),
+                // Both words match, but the third is no mutex: a Swiss-table control word.
+                0x600 => Some([0x77, 0x900, 0x8080_8080_8080_a380, 0, 0, 0, 0]),
+                // A locked mutex with waiters is one.
+                0x700 => Some([0x77, 0x900, (1 << 32) | (3 << 3) | 1, 0, 0, 0xaa, 0]),
                 0x500 => Some([0x77, 0, 0, 0, 0, 0, 0]),
                 _ => None,
             }
@@ -930,11 +949,11 @@ mod tests {
         let (cancelled, gone) = t.check_memory(5000, |addresses| {
             addresses.iter().map(|&a| memory(a)).collect()
         });
-        assert_eq!((cancelled, gone), (1, 2));
-        assert_eq!(t.unreleased().count(), 1, "0x100 only");
-        assert_eq!(t.children_maps().collect::<Vec<_>>(), vec![(0xaa, 1)]);
-        // The two registered ones that were freed left their parent's map: cancelled.
-        assert_eq!(t.cancelled, 3);
+        assert_eq!((cancelled, gone), (1, 3));
+        assert_eq!(t.unreleased().count(), 2, "0x100 and 0x700 only");
+        assert_eq!(t.children_maps().collect::<Vec<_>>(), vec![(0xaa, 2)]);
+        // The three registered ones that were freed left their parent's map: cancelled.
+        assert_eq!(t.cancelled, 4);
         // Goroutine 3's context is alive; goroutine 2's was registered and is gone, so it
         // was cancelled: goroutine 2 outlived it, as of the check.
         let outliving: Vec<_> = t.bound_to_cancelled(u64::MAX).collect();

@@ -211,7 +211,7 @@ impl Default for Metrics {
         );
         registry.register(
             "probe_hit_cost_seconds",
-            "Under --max-overhead: what one probe hit costs a process by ctxleak's estimate: the cost measured by its benchmarks, scaled by how fast this host traps (measured at start)",
+            "Under --max-overhead: what one probe hit costs a busy process by ctxleak's estimate: the cost measured by its benchmarks, scaled by how fast this host traps (measured at start); sparse hits are charged up to 2.5 times that",
             metrics.probe_hit_cost.clone(),
         );
         registry.register(

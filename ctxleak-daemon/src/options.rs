@@ -100,18 +100,18 @@ pub struct WatchFlags {
     #[arg(long, value_parser = duration)]
     #[serde(default, deserialize_with = "de::duration")]
     pub context_grace: Option<Duration>,
-    /// Do not probe the context package (three probes: context creation, registration
-    /// under a parent, cancellation); goroutine metrics only.
+    /// Do not probe the context package (two probes: context creation, registration under a
+    /// parent; three with --cancel-probe); goroutine metrics only.
     #[arg(long, num_args = 0, default_missing_value = "true")]
     #[serde(default)]
     pub no_contexts: Option<bool>,
-    /// Read context cancellations from the target's memory (each tracked context's `err`,
-    /// every second) instead of probing `(*cancelCtx).cancel`: one trap fewer per context,
-    /// so the probes fit a budget for longer; cancellations are then known to within about a
-    /// second.
+    /// Probe `(*cancelCtx).cancel` to see each context's cancellation as it happens. By
+    /// default cancellations are read from the target's memory instead (each tracked
+    /// context's `err`, every second): one trap fewer per context, cancellations known to
+    /// within about a second.
     #[arg(long, num_args = 0, default_missing_value = "true")]
     #[serde(default)]
-    pub releases_from_memory: Option<bool>,
+    pub cancel_probe: Option<bool>,
     /// Count each probe's runs and run time in the kernel and export them
     /// (ctxleak_probe_runs_total, ctxleak_probe_run_seconds_total): what ctxleak costs the
     /// target, probe by probe. Costs two clock reads per probe hit; needs CAP_SYS_ADMIN.
@@ -434,7 +434,7 @@ impl WatchFlags {
                 floor: false,
                 floor_spin_ns: 0,
                 no_contexts: self.no_contexts.unwrap_or(false),
-                releases_from_memory: self.releases_from_memory.unwrap_or(false),
+                releases_from_memory: !self.cancel_probe.unwrap_or(false),
                 run_stats: self.probe_stats.unwrap_or(false),
             },
             judgement: crate::session::Judgement {

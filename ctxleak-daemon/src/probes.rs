@@ -86,7 +86,8 @@ pub struct ProbeMode {
     /// Leave the `context` probes out (goroutines only).
     pub no_contexts: bool,
     /// Leave the cancellation probe out: cancellations are read from memory
-    /// ([`crate::session::Session::check_releases`]).
+    /// ([`crate::session::Session::check_releases`]). The default (`--cancel-probe` unsets
+    /// it).
     pub releases_from_memory: bool,
     /// Have the kernel count each program's runs and time (two clock reads per probe hit),
     /// exported as `ctxleak_probe_runs_total` and `ctxleak_probe_run_seconds_total`.

@@ -68,7 +68,7 @@ pub struct Session {
     /// The probes were off at some time since the tracked contexts were last checked in
     /// memory: cancellations may have been missed.
     contexts_gap: bool,
-    /// Cancellations come from memory only (`--releases-from-memory`).
+    /// Cancellations come from memory only (the default; `--cancel-probe` probes them instead).
     releases_from_memory: bool,
     /// When [`Session::check_releases`] may read the tracked contexts again.
     next_release_check: Instant,
@@ -270,7 +270,7 @@ impl Session {
         self.contexts_probed && (self.contexts_gap || self.releases_from_memory)
     }
 
-    /// Cancellations are not probed (`--releases-from-memory`): read them from memory every
+    /// Cancellations are not probed (the default; `--cancel-probe` probes them instead): read them from memory every
     /// second, probes on or off.
     pub fn read_releases_from_memory(&mut self) {
         self.releases_from_memory = true;

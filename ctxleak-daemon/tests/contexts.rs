@@ -206,9 +206,9 @@ fn context_verdicts_match_on_stripped_binaries() {
     on_every_version("contexts-stripped", &[]);
 }
 
-/// The same verdicts with the cancellation probe left out, cancellations read from memory
-/// (each tracked context's `err`, every second).
+/// The same verdicts with cancellations probed (`--cancel-probe`) instead of read from
+/// memory (each tracked context's `err`, every second), as the two tests above do.
 #[test]
-fn context_verdicts_match_with_releases_read_from_memory() {
-    on_every_version("contexts", &["--releases-from-memory"]);
+fn context_verdicts_match_with_the_cancel_probe() {
+    on_every_version("contexts", &["--cancel-probe"]);
 }

@@ -1,7 +1,7 @@
 //! `--probe-stats`: the kernel's count of each probe's runs equals the events ctxleak received
 //! from it (plus any it could not read or send), on a net/http server under load; each probe
 //! that ran reports a run time, and a probe left out (`goroutine_parked` without
-//! `--park-times`) reports nothing.
+//! `--park-times`) reports nothing. With `--cancel-probe`, so that every context probe runs.
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,9 @@ fn seconds(metrics: &str, probe: &str) -> f64 {
 fn check(version: &str) -> Result<String, String> {
     let mut server = Driven::start(&fixture(version, "ctxhttp"));
     server.checkpoint("started")?;
-    let ctxleak = Ctxleak::attach_with(server.pid(), &["--probe-stats"]);
+    // Every probe there is, the cancellation probe included (by default cancellations are
+    // read from memory).
+    let ctxleak = Ctxleak::attach_with(server.pid(), &["--probe-stats", "--cancel-probe"]);
     server.send("ok 500");
     server.checkpoint("ok")?;
     let pid = server.pid();

@@ -12,6 +12,8 @@
 //! - `overhead` (overhead.rs): what the probes cost the target.
 //! - `budget` (budget.rs): the probes under `--max-overhead`: their cost at several request
 //!   rates and under goroutine churn, and how fast leaks are still named.
+//! - `hitcost` (hitcost.rs): what the probes cost the net/http target at request rates from
+//!   600 to 10 000 a second, probes on against off within one run, against ctxleak's estimate.
 //! - `ingest` (ingest.rs): probe events per second one core of the daemon decodes and tracks,
 //!   from a synthetic stream, against decoding alone.
 //! - `memory` (memory.rs): the daemon's heap per tracked goroutine with 1 000 000 live ones,
@@ -22,6 +24,7 @@
 mod attach;
 mod budget;
 mod census;
+mod hitcost;
 mod ingest;
 mod memory;
 mod overhead;
@@ -38,7 +41,7 @@ use crate::workspace::Workspace;
 /// Run the benchmarks (all, or the one named) and write target/bench/<name>.md and .json.
 #[derive(clap::Args)]
 pub struct Options {
-    /// One benchmark: parse, census, overhead, budget, ingest, memory or attach.
+    /// One benchmark: parse, census, overhead, budget, hitcost, ingest, memory or attach.
     name: Option<String>,
 }
 
@@ -54,6 +57,7 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
             memory::run(ws, &out)?;
             attach::run(ws, &out)?;
             overhead::run(ws, &out)?;
+            hitcost::run(ws, &out)?;
             budget::run(ws, &out)
         }
         Some("parse") => parse::run(ws, &out),
@@ -61,13 +65,14 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
         Some("census-million") => census::million(ws, &out),
         Some("overhead") => overhead::run(ws, &out),
         Some("budget") => budget::run(ws, &out),
+        Some("hitcost") => hitcost::run(ws, &out),
         Some("ingest") => ingest::run(ws, &out),
         Some("memory") => memory::run(ws, &out),
         Some("attach") => attach::run(ws, &out),
         Some(other) => {
             bail!(
                 "no benchmark named {other:?}: the benchmarks are: parse, census, overhead, \
-                 budget, ingest, memory, attach (and census-million, not run by default: \
+                 budget, hitcost, ingest, memory, attach (and census-million, not run by default: \
                  the census of 1 000 000 goroutines)"
             )
         }

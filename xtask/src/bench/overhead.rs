@@ -47,12 +47,9 @@ const MODES: &[(&str, Option<&[&str]>)] = &[
     ("ctxleak --park-times", Some(&["--park-times"])),
     // The goroutine probes alone: the difference to "ctxleak" is what the context probes cost.
     ("ctxleak --no-contexts", Some(&["--no-contexts"])),
-    // Cancellations read from memory instead of probed: the difference to "ctxleak" is what
+    // Cancellations probed instead of read from memory: the difference to "ctxleak" is what
     // the cancellation probe costs.
-    (
-        "ctxleak --releases-from-memory",
-        Some(&["--releases-from-memory"]),
-    ),
+    ("ctxleak --cancel-probe", Some(&["--cancel-probe"])),
     // The floor with programs that spin for a known time: the difference between the two is
     // what each nanosecond inside a uprobe program costs the target (see `report`).
     (
