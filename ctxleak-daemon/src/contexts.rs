@@ -206,6 +206,9 @@ pub struct ContextTracker {
     pub sites: SiteTable,
     pub created: u64,
     pub cancelled: u64,
+    /// When [`ContextTracker::check_memory`] last read every uncancelled context (the probes'
+    /// clock): those it did not find cancelled were uncancelled then, not necessarily now.
+    pub memory_checked_ns: Option<u64>,
 }
 
 impl ContextTracker {
@@ -222,16 +225,21 @@ impl ContextTracker {
             Some(EventKind::ContextCreated) => {
                 self.created += 1;
                 let site = self.sites.intern_stack(&event.stack, resolve);
-                // The GC freed whatever lived here before. A registered one is gone without a
-                // cancel (it can't be freed while its parent's map holds it, unless the parent
-                // went too): it leaves the count. A cancelled one with goroutines still bound
-                // is retired, not forgotten: those goroutines outlived it all the same. Any
-                // other binding can never match a verdict now (a freed context is never
-                // cancelled).
-                if let Some(old) = self.records.remove(&event.change.context) {
+                // The GC freed whatever lived here before. A registered one was cancelled
+                // (it can't be freed while its parent's map holds it, unless the parent went
+                // too), as [`ContextTracker::cancel_freed`] says, though its cancellation was
+                // not seen yet (read from memory, every second): it leaves the count, cancelled
+                // as of now. A cancelled one with goroutines still bound is retired, not
+                // forgotten: those goroutines outlived it all the same. Any other binding can
+                // never match a verdict now (a freed context is never cancelled).
+                if let Some(mut old) = self.records.remove(&event.change.context) {
                     if old.unreleased() {
                         self.leave_map(old.children_map);
-                    } else if old.cancelled() && old.bound > 0 {
+                        self.cancelled += 1;
+                        old.flags |= CANCELLED;
+                        old.at_ns = received_ns;
+                    }
+                    if old.cancelled() && old.bound > 0 {
                         self.retired
                             .insert((event.change.context, old.generation), old);
                     }
@@ -337,6 +345,7 @@ impl ContextTracker {
             .map(|(&address, _)| address)
             .collect();
         let words = read(&addresses);
+        self.memory_checked_ns = Some(now_ns);
         let (mut cancelled, mut gone) = (0, 0);
         for (address, words) in addresses.into_iter().zip(words) {
             let Some(record) = self.records.get(&address) else {
@@ -480,6 +489,17 @@ impl ContextTracker {
 
     /// Where the context at `address` was created, if it is unreleased and was created at or
     /// before `created_before_ns` (older than the grace period).
+    /// Until when the contexts not known cancelled are known uncancelled (see
+    /// [`Inputs::alive_as_of_ns`]): `now_ns`, or when cancellations come from memory
+    /// (`from_memory`), the last read of it (0 before the first).
+    pub fn alive_as_of(&self, now_ns: u64, from_memory: bool) -> u64 {
+        if from_memory {
+            self.memory_checked_ns.unwrap_or(0).min(now_ns)
+        } else {
+            now_ns
+        }
+    }
+
     pub fn unreleased_site(
         &self,
         address: u64,
@@ -561,6 +581,11 @@ impl History {
 pub struct Inputs<'a> {
     /// Monotonic now (the probes' clock).
     pub now_ns: u64,
+    /// Until when the contexts not known cancelled are known uncancelled: `now_ns` while the
+    /// probes see every cancellation, the last read of their memory while cancellations come
+    /// from memory ([`ContextTracker::alive_as_of`]). A context is unreleased only if it was
+    /// older than the grace period then.
+    pub alive_as_of_ns: u64,
     pub grace_ns: u64,
     pub now: std::time::Instant,
     pub window: std::time::Duration,
@@ -647,7 +672,7 @@ pub fn verdicts(tracker: &ContextTracker, history: &mut History, inputs: &Inputs
     // Unreleased children older than the grace period, by creation site: a request's context
     // is registered and uncancelled while the request is in flight, which a busy server
     // always has some of.
-    let young = inputs.now_ns.saturating_sub(inputs.grace_ns);
+    let young = inputs.alive_as_of_ns.saturating_sub(inputs.grace_ns);
     let mut by_site: HashMap<SiteId, (u64, u64, u64)> = HashMap::new();
     let mut listening: HashMap<SiteId, Vec<u64>> = HashMap::new();
     for context in tracker.unreleased().filter(|c| c.created_ns <= young) {
@@ -978,6 +1003,59 @@ mod tests {
         assert_eq!(outliving, vec![(2, 5000), (3, 6000)]);
     }
 
+    /// A registered context whose address a new context takes was cancelled (it could not
+    /// be freed while in its parent's map), even before a read of memory said so: a goroutine
+    /// bound to it outlived it.
+    #[test]
+    fn a_registered_context_reused_before_its_cancel_was_read_was_cancelled() {
+        let mut t = ContextTracker::default();
+        create_registered(&mut t, 1, 0x100, 0x900);
+        t.apply_goroutine(&goroutine(EventKind::Created, 2, 1)); // bound to 0x100
+        create(&mut t, 3, 0x100, 60);
+        let outliving: Vec<_> = t.bound_to_cancelled(u64::MAX).map(|o| o.goid).collect();
+        assert_eq!(outliving, vec![2]);
+        assert_eq!(t.cancelled, 1);
+        assert_eq!(t.unreleased().count(), 0);
+    }
+
+    /// While cancellations come from memory, a context is unreleased only if it was older than
+    /// the grace period at the last read that found it uncancelled: one cancelled since, but
+    /// not read yet, is not reported in between.
+    #[test]
+    fn contexts_read_from_memory_are_unreleased_once_old_at_a_read() {
+        let mut t = ContextTracker::default();
+        create_registered(&mut t, 1, 0x100, 0x900); // at 1 000 ns
+        let alive = |_: &[u64]| vec![Some([0x77, 0x900, 0, 0, 0, 0xaa, 0])];
+        let unreleased = |t: &ContextTracker, from_memory: bool| {
+            let listeners = HashMap::new();
+            let views = HashMap::new();
+            let verdicts = verdicts(
+                t,
+                &mut History::default(),
+                &Inputs {
+                    now_ns: 10_000,
+                    alive_as_of_ns: t.alive_as_of(10_000, from_memory),
+                    grace_ns: 2_500,
+                    now: std::time::Instant::now(),
+                    window: std::time::Duration::from_secs(60),
+                    is_live: &|_| true,
+                    views: &views,
+                    read_len: &|_| None,
+                    is_program_function: &|_| true,
+                    coverage: None,
+                    listeners: &listeners,
+                },
+            );
+            verdicts.unreleased.iter().map(|u| u.count).sum::<u64>()
+        };
+        assert_eq!(unreleased(&t, true), 0, "no read yet");
+        assert_eq!(unreleased(&t, false), 1, "the probe would have seen a cancel");
+        t.check_memory(3_000, alive);
+        assert_eq!(unreleased(&t, true), 0, "2 000 ns old at the read: within the grace");
+        t.check_memory(4_000, alive);
+        assert_eq!(unreleased(&t, true), 1, "3 000 ns old and uncancelled at the read");
+    }
+
     #[test]
     fn listeners_are_shown_with_their_unreleased_contexts_by_blocked_line() {
         let mut t = ContextTracker::default();
@@ -1022,6 +1100,7 @@ mod tests {
             &mut History::default(),
             &Inputs {
                 now_ns: 10_000,
+                alive_as_of_ns: 10_000,
                 grace_ns: 0,
                 now: std::time::Instant::now(),
                 window: std::time::Duration::from_secs(60),

@@ -644,7 +644,9 @@ impl Session {
                 )
             });
         let grace = u64::try_from(self.judgement.context_grace.as_nanos()).unwrap_or(u64::MAX);
-        let young = ktime.saturating_sub(grace);
+        let young = contexts
+            .alive_as_of(ktime, self.releases_unseen())
+            .saturating_sub(grace);
         for view in views.iter_mut() {
             if let Some(&context) = listeners.get(&view.goid) {
                 view.listens_on = contexts.unreleased_site(context, young).cloned();
@@ -667,6 +669,7 @@ impl Session {
         listeners: &std::collections::HashMap<u64, Vec<u64>>,
         shared: &Shared,
     ) -> (LeaksResponse, LeakChanges) {
+        let releases_unseen = self.releases_unseen();
         let tracker = &self.tracker;
         // Goroutines whose exit event was lost keep no binding.
         self.contexts
@@ -680,6 +683,7 @@ impl Session {
             &mut self.context_history,
             &contexts::Inputs {
                 now_ns: ktime,
+                alive_as_of_ns: self.contexts.alive_as_of(ktime, releases_unseen),
                 grace_ns: u64::try_from(self.judgement.context_grace.as_nanos())
                     .unwrap_or(u64::MAX),
                 now: started,

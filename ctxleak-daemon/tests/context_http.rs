@@ -13,9 +13,10 @@ fn command(server: &mut Driven, line: &str) -> Result<(), String> {
     server.checkpoint(line.split(' ').next().unwrap_or_default())
 }
 
-/// The first report taken at least 1.5 s (the grace period and a census) after `since_ms`.
+/// The first report taken at least 3 s after `since_ms`: the grace period (1 s), the read of
+/// cancellations from memory (every second) and a census (500 ms), with room to spare.
 fn settled_report(ctxleak: &Ctxleak, since_ms: u64) -> Result<Value, String> {
-    report_after(ctxleak, since_ms, 1500, |_| Ok(()))
+    report_after(ctxleak, since_ms, 3000, |_| Ok(()))
 }
 
 fn check(version: &str) -> Result<String, String> {
