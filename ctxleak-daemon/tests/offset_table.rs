@@ -225,6 +225,28 @@ fn a_newer_release_is_derived_from_code_or_refused_in_one_line() {
     assert_eq!(binary.version.raw, newer);
     assert_eq!(binary.layout_source, LayoutSource::Code);
 
+    // arm64 too (read as a ctxleak on arm64 would): runtime.g and the wait fields from its
+    // code, as its DWARF has them.
+    let arm64 = |name: &str, data: &[u8]| {
+        GoBinary::parse_for(data, Path::new(name), object::Architecture::Aarch64)
+            .unwrap_or_else(|err| panic!("{err}"))
+    };
+    let dwarf = arm64(
+        "phases-arm64",
+        &std::fs::read(common::fixture(&newest, "phases-arm64")).expect("fixture reads"),
+    );
+    let mut data =
+        std::fs::read(common::fixture(&newest, "phases-arm64-stripped")).expect("fixture reads");
+    assert!(patch(&mut data, release.as_bytes(), newer.as_bytes()) > 0);
+    let binary = arm64("newer-arm64", &data);
+    assert_eq!(binary.version.raw, newer);
+    assert_eq!(binary.layout_source, LayoutSource::Code);
+    assert_eq!(binary.g_layout, dwarf.g_layout);
+    assert_eq!(
+        binary.waits,
+        dwarf.waits.map(|(waits, _)| (waits, LayoutSource::Code))
+    );
+
     // Without runtime.casgstatus (renamed in the function table), atomicstatus cannot be
     // derived: a known minor falls back to the table, an unknown one is refused.
     let mut data = original.clone();
