@@ -803,7 +803,9 @@ pub fn g_layout<'a>(
     let goexit_pc = stores(8).any(|(offset, stored)| {
         offset == sched_pc as i64
             && matches!(stored.split(), (Value::Address(address), n)
-                if address.checked_add_signed(n - quantum).and_then(|entry| runtime.name_at(entry))
+                if n.checked_sub(quantum)
+                    .and_then(|n| address.checked_add_signed(n))
+                    .and_then(|entry| runtime.name_at(entry))
                     .is_some_and(|name| name.starts_with("runtime.goexit")))
     });
     if !goexit_pc {

@@ -233,7 +233,7 @@ fn step(
             };
             match &place {
                 Place::Slot(slot) => {
-                    let slot = slot + at;
+                    let slot = slot.saturating_add(at);
                     match access.what {
                         What::Load => set(st, &register, slots_value(st, slot)),
                         _ => {
