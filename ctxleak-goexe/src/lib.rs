@@ -249,7 +249,10 @@ impl GoBinary {
             })
             .collect();
         let read = |address: u64, len: u64| code_of(data, &segments, address, len);
-        let g_layout_derived = derive::g_layout(&pclntab, &read);
+        let isa = disasm::Isa::of(file.architecture());
+        // Another machine's code is read as x86-64's, as before arm64 (it finds nothing).
+        let code_isa = isa.unwrap_or(disasm::Isa::X86_64);
+        let g_layout_derived = derive::g_layout(&pclntab, &read, code_isa);
         let mut dwarf_waits = None;
         let mut dwarf_chans = None;
         let (g_layout, layout_source) = if layout::has_dwarf(&file) {
@@ -323,7 +326,7 @@ impl GoBinary {
                     )
                 })
         };
-        let waits_derived = derive::wait_layout(&pclntab, &read, g_layout.size);
+        let waits_derived = derive::wait_layout(&pclntab, &read, g_layout.size, code_isa);
         // The channel fields: from DWARF, else from the table.
         let chans = match dwarf_chans {
             Some(Ok(chans)) => Ok((chans, LayoutSource::Dwarf)),
@@ -378,7 +381,6 @@ impl GoBinary {
             )
         };
         let function = |name: &'static str| needed(&pclntab, name, &path);
-        let isa = disasm::Isa::of(file.architecture());
         // runtime.allgs: its symbol when the binary has one, else the slice runtime.forEachG
         // ranges over.
         let allgs = match data_symbol(&file, "runtime.allgs") {
@@ -388,12 +390,11 @@ impl GoBinary {
                 .ok_or_else(|| GoBinaryError::NoAllgs { path: path.clone() })?,
         };
 
-        // Another machine's code is read as x86-64's, as before arm64 (it finds nothing).
         let sched = sched::sched_addresses(
             &pclntab,
             &read,
             data_symbol(&file, "runtime.allp"),
-            isa.unwrap_or(disasm::Isa::X86_64),
+            code_isa,
         );
 
         let wait_reasons =

