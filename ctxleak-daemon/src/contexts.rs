@@ -1049,11 +1049,23 @@ mod tests {
             verdicts.unreleased.iter().map(|u| u.count).sum::<u64>()
         };
         assert_eq!(unreleased(&t, true), 0, "no read yet");
-        assert_eq!(unreleased(&t, false), 1, "the probe would have seen a cancel");
+        assert_eq!(
+            unreleased(&t, false),
+            1,
+            "the probe would have seen a cancel"
+        );
         t.check_memory(3_000, alive);
-        assert_eq!(unreleased(&t, true), 0, "2 000 ns old at the read: within the grace");
+        assert_eq!(
+            unreleased(&t, true),
+            0,
+            "2 000 ns old at the read: within the grace"
+        );
         t.check_memory(4_000, alive);
-        assert_eq!(unreleased(&t, true), 1, "3 000 ns old and uncancelled at the read");
+        assert_eq!(
+            unreleased(&t, true),
+            1,
+            "3 000 ns old and uncancelled at the read"
+        );
     }
 
     #[test]
