@@ -248,14 +248,8 @@ fn trace(code: &[u8], ip: u64, callee: &dyn Fn(u64) -> Callee) -> Trace {
     }
     let r14 = Register::R14 as usize - Register::RAX as usize;
     regs[r14] = Value::G;
-    let mut st: State<16> = State {
-        regs,
-        slots: HashMap::new(),
-        sp: 0,
-    };
-    // States that forward branches carry to their targets.
-    let mut pending: HashMap<u64, State<16>> = HashMap::new();
-    let mut falls_through = true;
+    let mut st = State::entry(regs);
+    let mut paths = Paths::<16>::new();
     let mut frame_sp: Option<i64> = None;
     let mut out = Trace::default();
     let mut info = InstructionInfoFactory::new();
@@ -266,15 +260,9 @@ fn trace(code: &[u8], ip: u64, callee: &dyn Fn(u64) -> Callee) -> Trace {
         if instruction.is_invalid() {
             continue;
         }
-        if let Some(branch) = pending.remove(&instruction.ip()) {
-            st = if falls_through {
-                st.merge(&branch)
-            } else {
-                branch
-            };
-        }
+        paths.arrive(instruction.ip(), &mut st);
         // Padding (NOPs after a JMP) does not make the code after it reachable.
-        falls_through = (falls_through || instruction.mnemonic() != Mnemonic::Nop)
+        paths.falls_through = (paths.falls_through || instruction.mnemonic() != Mnemonic::Nop)
             && !matches!(
                 instruction.flow_control(),
                 FlowControl::UnconditionalBranch
@@ -289,22 +277,12 @@ fn trace(code: &[u8], ip: u64, callee: &dyn Fn(u64) -> Callee) -> Trace {
         ) && instruction.op0_kind() == OpKind::NearBranch64
             && instruction.near_branch_target() > instruction.ip()
         {
-            let target = instruction.near_branch_target();
-            let carried = match pending.remove(&target) {
-                Some(other) => other.merge(&st),
-                None => st.clone(),
-            };
-            pending.insert(target, carried);
+            paths.branch(instruction.near_branch_target(), &st);
         }
         let reg_value = |regs: &[Value; 16], register: Register| {
             gpr(register).map_or(Value::Unknown, |i| regs[i].clone())
         };
         // Where the memory operand points: a stack slot, or base + offset.
-        enum Place {
-            Slot(i64),
-            Memory(Value, i64),
-            Elsewhere,
-        }
         let place = {
             let disp = instruction.memory_displacement64() as i64;
             if instruction.memory_index() != Register::None
@@ -449,7 +427,7 @@ fn trace(code: &[u8], ip: u64, callee: &dyn Fn(u64) -> Callee) -> Trace {
                     st.regs[11] = Value::Unknown;
                     continue;
                 }
-                Callee::NoReturn => falls_through = false,
+                Callee::NoReturn => paths.falls_through = false,
                 Callee::Normal => {}
             }
             // ABIInternal: every register but SP, BP and g (R14) is the callee's to use.
@@ -517,6 +495,15 @@ struct State<const N: usize> {
 }
 
 impl<const N: usize> State<N> {
+    /// The state at a function's entry, with these registers.
+    fn entry(regs: [Value; N]) -> Self {
+        State {
+            regs,
+            slots: HashMap::new(),
+            sp: 0,
+        }
+    }
+
     /// The state where two paths meet.
     fn merge(&self, other: &State<N>) -> State<N> {
         State {
@@ -529,6 +516,52 @@ impl<const N: usize> State<N> {
             sp: self.sp,
         }
     }
+}
+
+/// The paths through a function as either interpreter follows it in address order: the
+/// states forward branches carry to their targets, and whether the code before the next
+/// instruction falls through to it.
+struct Paths<const N: usize> {
+    pending: HashMap<u64, State<N>>,
+    falls_through: bool,
+}
+
+impl<const N: usize> Paths<N> {
+    fn new() -> Self {
+        Paths {
+            pending: HashMap::new(),
+            falls_through: true,
+        }
+    }
+
+    /// At the instruction at `address`: the states branches carried there, merged with the
+    /// one falling through to it (replacing it if nothing falls through).
+    fn arrive(&mut self, address: u64, st: &mut State<N>) {
+        if let Some(branch) = self.pending.remove(&address) {
+            *st = if self.falls_through {
+                st.merge(&branch)
+            } else {
+                branch
+            };
+        }
+    }
+
+    /// A forward branch to `target` carries `st` there.
+    fn branch(&mut self, target: u64, st: &State<N>) {
+        let carried = match self.pending.remove(&target) {
+            Some(other) => other.merge(st),
+            None => st.clone(),
+        };
+        self.pending.insert(target, carried);
+    }
+}
+
+/// Where a memory operand points.
+enum Place {
+    /// By offset from the stack pointer at entry.
+    Slot(i64),
+    Memory(Value, i64),
+    Elsewhere,
 }
 
 /// Forgets the slots that a write of `size` bytes at `slot` overlaps.

@@ -12,11 +12,9 @@
 //! `CAS`, `LDADD`, `SWP` (ARMv8.1) beside an `LDAXR`/`STLXR` loop, and `LDAR`/`STLR`.
 //! `TST $imm`, `CMP $imm` and `CBZ`/`CBNZ` (a test against zero) are the recorded tests.
 
-use std::collections::HashMap;
-
 use yaxpeax_arm::armv8::a64::{Instruction, Opcode, Operand, SizeCode};
 
-use super::{Access, AccessKind, Call, Callee, State, Trace, Value, clobber_slots};
+use super::{Access, AccessKind, Call, Callee, Paths, Place, State, Trace, Value, clobber_slots};
 use crate::disasm::arm64::{branch_target, instructions};
 
 /// Go's g register.
@@ -30,14 +28,6 @@ const SCRATCH: usize = 27;
 /// Register 31: SP as a base or `RegisterOrSP`, the zero register otherwise.
 const R31: u16 = 31;
 
-/// Where a memory operand points.
-enum Place {
-    /// By offset from the stack pointer at entry.
-    Slot(i64),
-    Memory(Value, i64),
-    Elsewhere,
-}
-
 /// Follows `code` (which starts at `ip`) once, in address order, as [`super::trace`] does
 /// x86-64 code: forward branches carry their state to their target, backward ones are not
 /// followed, and `callee` says what a direct call does to the registers.
@@ -48,36 +38,21 @@ pub(super) fn trace(code: &[u8], ip: u64, callee: &dyn Fn(u64) -> Callee) -> Tra
         *value = Value::Arg(n as u8);
     }
     regs[G] = Value::G;
-    let mut st: State<32> = State {
-        regs,
-        slots: HashMap::new(),
-        sp: 0,
-    };
-    let mut pending: HashMap<u64, State<32>> = HashMap::new();
-    let mut falls_through = true;
+    let mut st = State::entry(regs);
+    let mut paths = Paths::<32>::new();
     let mut frame_sp: Option<i64> = None;
     let mut out = Trace::default();
     for (address, instruction) in instructions(code, ip) {
-        if let Some(branch) = pending.remove(&address) {
-            st = if falls_through {
-                st.merge(&branch)
-            } else {
-                branch
-            };
-        }
+        paths.arrive(address, &mut st);
         let opcode = instruction.opcode;
         // Padding (NOPs after a branch) does not make the code after it reachable.
-        falls_through = (falls_through || opcode != Opcode::HINT)
+        paths.falls_through = (paths.falls_through || opcode != Opcode::HINT)
             && !matches!(opcode, Opcode::B | Opcode::BR | Opcode::RET);
-        if is_branch(opcode)
+        if is_jump(opcode)
             && let Some(target) = branch_target(address, &instruction)
             && target > address
         {
-            let carried = match pending.remove(&target) {
-                Some(other) => other.merge(&st),
-                None => st.clone(),
-            };
-            pending.insert(target, carried);
+            paths.branch(target, &st);
         }
         if matches!(opcode, Opcode::BL | Opcode::BLR) {
             let target = if opcode == Opcode::BL {
@@ -95,7 +70,7 @@ pub(super) fn trace(code: &[u8], ip: u64, callee: &dyn Fn(u64) -> Callee) -> Tra
                     st.regs[SCRATCH] = Value::Unknown;
                     continue;
                 }
-                Callee::NoReturn => falls_through = false,
+                Callee::NoReturn => paths.falls_through = false,
                 Callee::Normal => {}
             }
             // ABIInternal: every register but g and the frame pointer is the callee's.
@@ -272,7 +247,7 @@ fn step(
     }
     // Whatever the model does not say, the first register operand is written (a branch's,
     // a compare's into ZR, a TBZ's are read only).
-    let reads_only = is_branch(opcode) || matches!(opcode, Opcode::HINT);
+    let reads_only = is_jump(opcode) || matches!(opcode, Opcode::HINT);
     if !reads_only {
         match first {
             Operand::RegisterOrSP(_, R31) => {
@@ -427,7 +402,10 @@ fn memory_access(opcode: Opcode) -> Option<MemoryAccess> {
     }
 }
 
-fn is_branch(opcode: Opcode) -> bool {
+/// A branch within the function, whose target the state is carried to: not a call (`BL`,
+/// `BLR`: modelled as calls) nor `RET` (`crate::disasm::arm64`'s `is_branch`, which decides
+/// what the kernel simulates, has those too).
+fn is_jump(opcode: Opcode) -> bool {
     matches!(
         opcode,
         Opcode::B
