@@ -187,6 +187,14 @@ pub struct Bucket {
 /// first update with hits in it, so that the idle time before a burst does not dilute it).
 const RATE_SPAN: Duration = Duration::from_secs(1);
 
+/// Hits a second over `samples` of (time on, hits); None if they cover no time.
+fn rate_of<'a>(samples: impl Iterator<Item = &'a (Duration, u64)>) -> Option<f64> {
+    let (on, hits) = samples.fold((Duration::ZERO, 0u64), |(on, hits), (more, more_hits)| {
+        (on + *more, hits + more_hits)
+    });
+    (!on.is_zero()).then(|| hits as f64 / on.as_secs_f64())
+}
+
 impl Bucket {
     /// A full bucket, with the probes on (the caller attached them).
     pub fn new(share: f64, hit_cost: Duration, now: Instant) -> Self {
@@ -212,13 +220,10 @@ impl Bucket {
     /// runs). Without it a perf-event link's window cost the churn bench several times its
     /// budget (README, "How it works, and what it costs").
     pub fn charge_removal(&mut self, trapping: Duration) {
-        let busy = || self.rate_samples.iter().skip_while(|(_, hits)| *hits == 0);
-        let on: Duration = busy().map(|(on, _)| *on).sum();
-        let hits: u64 = busy().map(|(_, hits)| hits).sum();
-        if on.is_zero() {
+        let busy = self.rate_samples.iter().skip_while(|(_, hits)| *hits == 0);
+        let Some(rate) = rate_of(busy) else {
             return;
-        }
-        let rate = hits as f64 / on.as_secs_f64();
+        };
         let cost = rate * trapping.as_secs_f64() * self.hit_cost * sparse_factor(rate) * TRAP_SHARE;
         self.spent += cost;
         self.tokens -= cost;
@@ -297,12 +302,7 @@ impl Bucket {
 
     /// Hits a second over the last [`RATE_SPAN`] of probes on (the current update included).
     fn rate(&self) -> f64 {
-        let on: Duration = self.rate_samples.iter().map(|(on, _)| *on).sum();
-        let hits: u64 = self.rate_samples.iter().map(|(_, hits)| hits).sum();
-        if on.is_zero() {
-            return 0.0;
-        }
-        hits as f64 / on.as_secs_f64()
+        rate_of(self.rate_samples.iter()).unwrap_or(0.0)
     }
 
     /// The attach that [`Switch::Attach`] asked for failed: count it as a window spent off.

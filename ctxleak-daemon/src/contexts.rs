@@ -227,22 +227,18 @@ impl ContextTracker {
                 let site = self.sites.intern_stack(&event.stack, resolve);
                 // The GC freed whatever lived here before. A registered one was cancelled
                 // (it can't be freed while its parent's map holds it, unless the parent went
-                // too), as [`ContextTracker::cancel_freed`] says, though its cancellation was
-                // not seen yet (read from memory, every second): it leaves the count, cancelled
-                // as of now. A cancelled one with goroutines still bound is retired, not
-                // forgotten: those goroutines outlived it all the same. Any other binding can
-                // never match a verdict now (a freed context is never cancelled).
-                if let Some(mut old) = self.records.remove(&event.change.context) {
-                    if old.unreleased() {
-                        self.leave_map(old.children_map);
-                        self.cancelled += 1;
-                        old.flags |= CANCELLED;
-                        old.at_ns = received_ns;
-                    }
-                    if old.cancelled() && old.bound > 0 {
-                        self.retired
-                            .insert((event.change.context, old.generation), old);
-                    }
+                // too), though its cancellation was not seen yet (read from memory, every
+                // second): [`ContextTracker::cancel_freed`], as of now. A cancelled one with
+                // goroutines still bound is retired, not forgotten: those goroutines outlived
+                // it all the same. Any other binding can never match a verdict now (a freed
+                // context is never cancelled).
+                self.cancel_freed(event.change.context, received_ns);
+                if let Some(old) = self.records.remove(&event.change.context)
+                    && old.cancelled()
+                    && old.bound > 0
+                {
+                    self.retired
+                        .insert((event.change.context, old.generation), old);
                 }
                 let generation = self.next_generation;
                 self.next_generation = self.next_generation.wrapping_add(1);
@@ -1003,6 +999,37 @@ mod tests {
         assert_eq!(outliving, vec![(2, 5000), (3, 6000)]);
     }
 
+    /// When [`judge`] judges (the probes' clock).
+    const JUDGED_AT: u64 = 10_000;
+
+    /// The verdicts at [`JUDGED_AT`] of contexts known uncancelled until `alive_as_of_ns`,
+    /// every goroutine live, every function the program's.
+    fn judge(
+        t: &ContextTracker,
+        alive_as_of_ns: u64,
+        grace_ns: u64,
+        views: &HashMap<u64, &GoroutineView>,
+        listeners: &HashMap<u64, Vec<u64>>,
+    ) -> Verdicts {
+        verdicts(
+            t,
+            &mut History::default(),
+            &Inputs {
+                now_ns: JUDGED_AT,
+                alive_as_of_ns,
+                grace_ns,
+                now: std::time::Instant::now(),
+                window: std::time::Duration::from_secs(60),
+                is_live: &|_| true,
+                views,
+                read_len: &|_| None,
+                is_program_function: &|_| true,
+                coverage: None,
+                listeners,
+            },
+        )
+    }
+
     /// A registered context whose address a new context takes was cancelled (it could not
     /// be freed while in its parent's map), even before a read of memory said so: a goroutine
     /// bound to it outlived it.
@@ -1027,26 +1054,12 @@ mod tests {
         create_registered(&mut t, 1, 0x100, 0x900); // at 1 000 ns
         let alive = |_: &[u64]| vec![Some([0x77, 0x900, 0, 0, 0, 0xaa, 0])];
         let unreleased = |t: &ContextTracker, from_memory: bool| {
-            let listeners = HashMap::new();
-            let views = HashMap::new();
-            let verdicts = verdicts(
-                t,
-                &mut History::default(),
-                &Inputs {
-                    now_ns: 10_000,
-                    alive_as_of_ns: t.alive_as_of(10_000, from_memory),
-                    grace_ns: 2_500,
-                    now: std::time::Instant::now(),
-                    window: std::time::Duration::from_secs(60),
-                    is_live: &|_| true,
-                    views: &views,
-                    read_len: &|_| None,
-                    is_program_function: &|_| true,
-                    coverage: None,
-                    listeners: &listeners,
-                },
-            );
-            verdicts.unreleased.iter().map(|u| u.count).sum::<u64>()
+            let alive_as_of_ns = t.alive_as_of(JUDGED_AT, from_memory);
+            judge(t, alive_as_of_ns, 2_500, &HashMap::new(), &HashMap::new())
+                .unreleased
+                .iter()
+                .map(|u| u.count)
+                .sum::<u64>()
         };
         assert_eq!(unreleased(&t, true), 0, "no read yet");
         assert_eq!(
@@ -1107,23 +1120,7 @@ mod tests {
         let by_goid: HashMap<u64, &GoroutineView> = views.iter().map(|v| (v.goid, v)).collect();
         // Goroutine 10 waits on a cancelled context: not a listener of an unreleased one.
         let listeners = HashMap::from([(0x100, vec![8, 7]), (0x200, vec![9]), (0x300, vec![10])]);
-        let verdicts = verdicts(
-            &t,
-            &mut History::default(),
-            &Inputs {
-                now_ns: 10_000,
-                alive_as_of_ns: 10_000,
-                grace_ns: 0,
-                now: std::time::Instant::now(),
-                window: std::time::Duration::from_secs(60),
-                is_live: &|_| true,
-                views: &by_goid,
-                read_len: &|_| None,
-                is_program_function: &|_| true,
-                coverage: None,
-                listeners: &listeners,
-            },
-        );
+        let verdicts = judge(&t, JUDGED_AT, 0, &by_goid, &listeners);
         let [unreleased] = &verdicts.unreleased[..] else {
             panic!("{:?}", verdicts.unreleased);
         };
