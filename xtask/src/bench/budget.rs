@@ -28,8 +28,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::shared::{
-    ChurnRun, Running, Tools, attach_serving, cpu_ns, http_get, kernel, measure_churn, publish,
-    scrape, start_httpserver,
+    ChurnRun, Running, Tools, attach_serving, cpu_ns, http_get, kernel, mean, measure_churn,
+    publish, scrape, start_httpserver,
 };
 use crate::workspace::Workspace;
 use crate::{go, process};
@@ -568,10 +568,13 @@ fn report(
         if none.is_empty() {
             bail!("no run without ctxleak at {}", rate_label(rate));
         }
-        let mean = |field: fn(&HttpRun) -> f64| {
-            none.iter().map(|run| field(run)).sum::<f64>() / none.len() as f64
+        let none_mean = |field: fn(&HttpRun) -> f64| {
+            mean(&none.iter().map(|run| field(run)).collect::<Vec<_>>())
         };
-        let (none_rps, none_cpu) = (mean(|run| run.rps), mean(|run| run.cpu_ns_per_request));
+        let (none_rps, none_cpu) = (
+            none_mean(|run| run.rps),
+            none_mean(|run| run.cpu_ns_per_request),
+        );
         let mut json_runs = Vec::new();
         for run in runs {
             let extra = (run.cpu_ns_per_request - none_cpu) * run.rps / 1e9;
@@ -652,7 +655,7 @@ fn report(
     if none.is_empty() {
         bail!("no churn run without ctxleak");
     }
-    let none_ns = none.iter().sum::<f64>() / none.len() as f64;
+    let none_ns = mean(&none);
     let mut json_churn = Vec::new();
     for run in churn {
         let extra = 1.0 - none_ns / run.ns_per_goroutine;

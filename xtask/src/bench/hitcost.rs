@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::budget::load_command;
 use super::shared::{
-    Running, Tools, attach_serving, cpu_ns, kernel, publish, scrape, start_httpserver,
+    Running, Tools, attach_serving, cpu_ns, kernel, mean, publish, scrape, start_httpserver,
 };
 use crate::go;
 use crate::workspace::Workspace;
@@ -50,10 +50,6 @@ struct OnOff {
     off: Vec<f64>,
     /// ctxleak's estimate, CPU-seconds a second, over the steady seconds on.
     estimate: Vec<f64>,
-}
-
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len().max(1) as f64
 }
 
 /// The standard error of the mean.

@@ -106,6 +106,11 @@ pub(crate) fn publish(out: &Path, name: &str, md: &str, json: &Value) -> Result<
     Ok(())
 }
 
+/// The mean of `values` (0 for none).
+pub(super) fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
 pub(super) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
